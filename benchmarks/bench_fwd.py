@@ -1,0 +1,148 @@
+"""Forward (and optionally forward+backward) latency on the anchor cases, in one run:
+fastna backends vs cuDNN SDPA (dense) and FlexAttention with the NA mask.
+
+    python benchmarks/bench_fwd.py [--cases flux,nat] [--backends fused,naive] [--bwd] [--out FILE]
+
+Prints a markdown table; ratios are cuDNN time / backend time (higher is better).
+A benchmark, not a test: run the GPU tests first.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+from math import prod
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from anchor_cases import BY_NAME, CASES  # noqa: E402
+
+import fastna  # noqa: E402
+
+# The naive backend stores fp32 attention weights [B, N, H, window]; skip it beyond this size.
+NAIVE_MAX_BYTES = 8 << 30
+
+
+def bench(fn, warmup=25, rep=100):
+    from triton.testing import do_bench
+    return do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
+
+
+def make_inputs(case, dtype, requires_grad):
+    shape = (case.batch, *case.shape, case.heads, case.dim)
+    return [torch.randn(shape, device="cuda", dtype=dtype, requires_grad=requires_grad)
+            for _ in range(3)]
+
+
+def step(fn, inputs, bwd):
+    if not bwd:
+        return lambda: fn(*inputs)
+    grad = None
+
+    def run():
+        nonlocal grad
+        out = fn(*inputs)
+        if grad is None:
+            grad = torch.randn_like(out)
+        out.backward(grad)
+    return run
+
+
+def cudnn_fn(q, k, v):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    b, h, d = q.shape[0], q.shape[-2], q.shape[-1]
+    qt, kt, vt = (t.reshape(b, -1, h, d).transpose(1, 2) for t in (q, k, v))
+    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+        return torch.nn.functional.scaled_dot_product_attention(qt, kt, vt)
+
+
+def flex_fn(case):
+    from flex_na import make_flex_na
+    flex = make_flex_na(case)
+
+    def run(q, k, v):
+        b, h, d = q.shape[0], q.shape[-2], q.shape[-1]
+        qt, kt, vt = (t.reshape(b, -1, h, d).transpose(1, 2) for t in (q, k, v))
+        return flex(qt, kt, vt)
+    return run
+
+
+def fastna_fn(case, backend):
+    kw = case.kwargs()
+    return lambda q, k, v: fastna.neighborhood_attention(q, k, v, backend=backend, **kw)
+
+
+def run_case(case, backends, dtype, bwd):
+    row = {"case": case.name, "flop_bound": case.flop_bound}
+    inputs = make_inputs(case, dtype, bwd)
+    contenders = {"cudnn": cudnn_fn}
+    try:
+        contenders["flex"] = flex_fn(case)
+    except Exception as e:  # report, don't hide: the table shows the reason
+        row["flex_error"] = repr(e)[:200]
+    for b in backends:
+        attn_bytes = 4 * case.batch * case.tokens * case.heads * prod(case.kernel)
+        if b == "naive" and attn_bytes > NAIVE_MAX_BYTES:
+            row["naive_error"] = f"skipped: attention buffer {attn_bytes / 2**30:.0f} GiB"
+            continue
+        contenders[b] = fastna_fn(case, b)
+    for name, fn in contenders.items():
+        try:
+            row[name] = bench(step(fn, inputs, bwd))
+        except Exception as e:
+            row[f"{name}_error"] = repr(e)[:200]
+        torch.cuda.empty_cache()
+    return row
+
+
+def table(rows, names):
+    head = ["case", "FLOP bound"] + [f"{n} ms" for n in names] + [f"{n} vs cuDNN" for n in names if n != "cudnn"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["case"], f"{r['flop_bound']:.1f}"]
+        cells += [f"{r[n]:.3f}" if n in r else "—" for n in names]
+        for n in names:
+            if n == "cudnn":
+                continue
+            cells.append(f"{r['cudnn'] / r[n]:.2f}x" if n in r and "cudnn" in r else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    errors = [f"- {r['case']}: {k[:-6]}: {v}" for r in rows for k, v in r.items() if k.endswith("_error")]
+    return "\n".join(lines + ([""] + errors if errors else []))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", default=",".join(c.name for c in CASES))
+    ap.add_argument("--backends", default="fused")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--bwd", action="store_true", help="time forward+backward")
+    ap.add_argument("--out", default=None, help="write the table (markdown) and raw rows (json)")
+    a = ap.parse_args()
+    dtype = getattr(torch, a.dtype)
+    backends = [b for b in a.backends.split(",") if b]
+    rows = []
+    for name in a.cases.split(","):
+        rows.append(run_case(BY_NAME[name], backends, dtype, a.bwd))
+        print(json.dumps(rows[-1]), flush=True)
+    names = ["cudnn", "flex"] + backends
+    commit = os.environ.get("FASTNA_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    header = (f"# {'forward+backward' if a.bwd else 'forward'} latency, {a.dtype}\n\n"
+              f"- GPU: {torch.cuda.get_device_name()}\n- date: {datetime.date.today()}\n"
+              f"- commit: {commit or 'unknown'}\n- torch {torch.__version__}, fastna {fastna.__version__}\n"
+              f"- command: python benchmarks/bench_fwd.py {' '.join(sys.argv[1:])}\n\n")
+    text = header + table(rows, names) + "\n"
+    print(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text)
+        with open(os.path.splitext(a.out)[0] + ".json", "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The test command of README.md, and what CI runs: installs everything from scratch, proves
+# the CUDA sources compile (a small instantiation set; no GPU needed), runs the C++ index-math
+# tests, builds the C++ consumer example, then the CPU test suite.  GPU tests (pytest -m gpu)
+# run on a GPU machine through scripts/gpu_check.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+JOBS=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+export CMAKE_BUILD_PARALLEL_LEVEL=$JOBS
+
+have_nvcc() { command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; }
+[ -x /usr/local/cuda/bin/nvcc ] && export PATH="$PATH:/usr/local/cuda/bin"
+
+echo "== install (CUDA sources compiled for a small set when nvcc is present) =="
+if have_nvcc; then
+  export FASTNA_CUDA_ARCHS=${FASTNA_CUDA_ARCHS:-80}
+else
+  echo "no nvcc: host-only build"; export FASTNA_CUDA_ARCHS=none
+fi
+t0=$(date +%s)
+bash scripts/install.sh
+echo "install took $(( $(date +%s) - t0 )) s"
+
+echo "== C++ index-math tests =="
+cmake -S . -B build-cpp -G Ninja -DFASTNA_BUILD_PYTHON=OFF -DFASTNA_BUILD_TESTS=ON -DFASTNA_CUDA_ARCHS=none >/dev/null
+cmake --build build-cpp
+ctest --test-dir build-cpp --output-on-failure
+
+echo "== C++ consumer (add_subdirectory + #include <fastna/...>) =="
+cmake -S examples/cpp_consumer -B build-consumer -G Ninja -DFASTNA_CUDA_ARCHS="$FASTNA_CUDA_ARCHS" >/dev/null
+cmake --build build-consumer
+./build-consumer/consumer
+
+echo "== pytest (CPU) =="
+cd tests && "$PY" -m pytest -q -m "not gpu" .
