@@ -1,0 +1,284 @@
+// fastna._C: the thin binding of docs/INTERNALS.md.  It takes raw device pointers, element
+// strides and the stream as integers, so it never links libtorch and survives torch upgrades;
+// torch integration (custom ops, autograd) lives in python/fastna.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "dispatch.hpp"
+#include "fastna/index_math.hpp"
+#include "launch_params.hpp"
+
+namespace py = pybind11;
+using fastna::AxisParams;
+using fastna::Range;
+using fastna::binding::LaunchParams;
+using fastna::binding::TensorArg;
+
+namespace {
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+AxisParams checked_axis(int32_t L, int32_t K, int32_t s, int32_t d, bool causal) {
+  if (L < 1 || K < 2 || s < 1 || s > K || d < 1 || int64_t(K) * d > L) {
+    throw py::value_error("fastna: invalid axis parameters L=" + std::to_string(L) + " K=" + std::to_string(K) +
+                          " stride=" + std::to_string(s) + " dilation=" + std::to_string(d) +
+                          " (need K >= 2, 1 <= stride <= K, dilation >= 1, K * dilation <= L)");
+  }
+  AxisParams p;
+  p.length = L;
+  p.kernel = K;
+  p.stride = s;
+  p.dilation = d;
+  p.causal = causal;
+  return p;
+}
+
+template <typename V>
+V get_or(const py::dict& d, const char* key, V fallback) {
+  if (!d.contains(key) || d[key].is_none()) return fallback;
+  return d[key].cast<V>();
+}
+
+template <typename V>
+V get_required(const py::dict& d, const char* key) {
+  if (!d.contains(key) || d[key].is_none()) {
+    throw py::value_error(std::string("fastna: params is missing '") + key + "'");
+  }
+  return d[key].cast<V>();
+}
+
+// Fills the problem part of LaunchParams from the params dict; returns the dtype string.
+std::string parse_params(const py::dict& params, LaunchParams& lp) {
+  const std::string dtype = get_required<std::string>(params, "dtype");
+  if (dtype != "float32" && dtype != "float16" && dtype != "bfloat16") {
+    throw py::value_error("fastna: unsupported dtype '" + dtype + "' (float32, float16, bfloat16)");
+  }
+  const auto length = get_required<std::vector<int32_t>>(params, "length");
+  const auto kernel = get_required<std::vector<int32_t>>(params, "kernel");
+  const int rank = static_cast<int>(length.size());
+  if (rank < 1 || rank > fastna::binding::kMaxRank) {
+    throw py::value_error("fastna: rank (len(length)) must be 1, 2 or 3, got " + std::to_string(rank));
+  }
+  const auto stride = get_or<std::vector<int32_t>>(params, "stride", std::vector<int32_t>(rank, 1));
+  const auto dilation = get_or<std::vector<int32_t>>(params, "dilation", std::vector<int32_t>(rank, 1));
+  const auto causal = get_or<std::vector<bool>>(params, "causal", std::vector<bool>(rank, false));
+  if (int(kernel.size()) != rank || int(stride.size()) != rank || int(dilation.size()) != rank ||
+      int(causal.size()) != rank) {
+    throw py::value_error("fastna: length, kernel, stride, dilation and causal must all have rank entries");
+  }
+  lp.rank = rank;
+  for (int a = 0; a < rank; ++a) lp.axis[a] = checked_axis(length[a], kernel[a], stride[a], dilation[a], causal[a]);
+  lp.batch = get_required<int32_t>(params, "batch");
+  lp.heads = get_required<int32_t>(params, "heads");
+  lp.heads_kv = get_or<int32_t>(params, "heads_kv", lp.heads);
+  lp.dim = get_required<int32_t>(params, "dim");
+  lp.dim_v = get_or<int32_t>(params, "dim_v", lp.dim);
+  lp.num_extra = get_or<int32_t>(params, "num_extra", 0);
+  if (lp.batch < 1 || lp.heads < 1 || lp.heads_kv < 1 || lp.dim < 1 || lp.dim_v < 1 || lp.num_extra < 0) {
+    throw py::value_error("fastna: batch, heads, heads_kv, dim, dim_v must be >= 1 and num_extra >= 0");
+  }
+  if (lp.heads % lp.heads_kv != 0) {
+    throw py::value_error("fastna: heads (" + std::to_string(lp.heads) + ") must be a multiple of heads_kv (" +
+                          std::to_string(lp.heads_kv) + ")");
+  }
+  lp.scale = get_or<float>(params, "scale", 1.f / std::sqrt(static_cast<float>(lp.dim)));
+  return dtype;
+}
+
+TensorArg tensor_arg(const py::object& obj, const char* name, int ndim) {
+  TensorArg t;
+  if (obj.is_none()) return t;
+  const auto tup = obj.cast<py::tuple>();
+  if (tup.size() != 2) throw py::value_error(std::string("fastna: ") + name + " must be (data_ptr, strides)");
+  t.ptr = tup[0].cast<uintptr_t>();
+  const auto strides = tup[1].cast<std::vector<int64_t>>();
+  if (int(strides.size()) != ndim) {
+    throw py::value_error(std::string("fastna: ") + name + " needs " + std::to_string(ndim) + " strides, got " +
+                          std::to_string(strides.size()));
+  }
+  t.ndim = ndim;
+  for (int i = 0; i < ndim; ++i) t.strides[i] = strides[i];
+  return t;
+}
+
+// attn/dattn/lse are fp32 scratch the kernels index as contiguous rows, so other layouts are
+// rejected rather than silently misread.  Both [B, N, ...] and [B, *spatial, ...] are accepted.
+TensorArg contiguous_arg(const py::object& obj, const char* name, const LaunchParams& lp, bool with_window) {
+  TensorArg t;
+  if (obj.is_none()) return t;
+  const auto tup = obj.cast<py::tuple>();
+  if (tup.size() != 2) throw py::value_error(std::string("fastna: ") + name + " must be (data_ptr, strides)");
+  t.ptr = tup[0].cast<uintptr_t>();
+  const auto strides = tup[1].cast<std::vector<int64_t>>();
+  int64_t W = 1;
+  for (int a = 0; a < lp.rank; ++a) W *= lp.axis[a].kernel;
+  W += lp.num_extra;
+  std::vector<int64_t> flat{0, lp.heads};
+  std::vector<int64_t> spatial;
+  for (int a = 0; a < lp.rank; ++a) spatial.push_back(lp.axis[a].length);
+  spatial.push_back(lp.heads);
+  int64_t n = 1;
+  for (int a = 0; a < lp.rank; ++a) n *= lp.axis[a].length;
+  flat[0] = n;
+  if (with_window) {
+    flat.push_back(W);
+    spatial.push_back(W);
+  }
+  auto expected = [](const std::vector<int64_t>& sizes) {
+    std::vector<int64_t> st(sizes.size() + 1);
+    int64_t acc = 1;
+    for (int i = int(sizes.size()); i >= 1; --i) {
+      st[i] = acc;
+      acc *= sizes[i - 1];
+    }
+    st[0] = acc;
+    return st;
+  };
+  if (strides != expected(flat) && strides != expected(spatial)) {
+    throw py::value_error(std::string("fastna: ") + name + " must be a contiguous fp32 tensor of shape [B, N, H" +
+                          (with_window ? ", W]" : "]"));
+  }
+  return t;
+}
+
+void require(const TensorArg& t, const char* name) {
+  if (!t.present()) throw py::value_error(std::string("fastna: ") + name + " is required");
+}
+
+void launch(const char* kernel, const std::string& dtype, const LaunchParams& lp) {
+  const fastna::binding::LaunchFn fn = fastna::binding::find_instance(kernel, lp.rank, dtype);
+  py::gil_scoped_release release;
+  fn(lp);
+}
+
+void naive_forward(const py::dict& params, py::object q, py::object k, py::object v, py::object extra_k,
+                   py::object extra_v, py::object attn, py::object out, py::object lse, uintptr_t stream) {
+  LaunchParams lp;
+  const std::string dtype = parse_params(params, lp);
+  const int nd = lp.rank + 3;
+  lp.q = tensor_arg(q, "q", nd);
+  lp.k = tensor_arg(k, "k", nd);
+  lp.v = tensor_arg(v, "v", nd);
+  lp.extra_k = tensor_arg(extra_k, "extra_k", 4);
+  lp.extra_v = tensor_arg(extra_v, "extra_v", 4);
+  lp.out = tensor_arg(out, "out", nd);
+  lp.attn = contiguous_arg(attn, "attn", lp, true);
+  lp.lse = contiguous_arg(lse, "lse", lp, false);
+  require(lp.q, "q");
+  require(lp.k, "k");
+  require(lp.v, "v");
+  require(lp.out, "out");
+  if (lp.num_extra > 0) {
+    require(lp.extra_k, "extra_k");
+    require(lp.extra_v, "extra_v");
+  }
+  lp.stream = stream;
+  launch("naive_fwd", dtype, lp);
+}
+
+void naive_backward(const py::dict& params, py::object q, py::object k, py::object v, py::object extra_k,
+                    py::object extra_v, py::object attn, py::object dout, py::object dq, py::object dk,
+                    py::object dv, py::object dextra_k, py::object dextra_v, py::object dattn, uintptr_t stream) {
+  LaunchParams lp;
+  const std::string dtype = parse_params(params, lp);
+  const int nd = lp.rank + 3;
+  lp.q = tensor_arg(q, "q", nd);
+  lp.k = tensor_arg(k, "k", nd);
+  lp.v = tensor_arg(v, "v", nd);
+  lp.extra_k = tensor_arg(extra_k, "extra_k", 4);
+  lp.extra_v = tensor_arg(extra_v, "extra_v", 4);
+  lp.attn = contiguous_arg(attn, "attn", lp, true);
+  lp.dout = tensor_arg(dout, "dout", nd);
+  lp.dq = tensor_arg(dq, "dq", nd);
+  lp.dk = tensor_arg(dk, "dk", nd);
+  lp.dv = tensor_arg(dv, "dv", nd);
+  lp.dextra_k = tensor_arg(dextra_k, "dextra_k", 4);
+  lp.dextra_v = tensor_arg(dextra_v, "dextra_v", 4);
+  lp.dattn = contiguous_arg(dattn, "dattn", lp, true);
+  require(lp.q, "q");
+  require(lp.k, "k");
+  require(lp.v, "v");
+  require(lp.dout, "dout");
+  if (lp.num_extra > 0) {
+    require(lp.extra_k, "extra_k");
+    require(lp.extra_v, "extra_v");
+  }
+  if (lp.attn.present() && lp.attn.ptr == lp.dattn.ptr) {
+    throw py::value_error("fastna: attn and dattn must be different buffers");
+  }
+  lp.stream = stream;
+  launch("naive_bwd", dtype, lp);
+}
+
+py::list str_list(const char* csv) {
+  py::list out;
+  for (const auto& s : split(csv)) out.append(s);
+  return out;
+}
+
+py::list int_list(const char* csv) {
+  py::list out;
+  for (const auto& s : split(csv)) out.append(std::stoi(s));
+  return out;
+}
+
+py::dict build_info() {
+  py::dict d;
+  d["version"] = FASTNA_VERSION;
+  d["cuda"] = fastna::binding::built_with_cuda();
+  d["archs"] = str_list(FASTNA_BUILD_ARCHS);
+  d["ranks"] = int_list(FASTNA_BUILD_RANKS);
+  d["dtypes"] = str_list(FASTNA_BUILD_DTYPES);
+  d["kernels"] = str_list(FASTNA_BUILD_KERNELS);
+  d["head_dims"] = int_list(FASTNA_BUILD_HEAD_DIMS);
+  py::list inst;
+  for (const auto& i : fastna::binding::instances()) inst.append(py::make_tuple(i.kernel, i.rank, i.dtype, i.sm));
+  d["instances"] = inst;
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fastna compiled kernels (see docs/INTERNALS.md)";
+  m.def("build_info", &build_info, "What this build holds: archs, ranks, dtypes, kernels, instances");
+  m.def(
+      "window",
+      [](int32_t L, int32_t K, int32_t s, int32_t d, bool causal, int32_t i) {
+        const AxisParams p = checked_axis(L, K, s, d, causal);
+        if (i < 0 || i >= L) throw py::value_error("fastna: query index out of range");
+        const Range r = fastna::window(p, i);
+        return py::make_tuple(r.begin, r.end);
+      },
+      py::arg("L"), py::arg("K"), py::arg("s"), py::arg("d"), py::arg("causal"), py::arg("i"),
+      "Window [start, end) of query i, group-local coordinates (DESIGN.md section 1)");
+  m.def(
+      "inverse_window",
+      [](int32_t L, int32_t K, int32_t s, int32_t d, bool causal, int32_t j) {
+        const AxisParams p = checked_axis(L, K, s, d, causal);
+        if (j < 0 || j >= L) throw py::value_error("fastna: key index out of range");
+        const Range r = fastna::inverse_window(p, j);
+        return py::make_tuple(r.begin, r.end);
+      },
+      py::arg("L"), py::arg("K"), py::arg("s"), py::arg("d"), py::arg("causal"), py::arg("j"),
+      "Group-local queries [begin, end) whose windows contain key j");
+  m.def("naive_forward", &naive_forward, py::arg("params"), py::arg("q"), py::arg("k"), py::arg("v"),
+        py::arg("extra_k"), py::arg("extra_v"), py::arg("attn"), py::arg("out"), py::arg("lse"),
+        py::arg("stream") = 0);
+  m.def("naive_backward", &naive_backward, py::arg("params"), py::arg("q"), py::arg("k"), py::arg("v"),
+        py::arg("extra_k"), py::arg("extra_v"), py::arg("attn"), py::arg("dout"), py::arg("dq"), py::arg("dk"),
+        py::arg("dv"), py::arg("dextra_k"), py::arg("dextra_v"), py::arg("dattn"), py::arg("stream") = 0);
+}
