@@ -1,0 +1,394 @@
+// Fused neighborhood-attention forward kernel (sm80-class: mma.sync + cp.async + ldmatrix).
+//
+// One CTA = one query box (group-local coordinates of one dilation group) x one head x one
+// batch.  The KV loop visits the box of keys that the queries need (per-axis
+// key_range_for_query_tile), in KV boxes, double-buffered through cp.async.  S = Q K^T and
+// O += P V run on tensor cores; the online softmax (FlashAttention-2 style) stays in registers.
+// KV tiles that every query of the box fully sees (tile_fully_inside on every axis) skip the
+// neighbor predicate; the others apply it per element.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cute/arch/copy_sm80.hpp>
+#include <cutlass/numeric_types.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "fastna/fused/kernel_traits.hpp"
+#include "fastna/index_math.hpp"
+#include "fastna/problem.hpp"
+
+namespace fastna {
+namespace fused {
+
+template <int Rank, class Element>
+struct ForwardParams {
+  NaProblem<Rank> problem;
+  TokenTensor<Element const, Rank> q, k, v;
+  TokenTensor<Element, Rank> out;
+  float* lse = nullptr;             // optional fp32 [B, N, H]
+  int32_t tiles_per_group[Rank];    // ceil(ceil(L/d) / box extent)
+  float scale_log2;                 // scale * log2(e)
+};
+
+namespace detail {
+
+// 16-byte global->shared async copy; pred == false writes zeros and reads nothing.
+__device__ __forceinline__ void cp_async_16_zfill(void* smem, void const* gmem, bool pred) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int src_size = pred ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_size));
+}
+
+// Loads one box of tokens (rows) x HeadDim (cols) into swizzled shared memory.
+// origin/limit: group-local box origin and exclusive bound of valid positions per axis.
+template <class Traits, class Box, class SmemLayout, int Rank, class T>
+__device__ __forceinline__ void load_box(TokenTensor<T, Rank> const& t, int b, int h,
+                                         typename Traits::Element* smem, int const (&origin)[Rank],
+                                         int const (&limit)[Rank], int const (&group)[Rank],
+                                         AxisParams const (&axis)[Rank], int tid) {
+  constexpr int kRows = Box::kSize;
+  const int chunk = tid % Traits::kChunksPerRow;
+  const int row0 = tid / Traits::kChunksPerRow;
+#pragma unroll
+  for (int r = row0; r < kRows; r += Traits::kRowsPerPass) {
+    int off[Rank];
+    Box::unflatten(r, off);
+    bool valid = true;
+    int coord[Rank];
+#pragma unroll
+    for (int a = 0; a < Rank; ++a) {
+      const int loc = origin[a] + off[a];
+      valid = valid && (loc < limit[a]);
+      coord[a] = loc * axis[a].dilation + group[a];
+    }
+    T const* src = valid ? t.at(b, coord, h) + chunk * 8 : t.ptr;
+    cp_async_16_zfill(smem + SmemLayout{}(r, chunk * 8), src, valid);
+  }
+}
+
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+  return x;
+}
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  x += __shfl_xor_sync(0xffffffffu, x, 2);
+  return x;
+}
+
+}  // namespace detail
+
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads)
+    fna_forward_kernel(ForwardParams<Traits::kRank, typename Traits::Element> const params) {
+  using namespace cute;
+  using Element = typename Traits::Element;
+  using QBox = typename Traits::QBox;
+  using KBox = typename Traits::KBox;
+  constexpr int R = Traits::kRank;
+  constexpr int kBlockM = Traits::kBlockM;
+  constexpr int kBlockN = Traits::kBlockN;
+  constexpr int kHeadDim = Traits::kHeadDim;
+
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  Element* smem_q = reinterpret_cast<Element*>(smem_raw);
+  Element* smem_k = smem_q + Traits::kElemsQ;                      // [stage][kBlockN x D]
+  Element* smem_v = smem_k + Traits::kStages * Traits::kElemsKV;   // [stage][kBlockN x D]
+
+  const int tid = threadIdx.x;
+  const NaProblem<R>& prob = params.problem;
+  const int h = blockIdx.y;
+  const int b = blockIdx.z;
+  const int h_kv = prob.kv_head(h);
+
+  // ---- which query box: blockIdx.x enumerates (group, tile) per axis, last axis fastest ----
+  int group[R], q0[R], qlim[R], glen[R];
+  Range krange[R];
+  int n_ktiles[R];
+  int n_kv = 1;
+  {
+    int bx = blockIdx.x;
+#pragma unroll
+    for (int a = R - 1; a >= 0; --a) {
+      const int tpg = params.tiles_per_group[a];
+      const int n = prob.axis[a].dilation * tpg;
+      const int idx = bx % n;
+      bx /= n;
+      group[a] = idx / tpg;
+      q0[a] = (idx % tpg) * QBox::extent(a);
+    }
+    bool empty = false;
+#pragma unroll
+    for (int a = 0; a < R; ++a) {
+      glen[a] = group_length(prob.axis[a], group[a]);
+      empty = empty || (q0[a] >= glen[a]);
+      qlim[a] = imin(q0[a] + QBox::extent(a), glen[a]);
+      krange[a] = key_range_for_query_tile(prob.axis[a], Range{q0[a], qlim[a]}, glen[a]);
+      n_ktiles[a] = (krange[a].size() + KBox::extent(a) - 1) / KBox::extent(a);
+      n_kv *= n_ktiles[a];
+    }
+    if (empty) return;  // a tile of a shorter dilation group: uniform over the CTA
+  }
+
+  auto kv_origin = [&](int j, int (&origin)[R]) {
+#pragma unroll
+    for (int a = R - 1; a >= 0; --a) {
+      origin[a] = krange[a].begin + (j % n_ktiles[a]) * KBox::extent(a);
+      j /= n_ktiles[a];
+    }
+  };
+  int klim[R];
+#pragma unroll
+  for (int a = 0; a < R; ++a) klim[a] = krange[a].end;
+
+  // ---- prologue: Q and the first K/V tiles ----
+  detail::load_box<Traits, QBox, typename Traits::SmemLayoutQ>(params.q, b, h, smem_q, q0, qlim, group,
+                                                              prob.axis, tid);
+  {
+    int origin[R];
+    kv_origin(0, origin);
+    detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(params.k, b, h_kv, smem_k, origin, klim,
+                                                                 group, prob.axis, tid);
+    detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(params.v, b, h_kv, smem_v, origin, klim,
+                                                                 group, prob.axis, tid);
+  }
+  cp_async_fence();
+
+  // ---- MMA partitions ----
+  typename Traits::TiledMma tiled_mma;
+  auto thr_mma = tiled_mma.get_thread_slice(tid);
+  Tensor sQ = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutQ{});
+  Tensor sK0 = make_tensor(make_smem_ptr(smem_k), typename Traits::SmemLayoutKV{});
+  Tensor sVt0 = make_tensor(make_smem_ptr(smem_v), typename Traits::SmemLayoutVt{});
+
+  Tensor tSrQ = thr_mma.partition_fragment_A(sQ);    // (MMA, MMA_M, MMA_K)
+  Tensor tSrK = thr_mma.partition_fragment_B(sK0);   // (MMA, MMA_N, MMA_K)
+  Tensor tOrVt = thr_mma.partition_fragment_B(sVt0); // (MMA, MMA_D, MMA_Kn)
+  Tensor acc_o = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+  clear(acc_o);
+
+  auto copy_q = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
+  auto thr_copy_q = copy_q.get_thread_slice(tid);
+  Tensor tSsQ = thr_copy_q.partition_S(sQ);
+  Tensor tSrQ_v = thr_copy_q.retile_D(tSrQ);
+  auto copy_k = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, tiled_mma);
+  auto thr_copy_k = copy_k.get_thread_slice(tid);
+  Tensor tSrK_v = thr_copy_k.retile_D(tSrK);
+  auto copy_v = make_tiled_copy_B(typename Traits::SmemCopyAtomT{}, tiled_mma);
+  auto thr_copy_v = copy_v.get_thread_slice(tid);
+  Tensor tOrVt_v = thr_copy_v.retile_D(tOrVt);
+
+  // Coordinates of this thread's accumulator elements inside the (query, key) tile.
+  Tensor cS = make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{});
+  Tensor tScS = thr_mma.partition_C(cS);
+
+  // Accumulator fragment ((2,2), M, N), compact: flat i = v0 + 2*v1 + 4*m + 4*M*n,
+  // row slot r = v1 + 2*m, so i = v0 + 2*r + 4*M*n.
+  constexpr int kM = decltype(size<1>(tScS))::value;
+  constexpr int kN = decltype(size<2>(tScS))::value;
+  constexpr int kRows = 2 * kM;
+  constexpr int kMo = decltype(size<1>(acc_o))::value;
+  constexpr int kNo = decltype(size<2>(acc_o))::value;
+  static_assert(kMo == kM, "row partition of S and O must agree");
+
+  // Windows (group-local, per axis) of this thread's query rows.
+  int wbeg[kRows][R], wend[kRows][R];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int row = get<0>(tScS(2 * r));
+    int off[R];
+    QBox::unflatten(row, off);
+#pragma unroll
+    for (int a = 0; a < R; ++a) {
+      const Range w = window_local(prob.axis[a], q0[a] + off[a], glen[a]);
+      wbeg[r][a] = w.begin;
+      wend[r][a] = w.end;
+    }
+  }
+
+  float row_max[kRows], row_sum[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    row_max[r] = -INFINITY;
+    row_sum[r] = 0.f;
+  }
+  const float scale_log2 = params.scale_log2;
+
+  // ---- mainloop over KV boxes ----
+  for (int j = 0; j < n_kv; ++j) {
+    const int stage = j & 1;
+    if (j + 1 < n_kv) {
+      int origin[R];
+      kv_origin(j + 1, origin);
+      const int ns = stage ^ 1;
+      detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
+          params.k, b, h_kv, smem_k + ns * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
+      detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
+          params.v, b, h_kv, smem_v + ns * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
+    }
+    cp_async_fence();
+    cp_async_wait<1>();
+    __syncthreads();
+
+    Tensor sK = make_tensor(make_smem_ptr(smem_k + stage * Traits::kElemsKV), typename Traits::SmemLayoutKV{});
+    Tensor sVt = make_tensor(make_smem_ptr(smem_v + stage * Traits::kElemsKV), typename Traits::SmemLayoutVt{});
+    Tensor tSsK = thr_copy_k.partition_S(sK);
+    Tensor tOsVt = thr_copy_v.partition_S(sVt);
+
+    // S = Q K^T
+    Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
+    clear(acc_s);
+#pragma unroll
+    for (int kk = 0; kk < size<2>(tSrQ); ++kk) {
+      copy(copy_q, tSsQ(_, _, kk), tSrQ_v(_, _, kk));
+      copy(copy_k, tSsK(_, _, kk), tSrK_v(_, _, kk));
+      gemm(tiled_mma, tSrQ(_, _, kk), tSrK(_, _, kk), acc_s);
+    }
+
+    // Neighborhood mask, only for KV boxes not fully inside every query's window.
+    int origin[R];
+    kv_origin(j, origin);
+    bool full = true;
+#pragma unroll
+    for (int a = 0; a < R; ++a) {
+      const Range kt{origin[a], imin(origin[a] + KBox::extent(a), klim[a])};
+      full = full && (kt.size() == KBox::extent(a)) &&
+             tile_fully_inside(prob.axis[a], Range{q0[a], qlim[a]}, kt, glen[a]);
+    }
+    if (!full) {
+#pragma unroll
+      for (int n = 0; n < kN; ++n) {
+#pragma unroll
+        for (int v0 = 0; v0 < 2; ++v0) {
+          const int col = get<1>(tScS(v0 + 4 * kM * n));
+          int off[R];
+          KBox::unflatten(col, off);
+          int kl[R];
+#pragma unroll
+          for (int a = 0; a < R; ++a) kl[a] = origin[a] + off[a];
+#pragma unroll
+          for (int r = 0; r < kRows; ++r) {
+            bool in = true;
+#pragma unroll
+            for (int a = 0; a < R; ++a) in = in && (wbeg[r][a] <= kl[a]) && (kl[a] < wend[r][a]);
+            if (!in) acc_s(v0 + 2 * r + 4 * kM * n) = -INFINITY;
+          }
+        }
+      }
+    }
+
+    // Online softmax (base-2 exponent, scale folded in).
+    float mscaled[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      float mx = row_max[r];
+#pragma unroll
+      for (int n = 0; n < kN; ++n) {
+        mx = fmaxf(mx, acc_s(2 * r + 4 * kM * n));
+        mx = fmaxf(mx, acc_s(1 + 2 * r + 4 * kM * n));
+      }
+      mx = detail::quad_max(mx);
+      mscaled[r] = (mx == -INFINITY) ? 0.f : mx * scale_log2;
+      const float corr = exp2f(row_max[r] * scale_log2 - mscaled[r]);
+      row_max[r] = mx;
+      row_sum[r] *= corr;
+#pragma unroll
+      for (int n = 0; n < kNo; ++n) {
+        acc_o(2 * r + 4 * kM * n) *= corr;
+        acc_o(1 + 2 * r + 4 * kM * n) *= corr;
+      }
+    }
+    Tensor rP = make_tensor<Element>(acc_s.layout());
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      float sum = 0.f;
+#pragma unroll
+      for (int n = 0; n < kN; ++n) {
+#pragma unroll
+        for (int v0 = 0; v0 < 2; ++v0) {
+          const int i = v0 + 2 * r + 4 * kM * n;
+          const float p = exp2f(acc_s(i) * scale_log2 - mscaled[r]);
+          sum += p;
+          rP(i) = static_cast<Element>(p);
+        }
+      }
+      row_sum[r] += sum;
+    }
+
+    // O += P V: the S accumulator layout ((2,2),M,N) read as the A operand ((2,2,2),M,N/2).
+    Tensor tOrP = make_tensor(rP.data(),
+                              make_layout(make_shape(make_shape(_2{}, _2{}, _2{}), Int<kM>{}, Int<kN / 2>{}),
+                                          make_stride(make_stride(_1{}, _2{}, Int<4 * kM>{}), _4{},
+                                                      Int<8 * kM>{})));
+#pragma unroll
+    for (int kk = 0; kk < size<2>(tOrP); ++kk) {
+      copy(copy_v, tOsVt(_, _, kk), tOrVt_v(_, _, kk));
+      gemm(tiled_mma, tOrP(_, _, kk), tOrVt(_, _, kk), acc_o);
+    }
+    __syncthreads();  // this stage is refilled by the next iteration's prefetch
+  }
+  cp_async_wait<0>();
+
+  // ---- epilogue: normalize, lse, stage O through shared memory, 16-byte stores ----
+  const float scale = prob.scale;
+  Tensor cO = make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{});
+  Tensor tOcO = thr_mma.partition_C(cO);
+  Tensor sO = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutQ{});
+  const int64_t n_tokens = prob.num_tokens();
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const float l = detail::quad_sum(row_sum[r]);
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+#pragma unroll
+    for (int n = 0; n < kNo; ++n) {
+#pragma unroll
+      for (int v0 = 0; v0 < 2; ++v0) {
+        const int i = v0 + 2 * r + 4 * kM * n;
+        sO(get<0>(tOcO(i)), get<1>(tOcO(i))) = static_cast<Element>(acc_o(i) * inv);
+      }
+    }
+    if (params.lse != nullptr && (tid % 4) == 0) {
+      const int row = get<0>(tOcO(2 * r));
+      int off[R];
+      QBox::unflatten(row, off);
+      bool valid = true;
+      int coord[R];
+#pragma unroll
+      for (int a = 0; a < R; ++a) {
+        valid = valid && (q0[a] + off[a] < qlim[a]);
+        coord[a] = (q0[a] + off[a]) * prob.axis[a].dilation + group[a];
+      }
+      if (valid) {
+        const float lse = (l > 0.f) ? row_max[r] * scale + logf(l) : -INFINITY;
+        params.lse[(int64_t(b) * n_tokens + flatten(coord, prob.axis)) * prob.heads + h] = lse;
+      }
+    }
+  }
+  __syncthreads();
+  {
+    const int chunk = tid % Traits::kChunksPerRow;
+    const int row0 = tid / Traits::kChunksPerRow;
+#pragma unroll
+    for (int r = row0; r < kBlockM; r += Traits::kRowsPerPass) {
+      int off[R];
+      QBox::unflatten(r, off);
+      bool valid = true;
+      int coord[R];
+#pragma unroll
+      for (int a = 0; a < R; ++a) {
+        valid = valid && (q0[a] + off[a] < qlim[a]);
+        coord[a] = (q0[a] + off[a]) * prob.axis[a].dilation + group[a];
+      }
+      if (valid) {
+        const uint4 val = *reinterpret_cast<uint4 const*>(smem_q + typename Traits::SmemLayoutQ{}(r, chunk * 8));
+        *reinterpret_cast<uint4*>(params.out.at(b, coord, h) + chunk * 8) = val;
+      }
+    }
+  }
+}
+
+}  // namespace fused
+}  // namespace fastna

@@ -1,0 +1,97 @@
+// Compile-time configuration of the fused neighborhood-attention forward kernel (sm80-class).
+//
+// The CTA owns a multi-dimensional box of queries (QBox) inside one dilation group and walks
+// the box of keys its queries need in KV tiles that are boxes too (KBox).  A box is flattened
+// row-major (last axis fastest) into the M (queries) or N (keys) dimension of the tile GEMMs.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cutlass/numeric_types.h>
+
+#include <type_traits>
+
+#include "fastna/problem.hpp"
+
+namespace fastna {
+namespace fused {
+
+// A compile-time box shape of Rank extents (unused trailing extents are 1).
+template <int Rank, int E0, int E1 = 1, int E2 = 1>
+struct Box {
+  static_assert(Rank >= 1 && Rank <= 3, "rank 1..3");
+  static_assert(Rank >= 2 || E1 == 1, "unused extents must be 1");
+  static_assert(Rank >= 3 || E2 == 1, "unused extents must be 1");
+  static constexpr int kRank = Rank;
+  static constexpr int kSize = E0 * E1 * E2;
+  FASTNA_HOST_DEVICE static constexpr int extent(int a) { return a == 0 ? E0 : (a == 1 ? E1 : E2); }
+  // Row-major unflattening of a position inside the box (constant divisors after unrolling).
+  FASTNA_HOST_DEVICE static void unflatten(int idx, int (&off)[Rank]) {
+#pragma unroll
+    for (int a = Rank - 1; a >= 0; --a) {
+      off[a] = idx % extent(a);
+      idx /= extent(a);
+    }
+  }
+};
+
+// Default boxes: 64 tokens, as square as possible.
+template <int Rank> struct DefaultBox;
+template <> struct DefaultBox<1> { using type = Box<1, 64>; };
+template <> struct DefaultBox<2> { using type = Box<2, 8, 8>; };
+template <> struct DefaultBox<3> { using type = Box<3, 4, 4, 4>; };
+
+template <class Element> struct MmaAtomFor;
+template <> struct MmaAtomFor<cutlass::half_t> { using type = cute::SM80_16x8x16_F32F16F16F32_TN; };
+template <> struct MmaAtomFor<cutlass::bfloat16_t> { using type = cute::SM80_16x8x16_F32BF16BF16F32_TN; };
+
+template <int Rank_, class Element_, int HeadDim_, class QBox_, class KBox_>
+struct ForwardTraits {
+  using Element = Element_;
+  using QBox = QBox_;
+  using KBox = KBox_;
+  static constexpr int kRank = Rank_;
+  static constexpr int kHeadDim = HeadDim_;
+  static_assert(QBox::kRank == kRank && KBox::kRank == kRank, "box rank must match problem rank");
+  static_assert(kHeadDim % 32 == 0 && kHeadDim <= 256, "head dim: multiple of 32 up to 256 (v1)");
+
+  static constexpr int kBlockM = QBox::kSize;  // queries per CTA
+  static constexpr int kBlockN = KBox::kSize;  // keys per KV tile
+  static_assert(kBlockM % 16 == 0 && kBlockM <= 128, "query box: 16..128 tokens, multiple of 16");
+  static_assert(kBlockN % 16 == 0, "key box: multiple of 16 tokens");
+  // Each warp owns 16 (query box of 16..64 tokens) or kBlockM / 4 (larger boxes) query rows.
+  static constexpr int kWarps = kBlockM >= 64 ? 4 : kBlockM / 16;
+  static_assert(kBlockM % (16 * kWarps) == 0, "query box must split into 16-row MMA tiles per warp");
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kStages = 2;            // K/V double buffering
+
+  using TiledMma = cute::TiledMMA<cute::MMA_Atom<typename MmaAtomFor<Element>::type>,
+                                  cute::Layout<cute::Shape<cute::Int<kWarps>, cute::_1, cute::_1>>,
+                                  cute::Tile<cute::Int<16 * kWarps>, cute::_16, cute::_16>>;
+
+  // Shared memory: rows = tokens, columns = head dim, 16-byte chunks XOR-swizzled by row.
+  static constexpr int kSmemCols = (kHeadDim % 64 == 0) ? 64 : 32;
+  static constexpr int kSwizzleBits = (kSmemCols == 64) ? 3 : 2;
+  using SmemAtom = decltype(cute::composition(
+      cute::Swizzle<kSwizzleBits, 3, 3>{},
+      cute::Layout<cute::Shape<cute::_8, cute::Int<kSmemCols>>, cute::Stride<cute::Int<kSmemCols>, cute::_1>>{}));
+  using SmemLayoutQ = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>>{}));
+  using SmemLayoutKV = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>>{}));
+  // V seen as (head dim, key): the B operand of O = P V.
+  using SmemLayoutVt = decltype(cute::composition(
+      SmemLayoutKV{}, cute::make_layout(cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockN>>{}, cute::GenRowMajor{})));
+
+  using SmemCopyAtom = cute::Copy_Atom<cute::SM75_U32x4_LDSM_N, Element>;
+  using SmemCopyAtomT = cute::Copy_Atom<cute::SM75_U16x8_LDSM_T, Element>;
+
+  static constexpr int kElemsQ = kBlockM * kHeadDim;
+  static constexpr int kElemsKV = kBlockN * kHeadDim;
+  static constexpr size_t kSmemBytes = sizeof(Element) * (size_t(kElemsQ) + size_t(2 * kStages) * kElemsKV);
+
+  // Global -> shared copies: 16-byte chunks, consecutive threads along one token's head dim.
+  static constexpr int kChunksPerRow = kHeadDim / 8;
+  static_assert(kThreads % kChunksPerRow == 0, "chunk mapping: threads must cover whole rows");
+  static constexpr int kRowsPerPass = kThreads / kChunksPerRow;
+};
+
+}  // namespace fused
+}  // namespace fastna

@@ -1,0 +1,26 @@
+// Shared declarations of the standalone fused-forward GPU test (tests/gpu_standalone).
+#pragma once
+#include <cuda_runtime.h>
+#include <cstdint>
+#include "fastna/problem.hpp"
+
+// Type-erased call into one Forward<Rank, Element, HeadDim> instance (compiled in instance.cu).
+// Strides: element strides of [B, *spatial, H, D] (Rank + 3 entries each).
+// Returns 0 on success, 1 if can_implement refused, 2 on a launch error.
+#define FASTNA_TEST_DECL(R, E, D) FASTNA_TEST_DECL_V(R, E, D, )
+#define FASTNA_TEST_DECL_V(R, E, D, TAG)                                                          \
+  int fused_fwd_r##R##_##E##_d##D##TAG(const fastna::NaProblem<R>& p, const void* q, const int64_t* sq, \
+                                   const void* k, const int64_t* sk, const void* v, const int64_t* sv, \
+                                   void* out, const int64_t* so, float* lse, cudaStream_t stream);
+
+#define FASTNA_TEST_FOR_ALL(X) \
+  X(1, f16, 32) X(1, f16, 64) X(1, f16, 128) X(1, bf16, 32) X(1, bf16, 64) X(1, bf16, 128) \
+  X(2, f16, 32) X(2, f16, 64) X(2, f16, 128) X(2, bf16, 32) X(2, bf16, 64) X(2, bf16, 128) \
+  X(3, f16, 32) X(3, f16, 64) X(3, f16, 128) X(3, bf16, 32) X(3, bf16, 64) X(3, bf16, 128)
+
+FASTNA_TEST_FOR_ALL(FASTNA_TEST_DECL)
+
+// Non-default box variants (see instance.cu): _v1 = query 16x8 / KV 8x8, _v2 = query 16x8 / KV 4x8.
+#define FASTNA_TEST_FOR_VARIANTS(X) \
+  X(2, f16, 128, _v1) X(2, bf16, 128, _v1) X(2, f16, 128, _v2) X(2, bf16, 128, _v2)
+FASTNA_TEST_FOR_VARIANTS(FASTNA_TEST_DECL_V)

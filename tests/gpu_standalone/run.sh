@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Build and run the standalone fused-forward test + benchmark on a GPU machine.
+#   CUTLASS_INCLUDE=/path/to/cutlass/include tests/gpu_standalone/run.sh [--test-only|--bench-only]
+# Env: ARCHS (default "80 90"), JOBS (default nproc), BUILD (default /tmp/fastna_gpu_standalone).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+: "${CUTLASS_INCLUDE:?set CUTLASS_INCLUDE to the CUTLASS include folder}"
+ARCHS="${ARCHS:-80 90}"
+JOBS="${JOBS:-$(nproc)}"
+BUILD="${BUILD:-/tmp/fastna_gpu_standalone}"
+mkdir -p "$BUILD"
+gencode=""
+for a in $ARCHS; do gencode="$gencode -gencode=arch=compute_$a,code=sm_$a"; done
+flags="-std=c++17 -O3 --expt-relaxed-constexpr $gencode -I$root/include -I$CUTLASS_INCLUDE -I$here"
+insts=""
+for r in 1 2 3; do for e in f16 bf16; do for d in 32 64 128; do insts="$insts r${r}_${e}_${d}"; done; done; done
+compile_inst() {
+  local t=$1; local r=${t#r}; r=${r%%_*}; local rest=${t#r*_}; local e=${rest%_*}; local d=${rest##*_}
+  nvcc $flags -DINST_RANK=$r -DINST_ELEM=$e -DINST_DIM=$d -c "$here/instance.cu" -o "$BUILD/inst_$t.o"
+}
+compile_var() {  # r2_bf16_128_v1 -> variant 1 of the 2D D=128 instance
+  local t=$1; local e=${t#r2_}; e=${e%%_*}; local v=${t##*_v}
+  nvcc $flags -DINST_RANK=2 -DINST_ELEM=$e -DINST_DIM=128 -DINST_VARIANT=$v -DINST_TAG=_v$v -c "$here/instance.cu" -o "$BUILD/inst_$t.o"
+}
+for v in 1 2; do for e in f16 bf16; do insts="$insts r2_${e}_128_v$v"; done; done
+export -f compile_inst compile_var; export flags here BUILD
+start=$(date +%s)
+{ echo main; for t in $insts; do echo $t; done; } | xargs -P "$JOBS" -I{} bash -c \
+  'if [ {} = main ]; then nvcc $flags -c "$here/test_fused.cu" -o "$BUILD/main.o"; elif [[ {} == *_v? ]]; then compile_var {}; else compile_inst {}; fi'
+nvcc $gencode "$BUILD"/main.o "$BUILD"/inst_*.o -o "$BUILD/test_fused"
+echo "build: $(( $(date +%s) - start )) s"
+"$BUILD/test_fused" "$@"

@@ -1,0 +1,420 @@
+// Standalone GPU test + benchmark of fastna::fused::Forward (no torch, no CMake).
+// Build/run: tests/gpu_standalone/run.sh  (needs CUTLASS headers: CUTLASS_INCLUDE=...).
+//
+// Correctness: random inputs (never zeros), output poisoned with NaN, CPU reference in double
+// that is literal DESIGN.md section 1 (per query, every key, is_neighbor on every axis).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common.hpp"
+#include "fastna/index_math.hpp"
+#include "fastna/problem.hpp"
+
+#define CK(x)                                                                                  \
+  do {                                                                                         \
+    cudaError_t e_ = (x);                                                                      \
+    if (e_ != cudaSuccess) {                                                                   \
+      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__);    \
+      std::exit(1);                                                                            \
+    }                                                                                          \
+  } while (0)
+
+struct Case {
+  std::string name;
+  int rank;
+  int B, H, Hkv, D;
+  int L[3], K[3], S[3], Dil[3];
+  bool C[3];
+  bool bf16;
+  bool packed;  // q/k/v as strided slices of one packed [B, *sp, H + 2 Hkv, D] buffer
+};
+
+static uint16_t to_bits(float x, bool bf16) {
+  if (bf16) {
+    __nv_bfloat16 h = __float2bfloat16_rn(x);
+    uint16_t u;
+    std::memcpy(&u, &h, 2);
+    return u;
+  }
+  __half h = __float2half_rn(x);
+  uint16_t u;
+  std::memcpy(&u, &h, 2);
+  return u;
+}
+static float from_bits(uint16_t u, bool bf16) {
+  if (bf16) {
+    __nv_bfloat16 h;
+    std::memcpy(&h, &u, 2);
+    return __bfloat162float(h);
+  }
+  __half h;
+  std::memcpy(&h, &u, 2);
+  return __half2float(h);
+}
+
+template <int R>
+static fastna::NaProblem<R> make_problem(const Case& c) {
+  fastna::NaProblem<R> p;
+  p.batch = c.B;
+  p.heads = c.H;
+  p.heads_kv = c.Hkv;
+  p.dim = c.D;
+  p.dim_v = c.D;
+  p.num_extra = 0;
+  p.scale = 1.f / std::sqrt(float(c.D));
+  for (int a = 0; a < R; ++a) {
+    p.axis[a].length = c.L[a];
+    p.axis[a].kernel = c.K[a];
+    p.axis[a].stride = c.S[a];
+    p.axis[a].dilation = c.Dil[a];
+    p.axis[a].causal = c.C[a];
+  }
+  return p;
+}
+
+static int g_variant = 0;  // 0: default boxes; 1/2: the 2D D=128 variants of common.hpp
+
+template <int R>
+static int dispatch(const Case& c, const fastna::NaProblem<R>& p, const void* q, const int64_t* sq,
+                    const void* k, const int64_t* sk, const void* v, const int64_t* sv, void* o,
+                    const int64_t* so, float* lse, cudaStream_t st) {
+  const char* e = c.bf16 ? "bf16" : "f16";
+#define XV(RR, EE, DD, TAG)                                                                           \
+  if (g_variant != 0 && RR == R && c.D == DD && std::strcmp(e, #EE) == 0 && std::strcmp(#TAG, g_variant == 1 ? "_v1" : "_v2") == 0) \
+    return fused_fwd_r##RR##_##EE##_d##DD##TAG(*reinterpret_cast<const fastna::NaProblem<RR>*>(&p), q, sq, k, sk, v, sv, o, so, lse, st);
+  FASTNA_TEST_FOR_VARIANTS(XV)
+#undef XV
+  if (g_variant != 0) return 4;  // no such variant
+#define X(RR, EE, DD)                                                                 \
+  if (RR == R && c.D == DD && std::strcmp(e, #EE) == 0)                              \
+    return fused_fwd_r##RR##_##EE##_d##DD(*reinterpret_cast<const fastna::NaProblem<RR>*>(&p), q, sq, k, sk, v, sv, o, so, lse, st);
+  FASTNA_TEST_FOR_ALL(X)
+#undef X
+  return 3;  // no instance
+}
+
+struct Buffers {
+  int64_t N;
+  std::vector<float> q, k, v;  // rounded values, logical [B, N, H(kv), D]
+  uint16_t *dqkv = nullptr, *dout = nullptr;
+  float* dlse = nullptr;
+  std::vector<int64_t> sq, sk, sv, so;
+  const uint16_t *pq, *pk, *pv;
+};
+
+template <int R>
+static void strides_for(const Case& c, int heads_total, int64_t* s) {
+  // [B, *spatial, heads_total, D] contiguous
+  int64_t st = c.D;
+  s[R + 2] = 1;
+  s[R + 1] = st;
+  st *= heads_total;
+  for (int a = R - 1; a >= 0; --a) {
+    s[1 + a] = st;
+    st *= c.L[a];
+  }
+  s[0] = st;
+}
+
+template <int R>
+static bool run_case(const Case& c, bool verbose) {
+  auto p = make_problem<R>(c);
+  const int64_t N = p.num_tokens();
+  const int B = c.B, H = c.H, Hk = c.Hkv, D = c.D;
+  std::mt19937 rng(1234 + c.D + 7 * c.H + int(N));
+  std::uniform_real_distribution<float> U(-1.f, 1.f);
+  auto rnd = [&]() {
+    float x;
+    do x = U(rng); while (std::fabs(x) < 1e-3f);
+    return x;
+  };
+  // host logical copies (rounded), [B][N][h][D]
+  std::vector<float> hq(size_t(B) * N * H * D), hk(size_t(B) * N * Hk * D), hv(size_t(B) * N * Hk * D);
+  int64_t sq[6], sk[6], sv[6], so[6];
+  size_t q_elems, kv_elems;
+  int64_t q_off = 0, k_off = 0, v_off = 0;
+  if (c.packed) {
+    int tot = H + 2 * Hk;
+    strides_for<R>(c, tot, sq);
+    std::memcpy(sk, sq, sizeof(sq));
+    std::memcpy(sv, sq, sizeof(sq));
+    q_off = 0;
+    k_off = int64_t(H) * D;
+    v_off = int64_t(H + Hk) * D;
+    q_elems = size_t(B) * N * tot * D;
+    kv_elems = 0;
+  } else {
+    strides_for<R>(c, H, sq);
+    strides_for<R>(c, Hk, sk);
+    strides_for<R>(c, Hk, sv);
+    q_elems = size_t(B) * N * H * D;
+    kv_elems = size_t(B) * N * Hk * D;
+    k_off = int64_t(q_elems);
+    v_off = int64_t(q_elems + kv_elems);
+  }
+  strides_for<R>(c, H, so);
+  const size_t total = c.packed ? q_elems : q_elems + 2 * kv_elems;
+  std::vector<uint16_t> raw(total);
+  for (auto& x : raw) x = to_bits(rnd(), c.bf16);
+  auto idx = [&](const int64_t* s, int b, int64_t n, int h, int d) {
+    int co[3];
+    int64_t t = n;
+    for (int a = R - 1; a >= 0; --a) {
+      co[a] = int(t % c.L[a]);
+      t /= c.L[a];
+    }
+    int64_t o = int64_t(b) * s[0] + int64_t(h) * s[R + 1] + d;
+    for (int a = 0; a < R; ++a) o += int64_t(co[a]) * s[1 + a];
+    return o;
+  };
+  for (int b = 0; b < B; ++b)
+    for (int64_t n = 0; n < N; ++n)
+      for (int d = 0; d < D; ++d) {
+        for (int h = 0; h < H; ++h)
+          hq[((size_t(b) * N + n) * H + h) * D + d] = from_bits(raw[q_off + idx(sq, b, n, h, d)], c.bf16);
+        for (int h = 0; h < Hk; ++h) {
+          hk[((size_t(b) * N + n) * Hk + h) * D + d] = from_bits(raw[k_off + idx(sk, b, n, h, d)], c.bf16);
+          hv[((size_t(b) * N + n) * Hk + h) * D + d] = from_bits(raw[v_off + idx(sv, b, n, h, d)], c.bf16);
+        }
+      }
+  uint16_t *dbuf, *dout;
+  float* dlse;
+  const size_t out_elems = size_t(B) * N * H * D;
+  CK(cudaMalloc(&dbuf, total * 2));
+  CK(cudaMalloc(&dout, out_elems * 2));
+  CK(cudaMalloc(&dlse, size_t(B) * N * H * 4));
+  CK(cudaMemcpy(dbuf, raw.data(), total * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemset(dout, 0xff, out_elems * 2));           // NaN poison
+  CK(cudaMemset(dlse, 0xff, size_t(B) * N * H * 4));   // NaN poison
+  int rc = dispatch<R>(c, p, dbuf + q_off, sq, dbuf + k_off, sk, dbuf + v_off, sv, dout, so, dlse, 0);
+  CK(cudaGetLastError());
+  CK(cudaDeviceSynchronize());
+  if (rc != 0) {
+    std::printf("%-44s FAIL (dispatch rc=%d)\n", c.name.c_str(), rc);
+    cudaFree(dbuf); cudaFree(dout); cudaFree(dlse);
+    return false;
+  }
+  std::vector<uint16_t> out(out_elems);
+  std::vector<float> lse(size_t(B) * N * H);
+  CK(cudaMemcpy(out.data(), dout, out_elems * 2, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(lse.data(), dlse, lse.size() * 4, cudaMemcpyDeviceToHost));
+  cudaFree(dbuf); cudaFree(dout); cudaFree(dlse);
+
+  // CPU reference in double: literal per-query loop over all keys.
+  double err2 = 0, ref2 = 0, lse_err = 0;
+  bool nonfinite = false;
+  std::vector<double> s(N), acc(D);
+  std::vector<int64_t> nb;
+  const double scale = p.scale;
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < H; ++h) {
+      const int hk_ = p.kv_head(h);
+      for (int64_t i = 0; i < N; ++i) {
+        int ci[3];
+        {
+          int64_t t = i;
+          for (int a = R - 1; a >= 0; --a) { ci[a] = int(t % c.L[a]); t /= c.L[a]; }
+        }
+        nb.clear();
+        for (int64_t j = 0; j < N; ++j) {
+          int cj[3];
+          int64_t t = j;
+          for (int a = R - 1; a >= 0; --a) { cj[a] = int(t % c.L[a]); t /= c.L[a]; }
+          bool ok = true;
+          for (int a = 0; a < R && ok; ++a) ok = fastna::is_neighbor(p.axis[a], ci[a], cj[a]);
+          if (ok) nb.push_back(j);
+        }
+        const float* qi = &hq[((size_t(b) * N + i) * H + h) * D];
+        double mx = -1e300;
+        for (size_t t = 0; t < nb.size(); ++t) {
+          const float* kj = &hk[((size_t(b) * N + nb[t]) * Hk + hk_) * D];
+          double d = 0;
+          for (int x = 0; x < D; ++x) d += double(qi[x]) * double(kj[x]);
+          s[t] = d * scale;
+          mx = std::max(mx, s[t]);
+        }
+        double l = 0;
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (size_t t = 0; t < nb.size(); ++t) {
+          const double e = std::exp(s[t] - mx);
+          l += e;
+          const float* vj = &hv[((size_t(b) * N + nb[t]) * Hk + hk_) * D];
+          for (int x = 0; x < D; ++x) acc[x] += e * double(vj[x]);
+        }
+        for (int x = 0; x < D; ++x) {
+          const double r = acc[x] / l;
+          const double g = from_bits(out[((size_t(b) * N + i) * H + h) * D + x], c.bf16);
+          if (!std::isfinite(g)) nonfinite = true;
+          err2 += (g - r) * (g - r);
+          ref2 += r * r;
+        }
+        const double lr = mx + std::log(l);
+        const double lg = lse[(size_t(b) * N + i) * H + h];
+        if (!std::isfinite(lg)) nonfinite = true;
+        lse_err = std::max(lse_err, std::fabs(lg - lr));
+      }
+    }
+  const double rel = std::sqrt(err2 / ref2);
+  const double tol = c.bf16 ? 1e-2 : 3e-3;
+  const bool pass = !nonfinite && rel < tol && lse_err < 1e-3;
+  std::printf("%-44s%s %s D=%-3d rel_l2=%.3e lse_maxabs=%.3e %s%s\n", c.name.c_str(), g_variant == 0 ? "   " : (g_variant == 1 ? " v1" : " v2"), c.bf16 ? "bf16" : "fp16", D,
+              rel, lse_err, pass ? "PASS" : "FAIL", nonfinite ? " (non-finite output)" : "");
+  (void)verbose;
+  return pass;
+}
+
+static bool run_any(const Case& c) {
+  if (c.rank == 1) return run_case<1>(c, false);
+  if (c.rank == 2) return run_case<2>(c, false);
+  return run_case<3>(c, false);
+}
+
+static Case mk(const char* name, int rank, std::vector<int> L, std::vector<int> K, std::vector<int> S,
+               std::vector<int> Dil, std::vector<int> C, int B, int H, int Hkv, int D, bool bf16, bool packed = false) {
+  Case c{};
+  c.name = name;
+  c.rank = rank;
+  c.B = B; c.H = H; c.Hkv = Hkv; c.D = D; c.bf16 = bf16; c.packed = packed;
+  for (int a = 0; a < 3; ++a) {
+    c.L[a] = a < rank ? L[a] : 1;
+    c.K[a] = a < rank ? K[a] : 1;
+    c.S[a] = a < rank ? S[a] : 1;
+    c.Dil[a] = a < rank ? Dil[a] : 1;
+    c.C[a] = a < rank ? bool(C[a]) : false;
+  }
+  return c;
+}
+
+// ---------------------------------------------------------------- benchmark
+template <int R>
+static void bench(const Case& c, int iters) {
+  auto p = make_problem<R>(c);
+  const int64_t N = p.num_tokens();
+  const size_t qe = size_t(c.B) * N * c.H * c.D, kve = size_t(c.B) * N * c.Hkv * c.D;
+  uint16_t *dq, *dk, *dv, *dout;
+  CK(cudaMalloc(&dq, qe * 2));
+  CK(cudaMalloc(&dk, kve * 2));
+  CK(cudaMalloc(&dv, kve * 2));
+  CK(cudaMalloc(&dout, qe * 2));
+  {
+    std::vector<uint16_t> h(std::max(qe, kve));
+    std::mt19937 rng(7);
+    std::normal_distribution<float> Nd(0.f, 1.f);
+    for (auto& x : h) x = to_bits(Nd(rng), c.bf16);
+    CK(cudaMemcpy(dq, h.data(), qe * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dk, h.data(), kve * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dv, h.data() + 1, (kve - 1) * 2, cudaMemcpyHostToDevice));
+  }
+  int64_t sq[6], sk[6];
+  strides_for<R>(c, c.H, sq);
+  strides_for<R>(c, c.Hkv, sk);
+  auto launch = [&]() { return dispatch<R>(c, p, dq, sq, dk, sk, dv, sk, dout, sq, nullptr, 0); };
+  int rc = launch();
+  CK(cudaDeviceSynchronize());
+  if (rc != 0) { std::printf("bench %s: rc=%d\n", c.name.c_str(), rc); return; }
+  for (int i = 0; i < 3; ++i) launch();
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  std::vector<float> ms;
+  for (int i = 0; i < iters; ++i) {
+    CK(cudaEventRecord(e0));
+    launch();
+    CK(cudaEventRecord(e1));
+    CK(cudaEventSynchronize(e1));
+    float t;
+    CK(cudaEventElapsedTime(&t, e0, e1));
+    ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  const double med = ms[ms.size() / 2];
+  const double flops = 4.0 * double(c.B) * N * double(p.window_size()) * c.D * c.H;
+  std::printf("BENCH %-40s%s %s D=%d  median %.3f ms  (min %.3f)  %.1f TFLOP/s (4*B*N*window*D*H)\n", c.name.c_str(),
+              g_variant == 0 ? "   " : (g_variant == 1 ? " v1" : " v2"), c.bf16 ? "bf16" : "fp16", c.D, med, ms[0], flops / (med * 1e-3) / 1e12);
+  cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(dout);
+}
+
+int main(int argc, char** argv) {
+  bool do_test = true, do_bench = true;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--test-only")) do_bench = false;
+    if (!std::strcmp(argv[i], "--bench-only")) do_test = false;
+  }
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
+
+  int fails = 0, total = 0;
+  if (do_test) {
+    std::vector<Case> cs;
+    // 1D
+    cs.push_back(mk("1d L100 K7", 1, {100}, {7}, {1}, {1}, {0}, 1, 2, 2, 64, false));
+    cs.push_back(mk("1d L131 K8 s3 d2 (even K, unequal groups)", 1, {131}, {8}, {3}, {2}, {0}, 2, 2, 2, 128, true));
+    cs.push_back(mk("1d L200 K33 d3 causal GQA4/2", 1, {200}, {33}, {1}, {3}, {1}, 1, 4, 2, 32, false));
+    cs.push_back(mk("1d L77 K77 (self-attn)", 1, {77}, {77}, {1}, {1}, {0}, 1, 2, 2, 64, false));
+    cs.push_back(mk("1d L90 K16 s16 causal (blocked)", 1, {90}, {16}, {16}, {1}, {1}, 1, 2, 1, 64, true));
+    cs.push_back(mk("1d L300 K64 s8 d2 causal", 1, {300}, {64}, {8}, {2}, {1}, 1, 1, 1, 128, false));
+    cs.push_back(mk("1d L150 K13 s5 packed-qkv", 1, {150}, {13}, {5}, {1}, {0}, 2, 3, 1, 32, true, true));
+    // 2D
+    cs.push_back(mk("2d 20x23 K5x7", 2, {20, 23}, {5, 7}, {1, 1}, {1, 1}, {0, 0}, 1, 2, 2, 64, false));
+    cs.push_back(mk("2d 30x17 K6x4 s2x3 d2x3 GQA4/1", 2, {30, 17}, {6, 4}, {2, 3}, {2, 3}, {0, 0}, 1, 4, 1, 128, true));
+    for (int cc = 0; cc < 4; ++cc) {
+      static char nm[4][64];
+      std::snprintf(nm[cc], 64, "2d 19x21 K7x6 s1x2 d1x2 causal=(%d,%d)", cc & 1, (cc >> 1) & 1);
+      cs.push_back(mk(nm[cc], 2, {19, 21}, {7, 6}, {1, 2}, {1, 2}, {cc & 1, (cc >> 1) & 1}, 1, 2, 2, 32, cc & 1));
+    }
+    cs.push_back(mk("2d 16x16 K16x16 (self-attn)", 2, {16, 16}, {16, 16}, {1, 1}, {1, 1}, {0, 0}, 1, 2, 2, 128, false));
+    cs.push_back(mk("2d 33x40 K9x12 s3x4 packed-qkv", 2, {33, 40}, {9, 12}, {3, 4}, {1, 1}, {0, 0}, 1, 2, 1, 64, true, true));
+    cs.push_back(mk("2d 24x26 K8x8 s8x8 causal=(1,1) (blocked)", 2, {24, 26}, {8, 8}, {8, 8}, {1, 1}, {1, 1}, 2, 2, 2, 128, false));
+    // 3D
+    cs.push_back(mk("3d 9x10x11 K3x5x4", 3, {9, 10, 11}, {3, 5, 4}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 2, 2, 64, false));
+    cs.push_back(mk("3d 8x12x13 K4x3x5 s2x1x3 d1x2x2 causal=(1,0,0)", 3, {8, 12, 13}, {4, 3, 5}, {2, 1, 3}, {1, 2, 2}, {1, 0, 0}, 1, 2, 1, 128, true));
+    for (int cc = 0; cc < 8; ++cc) {
+      static char nm[8][72];
+      std::snprintf(nm[cc], 72, "3d 7x9x10 K3x4x5 d2x1x1 causal=(%d,%d,%d)", cc & 1, (cc >> 1) & 1, (cc >> 2) & 1);
+      cs.push_back(mk(nm[cc], 3, {7, 9, 10}, {3, 4, 5}, {1, 2, 1}, {2, 1, 1}, {cc & 1, (cc >> 1) & 1, (cc >> 2) & 1}, 1, 2, 2, 32, (cc >> 1) & 1));
+    }
+    cs.push_back(mk("3d 6x7x9 K6x7x9 (self-attn) GQA2/1", 3, {6, 7, 9}, {6, 7, 9}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 2, 1, 128, true));
+    cs.push_back(mk("3d 10x9x12 K4x4x6 s2x2x3 packed-qkv", 3, {10, 9, 12}, {4, 4, 6}, {2, 2, 3}, {1, 1, 2}, {0, 1, 0}, 1, 2, 2, 64, false, true));
+    for (auto& c : cs) {
+      ++total;
+      if (!run_any(c)) ++fails;
+    }
+    // the non-default box variants on every 2D D=128 case
+    for (int var = 1; var <= 2; ++var) {
+      g_variant = var;
+      for (auto& c : cs)
+        if (c.rank == 2 && c.D == 128) {
+          ++total;
+          if (!run_any(c)) ++fails;
+        }
+      g_variant = 0;
+    }
+    std::printf("SUMMARY: %d/%d passed\n", total - fails, total);
+  }
+  if (do_bench) {
+    for (int var = 0; var <= 2; ++var) {
+      g_variant = var;
+      bench<2>(mk("2d 128x128 K13x13 H8", 2, {128, 128}, {13, 13}, {1, 1}, {1, 1}, {0, 0}, 1, 8, 8, 128, false), 20);
+      bench<2>(mk("2d 128x128 K13x13 H8", 2, {128, 128}, {13, 13}, {1, 1}, {1, 1}, {0, 0}, 1, 8, 8, 128, true), 20);
+      bench<2>(mk("flux 256x256 K80x80 H24", 2, {256, 256}, {80, 80}, {1, 1}, {1, 1}, {0, 0}, 1, 24, 24, 128, true), 7);
+      bench<2>(mk("flux-strided 256x256 K80x80 s16 H24", 2, {256, 256}, {80, 80}, {16, 16}, {1, 1}, {0, 0}, 1, 24, 24, 128, true), 7);
+      bench<2>(mk("dense-equiv 2d 64x64 K64x64 H16", 2, {64, 64}, {64, 64}, {1, 1}, {1, 1}, {0, 0}, 1, 16, 16, 128, true), 10);
+    }
+    g_variant = 0;
+    bench<1>(mk("1d 32768 K2048 H1 (B=1)", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 1, 1, 128, true), 20);
+    bench<1>(mk("dense-equiv 1d 8192 K8192 H16", 1, {8192}, {8192}, {1}, {1}, {0}, 1, 16, 16, 128, true), 10);
+  }
+  return fails == 0 ? 0 : 1;
+}
