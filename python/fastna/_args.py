@@ -1,0 +1,195 @@
+"""Argument normalization and validation: the only place user arguments are checked.
+
+Every error names the offending argument and shows its value, and is a ValueError,
+TypeError or NotImplementedError (never an AssertionError), so that callers can tell a bad
+call from a bug.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+
+__all__ = ["NAParams", "normalize", "normalize_rank", "per_axis_ints", "per_axis_bools"]
+
+
+@dataclass(frozen=True)
+class NAParams:
+    rank: int
+    kernel: Tuple[int, ...]
+    stride: Tuple[int, ...]
+    dilation: Tuple[int, ...]
+    causal: Tuple[bool, ...]
+    scale: float
+    # Spatial extent of the problem; filled by normalize(), optional for hand-built params.
+    length: Tuple[int, ...] = ()
+
+
+def _is_int(x) -> bool:
+    # bool is an Integral in Python, but kernel_size=True is almost surely a mistake.
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _is_bool(x) -> bool:
+    try:
+        import numpy as np
+        if isinstance(x, np.bool_):
+            return True
+    except ImportError:  # pragma: no cover - numpy is optional
+        pass
+    return isinstance(x, bool)
+
+
+def per_axis_ints(name: str, value, rank: int) -> Tuple[int, ...]:
+    if _is_int(value):
+        return (int(value),) * rank
+    if isinstance(value, (tuple, list)):
+        if len(value) != rank:
+            raise ValueError(f"{name} must be an int or a tuple of {rank} ints for a {rank}D "
+                             f"problem, got {value!r} (length {len(value)})")
+        for x in value:
+            if not _is_int(x):
+                raise TypeError(f"{name} entries must be ints, got {value!r} "
+                                f"(entry {x!r} of type {type(x).__name__})")
+        return tuple(int(x) for x in value)
+    raise TypeError(f"{name} must be an int or a tuple of {rank} ints, got {value!r} "
+                    f"of type {type(value).__name__}")
+
+
+def per_axis_bools(name: str, value, rank: int) -> Tuple[bool, ...]:
+    if _is_bool(value):
+        return (bool(value),) * rank
+    if isinstance(value, (tuple, list)):
+        if len(value) != rank:
+            raise ValueError(f"{name} must be a bool or a tuple of {rank} bools for a {rank}D "
+                             f"problem, got {value!r} (length {len(value)})")
+        for x in value:
+            if not _is_bool(x):
+                raise TypeError(f"{name} entries must be bools, got {value!r} "
+                                f"(entry {x!r} of type {type(x).__name__})")
+        return tuple(bool(x) for x in value)
+    raise TypeError(f"{name} must be a bool or a tuple of {rank} bools, got {value!r} "
+                    f"of type {type(value).__name__}")
+
+
+def _check_tensor(name: str, t) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+
+
+def normalize_rank(query, rank: Optional[int]) -> int:
+    _check_tensor("query", query)
+    if rank is None:
+        rank = query.dim() - 3
+        if rank not in (1, 2, 3):
+            raise ValueError(f"query must have 4, 5 or 6 dims ([B, *spatial, H, D] with 1 to 3 "
+                             f"spatial axes), got shape {tuple(query.shape)} ({query.dim()} dims)")
+        return rank
+    if query.dim() != rank + 3:
+        raise ValueError(f"query must have {rank + 3} dims ([B, *spatial, H, D] with {rank} "
+                         f"spatial axes) for na{rank}d, got shape {tuple(query.shape)} "
+                         f"({query.dim()} dims)")
+    return rank
+
+
+def _check_same(name: str, t: torch.Tensor, ref: torch.Tensor) -> None:
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{name} dtype {t.dtype} does not match query dtype {ref.dtype}")
+    if t.device != ref.device:
+        raise ValueError(f"{name} device {t.device} does not match query device {ref.device}")
+
+
+def _check_extras(additional_keys, additional_values, query, key, value) -> int:
+    if additional_keys is None and additional_values is None:
+        return 0
+    if additional_keys is None or additional_values is None:
+        given = "additional_keys" if additional_keys is not None else "additional_values"
+        missing = "additional_values" if additional_keys is not None else "additional_keys"
+        raise ValueError(f"{given} was given without {missing}; pass both or neither "
+                         f"({missing}=None)")
+    _check_tensor("additional_keys", additional_keys)
+    _check_tensor("additional_values", additional_values)
+    _check_same("additional_keys", additional_keys, query)
+    _check_same("additional_values", additional_values, query)
+    B, Hkv, D, Dv = query.shape[0], key.shape[-2], key.shape[-1], value.shape[-1]
+    ek, ev = additional_keys, additional_values
+    if ek.dim() != 4 or ek.shape[0] != B or ek.shape[2] != Hkv or ek.shape[3] != D:
+        raise ValueError(f"additional_keys must have shape [B, N_extra, H_kv, D] = "
+                         f"[{B}, N_extra, {Hkv}, {D}], got {tuple(ek.shape)}")
+    if ev.dim() != 4 or ev.shape[0] != B or ev.shape[2] != Hkv or ev.shape[3] != Dv:
+        raise ValueError(f"additional_values must have shape [B, N_extra, H_kv, Dv] = "
+                         f"[{B}, N_extra, {Hkv}, {Dv}], got {tuple(ev.shape)}")
+    if ek.shape[1] != ev.shape[1]:
+        raise ValueError(f"additional_keys has {ek.shape[1]} tokens but additional_values has "
+                         f"{ev.shape[1]} (shapes {tuple(ek.shape)} and {tuple(ev.shape)})")
+    return int(ek.shape[1])
+
+
+def _check_scale(scale, D: int) -> float:
+    if scale is None:
+        return float(D) ** -0.5
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a real number or None, got {scale!r} of type "
+                        f"{type(scale).__name__}")
+    return float(scale)
+
+
+def normalize(query, key, value, kernel_size, stride=1, dilation=1, is_causal=False,
+              scale=None, additional_keys=None, additional_values=None,
+              rank: Optional[int] = None) -> NAParams:
+    """Validate a neighborhood-attention call and return its per-axis parameters."""
+    rank = normalize_rank(query, rank)
+    _check_tensor("key", key)
+    _check_tensor("value", value)
+    for name, t in (("key", key), ("value", value)):
+        if t.dim() != rank + 3:
+            raise ValueError(f"{name} must have {rank + 3} dims like query, got shape "
+                             f"{tuple(t.shape)} (query shape {tuple(query.shape)})")
+        _check_same(name, t, query)
+        if t.shape[0] != query.shape[0]:
+            raise ValueError(f"{name} batch size {t.shape[0]} does not match query batch size "
+                             f"{query.shape[0]} (shapes {tuple(t.shape)} vs {tuple(query.shape)})")
+        if t.shape[1:rank + 1] != query.shape[1:rank + 1]:
+            raise ValueError(f"{name} spatial shape {tuple(t.shape[1:rank + 1])} does not match "
+                             f"query spatial shape {tuple(query.shape[1:rank + 1])}")
+    H, D = query.shape[-2], query.shape[-1]
+    Hkv = key.shape[-2]
+    if value.shape[-2] != Hkv:
+        raise ValueError(f"key and value must have the same number of heads H_kv, got key "
+                         f"{tuple(key.shape)} and value {tuple(value.shape)}")
+    if H < 1 or Hkv < 1 or H % Hkv != 0:
+        raise ValueError(f"query heads H={H} must be a positive multiple of key/value heads "
+                         f"H_kv={Hkv} (query {tuple(query.shape)}, key {tuple(key.shape)})")
+    if key.shape[-1] != D:
+        raise ValueError(f"key head dim {key.shape[-1]} does not match query head dim {D} "
+                         f"(query {tuple(query.shape)}, key {tuple(key.shape)})")
+    if D < 1 or value.shape[-1] < 1:
+        raise ValueError(f"head dims must be positive, got query {tuple(query.shape)}, value "
+                         f"{tuple(value.shape)}")
+
+    kernel = per_axis_ints("kernel_size", kernel_size, rank)
+    strides = per_axis_ints("stride", stride, rank)
+    dil = per_axis_ints("dilation", dilation, rank)
+    causal = per_axis_bools("is_causal", is_causal, rank)
+    length = tuple(int(x) for x in query.shape[1:rank + 1])
+    for a in range(rank):
+        if dil[a] < 1:
+            raise ValueError(f"dilation must be >= 1 on every axis, got dilation={dil} "
+                             f"(axis {a}: {dil[a]})")
+        if kernel[a] < 2:
+            raise ValueError(f"kernel_size must be >= 2 on every axis, got kernel_size={kernel} "
+                             f"(axis {a}: {kernel[a]})")
+        if kernel[a] * dil[a] > length[a]:
+            raise ValueError(f"kernel_size * dilation must not exceed the input length on every "
+                             f"axis, got kernel_size={kernel}, dilation={dil} for spatial shape "
+                             f"{length} (axis {a}: {kernel[a]} * {dil[a]} > {length[a]})")
+        if not 1 <= strides[a] <= kernel[a]:
+            raise ValueError(f"stride must satisfy 1 <= stride <= kernel_size on every axis, got "
+                             f"stride={strides} with kernel_size={kernel} (axis {a})")
+    _check_extras(additional_keys, additional_values, query, key, value)
+    return NAParams(rank=rank, kernel=kernel, stride=strides, dilation=dil, causal=causal,
+                    scale=_check_scale(scale, D), length=length)

@@ -1,0 +1,164 @@
+"""Compatibility layers for code written against other neighborhood-attention libraries.
+
+`install_natten_shim()` makes `import natten` / `from natten.functional import ...` resolve to
+fastna.compat.natten, for code (HuggingFace transformers' DiNAT/NAT/OneFormer, k-diffusion, ...)
+that expects NATTEN <= 0.17. Install it before importing such code: transformers decides
+whether natten exists once, when `transformers.utils.import_utils` is first imported, through
+`importlib.util.find_spec("natten")` and `importlib.metadata.version("natten")`; the shim
+answers both.
+
+    import fastna.compat
+    fastna.compat.install_natten_shim()
+    from transformers import DinatModel   # now runs on fastna
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.metadata
+import pathlib
+import re
+import sys
+import types
+import warnings
+from typing import Optional
+
+__all__ = ["install_natten_shim", "uninstall_natten_shim", "natten_shim_installed",
+           "NATTEN_SHIM_VERSION"]
+
+# A PEP 440 local version: compares equal to 0.17.4 in release terms (so `>= 0.17` style checks
+# pass) while telling anyone who prints it that this is not the real NATTEN.
+NATTEN_SHIM_VERSION = "0.17.4+fastna"
+
+_PACKAGE = "natten"
+_SUBMODULES = ("functional",)
+_MARK = "__fastna_shim__"
+
+
+def _normalize_dist_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+class _ShimDistribution(importlib.metadata.Distribution):
+    """Installed-package metadata for the shim: just enough for version lookups."""
+
+    _METADATA = (f"Metadata-Version: 2.1\nName: {_PACKAGE}\nVersion: {NATTEN_SHIM_VERSION}\n"
+                 f"Summary: fastna's NATTEN 0.17 compatibility shim (fastna.compat)\n")
+
+    def read_text(self, filename: str) -> Optional[str]:
+        if filename in ("METADATA", "PKG-INFO"):
+            return self._METADATA
+        return None
+
+    def locate_file(self, path) -> pathlib.Path:
+        return pathlib.Path(__file__).parent / path
+
+
+def _populate_package(module: types.ModuleType) -> None:
+    module.__version__ = NATTEN_SHIM_VERSION
+    module.__doc__ = "fastna's stand-in for NATTEN 0.17 (see fastna.compat)."
+    # Capability probes some callers branch on. The ops run anywhere torch does; there are no
+    # NATTEN CUDA extensions behind them (fastna picks its own kernels).
+    import torch
+
+    module.has_cuda = lambda: torch.cuda.is_available()
+    module.has_half = lambda *args, **kwargs: True
+    module.has_bfloat = lambda *args, **kwargs: True
+    module.has_gemm = lambda *args, **kwargs: False
+    module.has_fna = lambda *args, **kwargs: False
+    state = {"fused_na": False}
+
+    def use_fused_na(mode: bool = True, kv_parallel: bool = False):
+        # NATTEN's nn modules switch to fused kernels with this; the shim has no nn modules
+        # and fastna chooses its kernels itself, so only the flag is kept.
+        state["fused_na"] = bool(mode)
+
+    module.use_fused_na = use_fused_na
+    module.is_fused_na_enabled = lambda: state["fused_na"]
+
+
+def _populate_functional(module: types.ModuleType) -> None:
+    from . import natten as impl
+
+    for name in impl.__all__:
+        setattr(module, name, getattr(impl, name))
+    module.__all__ = list(impl.__all__)
+    module.__doc__ = impl.__doc__
+
+
+class _NattenShimFinder(importlib.metadata.DistributionFinder, importlib.abc.Loader):
+    """Meta-path finder/loader for `natten` and `natten.functional`, and their metadata."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == _PACKAGE:
+            spec = importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+            spec.submodule_search_locations = []
+            return spec
+        if fullname.startswith(_PACKAGE + ".") and fullname[len(_PACKAGE) + 1:] in _SUBMODULES:
+            return importlib.machinery.ModuleSpec(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        return None  # default module creation
+
+    def exec_module(self, module):
+        setattr(module, _MARK, True)
+        if module.__name__ == _PACKAGE:
+            _populate_package(module)
+            # Real NATTEN's __init__ imports .functional, so `natten.functional` works after a
+            # bare `import natten`.
+            module.functional = importlib.import_module(_PACKAGE + ".functional")
+        else:
+            _populate_functional(module)
+
+    def find_distributions(self, context=importlib.metadata.DistributionFinder.Context()):
+        name = getattr(context, "name", None)
+        if name is None or _normalize_dist_name(name) == _PACKAGE:
+            yield _ShimDistribution()
+
+
+_finder: Optional[_NattenShimFinder] = None
+
+
+def natten_shim_installed() -> bool:
+    return _finder is not None and _finder in sys.meta_path
+
+
+def install_natten_shim() -> types.ModuleType:
+    """Register the fake `natten` package (module import + package metadata); idempotent.
+
+    Returns the `natten` module. Raises RuntimeError if a real `natten` is already imported,
+    since code that holds it would silently keep using it. A real natten installed on disk
+    but not yet imported is shadowed while the shim is installed.
+    """
+    global _finder
+    existing = sys.modules.get(_PACKAGE)
+    if existing is not None and not getattr(existing, _MARK, False):
+        raise RuntimeError(
+            f"a real 'natten' module is already imported ({getattr(existing, '__file__', '?')}); "
+            f"install_natten_shim() must run before anything imports natten")
+    if _finder is None:
+        _finder = _NattenShimFinder()
+    if _finder not in sys.meta_path:
+        # First, so that the shim wins over an installed NATTEN and over path-based metadata.
+        sys.meta_path.insert(0, _finder)
+        importlib.invalidate_caches()
+    iu = sys.modules.get("transformers.utils.import_utils")
+    if iu is not None and getattr(iu, "_natten_available", True) is False:
+        warnings.warn("transformers was imported before install_natten_shim(): it has already "
+                      "decided that natten is unavailable, so its DiNAT/NAT models will still "
+                      "refuse to run. Install the shim before importing transformers.",
+                      RuntimeWarning, stacklevel=2)
+    return importlib.import_module(_PACKAGE)
+
+
+def uninstall_natten_shim() -> None:
+    """Undo install_natten_shim(): drop the finder and the shim's modules; idempotent."""
+    if _finder is not None:
+        while _finder in sys.meta_path:
+            sys.meta_path.remove(_finder)
+    for name in [n for n in sys.modules if n == _PACKAGE or n.startswith(_PACKAGE + ".")]:
+        if getattr(sys.modules[name], _MARK, False):
+            del sys.modules[name]
+    importlib.invalidate_caches()

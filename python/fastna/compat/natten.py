@@ -1,0 +1,213 @@
+"""NATTEN <= 0.17 functional API on top of fastna (drop-in for `natten.functional`).
+
+Names, argument order and defaults follow NATTEN 0.17.4's `natten/functional.py`. Its unfused
+ops use the heads-first layout: query/key/value [B, H, *spatial, D], attention weights
+[B, H, *spatial, prod(kernel_size) (+ N_extra)], additional keys/values [B, H, N_extra, D].
+The fused ops na1d/na2d/na3d of 0.17 were heads-last ([B, *spatial, H, D]) and are here too.
+
+Every function permutes to fastna's heads-last layout (a view; fastna.ops_unfused copies only
+if its gather needs contiguous memory) and calls fastna.ops_unfused, so a faster unfused backend
+registered there (the CUDA GEMM kernels) speeds these up without changes here.
+
+Differences from NATTEN 0.17.4, all supersets: GQA (fewer key/value heads than query heads)
+is accepted; the deprecated `natten{1,2,3}d*` ops do not log a deprecation warning on every call
+(HuggingFace's DiNAT/NAT call them in every layer); na3d_av's dilation defaults to 1 like the
+other ops'; rpb gets a gradient in the fused ops too. Nested tensors are not supported.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import ops_unfused as _ops
+
+__all__ = [
+    "na1d_qk", "na1d_av", "na2d_qk", "na2d_av", "na3d_qk", "na3d_av",
+    "na1d", "na2d", "na3d",
+    "natten1dqkrpb", "natten2dqkrpb", "natten3dqkrpb",
+    "natten1dqk", "natten2dqk", "natten3dqk",
+    "natten1dav", "natten2dav", "natten3dav",
+]
+
+_QK = {1: _ops.na1d_qk, 2: _ops.na2d_qk, 3: _ops.na3d_qk}
+_AV = {1: _ops.na1d_av, 2: _ops.na2d_av, 3: _ops.na3d_av}
+_LAYOUT = {1: "[B, H, L, {}]", 2: "[B, H, X, Y, {}]", 3: "[B, H, X, Y, Z, {}]"}
+
+
+def _heads_first(name: str, t, rank: int, last: str, op: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.is_nested:
+        raise NotImplementedError(f"{op}: nested tensors are not supported ({name} is nested)")
+    if t.dim() != rank + 3:
+        raise ValueError(f"{op}: {name} must be heads-first {_LAYOUT[rank].format(last)} "
+                         f"({rank + 3} dims), got shape {tuple(t.shape)}")
+
+
+def _extra(name: str, t, op: str):
+    # [B, H, N_extra, D] (NATTEN 0.17) -> [B, N_extra, H, D] (fastna)
+    if t is None:
+        return None
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor or None, got {type(t).__name__}")
+    if t.dim() != 4:
+        raise ValueError(f"{op}: {name} must be [B, H, N_extra, D] (4 dims), got shape "
+                         f"{tuple(t.shape)}")
+    return t.transpose(1, 2)
+
+
+def _to_heads_last(t: Tensor) -> Tensor:
+    return t.movedim(1, -2)
+
+
+def _to_heads_first(t: Tensor) -> Tensor:
+    return t.movedim(-2, 1)
+
+
+def _qk(rank, query, key, kernel_size, dilation, additional_keys, is_causal, rpb):
+    op = f"na{rank}d_qk"
+    _heads_first("query", query, rank, "D", op)
+    _heads_first("key", key, rank, "D", op)
+    attn = _QK[rank](_to_heads_last(query), _to_heads_last(key), kernel_size, dilation,
+                     is_causal=is_causal, rpb=rpb,
+                     additional_keys=_extra("additional_keys", additional_keys, op))
+    return _to_heads_first(attn)
+
+
+def _av(rank, attn, value, kernel_size, dilation, additional_values, is_causal):
+    op = f"na{rank}d_av"
+    _heads_first("attn", attn, rank, "W", op)
+    _heads_first("value", value, rank, "D", op)
+    out = _AV[rank](_to_heads_last(attn), _to_heads_last(value), kernel_size, dilation,
+                    is_causal=is_causal,
+                    additional_values=_extra("additional_values", additional_values, op))
+    return _to_heads_first(out)
+
+
+# ------------------------------------------------------------------ unfused ops (heads-first)
+
+def na1d_qk(query: Tensor, key: Tensor, kernel_size, dilation=1,
+            additional_keys: Optional[Tensor] = None, is_causal=False,
+            rpb: Optional[Tensor] = None) -> Tensor:
+    """query/key [B, H, L, D] -> attn [B, H, L, K (+ N_extra)]; no softmax scale applied."""
+    return _qk(1, query, key, kernel_size, dilation, additional_keys, is_causal, rpb)
+
+
+def na1d_av(attn: Tensor, value: Tensor, kernel_size, dilation=1,
+            additional_values: Optional[Tensor] = None, is_causal=False) -> Tensor:
+    """attn [B, H, L, K (+ N_extra)], value [B, H, L, D] -> [B, H, L, D]."""
+    return _av(1, attn, value, kernel_size, dilation, additional_values, is_causal)
+
+
+def na2d_qk(query: Tensor, key: Tensor, kernel_size, dilation=1,
+            additional_keys: Optional[Tensor] = None, is_causal=False,
+            rpb: Optional[Tensor] = None) -> Tensor:
+    """query/key [B, H, X, Y, D] -> attn [B, H, X, Y, Kx*Ky (+ N_extra)]."""
+    return _qk(2, query, key, kernel_size, dilation, additional_keys, is_causal, rpb)
+
+
+def na2d_av(attn: Tensor, value: Tensor, kernel_size, dilation=1,
+            additional_values: Optional[Tensor] = None, is_causal=False) -> Tensor:
+    """attn [B, H, X, Y, Kx*Ky (+ N_extra)], value [B, H, X, Y, D] -> [B, H, X, Y, D]."""
+    return _av(2, attn, value, kernel_size, dilation, additional_values, is_causal)
+
+
+def na3d_qk(query: Tensor, key: Tensor, kernel_size, dilation=1,
+            additional_keys: Optional[Tensor] = None, is_causal=False,
+            rpb: Optional[Tensor] = None) -> Tensor:
+    """query/key [B, H, X, Y, Z, D] -> attn [B, H, X, Y, Z, Kx*Ky*Kz (+ N_extra)]."""
+    return _qk(3, query, key, kernel_size, dilation, additional_keys, is_causal, rpb)
+
+
+def na3d_av(attn: Tensor, value: Tensor, kernel_size, dilation=1,
+            additional_values: Optional[Tensor] = None, is_causal=False) -> Tensor:
+    """attn [B, H, X, Y, Z, Kx*Ky*Kz (+ N_extra)], value [B, H, X, Y, Z, D] -> same as value."""
+    return _av(3, attn, value, kernel_size, dilation, additional_values, is_causal)
+
+
+# ------------------------------------------------------------ fused ops (0.17: heads-last)
+
+def _fused(rank, query, key, value, kernel_size, dilation, is_causal, rpb, scale):
+    if any(isinstance(t, torch.Tensor) and t.is_nested for t in (query, key, value)):
+        raise NotImplementedError(f"na{rank}d: nested tensors are not supported")
+    if rpb is None:
+        from .._api import neighborhood_attention
+        # NATTEN 0.17 treated scale=None (and 0) as "default"; keep that.
+        return neighborhood_attention(query, key, value, kernel_size, 1, dilation, is_causal,
+                                      scale or None)
+    if not isinstance(query, torch.Tensor):
+        raise TypeError(f"na{rank}d: query must be a torch.Tensor, got {type(query).__name__}")
+    scale = scale or query.shape[-1] ** -0.5
+    attn = _QK[rank](query * scale, key, kernel_size, dilation, is_causal=is_causal, rpb=rpb)
+    probs = torch.softmax(attn, dim=-1, dtype=torch.float32 if attn.dtype in
+                          (torch.float16, torch.bfloat16) else attn.dtype)
+    return _AV[rank](probs, value, kernel_size, dilation, is_causal=is_causal)
+
+
+def na1d(query: Tensor, key: Tensor, value: Tensor, kernel_size, dilation=1, is_causal=False,
+         rpb: Optional[Tensor] = None, scale: Optional[float] = None) -> Tensor:
+    """Fused-API 1D NA, heads-last [B, L, H, D] like NATTEN 0.17's na1d."""
+    return _fused(1, query, key, value, kernel_size, dilation, is_causal, rpb, scale)
+
+
+def na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size, dilation=1, is_causal=False,
+         rpb: Optional[Tensor] = None, scale: Optional[float] = None) -> Tensor:
+    """Fused-API 2D NA, heads-last [B, X, Y, H, D] like NATTEN 0.17's na2d."""
+    return _fused(2, query, key, value, kernel_size, dilation, is_causal, rpb, scale)
+
+
+def na3d(query: Tensor, key: Tensor, value: Tensor, kernel_size, dilation=1, is_causal=False,
+         rpb: Optional[Tensor] = None, scale: Optional[float] = None) -> Tensor:
+    """Fused-API 3D NA, heads-last [B, X, Y, Z, H, D] like NATTEN 0.17's na3d."""
+    return _fused(3, query, key, value, kernel_size, dilation, is_causal, rpb, scale)
+
+
+# -------------------------------------------------- deprecated ops (NATTEN <= 0.14 names)
+
+def natten1dqkrpb(query: Tensor, key: Tensor, rpb: Optional[Tensor], kernel_size: int,
+                  dilation: int) -> Tensor:
+    return na1d_qk(query, key, kernel_size=(kernel_size,), dilation=(dilation,), rpb=rpb)
+
+
+def natten2dqkrpb(query: Tensor, key: Tensor, rpb: Optional[Tensor], kernel_size: int,
+                  dilation: int) -> Tensor:
+    return na2d_qk(query, key, kernel_size=(kernel_size, kernel_size),
+                   dilation=(dilation, dilation), rpb=rpb)
+
+
+def natten3dqkrpb(query: Tensor, key: Tensor, rpb: Optional[Tensor], kernel_size_d: int,
+                  kernel_size: int, dilation_d: int, dilation: int) -> Tensor:
+    return na3d_qk(query, key, kernel_size=(kernel_size_d, kernel_size, kernel_size),
+                   dilation=(dilation_d, dilation, dilation), rpb=rpb)
+
+
+def natten1dqk(query: Tensor, key: Tensor, kernel_size: int, dilation: int) -> Tensor:
+    return na1d_qk(query, key, kernel_size=(kernel_size,), dilation=(dilation,))
+
+
+def natten2dqk(query: Tensor, key: Tensor, kernel_size: int, dilation: int) -> Tensor:
+    return na2d_qk(query, key, kernel_size=(kernel_size, kernel_size),
+                   dilation=(dilation, dilation))
+
+
+def natten3dqk(query: Tensor, key: Tensor, kernel_size_d: int, kernel_size: int,
+               dilation_d: int, dilation: int) -> Tensor:
+    return na3d_qk(query, key, kernel_size=(kernel_size_d, kernel_size, kernel_size),
+                   dilation=(dilation_d, dilation, dilation))
+
+
+def natten1dav(attn: Tensor, value: Tensor, kernel_size: int, dilation: int) -> Tensor:
+    return na1d_av(attn, value, kernel_size=(kernel_size,), dilation=(dilation,))
+
+
+def natten2dav(attn: Tensor, value: Tensor, kernel_size: int, dilation: int) -> Tensor:
+    return na2d_av(attn, value, kernel_size=(kernel_size, kernel_size),
+                   dilation=(dilation, dilation))
+
+
+def natten3dav(attn: Tensor, value: Tensor, kernel_size_d: int, kernel_size: int,
+               dilation_d: int, dilation: int) -> Tensor:
+    return na3d_av(attn, value, kernel_size=(kernel_size_d, kernel_size, kernel_size),
+                   dilation=(dilation_d, dilation, dilation))

@@ -1,0 +1,92 @@
+"""FlexAttention with a neighborhood-attention ``mask_mod``: the dense-kernel competitor of
+DESIGN.md section 4, used by the profiler and the benchmarks.
+
+The mask is DESIGN.md section 1 written with tensor ops so that FlexAttention can trace it
+(no Python branching on tensor values). FlexAttention tensors are heads-first [B, H, N, D] with
+the spatial axes flattened row-major.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from math import prod
+from typing import Callable, Sequence
+
+import torch
+
+__all__ = ["na_mask_mod", "na_block_mask", "make_flex_na", "flex_na"]
+
+
+def _axis_neighbor(i, j, L, K, s, d, causal):
+    """Rules 1-3 of DESIGN.md on one axis: is key j in query i's window? (tensor ops)."""
+    g = i % d
+    il = i // d
+    group_len = (L - g + d - 1) // d
+    base = (il // s) * s
+    if causal:
+        leader = torch.minimum(base + (s - 1), group_len - 1)
+        start = torch.clamp(leader - K + 1, min=0)
+        end = torch.minimum(il + 1, group_len)
+    else:
+        leader = torch.minimum(base + s // 2, group_len - 1)
+        start = torch.clamp(torch.minimum(leader - K // 2, group_len - K), min=0)
+        end = start + K
+    jl = j // d
+    return (j % d == g) & (start <= jl) & (jl < end)
+
+
+def na_mask_mod(shape: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
+                dilation: Sequence[int], causal: Sequence[bool]) -> Callable:
+    """mask_mod(b, h, q_idx, kv_idx) -> bool tensor for flattened row-major token indices."""
+    shape, kernel, stride, dilation, causal = map(tuple, (shape, kernel, stride, dilation, causal))
+    strides_flat = [prod(shape[a + 1:]) for a in range(len(shape))]
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        ok = None
+        for a, L in enumerate(shape):
+            qi = (q_idx // strides_flat[a]) % L
+            kj = (kv_idx // strides_flat[a]) % L
+            m = _axis_neighbor(qi, kj, L, kernel[a], stride[a], dilation[a], causal[a])
+            ok = m if ok is None else ok & m
+        return ok
+
+    return mask_mod
+
+
+def na_block_mask(shape, kernel, stride, dilation, causal, device="cuda"):
+    """FlexAttention BlockMask of the NA problem (built once per problem, reused per call)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+    n = prod(shape)
+    return create_block_mask(na_mask_mod(shape, kernel, stride, dilation, causal), B=None,
+                             H=None, Q_LEN=n, KV_LEN=n, device=device)
+
+
+@lru_cache(maxsize=16)
+def _compiled_flex():
+    from torch.nn.attention.flex_attention import flex_attention
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def make_flex_na(problem, device="cuda", compile: bool = True):
+    """fn(q, k, v) on heads-first [B, H, N, D] tensors running FlexAttention with the NA mask of
+    `problem` (anything with shape, kernel, stride, dilation and causal attributes, e.g. a
+    fastna.presets.Problem or benchmarks' Case)."""
+    block_mask = na_block_mask(problem.shape, problem.kernel, problem.stride, problem.dilation,
+                               problem.causal, device=device)
+    if compile:
+        flex = _compiled_flex()
+    else:
+        from torch.nn.attention.flex_attention import flex_attention as flex
+    return lambda q, k, v, scale=None: flex(q, k, v, block_mask=block_mask, scale=scale)
+
+
+def flex_na(problem, device="cuda", compile: bool = True):
+    """Like make_flex_na but on heads-last [B, *spatial, H, D] tensors (fastna's layout)."""
+    fn = make_flex_na(problem, device=device, compile=compile)
+
+    def run(q, k, v, scale=None):
+        b, h, d = q.shape[0], q.shape[-2], q.shape[-1]
+        qt, kt, vt = (t.reshape(b, -1, t.shape[-2], t.shape[-1]).transpose(1, 2)
+                      for t in (q, k, v))
+        out = fn(qt, kt, vt, scale=scale)
+        return out.transpose(1, 2).reshape(*q.shape[:-1], v.shape[-1])
+    return run
