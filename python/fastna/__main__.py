@@ -1,4 +1,4 @@
-"""`python -m fastna info` (what this install can do) and `python -m fastna demo` (a 2D NA)."""
+"""`python -m fastna info` (what this install can do), `demo` (a 2D NA) and `profile` (timings)."""
 from __future__ import annotations
 
 import argparse
@@ -77,8 +77,14 @@ def _demo() -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fastna")
-    parser.add_argument("command", choices=["info", "demo"])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `profile` has its own option set; hand it everything after the command name.
+    if argv and argv[0] == "profile":
+        from fastna import profiler
+        return profiler.main(argv[1:]) or 0
+    parser = argparse.ArgumentParser(prog="python -m fastna",
+                                     epilog="`python -m fastna profile --help` for the profiler")
+    parser.add_argument("command", choices=["info", "demo", "profile"])
     args = parser.parse_args(argv)
     return _info() if args.command == "info" else _demo()
 
