@@ -11,7 +11,7 @@
 namespace fastna {
 namespace binding {
 
-#define FASTNA_INSTANCE(kernel, rank, dtype, sm) void kernel##_r##rank##_##dtype##_sm##sm(const LaunchParams&);
+#define FASTNA_INSTANCE(kernel, rank, dtype, head_dim, tile, arch, symbol) void symbol(const LaunchParams&);
 #include "fastna_instances.inc"
 #undef FASTNA_INSTANCE
 
@@ -21,15 +21,18 @@ struct RawInstance {
   const char* kernel;
   int rank;
   const char* dtype;
+  int head_dim;
+  const char* tile;
   const char* arch;
   LaunchFn fn;
 };
 
-#define FASTNA_INSTANCE(kernel, rank, dtype, sm) {#kernel, rank, #dtype, #sm, &kernel##_r##rank##_##dtype##_sm##sm},
+#define FASTNA_INSTANCE(kernel, rank, dtype, head_dim, tile, arch, symbol) \
+  {#kernel, rank, #dtype, head_dim, #tile, #arch, &symbol},
 // The trailing sentinel keeps the array non-empty in host-only builds.
 const RawInstance kRawInstances[] = {
 #include "fastna_instances.inc"
-    {nullptr, 0, nullptr, nullptr, nullptr},
+    {nullptr, 0, nullptr, 0, nullptr, nullptr, nullptr},
 };
 #undef FASTNA_INSTANCE
 
@@ -41,6 +44,8 @@ std::vector<Instance> build_table() {
     i.kernel = r.kernel;
     i.rank = r.rank;
     i.dtype = r.dtype;
+    i.head_dim = r.head_dim;
+    i.tile = r.tile;
     i.arch = r.arch;
     i.sm = std::atoi(r.arch);
     i.arch_specific = !i.arch.empty() && (i.arch.back() == 'a' || i.arch.back() == 'f');
@@ -55,7 +60,10 @@ std::string list_instances(const std::vector<Instance>& all) {
   std::ostringstream os;
   for (size_t n = 0; n < all.size(); ++n) {
     const Instance& i = all[n];
-    os << (n ? ", " : "") << "(" << i.kernel << ", rank " << i.rank << ", " << i.dtype << ", sm" << i.arch << ")";
+    os << (n ? ", " : "") << "(" << i.kernel << ", rank " << i.rank << ", " << i.dtype;
+    if (i.head_dim) os << ", head dim " << i.head_dim;
+    if (i.tile != "default") os << ", tile " << i.tile;
+    os << ", sm" << i.arch << ")";
   }
   return os.str();
 }
@@ -88,9 +96,10 @@ bool built_with_cuda() {
 #endif
 }
 
-LaunchFn find_instance(const std::string& kernel, int rank, const std::string& dtype) {
+LaunchFn find_instance(const std::string& kernel, int rank, const std::string& dtype, int head_dim,
+                       const std::string& tile) {
 #ifndef FASTNA_WITH_CUDA
-  (void)kernel; (void)rank; (void)dtype;
+  (void)kernel; (void)rank; (void)dtype; (void)head_dim; (void)tile;
   throw std::runtime_error(
       "fastna was built without CUDA kernels (FASTNA_CUDA_ARCHS=none, no nvcc or no GPU at build "
       "time); reinstall with e.g. FASTNA_CUDA_ARCHS=\"80;90a\" pip install --no-build-isolation .");
@@ -98,13 +107,17 @@ LaunchFn find_instance(const std::string& kernel, int rank, const std::string& d
   const std::vector<Instance>& all = instances();
   std::vector<const Instance*> matching;
   for (const Instance& i : all) {
-    if (i.kernel == kernel && i.rank == rank && i.dtype == dtype) matching.push_back(&i);
+    if (i.kernel == kernel && i.rank == rank && i.dtype == dtype && i.head_dim == head_dim && i.tile == tile)
+      matching.push_back(&i);
   }
   if (matching.empty()) {
-    throw std::invalid_argument("fastna: no compiled instance of kernel " + kernel + " for rank " +
-                                std::to_string(rank) + ", dtype " + dtype + "; compiled: " +
-                                list_instances(all) +
-                                " (rebuild with FASTNA_KERNELS / FASTNA_RANKS / FASTNA_DTYPES including it)");
+    std::string what = "rank " + std::to_string(rank) + ", dtype " + dtype;
+    if (head_dim) what += ", head dim " + std::to_string(head_dim);
+    if (tile != "default") what += ", tile " + tile;
+    throw std::invalid_argument("fastna: no compiled instance of kernel " + kernel + " for " + what +
+                                "; compiled: " + list_instances(all) +
+                                " (rebuild with FASTNA_KERNELS / FASTNA_RANKS / FASTNA_DTYPES / "
+                                "FASTNA_HEAD_DIMS including it)");
   }
   const int cc = device_cc();
   const Instance* best = nullptr;

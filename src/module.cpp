@@ -4,9 +4,12 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
+#include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "dispatch.hpp"
@@ -223,6 +226,90 @@ void naive_backward(const py::dict& params, py::object q, py::object k, py::obje
   launch("naive_bwd", dtype, lp);
 }
 
+// ---- fused forward ------------------------------------------------------------------------
+// Every condition fused::Forward::can_implement checks is checked here first, so that the
+// ValueError names the one that failed (the Python backend's check() mirrors these).
+
+std::string join_ints(const std::set<int>& v) {
+  std::string s;
+  for (int x : v) s += (s.empty() ? "" : ", ") + std::to_string(x);
+  return s.empty() ? "none" : s;
+}
+
+void check_fused_view(const TensorArg& t, const char* name, int rank) {
+  if (!t.present()) throw py::value_error(std::string("fastna: fused: ") + name + " is required");
+  const int nd = rank + 3;
+  if (t.strides[nd - 1] != 1) {
+    throw py::value_error(std::string("fastna: fused: stride_dim != 1 (") + name + " has stride " +
+                          std::to_string(t.strides[nd - 1]) + " along the head dim; make it contiguous there)");
+  }
+  if (t.ptr % 16 != 0) {
+    throw py::value_error(std::string("fastna: fused: ") + name + " data pointer is not 16-byte aligned");
+  }
+  for (int i = 0; i < nd - 1; ++i) {
+    if (t.strides[i] % 8 != 0) {
+      throw py::value_error(std::string("fastna: fused: ") + name + " strides must be multiples of 8 elements " +
+                            "(16 bytes), got stride " + std::to_string(t.strides[i]) + " on dim " +
+                            std::to_string(i));
+    }
+  }
+}
+
+void fused_forward(const py::dict& params, py::object q, py::object k, py::object v, py::object out,
+                   py::object lse, uintptr_t stream) {
+  LaunchParams lp;
+  const std::string dtype = parse_params(params, lp);
+  const std::string tile = get_or<std::string>(params, "tile", "default");
+  if (dtype != "float16" && dtype != "bfloat16") {
+    throw py::value_error("fastna: fused: dtype " + dtype + " not supported (float16, bfloat16)");
+  }
+  if (lp.dim_v != lp.dim) {
+    throw py::value_error("fastna: fused: Dv != D (D=" + std::to_string(lp.dim) + ", Dv=" +
+                          std::to_string(lp.dim_v) + ")");
+  }
+  if (lp.num_extra > 0) throw py::value_error("fastna: fused: additional KV tokens not supported yet");
+  if (lp.batch > 65535 || lp.heads > 65535) {
+    throw py::value_error("fastna: fused: batch (" + std::to_string(lp.batch) + ") and heads (" +
+                          std::to_string(lp.heads) + ") must be <= 65535");
+  }
+  const int nd = lp.rank + 3;
+  lp.q = tensor_arg(q, "q", nd);
+  lp.k = tensor_arg(k, "k", nd);
+  lp.v = tensor_arg(v, "v", nd);
+  lp.out = tensor_arg(out, "out", nd);
+  lp.lse = contiguous_arg(lse, "lse", lp, false);
+  check_fused_view(lp.q, "q", lp.rank);
+  check_fused_view(lp.k, "k", lp.rank);
+  check_fused_view(lp.v, "v", lp.rank);
+  check_fused_view(lp.out, "out", lp.rank);
+  if (lp.lse.present() && lp.lse.ptr % 4 != 0) throw py::value_error("fastna: fused: lse is not 4-byte aligned");
+
+  // Head dims and tiles compiled for this (rank, dtype), for the messages.
+  std::set<int> dims;
+  std::set<std::string> tiles;
+  for (const auto& i : fastna::binding::instances()) {
+    if (i.kernel != "fused_fwd" || i.rank != lp.rank || i.dtype != dtype) continue;
+    dims.insert(i.head_dim);
+    if (i.head_dim == lp.dim) tiles.insert(i.tile);
+  }
+  if (fastna::binding::built_with_cuda() && !dims.count(lp.dim)) {
+    throw py::value_error("fastna: fused: head dim " + std::to_string(lp.dim) + " not instantiated for rank " +
+                          std::to_string(lp.rank) + ", " + dtype + " (built: " + join_ints(dims) +
+                          "; rebuild with FASTNA_HEAD_DIMS including it)");
+  }
+  if (fastna::binding::built_with_cuda() && !tiles.count(tile)) {
+    std::string known;
+    for (const auto& t : tiles) known += (known.empty() ? "" : ", ") + t;
+    throw py::value_error("fastna: fused: tile '" + tile + "' not instantiated for rank " +
+                          std::to_string(lp.rank) + ", " + dtype + ", head dim " + std::to_string(lp.dim) +
+                          " (built: " + known + ")");
+  }
+  lp.stream = stream;
+  const fastna::binding::LaunchFn fn = fastna::binding::find_instance("fused_fwd", lp.rank, dtype, lp.dim, tile);
+  py::gil_scoped_release release;
+  fn(lp);
+}
+
 py::list str_list(const char* csv) {
   py::list out;
   for (const auto& s : split(csv)) out.append(s);
@@ -244,9 +331,18 @@ py::dict build_info() {
   d["dtypes"] = str_list(FASTNA_BUILD_DTYPES);
   d["kernels"] = str_list(FASTNA_BUILD_KERNELS);
   d["head_dims"] = int_list(FASTNA_BUILD_HEAD_DIMS);
-  py::list inst;
-  for (const auto& i : fastna::binding::instances()) inst.append(py::make_tuple(i.kernel, i.rank, i.dtype, i.sm));
+  // "instances": one (kernel, rank, dtype, sm) per compiled combination (fused head dims and
+  // tiles folded together); "fused_instances": (rank, dtype, head_dim, tile, sm, arch) of fused_fwd,
+  // arch as configured ("90a" runs only on compute capability 9.0 exactly).
+  py::list inst, fused;
+  std::set<std::tuple<std::string, int, std::string, int>> seen;
+  for (const auto& i : fastna::binding::instances()) {
+    if (seen.insert(std::make_tuple(i.kernel, i.rank, i.dtype, i.sm)).second)
+      inst.append(py::make_tuple(i.kernel, i.rank, i.dtype, i.sm));
+    if (i.kernel == "fused_fwd") fused.append(py::make_tuple(i.rank, i.dtype, i.head_dim, i.tile, i.sm, i.arch));
+  }
   d["instances"] = inst;
+  d["fused_instances"] = fused;
   return d;
 }
 
@@ -281,4 +377,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("naive_backward", &naive_backward, py::arg("params"), py::arg("q"), py::arg("k"), py::arg("v"),
         py::arg("extra_k"), py::arg("extra_v"), py::arg("attn"), py::arg("dout"), py::arg("dq"), py::arg("dk"),
         py::arg("dv"), py::arg("dextra_k"), py::arg("dextra_v"), py::arg("dattn"), py::arg("stream") = 0);
+  m.def("fused_forward", &fused_forward, py::arg("params"), py::arg("q"), py::arg("k"), py::arg("v"),
+        py::arg("out"), py::arg("lse"), py::arg("stream") = 0,
+        "Fused NA forward (fp16/bf16; params may hold \"tile\": \"default\" or a variant listed in "
+        "build_info()[\"fused_instances\"]); lse may be None");
 }

@@ -1,0 +1,272 @@
+"""The fused CUDA backend: fastna._C.fused_forward (sm80-class CuTe kernel, docs/INTERNALS.md).
+
+Forward: include/fastna/fused (one CTA per multi-dimensional query box, online softmax,
+neighborhood masking per KV box), float16/bfloat16, head dims compiled into the build
+(FASTNA_HEAD_DIMS, default 32/64/128), Dv == D, no additional KV tokens; batch and heads up
+to 65535.  Other problems are declined by check() with the reason, so backend=None falls
+through to the naive backend.
+
+Layout: the kernel reads 16-byte chunks, so q/k/v need a contiguous head dim, 16-byte aligned
+data pointers and strides that are multiples of 8 elements.  Slices of a packed qkv
+projection ([B, *S, H, 3, D].unbind(-2), [B, *S, 3, H, D].unbind(-3)) meet that without a
+copy; a tensor that does not is copied (.contiguous()) before the call, which costs one read
+and write of it but keeps the call on the fused kernel.
+
+Backward (until a fused backward exists): the naive CUDA backward, recomputing the logits
+from q and k (it is called with attn=None; its workspace holds fp32 logits and their
+gradients, 2 x B*N*H*prod(K) floats), when a naive_bwd instance for (rank, dtype) is compiled
+and that workspace fits in half the free GPU memory; otherwise the reference's autograd
+recomputation (fastna.reference under torch.utils.checkpoint, memory-bounded, slow).  A
+gradient flowing into the returned logsumexp always takes the reference path (the naive
+backward has no lse input).  FASTNA_FUSED_BACKWARD=naive|reference forces one of the two.
+
+Tiles: every instance has the per-rank default boxes (1D 64, 2D 8x8, 3D 4x4x4 queries and
+keys).  For rank 2 and head dim 128 the build also holds "q16x8_kv4x8" (query box 16x8, KV
+box 4x8; faster on large windows per benchmarks/NOTES_fused.md, equal on 13x13), which is
+used when present.  FASTNA_FUSED_TILE=default (or a tile name) overrides that choice where
+the tile exists; forward(..., tile=...) asks for one explicitly.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from .. import _ext
+from .. import reference as _reference
+from ._base import Reason
+
+name = "fused"
+DTYPES = (torch.float16, torch.bfloat16)
+FWD = "fused_fwd"          # kernel name in build_info()
+NAIVE_BWD = "naive_bwd"
+MAX_GRID_YZ = 65535        # batch -> gridDim.z, heads -> gridDim.y
+FAST_TILE = "q16x8_kv4x8"
+# Query box extents of each tile (kernel_traits.hpp DefaultBox / the generator's variants).
+_QBOX = {"default": {1: (64,), 2: (8, 8), 3: (4, 4, 4)}, FAST_TILE: {2: (16, 8)}}
+
+
+def _poison() -> bool:
+    # Tests set FASTNA_POISON=1 so that anything a kernel forgets to write shows up as NaN.
+    return os.environ.get("FASTNA_POISON", "0") not in ("", "0")
+
+
+def _alloc(shape, dtype, device):
+    t = torch.empty(shape, dtype=dtype, device=device)
+    if _poison():
+        t.fill_(float("nan"))
+    return t
+
+
+def instances():
+    """(rank, dtype name, head_dim, tile, sm, arch) of the compiled fused forward kernels."""
+    info = _ext.build_info()
+    if not info or not info.get("cuda"):
+        return []
+    out = []
+    for entry in info.get("fused_instances", []):
+        r, dt, hd, tile, sm = entry[:5]
+        arch = str(entry[5]) if len(entry) > 5 else str(sm)
+        out.append((int(r), _ext._dtype_name(dt), int(hd), str(tile), int(sm), arch))
+    return out
+
+
+def _runs_on(sm: int, arch: str, cc: int) -> bool:
+    # Same rule as src/dispatch.cpp: "a"/"f" archs only on that exact compute capability.
+    return sm == cc if arch[-1:] in ("a", "f") else sm <= cc
+
+
+def _device_instances(rank, dtype, device):
+    """{head_dim: set(tiles)} runnable on `device` for (rank, dtype)."""
+    dname = _ext.DTYPE_NAMES.get(dtype)
+    major, minor = torch.cuda.get_device_capability(device)
+    cc = major * 10 + minor
+    found = {}
+    for r, dt, hd, tile, sm, arch in instances():
+        if r == rank and dt == dname and _runs_on(sm, arch, cc):
+            found.setdefault(hd, set()).add(tile)
+    return found
+
+
+def available() -> bool:
+    """Compiled with fused kernels and a CUDA device to run them on."""
+    return bool(instances()) and torch.cuda.is_available()
+
+
+def _grid_ok(params, lengths, tile) -> bool:
+    box = _QBOX[tile][params.rank]
+    ctas = 1
+    for a in range(params.rank):
+        d = params.dilation[a]
+        group = -(-lengths[a] // d)             # ceil(L / d): longest dilation group
+        ctas *= d * (-(-group // box[a]))       # ceil(group / box) tiles per group
+    return ctas <= 0x7FFFFFFF
+
+
+def check(query, key, value, params, additional_keys=None, additional_values=None):
+    if not instances():
+        why = ("compiled module missing: " + str(_ext.load_error())) if _ext.load() is None else \
+            "the compiled module has no fused kernels (host-only build, or FASTNA_KERNELS " \
+            "without fused_fwd)"
+        return Reason(f"backend 'fused' is not available in this build ({why})")
+    if not torch.cuda.is_available():
+        return Reason("backend 'fused' is not available in this build on this machine "
+                      "(no CUDA device)")
+    if query.dtype not in DTYPES:
+        return Reason(f"it supports float16 and bfloat16, got {query.dtype} (backend='naive' "
+                      f"takes float32, backend='reference' float64)", TypeError)
+    if query.device.type != "cuda":
+        return Reason(f"it needs CUDA tensors, got query on {query.device}", ValueError)
+    D, Dv = query.shape[-1], value.shape[-1]
+    if Dv != D:
+        return Reason(f"Dv != D (D={D}, Dv={Dv}); the fused kernel needs equal head dims")
+    if additional_keys is not None and additional_keys.shape[1] > 0:
+        return Reason("additional KV tokens are not supported yet")
+    B, H = query.shape[0], query.shape[-2]
+    if B > MAX_GRID_YZ or H > MAX_GRID_YZ:
+        return Reason(f"batch ({B}) and heads ({H}) must be <= {MAX_GRID_YZ}")
+    dims = _device_instances(params.rank, query.dtype, query.device)
+    if D not in dims:
+        built = ", ".join(str(d) for d in sorted(dims)) or "none"
+        return Reason(f"head dim {D} not instantiated for rank {params.rank}, {query.dtype} on "
+                      f"compute capability {torch.cuda.get_device_capability(query.device)} "
+                      f"(built: {built}; rebuild with FASTNA_HEAD_DIMS including it)")
+    lengths = tuple(query.shape[1:params.rank + 1])
+    if not _grid_ok(params, lengths, "default"):
+        return Reason("too many query tiles for one grid (more than 2^31 - 1 CTAs)")
+    return None
+
+
+def _pick_tile(rank, dtype, D, device, tile=None):
+    tiles = _device_instances(rank, dtype, device).get(D, set())
+    if tile is not None:
+        if tile not in tiles:
+            raise ValueError(f"tile={tile!r} is not compiled for rank {rank}, {dtype}, head dim "
+                             f"{D} (built: {', '.join(sorted(tiles)) or 'none'})")
+        return tile
+    env = os.environ.get("FASTNA_FUSED_TILE", "").strip()
+    if env and env != "auto":
+        return env if env in tiles else "default"
+    return FAST_TILE if FAST_TILE in tiles else "default"
+
+
+def _aligned(t) -> bool:
+    if t.stride(-1) != 1 or t.data_ptr() % 16:
+        return False
+    return all(s % 8 == 0 for n, s in zip(t.shape[:-1], t.stride()[:-1]) if n > 1)
+
+
+def _fit(t):
+    return t if _aligned(t) else t.contiguous()
+
+
+def _targ(t):
+    # A dimension of size 1 is never stepped along, so its stride is irrelevant: pass 0 so
+    # that the binding's multiple-of-8 check does not reject e.g. a sliced batch of one.
+    return (t.data_ptr(), [0 if n == 1 else s for n, s in zip(t.shape, t.stride())])
+
+
+def _params_dict(params, q, k, v, tile):
+    return {
+        "dtype": _ext.DTYPE_NAMES[q.dtype], "batch": q.shape[0], "heads": q.shape[-2],
+        "heads_kv": k.shape[-2], "dim": q.shape[-1], "dim_v": v.shape[-1], "num_extra": 0,
+        "scale": float(params.scale), "length": list(q.shape[1:params.rank + 1]),
+        "kernel": list(params.kernel), "stride": list(params.stride),
+        "dilation": list(params.dilation), "causal": [bool(c) for c in params.causal],
+        "tile": tile,
+    }
+
+
+def _stream(device):
+    return torch.cuda.current_stream(device).cuda_stream
+
+
+def _backward_mode(q, k, params, need_lse_grad: bool) -> str:
+    forced = os.environ.get("FASTNA_FUSED_BACKWARD", "").strip().lower()
+    if need_lse_grad or forced == "reference":
+        return "reference"
+    if not _ext.has_instance(NAIVE_BWD, params.rank, q.dtype, q.device):
+        return "reference"
+    if forced == "naive":
+        return "naive"
+    B, H = q.shape[0], q.shape[-2]
+    N = math.prod(q.shape[1:params.rank + 1])
+    workspace = 4 * B * N * H * (2 * math.prod(params.kernel) + 1)
+    free, _ = torch.cuda.mem_get_info(q.device)
+    return "naive" if workspace <= free // 2 else "reference"
+
+
+def _naive_backward(q, k, v, params, dout):
+    C = _ext.load()
+    from . import naive as _naive
+    pd = _naive._params_dict(params, q, k, v, 0)
+    dq = _alloc(q.shape, q.dtype, q.device)
+    dk = _alloc(k.shape, k.dtype, k.device)
+    dv = _alloc(v.shape, v.dtype, v.device)
+
+    def ta(t):
+        return None if t is None else (t.data_ptr(), list(t.stride()))
+
+    with torch.cuda.device(q.device):
+        # attn=None: the naive backward recomputes the logits from q and k into its workspace.
+        C.naive_backward(pd, ta(q), ta(k), ta(v), None, None, None, ta(dout), ta(dq), ta(dk),
+                         ta(dv), None, None, None, _stream(q.device))
+    return dq, dk, dv
+
+
+def _reference_backward(q, k, v, params, dout, dlse):
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+        out, lse = _reference.attention(*leaves, params, return_lse=True)
+        outs, grads = [], []
+        if dout is not None:
+            outs.append(out)
+            grads.append(dout)
+        if dlse is not None:
+            outs.append(lse)
+            grads.append(dlse.to(lse.dtype))
+        return torch.autograd.grad(outs, leaves, grads, allow_unused=True)
+
+
+class _FusedNA(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, params, pd):
+        C = _ext.load()
+        out = _alloc(q.shape, q.dtype, q.device)
+        lse = _alloc(q.shape[:-1], torch.float32, q.device)
+        with torch.cuda.device(q.device):
+            C.fused_forward(pd, _targ(q), _targ(k), _targ(v), _targ(out),
+                            (lse.data_ptr(), list(lse.stride())), _stream(q.device))
+        ctx.save_for_backward(q, k, v)
+        ctx.params = params
+        ctx.set_materialize_grads(False)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, dlse):
+        q, k, v = ctx.saved_tensors
+        if dout is None and dlse is None:
+            return None, None, None, None, None
+        if _backward_mode(q, k, ctx.params, dlse is not None) == "naive":
+            dq, dk, dv = _naive_backward(q, k, v, ctx.params, dout)
+        else:
+            dq, dk, dv = _reference_backward(q, k, v, ctx.params, dout, dlse)
+        return dq, dk, dv, None, None
+
+
+def forward(query, key, value, params, additional_keys=None, additional_values=None,
+            return_lse=False, tile=None):
+    """Runs the fused kernel; `tile` picks a compiled tile variant (None = automatic)."""
+    if additional_keys is not None and additional_keys.shape[1] > 0:
+        raise NotImplementedError("backend='fused' cannot run this call: additional KV tokens "
+                                  "are not supported yet")
+    if query.shape[0] == 0:
+        out = query.new_empty((*query.shape[:-1], value.shape[-1]))
+        lse = query.new_empty(query.shape[:-1], dtype=torch.float32)
+        return (out, lse) if return_lse else out
+    tile = _pick_tile(params.rank, query.dtype, query.shape[-1], query.device, tile)
+    q, k, v = _fit(query), _fit(key), _fit(value)
+    pd = _params_dict(params, q, k, v, tile)
+    out, lse = _FusedNA.apply(q, k, v, params, pd)
+    return (out, lse) if return_lse else out

@@ -1,0 +1,418 @@
+"""The fused CUDA backend against the reference (run in float64 on upcast inputs).
+
+Forward out and lse of every compiled (rank, dtype, head dim, tile) on a fixed sweep and a
+seeded random sweep (NATTEN style), outputs poisoned with NaN (FASTNA_POISON=1) so rows the
+kernel forgets to write fail; NaN containment; a tensor of more than 2^31 elements; gradients
+(the fused backend's backward is the naive one or the reference recomputation).
+"""
+import itertools
+import math
+import random
+
+import pytest
+import torch
+
+import fastna
+from fastna import _args, _ext, backends, reference
+from fastna.backends import fused
+from fastna.index_math import window
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not (torch.cuda.is_available() and fused.available()),
+                       reason="needs CUDA and fastna._C with fused kernels"),
+]
+
+DTYPES = [torch.float16, torch.bfloat16]
+OUT_TOL = {torch.float16: 2e-3, torch.bfloat16: 1.5e-2}   # ||out - ref|| / ||ref||
+LSE_TOL = 1e-3                                              # max |lse - ref|
+BWD_TOL = {torch.float16: 1e-2, torch.bfloat16: 4e-2}
+
+
+def _built(rank, dtype):
+    """{head_dim: tiles} compiled for (rank, dtype) and runnable on this GPU."""
+    if not torch.cuda.is_available():
+        return {}
+    return fused._device_instances(rank, dtype, torch.device("cuda"))
+
+
+def _all_dims():
+    return sorted({hd for (_, _, hd, _, _, _) in fused.instances()}) or [64]
+
+
+def _need(rank, dtype, D, tile="default"):
+    if tile not in _built(rank, dtype).get(D, ()):
+        pytest.skip(f"fused instance (rank {rank}, {dtype}, D {D}, tile {tile}) not compiled")
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def _inputs(shape, H, Hkv, D, dtype, seed, B=2, packed=False):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+
+    def r(*s):
+        return torch.randn(*s, device="cuda", generator=g, dtype=torch.float32).to(dtype)
+
+    if packed:  # slices of one qkv projection: non-contiguous, strides multiples of 8
+        assert H == Hkv
+        return r(B, *shape, H, 3, D).unbind(-2)
+    return r(B, *shape, H, D), r(B, *shape, Hkv, D), r(B, *shape, Hkv, D)
+
+
+def _compare(q, k, v, kernel, stride, dilation, causal, tile=None):
+    """(rel err of out, max abs err of lse, message or None) of the fused forward."""
+    p = _args.normalize(q, k, v, kernel, stride, dilation, causal, None, None, None)
+    assert fused.check(q, k, v, p) is None, fused.check(q, k, v, p)
+    out, lse = fused.forward(q, k, v, p, return_lse=True, tile=tile)
+    rout, rlse = reference.attention(q.double(), k.double(), v.double(), p, return_lse=True)
+    assert out.shape == rout.shape and out.dtype == q.dtype
+    assert lse.shape == rlse.shape and lse.dtype == torch.float32
+    if not torch.isfinite(out).all():
+        return math.inf, math.inf, f"non-finite out ({(~torch.isfinite(out)).sum().item()} elements)"
+    if not torch.isfinite(lse).all():
+        return math.inf, math.inf, f"non-finite lse ({(~torch.isfinite(lse)).sum().item()} elements)"
+    e_out = _rel(out, rout)
+    e_lse = (lse.double() - rlse).abs().max().item()
+    msg = None
+    if e_out > OUT_TOL[q.dtype] or e_lse > LSE_TOL:
+        msg = f"out rel err {e_out:.2e}, lse max err {e_lse:.2e}"
+    return e_out, e_lse, msg
+
+
+# (spatial shape, kernel, stride, dilation, causal, H, H_kv)
+CASES = [
+    ((33,), 5, 1, 1, False, 2, 2),
+    ((64,), 7, 3, 2, False, 4, 2),                   # stride + dilation, GQA
+    ((100,), 8, 4, 3, True, 2, 1),                   # even kernel, causal, unequal groups, MQA
+    ((31,), 7, 3, 4, True, 2, 2),                    # dilation 4 on 31: unequal groups
+    ((37,), 37, 1, 1, False, 1, 1),                  # K = L: self attention
+    ((48,), 16, 16, 1, False, 2, 2),                 # stride = K: blocked attention
+    ((130,), 2, 2, 1, False, 3, 3),                  # smallest kernel, size past two tiles
+] + [
+    ((9, 13), (3, 4), (2, 3), (2, 1), c, 4, 2)        # every causal combination in 2D
+    for c in itertools.product([False, True], repeat=2)
+] + [
+    ((15, 17), (5, 5), (5, 2), (3, 1), (False, False), 6, 3),
+    ((23, 29), (7, 6), (1, 3), (2, 3), (True, False), 2, 1),   # odd sizes, even kernel
+    ((20, 20), (20, 20), (1, 1), (1, 1), (False, False), 2, 2),  # self attention
+    ((33, 18), (13, 9), (4, 9), (1, 2), (False, True), 2, 2),
+] + [
+    ((5, 6, 7), (2, 3, 4), (1, 2, 3), (2, 1, 1), c, 2, 1)       # every causal combination in 3D
+    for c in itertools.product([False, True], repeat=3)
+] + [
+    ((6, 8, 10), (3, 3, 3), (1, 3, 2), (2, 2, 3), (False, False, False), 4, 4),
+    ((9, 11, 5), (4, 5, 5), (2, 1, 5), (2, 2, 1), (True, False, True), 3, 1),
+]
+
+
+def _case_id(c):
+    return f"{'x'.join(map(str, c[0]))}-K{c[1]}-s{c[2]}-d{c[3]}-c{c[4]}-H{c[5]}/{c[6]}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("D", _all_dims())
+def test_forward_sweep(case, dtype, D, monkeypatch):
+    monkeypatch.setenv("FASTNA_POISON", "1")
+    shape, kernel, stride, dilation, causal, H, Hkv = case
+    rank = len(shape)
+    _need(rank, dtype, D)
+    tiles = sorted(_built(rank, dtype)[D])
+    for seed, tile in enumerate(tiles):
+        q, k, v = _inputs(shape, H, Hkv, D, dtype, seed)
+        _, _, msg = _compare(q, k, v, kernel, stride, dilation, causal, tile=tile)
+        assert msg is None, f"tile {tile}: {msg}"
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[5] == c[6]][::2], ids=_case_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_forward_packed_qkv(case, dtype, monkeypatch):
+    """q, k, v as slices of one [B, *S, H, 3, D] projection: read through strides."""
+    monkeypatch.setenv("FASTNA_POISON", "1")
+    shape, kernel, stride, dilation, causal, H, _ = case
+    rank = len(shape)
+    dims = sorted(_built(rank, dtype))
+    if not dims:
+        pytest.skip("no fused instance for this rank/dtype")
+    D = dims[-1]
+    q, k, v = _inputs(shape, H, H, D, dtype, 3, packed=True)
+    assert not q.is_contiguous() and fused._aligned(q)
+    _, _, msg = _compare(q, k, v, kernel, stride, dilation, causal)
+    assert msg is None, msg
+
+
+def test_forward_misaligned_and_size_one_dims(monkeypatch):
+    """Inputs the kernel cannot read in place are copied; size-1 dims' strides are ignored."""
+    monkeypatch.setenv("FASTNA_POISON", "1")
+    dtype = torch.float16
+    dims = sorted(_built(2, dtype))
+    if not dims:
+        pytest.skip("no 2D float16 fused instance")
+    D = dims[0]
+    g = torch.Generator(device="cuda").manual_seed(5)
+    big = torch.randn(1, 11, 12, 2, D + 1, device="cuda", generator=g).to(dtype)
+    q = big[..., 1:]                     # pointer off by one element, strides D + 1
+    assert not fused._aligned(q)
+    k = torch.randn(1, 11, 12, 2, D, device="cuda", generator=g).to(dtype)
+    v = torch.randn(1, 12, 11, 2, D, device="cuda", generator=g).to(dtype).transpose(1, 2)
+    _, _, msg = _compare(q, k, v, (5, 3), 1, 1, False)
+    assert msg is None, msg
+    # B = 1, H = 1 with odd strides on those size-1 dims (never stepped along: no copy).
+    base = torch.randn(10 * 10 * D, device="cuda", generator=g).to(dtype)
+    qb = base.as_strided((1, 10, 10, 1, D), (3, 10 * D, D, 5, 1))
+    assert fused._aligned(qb)
+    _, _, msg = _compare(qb, qb, qb, 3, 1, 1, False)
+    assert msg is None, msg
+
+
+def _random_config(rng, dims_of):
+    rank = rng.choice([1, 2, 3])
+    dtype = rng.choice(DTYPES)
+    dims = sorted(dims_of(rank, dtype))
+    if not dims:
+        return None
+    if rank == 1:
+        shape = (rng.randint(4, 128),)
+    elif rank == 2:
+        shape = tuple(rng.randint(4, 24) for _ in range(2))
+    else:
+        shape = tuple(rng.randint(4, 14) for _ in range(3))
+    kernel, stride, dilation, causal = [], [], [], []
+    for L in shape:
+        K = rng.randint(2, L)
+        kernel.append(K)
+        stride.append(rng.randint(1, K))
+        dilation.append(rng.randint(1, L // K))
+        causal.append(rng.random() < 0.5)
+    H, Hkv = rng.choice([(1, 1), (2, 2), (3, 3), (4, 2), (4, 1), (6, 2)])
+    D = rng.choice(dims)
+    tiles = sorted(dims_of(rank, dtype)[D])
+    return dict(shape=shape, kernel=tuple(kernel), stride=tuple(stride),
+                dilation=tuple(dilation), causal=tuple(causal), H=H, Hkv=Hkv, D=D,
+                dtype=dtype, B=rng.choice([1, 2]), tile=rng.choice(tiles))
+
+
+def test_forward_random_sweep(monkeypatch):
+    """>= 500 seeded random problems (rank 1-3, K in [2, L], stride in [1, K], dilation in
+    [1, L // K], random causal per axis, random GQA, head dim and tile); reports every failure."""
+    monkeypatch.setenv("FASTNA_POISON", "1")
+    rng = random.Random(20261126)
+    cache = {}
+
+    def dims_of(rank, dtype):
+        if (rank, dtype) not in cache:
+            cache[rank, dtype] = _built(rank, dtype)
+        return cache[rank, dtype]
+
+    failures, ran, tries = [], 0, 0
+    while ran < 520 and tries < 5000:
+        tries += 1
+        cfg = _random_config(rng, dims_of)
+        if cfg is None:
+            continue
+        ran += 1
+        q, k, v = _inputs(cfg["shape"], cfg["H"], cfg["Hkv"], cfg["D"], cfg["dtype"], seed=ran,
+                          B=cfg["B"])
+        try:
+            _, _, msg = _compare(q, k, v, cfg["kernel"], cfg["stride"], cfg["dilation"],
+                                 cfg["causal"], tile=cfg["tile"])
+        except Exception as e:  # noqa: BLE001 - report, keep sweeping
+            msg = f"{type(e).__name__}: {e}"
+        if msg is not None:
+            failures.append(f"{cfg}: {msg}")
+    assert ran >= 500, f"only {ran} configs had a compiled instance"
+    assert not failures, f"{len(failures)}/{ran} configs failed:\n" + "\n".join(failures[:30])
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_nan_query_stays_in_its_row(rank, monkeypatch):
+    """A NaN in one query token's q makes exactly that token's output rows NaN (for the head
+    it is in); every other row is unaffected.  (A NaN key would spread to every query that
+    sees it, which is expected and not tested here.)"""
+    monkeypatch.setenv("FASTNA_POISON", "1")
+    dtype = torch.float16
+    dims = sorted(_built(rank, dtype))
+    if not dims:
+        pytest.skip("no fused instance")
+    D = dims[0]
+    shape = {1: (40,), 2: (12, 13), 3: (6, 7, 5)}[rank]
+    q, k, v = _inputs(shape, 2, 2, D, dtype, seed=11)
+    clean = q.clone()
+    idx = (1,) + tuple(s // 2 for s in shape) + (1,)   # batch 1, middle token, head 1
+    q[idx] = float("nan")
+    p = _args.normalize(q, k, v, 3, 1, 1, False, None, None, None)
+    out, lse = fused.forward(q, k, v, p, return_lse=True)
+    assert torch.isnan(out[idx]).all()
+    bad = torch.zeros(out.shape[:-1], dtype=torch.bool, device=out.device)
+    bad[idx] = True
+    assert torch.isfinite(out[~bad]).all() and torch.isfinite(lse[~bad]).all()
+    rout, rlse = reference.attention(clean.double(), k.double(), v.double(), p, return_lse=True)
+    assert _rel(out[~bad], rout[~bad]) < OUT_TOL[dtype]
+    assert (lse[~bad].double() - rlse[~bad]).abs().max().item() < LSE_TOL
+
+
+def test_more_than_2_31_elements():
+    """q/k/v/out of more than 2^31 elements: 64-bit offsets in loads, stores and lse."""
+    free, _ = torch.cuda.mem_get_info()
+    if free < 24 * 2**30:
+        pytest.skip(f"needs 24 GiB of free GPU memory, {free / 2**30:.1f} GiB free")
+    dtype = torch.float16
+    dims = sorted(_built(1, dtype))
+    if not dims:
+        pytest.skip("no 1D float16 fused instance")
+    D, B, H = dims[-1], 2, 8
+    L = 2**31 // (B * H * D) + 24
+    assert B * L * H * D > 2**31
+    K, s, d = 7, 2, 3
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(B, L, H, D, device="cuda", dtype=dtype, generator=g)
+    k = torch.randn(B, L, H, D, device="cuda", dtype=dtype, generator=g)
+    v = torch.randn(B, L, H, D, device="cuda", dtype=dtype, generator=g)
+    p = _args.normalize(q, k, v, K, s, d, False, None, None, None)
+    out, lse = fused.forward(q, k, v, p, return_lse=True)
+    torch.cuda.synchronize()
+    rows = [(0, 0, 0), (0, L - 1, 7), (1, 0, 0), (1, L // 2 + 1, 3), (1, L - 1, 7), (1, L - 5, 2)]
+    rows += [(1, random.Random(i).randrange(L), i % H) for i in range(10)]
+    for b, i, h in rows:
+        st, en = window(L, K, s, d, False, i)
+        keys = torch.arange(st, en, device="cuda") * d + i % d
+        qi = q[b, i, h].double()
+        sc = (k[b, keys, h].double() @ qi) * p.scale
+        ref_lse = torch.logsumexp(sc, 0)
+        ref = torch.softmax(sc, 0) @ v[b, keys, h].double()
+        assert _rel(out[b, i, h], ref) < OUT_TOL[dtype], (b, i, h)
+        assert abs(lse[b, i, h].item() - ref_lse.item()) < LSE_TOL, (b, i, h)
+    del q, k, v, out, lse
+    torch.cuda.empty_cache()
+
+
+GRAD_CASES = [
+    ((40,), 7, 2, 2, True, 2, 1),
+    ((10, 12), (3, 4), (2, 1), (2, 1), (False, True), 4, 2),
+    ((5, 6, 7), (2, 3, 4), (1, 2, 1), (2, 1, 1), (True, False, False), 2, 2),
+]
+
+
+def _ref_grads(leaves, p, dout, dlse=None):
+    ref = [t.detach().double().requires_grad_() for t in leaves]
+    rout, rlse = reference.attention(*ref, p, return_lse=True)
+    outs, gs = [rout], [dout.double()]
+    if dlse is not None:
+        outs.append(rlse)
+        gs.append(dlse.double())
+    return torch.autograd.grad(outs, ref, gs)
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=_case_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("mode", ["naive", "reference"])
+def test_gradients(case, dtype, mode, monkeypatch):
+    monkeypatch.setenv("FASTNA_POISON", "1")
+    monkeypatch.setenv("FASTNA_FUSED_BACKWARD", mode)
+    shape, kernel, stride, dilation, causal, H, Hkv = case
+    rank = len(shape)
+    dims = sorted(_built(rank, dtype))
+    if not dims:
+        pytest.skip("no fused instance")
+    if mode == "naive" and not _ext.has_instance("naive_bwd", rank, dtype, torch.device("cuda")):
+        pytest.skip("no naive_bwd instance")
+    D = dims[0]
+    leaves = [t.requires_grad_() for t in _inputs(shape, H, Hkv, D, dtype, seed=7)]
+    kw = dict(stride=stride, dilation=dilation, is_causal=causal)
+    out = fastna.neighborhood_attention(*leaves, kernel, backend="fused", **kw)
+    dout = torch.randn_like(out)
+    grads = torch.autograd.grad(out, leaves, dout)
+    p = _args.normalize(*leaves, kernel, stride, dilation, causal, None, None, None)
+    for name, g, rg in zip("qkv", grads, _ref_grads(leaves, p, dout)):
+        assert torch.isfinite(g).all(), name
+        assert _rel(g, rg) < BWD_TOL[dtype], (name, _rel(g, rg))
+
+
+def test_gradients_packed_qkv_and_lse(monkeypatch):
+    """Gradients into one packed qkv leaf, with a gradient through the lse (reference path)."""
+    monkeypatch.setenv("FASTNA_POISON", "1")
+    dtype = torch.bfloat16
+    dims = sorted(_built(2, dtype))
+    if not dims:
+        pytest.skip("no 2D bfloat16 fused instance")
+    D = dims[0]
+    g = torch.Generator(device="cuda").manual_seed(9)
+    qkv = torch.randn(2, 9, 11, 2, 3, D, device="cuda", generator=g).to(dtype).requires_grad_()
+    q, k, v = qkv.unbind(-2)
+    out, lse = fastna.na2d(q, k, v, (3, 5), dilation=(2, 1), return_lse=True, backend="fused")
+    dout, dlse = torch.randn_like(out), torch.randn_like(lse)
+    (gqkv,) = torch.autograd.grad([out, lse], [qkv], [dout, dlse])
+    ref = qkv.detach().double().requires_grad_()
+    p = _args.normalize(q, k, v, (3, 5), 1, (2, 1), False, None, None, None)
+    rout, rlse = reference.attention(*ref.unbind(-2), p, return_lse=True)
+    (rg,) = torch.autograd.grad([rout, rlse], [ref], [dout.double(), dlse.double()])
+    assert _rel(gqkv, rg) < BWD_TOL[dtype]
+
+
+def test_selected_by_default_and_declines():
+    dtype = torch.float16
+    dims = sorted(_built(2, dtype))
+    if not dims:
+        pytest.skip("no 2D float16 fused instance")
+    D = dims[0]
+    q, k, v = _inputs((8, 8), 2, 2, D, dtype, seed=1)
+    p = _args.normalize(q, k, v, 3, 1, 1, False, None, None, None)
+    assert "fused" in fastna.available_backends()
+    assert backends.select(None, q, k, v, p) is fused
+    # declined with a reason: float32, Dv != D, extras, uncompiled head dim
+    assert "float16 and bfloat16" in fused.check(q.float(), k.float(), v.float(), p)
+    assert "Dv != D" in fused.check(q, k, v[..., :D // 2], p)
+    ek = torch.randn(2, 3, 2, D, device="cuda", dtype=dtype)
+    assert "additional KV" in fused.check(q, k, v, p, ek, ek)
+    q48 = torch.randn(2, 8, 8, 2, 48, device="cuda", dtype=dtype)
+    assert "head dim 48 not instantiated" in fused.check(q48, q48, q48, p)
+    with pytest.raises(TypeError, match="backend='fused'.*float16 and bfloat16"):
+        fastna.na2d(q.float(), k.float(), v.float(), 3, backend="fused")
+    # backend=None falls through to another backend for what fused declines
+    out = fastna.na2d(q48, q48, q48, 3)
+    assert out.shape == q48.shape
+
+
+def test_binding_errors_name_the_condition():
+    C = _ext.load()
+    dtype = torch.float16
+    dims = sorted(_built(2, dtype))
+    if not dims:
+        pytest.skip("no 2D float16 fused instance")
+    D = dims[0]
+    q = torch.randn(1, 8, 8, 2, D, device="cuda", dtype=dtype)
+    out = torch.empty_like(q)
+
+    def pd(**kw):
+        d = dict(dtype="float16", batch=1, heads=2, heads_kv=2, dim=D, dim_v=D, num_extra=0,
+                 length=[8, 8], kernel=[3, 3], stride=[1, 1], dilation=[1, 1],
+                 causal=[False, False])
+        d.update(kw)
+        return d
+
+    def ta(t, strides=None):
+        return (t.data_ptr(), list(t.stride()) if strides is None else strides)
+
+    s = torch.cuda.current_stream().cuda_stream
+    with pytest.raises(ValueError, match="fused: head dim 48 not instantiated"):
+        q48 = torch.randn(1, 8, 8, 2, 48, device="cuda", dtype=dtype)
+        C.fused_forward(pd(dim=48, dim_v=48), ta(q48), ta(q48), ta(q48), ta(q48), None, s)
+    with pytest.raises(ValueError, match=r"fused: Dv != D"):
+        C.fused_forward(pd(dim_v=D // 2), ta(q), ta(q), ta(q), ta(out), None, s)
+    with pytest.raises(ValueError, match="fused: additional KV tokens not supported yet"):
+        C.fused_forward(pd(num_extra=1), ta(q), ta(q), ta(q), ta(out), None, s)
+    with pytest.raises(ValueError, match="fused: stride_dim != 1"):
+        C.fused_forward(pd(), ta(q, [8 * 8 * 2 * D, 8 * 2 * D, 2 * D, D, 2]), ta(q), ta(q),
+                        ta(out), None, s)
+    with pytest.raises(ValueError, match="fused: dtype float32 not supported"):
+        C.fused_forward(pd(dtype="float32"), ta(q), ta(q), ta(q), ta(out), None, s)
+    with pytest.raises(ValueError, match="fused: q data pointer is not 16-byte aligned"):
+        C.fused_forward(pd(), (q.data_ptr() + 2, list(q.stride())), ta(q), ta(q), ta(out), None, s)
+    with pytest.raises(ValueError, match="fused: tile 'nope' not instantiated"):
+        C.fused_forward(pd(tile="nope"), ta(q), ta(q), ta(q), ta(out), None, s)
+    # lse = None is allowed
+    C.fused_forward(pd(), ta(q), ta(q), ta(q), ta(out), None, s)
+    torch.cuda.synchronize()
+    assert torch.isfinite(out).all()
