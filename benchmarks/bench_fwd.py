@@ -124,10 +124,6 @@ def main():
     a = ap.parse_args()
     dtype = getattr(torch, a.dtype)
     backends = [b for b in a.backends.split(",") if b]
-    rows = []
-    for name in a.cases.split(","):
-        rows.append(run_case(BY_NAME[name], backends, dtype, a.bwd))
-        print(json.dumps(rows[-1]), flush=True)
     names = ["cudnn", "flex"] + backends
     commit = os.environ.get("FASTNA_COMMIT") or subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -135,13 +131,18 @@ def main():
               f"- GPU: {torch.cuda.get_device_name()}\n- date: {datetime.date.today()}\n"
               f"- commit: {commit or 'unknown'}\n- torch {torch.__version__}, fastna {fastna.__version__}\n"
               f"- command: python benchmarks/bench_fwd.py {' '.join(sys.argv[1:])}\n\n")
-    text = header + table(rows, names) + "\n"
+    rows = []
+    for name in a.cases.split(","):
+        rows.append(run_case(BY_NAME[name], backends, dtype, a.bwd))
+        print(json.dumps(rows[-1]), flush=True)
+        # Rewritten after every case so a run cut short still leaves its finished rows.
+        text = header + table(rows, names) + "\n"
+        if a.out:
+            with open(a.out, "w") as f:
+                f.write(text)
+            with open(os.path.splitext(a.out)[0] + ".json", "w") as f:
+                json.dump(rows, f, indent=1)
     print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text)
-        with open(os.path.splitext(a.out)[0] + ".json", "w") as f:
-            json.dump(rows, f, indent=1)
 
 
 if __name__ == "__main__":
