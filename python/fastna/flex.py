@@ -56,8 +56,10 @@ def na_block_mask(shape, kernel, stride, dilation, causal, device="cuda"):
     """FlexAttention BlockMask of the NA problem (built once per problem, reused per call)."""
     from torch.nn.attention.flex_attention import create_block_mask
     n = prod(shape)
+    # _compile=True builds the block mask block by block; the eager path materializes the full
+    # N x N mask (1.2 TB for the hunyuan anchor case).
     return create_block_mask(na_mask_mod(shape, kernel, stride, dilation, causal), B=None,
-                             H=None, Q_LEN=n, KV_LEN=n, device=device)
+                             H=None, Q_LEN=n, KV_LEN=n, device=device, _compile=True)
 
 
 @lru_cache(maxsize=16)
