@@ -1,7 +1,7 @@
 """Named NA problems: the anchor cases of DESIGN.md section 4 (B=1, 24 heads, head dim 128,
 bf16 unless noted), used by ``python -m fastna profile --preset NAME``.
 
-A copy of the table in benchmarks/anchor_cases.py so that the package never imports benchmarks/.
+benchmarks/anchor_cases.py re-exports this table for the benchmark scripts.
 """
 from __future__ import annotations
 
