@@ -3,7 +3,8 @@
 Forward out and lse of every compiled (rank, dtype, head dim, tile) on a fixed sweep and a
 seeded random sweep (NATTEN style), outputs poisoned with NaN (FASTNA_POISON=1) so rows the
 kernel forgets to write fail; NaN containment; a tensor of more than 2^31 elements; gradients
-(the fused backend's backward is the naive one or the reference recomputation).
+(the fused backend's backward is the naive one or the reference recomputation); additional KV
+tokens, head dims the build lacks and Dv != D (the wrapper's padding and lse merge).
 """
 import itertools
 import math
@@ -361,18 +362,26 @@ def test_selected_by_default_and_declines():
     p = _args.normalize(q, k, v, 3, 1, 1, False, None, None, None)
     assert "fused" in fastna.available_backends()
     assert backends.select(None, q, k, v, p) is fused
-    # declined with a reason: float32, Dv != D, extras, uncompiled head dim
+    # declined with a reason: float32, a head dim larger than every compiled one
     assert "float16 and bfloat16" in fused.check(q.float(), k.float(), v.float(), p)
-    assert "Dv != D" in fused.check(q, k, v[..., :D // 2], p)
-    ek = torch.randn(2, 3, 2, D, device="cuda", dtype=dtype)
-    assert "additional KV" in fused.check(q, k, v, p, ek, ek)
-    q48 = torch.randn(2, 8, 8, 2, 48, device="cuda", dtype=dtype)
-    assert "head dim 48 not instantiated" in fused.check(q48, q48, q48, p)
+    big = max(_all_dims()) + 8
+    qb = torch.randn(2, 8, 8, 2, big, device="cuda", dtype=dtype)
+    assert f"head dim {big} not instantiated" in fused.check(qb, qb, qb, p)
+    assert "no larger compiled head dim" in fused.check(qb, qb, qb, p)
+    assert f"D={D}, Dv={big}" in fused.check(q, k, qb, p)
     with pytest.raises(TypeError, match="backend='fused'.*float16 and bfloat16"):
         fastna.na2d(q.float(), k.float(), v.float(), 3, backend="fused")
+    # accepted now: Dv != D, additional KV tokens, a head dim the build lacks (zero-padded)
+    assert fused.check(q, k, v[..., :D // 2], p) is None
+    ek = torch.randn(2, 3, 2, D, device="cuda", dtype=dtype)
+    assert fused.check(q, k, v, p, ek, ek) is None
+    q48 = torch.randn(2, 8, 8, 2, 48, device="cuda", dtype=dtype)
+    if fused._head_dim_for(48, 48, _built(2, dtype)) is not None:
+        assert fused.check(q48, q48, q48, p) is None
+        assert backends.select(None, q48, q48, q48, p) is fused
     # backend=None falls through to another backend for what fused declines
-    out = fastna.na2d(q48, q48, q48, 3)
-    assert out.shape == q48.shape
+    out = fastna.na2d(qb, qb, qb, 3)
+    assert out.shape == qb.shape
 
 
 def test_binding_errors_name_the_condition():
@@ -416,3 +425,117 @@ def test_binding_errors_name_the_condition():
     C.fused_forward(pd(), ta(q), ta(q), ta(q), ta(out), None, s)
     torch.cuda.synchronize()
     assert torch.isfinite(out).all()
+
+
+# ------------------------------------------------------------------ additional KV tokens,
+# head dims the build lacks and Dv != D (zero-padded to a compiled head dim, extras merged
+# through the logsumexp by the wrapper: fastna/backends/fused.py, _merge.py)
+
+def _inputs_x(shape, H, Hkv, D, Dv, E, dtype, seed, B=2):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+
+    def r(*s):
+        return torch.randn(*s, device="cuda", generator=g, dtype=torch.float32).to(dtype)
+
+    q, k, v = r(B, *shape, H, D), r(B, *shape, Hkv, D), r(B, *shape, Hkv, Dv)
+    ek = r(B, E, Hkv, D) if E else None
+    ev = r(B, E, Hkv, Dv) if E else None
+    return q, k, v, ek, ev
+
+
+def _compare_x(q, k, v, ek, ev, kernel, stride, dilation, causal):
+    """Message or None: fused forward (out, lse) vs the float64 reference, with extras."""
+    p = _args.normalize(q, k, v, kernel, stride, dilation, causal, None, ek, ev)
+    assert fused.check(q, k, v, p, ek, ev) is None, fused.check(q, k, v, p, ek, ev)
+    out, lse = fused.forward(q, k, v, p, ek, ev, return_lse=True)
+    d = (lambda t: None if t is None else t.double())
+    rout, rlse = reference.attention(q.double(), k.double(), v.double(), p, d(ek), d(ev),
+                                     return_lse=True)
+    assert out.shape == rout.shape and out.dtype == q.dtype and out.is_contiguous()
+    assert lse.shape == rlse.shape and lse.dtype == torch.float32
+    if not (torch.isfinite(out).all() and torch.isfinite(lse).all()):
+        return "non-finite out or lse"
+    e_out, e_lse = _rel(out, rout), (lse.double() - rlse).abs().max().item()
+    if e_out > OUT_TOL[q.dtype] or e_lse > LSE_TOL:
+        return f"out rel err {e_out:.2e}, lse max err {e_lse:.2e}"
+    return None
+
+
+# (spatial shape, kernel, stride, dilation, causal, H, H_kv)
+EXTRA_CASES = [
+    ((40,), 7, 2, 2, True, 4, 2),
+    ((33,), 5, 1, 1, False, 2, 2),
+    ((9, 13), (3, 4), (2, 3), (2, 1), (True, False), 4, 1),
+    ((15, 17), (5, 5), (5, 2), (3, 1), (False, False), 6, 3),
+    ((5, 6, 7), (2, 3, 4), (1, 2, 3), (2, 1, 1), (False, True, True), 2, 1),
+    ((6, 8, 10), (3, 3, 3), (1, 3, 2), (2, 2, 3), (False, False, False), 4, 4),
+]
+
+
+@pytest.mark.parametrize("case", EXTRA_CASES, ids=_case_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("E", [1, 7])
+def test_forward_additional_kv(case, dtype, E, monkeypatch):
+    monkeypatch.setenv("FASTNA_POISON", "1")
+    shape, kernel, stride, dilation, causal, H, Hkv = case
+    dims = sorted(_built(len(shape), dtype))
+    if not dims:
+        pytest.skip("no fused instance")
+    D = dims[0]
+    q, k, v, ek, ev = _inputs_x(shape, H, Hkv, D, D, E, dtype, seed=E)
+    msg = _compare_x(q, k, v, ek, ev, kernel, stride, dilation, causal)
+    assert msg is None, msg
+
+
+@pytest.mark.parametrize("case", EXTRA_CASES[::2], ids=_case_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("D,Dv", [(8, 8), (40, 40), (96, 96), (200, 200), (64, 32), (32, 128),
+                                  (24, 72)])
+@pytest.mark.parametrize("E", [0, 3])
+def test_forward_padded_head_dims(case, dtype, D, Dv, E, monkeypatch):
+    monkeypatch.setenv("FASTNA_POISON", "1")
+    shape, kernel, stride, dilation, causal, H, Hkv = case
+    if fused._head_dim_for(D, Dv, _built(len(shape), dtype)) is None:
+        pytest.skip(f"no compiled head dim >= {max(D, Dv)}")
+    q, k, v, ek, ev = _inputs_x(shape, H, Hkv, D, Dv, E, dtype, seed=D + Dv)
+    msg = _compare_x(q, k, v, ek, ev, kernel, stride, dilation, causal)
+    assert msg is None, msg
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=_case_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("D,Dv,E", [(32, 32, 3), (40, 24, 0), (40, 24, 7), (8, 8, 1)])
+@pytest.mark.parametrize("mode", ["auto", "naive"])
+def test_gradients_padded_and_extras(case, dtype, D, Dv, E, mode, monkeypatch):
+    """Gradients of q, k, v, extras (and through the lse) vs the float64 reference."""
+    monkeypatch.setenv("FASTNA_POISON", "1")
+    if mode == "naive":
+        monkeypatch.setenv("FASTNA_FUSED_BACKWARD", "naive")
+    shape, kernel, stride, dilation, causal, H, Hkv = case
+    rank = len(shape)
+    if fused._head_dim_for(D, Dv, _built(rank, dtype)) is None:
+        pytest.skip(f"no compiled head dim >= {max(D, Dv)}")
+    if mode == "naive" and not _ext.has_instance("naive_bwd", rank, dtype, torch.device("cuda")):
+        pytest.skip("no naive_bwd instance")
+    ts = _inputs_x(shape, H, Hkv, D, Dv, E, dtype, seed=13)
+    leaves = [t.requires_grad_() for t in ts if t is not None]
+    ek, ev = (leaves[3], leaves[4]) if E else (None, None)
+    p = _args.normalize(*leaves[:3], kernel, stride, dilation, causal, None, ek, ev)
+    assert fused.check(*leaves[:3], p, ek, ev) is None
+    for with_lse in (False, True):
+        # the backend's own autograd (fastna's API may wrap it in the custom op fastna::na_*)
+        out, lse = fused.forward(*leaves[:3], p, ek, ev, return_lse=True)
+        dout = torch.randn_like(out)
+        dlse = torch.randn_like(lse) if with_lse else None
+        outs, gs = ([out, lse], [dout, dlse]) if with_lse else ([out], [dout])
+        grads = torch.autograd.grad(outs, leaves, gs)
+        ref = [t.detach().double().requires_grad_() for t in leaves]
+        rout, rlse = reference.attention(*ref[:3], p, *(ref[3:] if E else (None, None)),
+                                         return_lse=True)
+        routs, rgs = ([rout, rlse], [dout.double(), dlse.double()]) if with_lse else \
+            ([rout], [dout.double()])
+        rgrads = torch.autograd.grad(routs, ref, rgs)
+        for name, g, rg in zip(["q", "k", "v", "ek", "ev"], grads, rgrads):
+            assert g.shape == rg.shape and g.dtype == dtype, name
+            assert torch.isfinite(g).all(), (name, with_lse)
+            assert _rel(g, rg) < BWD_TOL[dtype], (name, with_lse, _rel(g, rg))

@@ -3,8 +3,25 @@
 Forward: include/fastna/fused (one CTA per multi-dimensional query box, online softmax,
 neighborhood masking per KV box), float16/bfloat16, head dims compiled into the build
 (FASTNA_HEAD_DIMS, default 32/64/128), Dv == D, no additional KV tokens; batch and heads up
-to 65535.  Other problems are declined by check() with the reason, so backend=None falls
-through to the naive backend.
+to 65535.  The wrapper widens that without new kernels:
+
+- Head dims the build lacks, and Dv != D: q and k are zero-padded along D, v along Dv, to the
+  smallest compiled head dim P >= max(D, Dv) (zero columns leave every dot product, hence the
+  softmax, unchanged; the output's padded columns are zero and are sliced off).  The softmax
+  scale stays the caller's (default D**-0.5 of the original D).  Cost: one padded copy of each
+  tensor that needs padding (q, k: B*N*H*P elements; v likewise), the kernel's work at head
+  dim P instead of D, and one copy of the output to make the sliced result contiguous.
+  Declined (with the reason) only when no compiled head dim is >= max(D, Dv).
+- Additional KV tokens ([B, N_extra, H_kv, D/Dv], seen by every query): the kernel computes
+  the neighborhood's (out_na, lse_na); attention to the extra tokens is computed with torch
+  (fp32 accumulation, chunked over queries to bound memory, see _merge.py) and merged through
+  the logsumexp: lse = logaddexp(lse_na, lse_x), out = out_na exp(lse_na - lse) +
+  out_x exp(lse_x - lse).  return_lse returns the merged lse.  The merge is differentiable, so
+  the backward sends a gradient into the kernel's lse, which takes the reference backward
+  (below): correct, but slower than the naive one.
+
+Other problems are declined by check() with the reason, so backend=None falls through to the
+naive backend.
 
 Layout: the kernel reads 16-byte chunks, so q/k/v need a contiguous head dim, 16-byte aligned
 data pointers and strides that are multiples of 8 elements.  Slices of a packed qkv
@@ -35,6 +52,7 @@ import torch
 
 from .. import _ext
 from .. import reference as _reference
+from . import _merge
 from ._base import Reason
 
 name = "fused"
@@ -118,20 +136,30 @@ def check(query, key, value, params, additional_keys=None, additional_values=Non
                       f"takes float32, backend='reference' float64)", TypeError)
     if query.device.type != "cuda":
         return Reason(f"it needs CUDA tensors, got query on {query.device}", ValueError)
-    D, Dv = query.shape[-1], value.shape[-1]
-    if Dv != D:
-        return Reason(f"Dv != D (D={D}, Dv={Dv}); the fused kernel needs equal head dims")
-    if additional_keys is not None and additional_keys.shape[1] > 0:
-        return Reason("additional KV tokens are not supported yet")
+    dims = _device_instances(params.rank, query.dtype, query.device)
+    return _check_problem(query, value, params, dims)
+
+
+def _head_dim_for(D: int, Dv: int, dims):
+    """The compiled head dim the kernel runs at: the smallest one >= max(D, Dv), else None."""
+    fits = [d for d in dims if d >= max(D, Dv)]
+    return min(fits) if fits else None
+
+
+def _check_problem(query, value, params, dims):
+    """The device-independent part of check(); `dims` = compiled head dims for this call."""
     B, H = query.shape[0], query.shape[-2]
     if B > MAX_GRID_YZ or H > MAX_GRID_YZ:
         return Reason(f"batch ({B}) and heads ({H}) must be <= {MAX_GRID_YZ}")
-    dims = _device_instances(params.rank, query.dtype, query.device)
-    if D not in dims:
+    D, Dv = query.shape[-1], value.shape[-1]
+    if _head_dim_for(D, Dv, dims) is None:
         built = ", ".join(str(d) for d in sorted(dims)) or "none"
-        return Reason(f"head dim {D} not instantiated for rank {params.rank}, {query.dtype} on "
-                      f"compute capability {torch.cuda.get_device_capability(query.device)} "
-                      f"(built: {built}; rebuild with FASTNA_HEAD_DIMS including it)")
+        dev = (f" on compute capability {torch.cuda.get_device_capability(query.device)}"
+               if query.device.type == "cuda" else "")
+        what = f"head dim {D}" if D == Dv else f"head dims D={D}, Dv={Dv}"
+        return Reason(f"{what} not instantiated for rank {params.rank}, {query.dtype}{dev} and "
+                      f"no larger compiled head dim to zero-pad to (built: {built}; rebuild "
+                      f"with FASTNA_HEAD_DIMS including one >= {max(D, Dv)})")
     lengths = tuple(query.shape[1:params.rank + 1])
     if not _grid_ok(params, lengths, "default"):
         return Reason("too many query tiles for one grid (more than 2^31 - 1 CTAs)")
@@ -169,7 +197,8 @@ def _targ(t):
 
 def _params_dict(params, q, k, v, tile):
     return {
-        "dtype": _ext.DTYPE_NAMES[q.dtype], "batch": q.shape[0], "heads": q.shape[-2],
+        "dtype": _ext.DTYPE_NAMES.get(q.dtype, str(q.dtype)), "batch": q.shape[0],
+        "heads": q.shape[-2],
         "heads_kv": k.shape[-2], "dim": q.shape[-1], "dim_v": v.shape[-1], "num_extra": 0,
         "scale": float(params.scale), "length": list(q.shape[1:params.rank + 1]),
         "kernel": list(params.kernel), "stride": list(params.stride),
@@ -229,15 +258,26 @@ def _reference_backward(q, k, v, params, dout, dlse):
         return torch.autograd.grad(outs, leaves, grads, allow_unused=True)
 
 
+def _kernel(q, k, v, params, pd):
+    """One call of the compiled kernel: (out [B, *S, H, P] in q.dtype, lse [B, *S, H] fp32).
+
+    q/k/v are already padded to the compiled head dim P and meet _aligned(); pd from
+    _params_dict.  The only place the wrapper touches fastna._C's forward (the CPU tests of
+    the wrapper replace it with the reference).
+    """
+    C = _ext.load()
+    out = _alloc(q.shape[:-1] + (v.shape[-1],), q.dtype, q.device)
+    lse = _alloc(q.shape[:-1], torch.float32, q.device)
+    with torch.cuda.device(q.device):
+        C.fused_forward(pd, _targ(q), _targ(k), _targ(v), _targ(out),
+                        (lse.data_ptr(), list(lse.stride())), _stream(q.device))
+    return out, lse
+
+
 class _FusedNA(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, params, pd):
-        C = _ext.load()
-        out = _alloc(q.shape, q.dtype, q.device)
-        lse = _alloc(q.shape[:-1], torch.float32, q.device)
-        with torch.cuda.device(q.device):
-            C.fused_forward(pd, _targ(q), _targ(k), _targ(v), _targ(out),
-                            (lse.data_ptr(), list(lse.stride())), _stream(q.device))
+        out, lse = _kernel(q, k, v, params, pd)
         ctx.save_for_backward(q, k, v)
         ctx.params = params
         ctx.set_materialize_grads(False)
@@ -255,18 +295,41 @@ class _FusedNA(torch.autograd.Function):
         return dq, dk, dv, None, None
 
 
+def _pad_last(t, size):
+    """t zero-padded along its last dim to `size` (differentiable; t itself if no padding)."""
+    n = t.shape[-1]
+    return t if n == size else torch.nn.functional.pad(t, (0, size - n))
+
+
 def forward(query, key, value, params, additional_keys=None, additional_values=None,
             return_lse=False, tile=None):
-    """Runs the fused kernel; `tile` picks a compiled tile variant (None = automatic)."""
-    if additional_keys is not None and additional_keys.shape[1] > 0:
-        raise NotImplementedError("backend='fused' cannot run this call: additional KV tokens "
-                                  "are not supported yet")
+    """Runs the fused kernel; `tile` picks a compiled tile variant (None = automatic).
+
+    Head dims the build lacks and Dv != D are zero-padded to the smallest compiled head dim
+    P >= max(D, Dv); additional KV tokens are attended with torch and merged through the
+    logsumexp (module docstring).
+    """
+    D, Dv = query.shape[-1], value.shape[-1]
     if query.shape[0] == 0:
-        out = query.new_empty((*query.shape[:-1], value.shape[-1]))
+        out = query.new_empty((*query.shape[:-1], Dv))
         lse = query.new_empty(query.shape[:-1], dtype=torch.float32)
         return (out, lse) if return_lse else out
-    tile = _pick_tile(params.rank, query.dtype, query.shape[-1], query.device, tile)
-    q, k, v = _fit(query), _fit(key), _fit(value)
+    dims = _device_instances(params.rank, query.dtype, query.device)
+    P = _head_dim_for(D, Dv, dims)
+    if P is None:
+        raise NotImplementedError(
+            f"backend='fused' cannot run this call: "
+            f"{_check_problem(query, value, params, dims)}")
+    tile = _pick_tile(params.rank, query.dtype, P, query.device, tile)
+    # Zero columns leave q.k unchanged; params.scale is the caller's (of the original D).
+    q, k, v = _fit(_pad_last(query, P)), _fit(_pad_last(key, P)), _fit(_pad_last(value, P))
     pd = _params_dict(params, q, k, v, tile)
     out, lse = _FusedNA.apply(q, k, v, params, pd)
+    if Dv != P:
+        out = out[..., :Dv]
+    ek, ev = additional_keys, additional_values
+    if ek is not None and ek.shape[1] > 0:
+        out, lse = _merge.attend_and_merge(query, out, lse, ek, ev, params.scale)
+    elif Dv != P:
+        out = out.contiguous()
     return (out, lse) if return_lse else out

@@ -1,0 +1,651 @@
+// Fused neighborhood-attention backward kernels (sm80-class: mma.sync + cp.async + ldmatrix).
+//
+// Three launches, no atomics (deterministic by construction):
+//   1. fna_bwd_preprocess_kernel: delta = rowsum(dO * O) per (query, head), fp32 [B, N, H].
+//   2. fna_bwd_dkdv_kernel: one CTA per KV box (group-local, one dilation group) x kv head x
+//      batch.  It visits the query boxes that see the KV box (per-axis query_range_for_key_tile)
+//      for every query head of its GQA group, recomputes S^T = K Q^T and P^T, and accumulates
+//      dV += P^T dO and dK += scale * dS^T Q in registers, where dP^T = V dO^T and
+//      dS^T = P^T * (dP^T - delta).
+//   3. fna_bwd_dq_kernel: one CTA per query box x head x batch (the forward's decomposition);
+//      walks the KV boxes of key_range_for_query_tile and accumulates dQ = scale * dS K.
+//
+// Both main kernels reuse ForwardTraits: the dQ kernel as the forward (rows = queries,
+// columns = keys), the dK/dV kernel with the boxes swapped (rows = keys, columns = queries).
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cute/arch/copy_sm80.hpp>
+#include <cutlass/numeric_types.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "fastna/fused/kernel.hpp"
+#include "fastna/fused/kernel_traits.hpp"
+#include "fastna/index_math.hpp"
+#include "fastna/problem.hpp"
+
+namespace fastna {
+namespace fused {
+
+template <int Rank, class Element>
+struct BackwardParams {
+  NaProblem<Rank> problem;
+  TokenTensor<Element const, Rank> q, k, v, out, dout;
+  TokenTensor<Element, Rank> dq, dk, dv;
+  float const* lse = nullptr;        // fp32 [B, N, H], natural log (forward's output)
+  float* delta = nullptr;            // fp32 [B, N, H] workspace
+  int32_t q_tiles_per_group[Rank];   // dQ grid: ceil(ceil(L/d) / query box extent)
+  int32_t kv_tiles_per_group[Rank];  // dK/dV grid: ceil(ceil(L/d) / KV box extent)
+  float scale_log2;                  // scale * log2(e)
+};
+
+namespace detail {
+constexpr float kLog2e = 1.4426950408889634f;
+
+// Reads a box's rows (tokens) back from swizzled shared memory into a token tensor.
+template <class Traits, class Box, class SmemLayout, int Rank>
+__device__ __forceinline__ void store_box(TokenTensor<typename Traits::Element, Rank> const& t, int b, int h,
+                                          typename Traits::Element const* smem, int const (&origin)[Rank],
+                                          int const (&limit)[Rank], int const (&group)[Rank],
+                                          AxisParams const (&axis)[Rank], int tid) {
+  const int chunk = tid % Traits::kChunksPerRow;
+  const int row0 = tid / Traits::kChunksPerRow;
+#pragma unroll
+  for (int r = row0; r < Box::kSize; r += Traits::kRowsPerPass) {
+    int off[Rank];
+    Box::unflatten(r, off);
+    bool valid = true;
+    int coord[Rank];
+#pragma unroll
+    for (int a = 0; a < Rank; ++a) {
+      const int loc = origin[a] + off[a];
+      valid = valid && (loc < limit[a]);
+      coord[a] = loc * axis[a].dilation + group[a];
+    }
+    if (valid) {
+      const uint4 val = *reinterpret_cast<uint4 const*>(smem + SmemLayout{}(r, chunk * 8));
+      *reinterpret_cast<uint4*>(t.at(b, coord, h) + chunk * 8) = val;
+    }
+  }
+}
+}  // namespace detail
+
+// ------------------------------------------------------------------ preprocess: delta
+// One warp per (batch, token, head) row; 16-byte loads along the head dim.
+template <int Rank, class Element, int HeadDim>
+__global__ void __launch_bounds__(128) fna_bwd_preprocess_kernel(BackwardParams<Rank, Element> const params) {
+  constexpr int kChunks = HeadDim / 8;
+  static_assert(kChunks <= 32, "head dim <= 256");
+  const int lane = threadIdx.x % 32;
+  const NaProblem<Rank>& p = params.problem;
+  const int64_t n_tokens = p.num_tokens();
+  const int64_t rows = int64_t(p.batch) * n_tokens * p.heads;
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (row >= rows) return;
+  const int h = static_cast<int>(row % p.heads);
+  const int64_t t = row / p.heads;
+  const int64_t n = t % n_tokens;
+  const int b = static_cast<int>(t / n_tokens);
+  int32_t coord[Rank];
+  unflatten(n, p.axis, coord);
+  float acc = 0.f;
+  if (lane < kChunks) {
+    const uint4 ov = *reinterpret_cast<uint4 const*>(params.out.at(b, coord, h) + lane * 8);
+    const uint4 gv = *reinterpret_cast<uint4 const*>(params.dout.at(b, coord, h) + lane * 8);
+    Element const* oe = reinterpret_cast<Element const*>(&ov);
+    Element const* ge = reinterpret_cast<Element const*>(&gv);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc += static_cast<float>(oe[i]) * static_cast<float>(ge[i]);
+  }
+#pragma unroll
+  for (int m = 16; m >= 1; m >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, m);
+  if (lane == 0) params.delta[row] = acc;
+}
+
+// ------------------------------------------------------------------ dK / dV
+// Traits = ForwardTraits<Rank, Element, HeadDim, KvBox, QTile>: M rows = keys of the KV box,
+// N columns = queries of a query tile.
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads)
+    fna_bwd_dkdv_kernel(BackwardParams<Traits::kRank, typename Traits::Element> const params) {
+  using namespace cute;
+  using Element = typename Traits::Element;
+  using KvBox = typename Traits::QBox;  // rows
+  using QTile = typename Traits::KBox;  // columns
+  constexpr int R = Traits::kRank;
+  constexpr int kBlockM = Traits::kBlockM;  // keys
+  constexpr int kBlockN = Traits::kBlockN;  // queries
+  constexpr int kHeadDim = Traits::kHeadDim;
+
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  Element* smem_k = reinterpret_cast<Element*>(smem_raw);
+  Element* smem_v = smem_k + Traits::kElemsQ;
+  Element* smem_q = smem_v + Traits::kElemsQ;                     // [stage][kBlockN x D]
+  Element* smem_do = smem_q + Traits::kStages * Traits::kElemsKV;  // [stage][kBlockN x D]
+  float* smem_lse = reinterpret_cast<float*>(smem_do + Traits::kStages * Traits::kElemsKV);  // [stage][kBlockN]
+  float* smem_delta = smem_lse + Traits::kStages * kBlockN;                                 // [stage][kBlockN]
+
+  const int tid = threadIdx.x;
+  const NaProblem<R>& prob = params.problem;
+  const int h_kv = blockIdx.y;
+  const int b = blockIdx.z;
+  const int group_size = prob.heads / prob.heads_kv;
+  const int64_t n_tokens = prob.num_tokens();
+
+  int group[R], k0[R], klim[R], glen[R];
+  Range qr[R];
+  int n_qt[R];
+  int n_q = 1;
+  {
+    int bx = blockIdx.x;
+#pragma unroll
+    for (int a = R - 1; a >= 0; --a) {
+      const int tpg = params.kv_tiles_per_group[a];
+      const int n = prob.axis[a].dilation * tpg;
+      const int idx = bx % n;
+      bx /= n;
+      group[a] = idx / tpg;
+      k0[a] = (idx % tpg) * KvBox::extent(a);
+    }
+    bool empty = false;
+#pragma unroll
+    for (int a = 0; a < R; ++a) {
+      glen[a] = group_length(prob.axis[a], group[a]);
+      empty = empty || (k0[a] >= glen[a]);
+      klim[a] = imin(k0[a] + KvBox::extent(a), glen[a]);
+      qr[a] = query_range_for_key_tile(prob.axis[a], Range{k0[a], klim[a]}, glen[a]);
+      n_qt[a] = qr[a].empty() ? 0 : (qr[a].size() + QTile::extent(a) - 1) / QTile::extent(a);
+      n_q *= n_qt[a];
+    }
+    if (empty) return;
+  }
+  const int n_it = n_q * group_size;
+
+  auto q_origin = [&](int t, int (&origin)[R]) {
+#pragma unroll
+    for (int a = R - 1; a >= 0; --a) {
+      origin[a] = qr[a].begin + (t % n_qt[a]) * QTile::extent(a);
+      t /= n_qt[a];
+    }
+  };
+  int qlim[R];
+#pragma unroll
+  for (int a = 0; a < R; ++a) qlim[a] = qr[a].end;
+
+  // Loads Q, dO (cp.async) and lse, delta (plain loads) of iteration `it` into stage `st`.
+  auto load_iter = [&](int it, int st) {
+    const int h = h_kv * group_size + it % group_size;
+    int origin[R];
+    q_origin(it / group_size, origin);
+    detail::load_box<Traits, QTile, typename Traits::SmemLayoutKV>(params.q, b, h, smem_q + st * Traits::kElemsKV,
+                                                                  origin, qlim, group, prob.axis, tid);
+    detail::load_box<Traits, QTile, typename Traits::SmemLayoutKV>(
+        params.dout, b, h, smem_do + st * Traits::kElemsKV, origin, qlim, group, prob.axis, tid);
+    for (int c = tid; c < kBlockN; c += Traits::kThreads) {
+      int off[R];
+      QTile::unflatten(c, off);
+      bool valid = true;
+      int32_t coord[R];
+#pragma unroll
+      for (int a = 0; a < R; ++a) {
+        const int loc = origin[a] + off[a];
+        valid = valid && (loc < qlim[a]);
+        coord[a] = loc * prob.axis[a].dilation + group[a];
+      }
+      float l = INFINITY, dl = 0.f;  // padding queries: P = 0
+      if (valid) {
+        const int64_t idx = (int64_t(b) * n_tokens + flatten(coord, prob.axis)) * prob.heads + h;
+        l = params.lse[idx] * detail::kLog2e;
+        dl = params.delta[idx];
+      }
+      smem_lse[st * kBlockN + c] = l;
+      smem_delta[st * kBlockN + c] = dl;
+    }
+  };
+
+  // ---- prologue: K, V of this box, and the first query tile ----
+  detail::load_box<Traits, KvBox, typename Traits::SmemLayoutQ>(params.k, b, h_kv, smem_k, k0, klim, group,
+                                                               prob.axis, tid);
+  detail::load_box<Traits, KvBox, typename Traits::SmemLayoutQ>(params.v, b, h_kv, smem_v, k0, klim, group,
+                                                               prob.axis, tid);
+  if (n_it > 0) load_iter(0, 0);
+  cp_async_fence();
+
+  typename Traits::TiledMma tiled_mma;
+  auto thr_mma = tiled_mma.get_thread_slice(tid);
+  Tensor sK = make_tensor(make_smem_ptr(smem_k), typename Traits::SmemLayoutQ{});
+  Tensor sV = make_tensor(make_smem_ptr(smem_v), typename Traits::SmemLayoutQ{});
+  Tensor sQ0 = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutKV{});
+  Tensor sQt0 = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutVt{});
+
+  Tensor tSrA = thr_mma.partition_fragment_A(sK);     // K or V rows
+  Tensor tSrB = thr_mma.partition_fragment_B(sQ0);    // Q or dO rows (N = queries)
+  Tensor tOrBt = thr_mma.partition_fragment_B(sQt0);  // Q^T or dO^T (N = head dim)
+  Tensor acc_dk = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+  Tensor acc_dv = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+  clear(acc_dk);
+  clear(acc_dv);
+
+  auto copy_a = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
+  auto thr_copy_a = copy_a.get_thread_slice(tid);
+  Tensor tSsK = thr_copy_a.partition_S(sK);
+  Tensor tSsV = thr_copy_a.partition_S(sV);
+  Tensor tSrA_v = thr_copy_a.retile_D(tSrA);
+  auto copy_b = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, tiled_mma);
+  auto thr_copy_b = copy_b.get_thread_slice(tid);
+  Tensor tSrB_v = thr_copy_b.retile_D(tSrB);
+  auto copy_bt = make_tiled_copy_B(typename Traits::SmemCopyAtomT{}, tiled_mma);
+  auto thr_copy_bt = copy_bt.get_thread_slice(tid);
+  Tensor tOrBt_v = thr_copy_bt.retile_D(tOrBt);
+
+  Tensor cS = make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{});
+  Tensor tScS = thr_mma.partition_C(cS);
+  constexpr int kM = decltype(size<1>(tScS))::value;
+  constexpr int kN = decltype(size<2>(tScS))::value;
+  constexpr int kRows = 2 * kM;
+  constexpr int kMo = decltype(size<1>(acc_dk))::value;
+  static_assert(kMo == kM, "row partition of S and dK must agree");
+
+  // Inverse windows (group-local, per axis) of this thread's key rows; padding keys see nobody.
+  int ibeg[kRows][R], iend[kRows][R];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int row = get<0>(tScS(2 * r));
+    int off[R];
+    KvBox::unflatten(row, off);
+    bool valid = true;
+#pragma unroll
+    for (int a = 0; a < R; ++a) valid = valid && (k0[a] + off[a] < klim[a]);
+#pragma unroll
+    for (int a = 0; a < R; ++a) {
+      const Range w = valid ? inverse_window_local(prob.axis[a], k0[a] + off[a], glen[a]) : Range{0, 0};
+      ibeg[r][a] = w.begin;
+      iend[r][a] = w.end;
+    }
+  }
+  bool kv_full = true;
+#pragma unroll
+  for (int a = 0; a < R; ++a) kv_full = kv_full && (klim[a] - k0[a] == KvBox::extent(a));
+  const float scale_log2 = params.scale_log2;
+
+  for (int it = 0; it < n_it; ++it) {
+    const int stage = it & 1;
+    if (it + 1 < n_it) load_iter(it + 1, stage ^ 1);
+    cp_async_fence();
+    cp_async_wait<1>();
+    __syncthreads();
+
+    Tensor sQ = make_tensor(make_smem_ptr(smem_q + stage * Traits::kElemsKV), typename Traits::SmemLayoutKV{});
+    Tensor sdO = make_tensor(make_smem_ptr(smem_do + stage * Traits::kElemsKV), typename Traits::SmemLayoutKV{});
+    Tensor sQt = make_tensor(make_smem_ptr(smem_q + stage * Traits::kElemsKV), typename Traits::SmemLayoutVt{});
+    Tensor sdOt = make_tensor(make_smem_ptr(smem_do + stage * Traits::kElemsKV), typename Traits::SmemLayoutVt{});
+    Tensor tSsQ = thr_copy_b.partition_S(sQ);
+    Tensor tSsdO = thr_copy_b.partition_S(sdO);
+    Tensor tOsQt = thr_copy_bt.partition_S(sQt);
+    Tensor tOsdOt = thr_copy_bt.partition_S(sdOt);
+    float const* lse2 = smem_lse + stage * kBlockN;
+    float const* dlt = smem_delta + stage * kBlockN;
+
+    // S^T = K Q^T and dP^T = V dO^T
+    Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
+    Tensor acc_dp = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
+    clear(acc_s);
+    clear(acc_dp);
+#pragma unroll
+    for (int kk = 0; kk < size<2>(tSrA); ++kk) {
+      copy(copy_a, tSsK(_, _, kk), tSrA_v(_, _, kk));
+      copy(copy_b, tSsQ(_, _, kk), tSrB_v(_, _, kk));
+      gemm(tiled_mma, tSrA(_, _, kk), tSrB(_, _, kk), acc_s);
+    }
+#pragma unroll
+    for (int kk = 0; kk < size<2>(tSrA); ++kk) {
+      copy(copy_a, tSsV(_, _, kk), tSrA_v(_, _, kk));
+      copy(copy_b, tSsdO(_, _, kk), tSrB_v(_, _, kk));
+      gemm(tiled_mma, tSrA(_, _, kk), tSrB(_, _, kk), acc_dp);
+    }
+
+    // Mask unless every (key, query) pair of the tile is a neighbor pair.
+    int qo[R];
+    q_origin(it / group_size, qo);
+    bool full = kv_full;
+#pragma unroll
+    for (int a = 0; a < R; ++a) {
+      const Range qt{qo[a], imin(qo[a] + QTile::extent(a), qlim[a])};
+      full = full && (qt.size() == QTile::extent(a)) &&
+             tile_fully_inside(prob.axis[a], qt, Range{k0[a], klim[a]}, glen[a]);
+    }
+    if (!full) {
+#pragma unroll
+      for (int n = 0; n < kN; ++n) {
+#pragma unroll
+        for (int v0 = 0; v0 < 2; ++v0) {
+          const int col = get<1>(tScS(v0 + 4 * kM * n));
+          int off[R];
+          QTile::unflatten(col, off);
+          int ql[R];
+#pragma unroll
+          for (int a = 0; a < R; ++a) ql[a] = qo[a] + off[a];
+#pragma unroll
+          for (int r = 0; r < kRows; ++r) {
+            bool in = true;
+#pragma unroll
+            for (int a = 0; a < R; ++a) in = in && (ibeg[r][a] <= ql[a]) && (ql[a] < iend[r][a]);
+            if (!in) acc_s(v0 + 2 * r + 4 * kM * n) = -INFINITY;
+          }
+        }
+      }
+    }
+
+    // P^T = exp(scale S^T - lse), dS^T = P^T (dP^T - delta)
+    Tensor rP = make_tensor<Element>(acc_s.layout());
+    Tensor rdS = make_tensor<Element>(acc_s.layout());
+#pragma unroll
+    for (int n = 0; n < kN; ++n) {
+#pragma unroll
+      for (int v0 = 0; v0 < 2; ++v0) {
+        const int col = get<1>(tScS(v0 + 4 * kM * n));
+        const float l2 = lse2[col];
+        const float dl = dlt[col];
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+          const int i = v0 + 2 * r + 4 * kM * n;
+          const float p = exp2f(acc_s(i) * scale_log2 - l2);
+          rP(i) = static_cast<Element>(p);
+          rdS(i) = static_cast<Element>(p * (acc_dp(i) - dl));
+        }
+      }
+    }
+
+    // dV += P^T dO, dK += dS^T Q (scale applied in the epilogue)
+    auto as_a = [&](auto& frag) {
+      return make_tensor(frag.data(),
+                         make_layout(make_shape(make_shape(_2{}, _2{}, _2{}), Int<kM>{}, Int<kN / 2>{}),
+                                     make_stride(make_stride(_1{}, _2{}, Int<4 * kM>{}), _4{}, Int<8 * kM>{})));
+    };
+    Tensor tOrP = as_a(rP);
+    Tensor tOrdS = as_a(rdS);
+#pragma unroll
+    for (int kk = 0; kk < size<2>(tOrP); ++kk) {
+      copy(copy_bt, tOsdOt(_, _, kk), tOrBt_v(_, _, kk));
+      gemm(tiled_mma, tOrP(_, _, kk), tOrBt(_, _, kk), acc_dv);
+    }
+#pragma unroll
+    for (int kk = 0; kk < size<2>(tOrdS); ++kk) {
+      copy(copy_bt, tOsQt(_, _, kk), tOrBt_v(_, _, kk));
+      gemm(tiled_mma, tOrdS(_, _, kk), tOrBt(_, _, kk), acc_dk);
+    }
+    __syncthreads();  // this stage is refilled by the next iteration's prefetch
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+
+  // ---- epilogue: stage dK (scaled) and dV through the K/V buffers, 16-byte stores ----
+  const float scale = prob.scale;
+  Tensor cO = make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{});
+  Tensor tOcO = thr_mma.partition_C(cO);
+#pragma unroll
+  for (int i = 0; i < size(acc_dk); ++i) {
+    sK(get<0>(tOcO(i)), get<1>(tOcO(i))) = static_cast<Element>(acc_dk(i) * scale);
+    sV(get<0>(tOcO(i)), get<1>(tOcO(i))) = static_cast<Element>(acc_dv(i));
+  }
+  __syncthreads();
+  detail::store_box<Traits, KvBox, typename Traits::SmemLayoutQ>(params.dk, b, h_kv, smem_k, k0, klim, group,
+                                                                prob.axis, tid);
+  detail::store_box<Traits, KvBox, typename Traits::SmemLayoutQ>(params.dv, b, h_kv, smem_v, k0, klim, group,
+                                                                prob.axis, tid);
+}
+
+// ------------------------------------------------------------------ dQ
+// Traits = ForwardTraits<Rank, Element, HeadDim, QBox, KBox> (the forward's decomposition).
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads)
+    fna_bwd_dq_kernel(BackwardParams<Traits::kRank, typename Traits::Element> const params) {
+  using namespace cute;
+  using Element = typename Traits::Element;
+  using QBox = typename Traits::QBox;
+  using KBox = typename Traits::KBox;
+  constexpr int R = Traits::kRank;
+  constexpr int kBlockM = Traits::kBlockM;
+  constexpr int kBlockN = Traits::kBlockN;
+  constexpr int kHeadDim = Traits::kHeadDim;
+
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  Element* smem_q = reinterpret_cast<Element*>(smem_raw);
+  Element* smem_do = smem_q + Traits::kElemsQ;
+  Element* smem_k = smem_do + Traits::kElemsQ;                    // [stage][kBlockN x D]
+  Element* smem_v = smem_k + Traits::kStages * Traits::kElemsKV;  // [stage][kBlockN x D]
+
+  const int tid = threadIdx.x;
+  const NaProblem<R>& prob = params.problem;
+  const int h = blockIdx.y;
+  const int b = blockIdx.z;
+  const int h_kv = prob.kv_head(h);
+  const int64_t n_tokens = prob.num_tokens();
+
+  int group[R], q0[R], qlim[R], glen[R];
+  Range krange[R];
+  int n_ktiles[R];
+  int n_kv = 1;
+  {
+    int bx = blockIdx.x;
+#pragma unroll
+    for (int a = R - 1; a >= 0; --a) {
+      const int tpg = params.q_tiles_per_group[a];
+      const int n = prob.axis[a].dilation * tpg;
+      const int idx = bx % n;
+      bx /= n;
+      group[a] = idx / tpg;
+      q0[a] = (idx % tpg) * QBox::extent(a);
+    }
+    bool empty = false;
+#pragma unroll
+    for (int a = 0; a < R; ++a) {
+      glen[a] = group_length(prob.axis[a], group[a]);
+      empty = empty || (q0[a] >= glen[a]);
+      qlim[a] = imin(q0[a] + QBox::extent(a), glen[a]);
+      krange[a] = key_range_for_query_tile(prob.axis[a], Range{q0[a], qlim[a]}, glen[a]);
+      n_ktiles[a] = (krange[a].size() + KBox::extent(a) - 1) / KBox::extent(a);
+      n_kv *= n_ktiles[a];
+    }
+    if (empty) return;
+  }
+  auto kv_origin = [&](int j, int (&origin)[R]) {
+#pragma unroll
+    for (int a = R - 1; a >= 0; --a) {
+      origin[a] = krange[a].begin + (j % n_ktiles[a]) * KBox::extent(a);
+      j /= n_ktiles[a];
+    }
+  };
+  int klim[R];
+#pragma unroll
+  for (int a = 0; a < R; ++a) klim[a] = krange[a].end;
+
+  detail::load_box<Traits, QBox, typename Traits::SmemLayoutQ>(params.q, b, h, smem_q, q0, qlim, group,
+                                                              prob.axis, tid);
+  detail::load_box<Traits, QBox, typename Traits::SmemLayoutQ>(params.dout, b, h, smem_do, q0, qlim, group,
+                                                              prob.axis, tid);
+  if (n_kv > 0) {
+    int origin[R];
+    kv_origin(0, origin);
+    detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(params.k, b, h_kv, smem_k, origin, klim,
+                                                                 group, prob.axis, tid);
+    detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(params.v, b, h_kv, smem_v, origin, klim,
+                                                                 group, prob.axis, tid);
+  }
+  cp_async_fence();
+
+  typename Traits::TiledMma tiled_mma;
+  auto thr_mma = tiled_mma.get_thread_slice(tid);
+  Tensor sQ = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutQ{});
+  Tensor sdO = make_tensor(make_smem_ptr(smem_do), typename Traits::SmemLayoutQ{});
+  Tensor sK0 = make_tensor(make_smem_ptr(smem_k), typename Traits::SmemLayoutKV{});
+  Tensor sKt0 = make_tensor(make_smem_ptr(smem_k), typename Traits::SmemLayoutVt{});
+
+  Tensor tSrA = thr_mma.partition_fragment_A(sQ);     // Q or dO
+  Tensor tSrB = thr_mma.partition_fragment_B(sK0);    // K or V rows
+  Tensor tOrBt = thr_mma.partition_fragment_B(sKt0);  // K^T (head dim, key)
+  Tensor acc_dq = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+  clear(acc_dq);
+
+  auto copy_a = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
+  auto thr_copy_a = copy_a.get_thread_slice(tid);
+  Tensor tSsQ = thr_copy_a.partition_S(sQ);
+  Tensor tSsdO = thr_copy_a.partition_S(sdO);
+  Tensor tSrA_v = thr_copy_a.retile_D(tSrA);
+  auto copy_b = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, tiled_mma);
+  auto thr_copy_b = copy_b.get_thread_slice(tid);
+  Tensor tSrB_v = thr_copy_b.retile_D(tSrB);
+  auto copy_bt = make_tiled_copy_B(typename Traits::SmemCopyAtomT{}, tiled_mma);
+  auto thr_copy_bt = copy_bt.get_thread_slice(tid);
+  Tensor tOrBt_v = thr_copy_bt.retile_D(tOrBt);
+
+  Tensor cS = make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{});
+  Tensor tScS = thr_mma.partition_C(cS);
+  constexpr int kM = decltype(size<1>(tScS))::value;
+  constexpr int kN = decltype(size<2>(tScS))::value;
+  constexpr int kRows = 2 * kM;
+  constexpr int kMo = decltype(size<1>(acc_dq))::value;
+  static_assert(kMo == kM, "row partition of S and dQ must agree");
+
+  // Windows, lse (log2 units) and delta of this thread's query rows.
+  int wbeg[kRows][R], wend[kRows][R];
+  float lse2[kRows], dlt[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int row = get<0>(tScS(2 * r));
+    int off[R];
+    QBox::unflatten(row, off);
+    bool valid = true;
+    int32_t coord[R];
+#pragma unroll
+    for (int a = 0; a < R; ++a) {
+      const int loc = q0[a] + off[a];
+      valid = valid && (loc < qlim[a]);
+      coord[a] = loc * prob.axis[a].dilation + group[a];
+      const Range w = window_local(prob.axis[a], loc, glen[a]);
+      wbeg[r][a] = w.begin;
+      wend[r][a] = w.end;
+    }
+    lse2[r] = INFINITY;  // padding queries: P = 0
+    dlt[r] = 0.f;
+    if (valid) {
+      const int64_t idx = (int64_t(b) * n_tokens + flatten(coord, prob.axis)) * prob.heads + h;
+      lse2[r] = params.lse[idx] * detail::kLog2e;
+      dlt[r] = params.delta[idx];
+    }
+  }
+  const float scale_log2 = params.scale_log2;
+
+  for (int j = 0; j < n_kv; ++j) {
+    const int stage = j & 1;
+    if (j + 1 < n_kv) {
+      int origin[R];
+      kv_origin(j + 1, origin);
+      const int ns = stage ^ 1;
+      detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
+          params.k, b, h_kv, smem_k + ns * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
+      detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
+          params.v, b, h_kv, smem_v + ns * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
+    }
+    cp_async_fence();
+    cp_async_wait<1>();
+    __syncthreads();
+
+    Tensor sK = make_tensor(make_smem_ptr(smem_k + stage * Traits::kElemsKV), typename Traits::SmemLayoutKV{});
+    Tensor sV = make_tensor(make_smem_ptr(smem_v + stage * Traits::kElemsKV), typename Traits::SmemLayoutKV{});
+    Tensor sKt = make_tensor(make_smem_ptr(smem_k + stage * Traits::kElemsKV), typename Traits::SmemLayoutVt{});
+    Tensor tSsK = thr_copy_b.partition_S(sK);
+    Tensor tSsV = thr_copy_b.partition_S(sV);
+    Tensor tOsKt = thr_copy_bt.partition_S(sKt);
+
+    // S = Q K^T, dP = dO V^T
+    Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
+    Tensor acc_dp = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
+    clear(acc_s);
+    clear(acc_dp);
+#pragma unroll
+    for (int kk = 0; kk < size<2>(tSrA); ++kk) {
+      copy(copy_a, tSsQ(_, _, kk), tSrA_v(_, _, kk));
+      copy(copy_b, tSsK(_, _, kk), tSrB_v(_, _, kk));
+      gemm(tiled_mma, tSrA(_, _, kk), tSrB(_, _, kk), acc_s);
+    }
+#pragma unroll
+    for (int kk = 0; kk < size<2>(tSrA); ++kk) {
+      copy(copy_a, tSsdO(_, _, kk), tSrA_v(_, _, kk));
+      copy(copy_b, tSsV(_, _, kk), tSrB_v(_, _, kk));
+      gemm(tiled_mma, tSrA(_, _, kk), tSrB(_, _, kk), acc_dp);
+    }
+
+    int origin[R];
+    kv_origin(j, origin);
+    bool full = true;
+#pragma unroll
+    for (int a = 0; a < R; ++a) {
+      const Range kt{origin[a], imin(origin[a] + KBox::extent(a), klim[a])};
+      full = full && (kt.size() == KBox::extent(a)) &&
+             tile_fully_inside(prob.axis[a], Range{q0[a], qlim[a]}, kt, glen[a]);
+    }
+    if (!full) {
+#pragma unroll
+      for (int n = 0; n < kN; ++n) {
+#pragma unroll
+        for (int v0 = 0; v0 < 2; ++v0) {
+          const int col = get<1>(tScS(v0 + 4 * kM * n));
+          int off[R];
+          KBox::unflatten(col, off);
+          int kl[R];
+#pragma unroll
+          for (int a = 0; a < R; ++a) kl[a] = origin[a] + off[a];
+#pragma unroll
+          for (int r = 0; r < kRows; ++r) {
+            bool in = true;
+#pragma unroll
+            for (int a = 0; a < R; ++a) in = in && (wbeg[r][a] <= kl[a]) && (kl[a] < wend[r][a]);
+            if (!in) acc_s(v0 + 2 * r + 4 * kM * n) = -INFINITY;
+          }
+        }
+      }
+    }
+
+    Tensor rdS = make_tensor<Element>(acc_s.layout());
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+      for (int n = 0; n < kN; ++n) {
+#pragma unroll
+        for (int v0 = 0; v0 < 2; ++v0) {
+          const int i = v0 + 2 * r + 4 * kM * n;
+          const float p = exp2f(acc_s(i) * scale_log2 - lse2[r]);
+          rdS(i) = static_cast<Element>(p * (acc_dp(i) - dlt[r]));
+        }
+      }
+    }
+    Tensor tOrdS = make_tensor(rdS.data(),
+                               make_layout(make_shape(make_shape(_2{}, _2{}, _2{}), Int<kM>{}, Int<kN / 2>{}),
+                                           make_stride(make_stride(_1{}, _2{}, Int<4 * kM>{}), _4{},
+                                                       Int<8 * kM>{})));
+#pragma unroll
+    for (int kk = 0; kk < size<2>(tOrdS); ++kk) {
+      copy(copy_bt, tOsKt(_, _, kk), tOrBt_v(_, _, kk));
+      gemm(tiled_mma, tOrdS(_, _, kk), tOrBt(_, _, kk), acc_dq);
+    }
+    __syncthreads();
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+
+  const float scale = prob.scale;
+  Tensor cO = make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{});
+  Tensor tOcO = thr_mma.partition_C(cO);
+#pragma unroll
+  for (int i = 0; i < size(acc_dq); ++i)
+    sQ(get<0>(tOcO(i)), get<1>(tOcO(i))) = static_cast<Element>(acc_dq(i) * scale);
+  __syncthreads();
+  detail::store_box<Traits, QBox, typename Traits::SmemLayoutQ>(params.dq, b, h, smem_q, q0, qlim, group, prob.axis,
+                                                               tid);
+}
+
+}  // namespace fused
+}  // namespace fastna
