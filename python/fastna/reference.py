@@ -81,7 +81,7 @@ def plan_tiles(params: NAParams, lengths, heads, heads_kv, dim, dim_v, extra, el
         c = cost(tile)
         chunk = max(1, min(batch, max_bytes // max(c, 1)))
         steps = (-(-batch // chunk) * -(-heads_kv // hc)
-                 * math.prod(-(-lengths[a] // tile[a]) for a in range(rank)))
+                 * math.prod([-(-lengths[a] // tile[a]) for a in range(rank)]))
         if best is None or steps < best[0]:
             best = (steps, tile, chunk, hc)
         if hc == 1:

@@ -4,7 +4,9 @@ The kernels take element strides, so slices of a fused qkv projection run withou
 
 The logsumexp returned by this backend is not differentiable: the naive backward has no
 input for a gradient w.r.t. lse. Backpropagating through it raises a RuntimeError instead of
-silently dropping that gradient; use backend="reference" if you need it.
+silently dropping that gradient; use backend="reference" if you need it.  (fastna's API runs
+this backend through the custom ops of fastna._ops, where an all-zero lse gradient, which
+torch.compile passes for a returned lse nobody differentiates, counts as none.)
 """
 from __future__ import annotations
 
@@ -85,20 +87,51 @@ def _stream(device):
     return torch.cuda.current_stream(device).cuda_stream
 
 
+def _forward_impl(q, k, v, ek, ev, pd):
+    """Run the naive forward kernel (no autograd): (out, lse, attn), all freshly allocated.
+
+    attn is the fp32 [B, N, H, W] probability buffer the backward takes (W = prod(kernel) +
+    num_extra); out is contiguous [B, *spatial, H, Dv] in q's dtype, lse fp32 [B, *spatial, H].
+    """
+    C = _ext.load()
+    B, H, Dv = q.shape[0], q.shape[-2], v.shape[-1]
+    spatial = tuple(q.shape[1:-2])
+    N = math.prod(spatial)
+    W = math.prod(pd["kernel"]) + pd["num_extra"]
+    attn = _alloc((B, N, H, W), torch.float32, q.device)
+    out = _alloc((B, *spatial, H, Dv), q.dtype, q.device)
+    lse = _alloc((B, *spatial, H), torch.float32, q.device)
+    with torch.cuda.device(q.device):
+        C.naive_forward(pd, _targ(q), _targ(k), _targ(v), _targ(ek), _targ(ev),
+                        _targ(attn), _targ(out), _targ(lse), _stream(q.device))
+    return out, lse, attn
+
+
+def _backward_impl(q, k, v, ek, ev, attn, dout, pd):
+    """Run the naive backward kernel (no autograd): (dq, dk, dv, dek, dev), contiguous;
+    dek/dev are None without extras."""
+    C = _ext.load()
+    dq = _alloc(q.shape, q.dtype, q.device)
+    dk = _alloc(k.shape, k.dtype, k.device)
+    dv = _alloc(v.shape, v.dtype, v.device)
+    dek = None if ek is None else _alloc(ek.shape, ek.dtype, ek.device)
+    dev = None if ev is None else _alloc(ev.shape, ev.dtype, ev.device)
+    dattn = _alloc(attn.shape, torch.float32, q.device)
+    with torch.cuda.device(q.device):
+        C.naive_backward(pd, _targ(q), _targ(k), _targ(v), _targ(ek), _targ(ev), _targ(attn),
+                         _targ(dout), _targ(dq), _targ(dk), _targ(dv), _targ(dek), _targ(dev),
+                         _targ(dattn), _stream(q.device))
+    return dq, dk, dv, dek, dev
+
+
+LSE_GRAD_ERROR = ("the logsumexp returned by backend='naive' is not differentiable; "
+                  "use backend='reference' to backpropagate through lse")
+
+
 class _NaiveNA(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, ek, ev, pd):
-        C = _ext.load()
-        B, H, Dv = q.shape[0], q.shape[-2], v.shape[-1]
-        spatial = tuple(q.shape[1:-2])
-        N = math.prod(spatial)
-        W = math.prod(pd["kernel"]) + pd["num_extra"]
-        attn = _alloc((B, N, H, W), torch.float32, q.device)
-        out = _alloc((B, *spatial, H, Dv), q.dtype, q.device)
-        lse = _alloc((B, *spatial, H), torch.float32, q.device)
-        with torch.cuda.device(q.device):
-            C.naive_forward(pd, _targ(q), _targ(k), _targ(v), _targ(ek), _targ(ev),
-                            _targ(attn), _targ(out), _targ(lse), _stream(q.device))
+        out, lse, attn = _forward_impl(q, k, v, ek, ev, pd)
         ctx.save_for_backward(q, k, v, ek, ev, attn)
         ctx.pd = pd
         ctx.set_materialize_grads(False)
@@ -107,23 +140,11 @@ class _NaiveNA(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, dlse):
         if dlse is not None:
-            raise RuntimeError("the logsumexp returned by backend='naive' is not differentiable; "
-                               "use backend='reference' to backpropagate through lse")
+            raise RuntimeError(LSE_GRAD_ERROR)
         q, k, v, ek, ev, attn = ctx.saved_tensors
         if dout is None:
             return None, None, None, None, None, None
-        C = _ext.load()
-        pd = ctx.pd
-        dq = _alloc(q.shape, q.dtype, q.device)
-        dk = _alloc(k.shape, k.dtype, k.device)
-        dv = _alloc(v.shape, v.dtype, v.device)
-        dek = None if ek is None else _alloc(ek.shape, ek.dtype, ek.device)
-        dev = None if ev is None else _alloc(ev.shape, ev.dtype, ev.device)
-        dattn = _alloc(attn.shape, torch.float32, q.device)
-        with torch.cuda.device(q.device):
-            C.naive_backward(pd, _targ(q), _targ(k), _targ(v), _targ(ek), _targ(ev), _targ(attn),
-                             _targ(dout), _targ(dq), _targ(dk), _targ(dv), _targ(dek), _targ(dev),
-                             _targ(dattn), _stream(q.device))
+        dq, dk, dv, dek, dev = _backward_impl(q, k, v, ek, ev, attn, dout, ctx.pd)
         return dq, dk, dv, dek, dev, None
 
 
