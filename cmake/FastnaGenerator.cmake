@@ -17,10 +17,12 @@
 # function the TU defines (void symbol(const LaunchParams&)).  Also sets <prefix>_INSTANCES to
 # the same tuples as "kernel|rank|dtype|head_dim|tile|arch" strings.
 #
-# Fused kernels (fused_fwd) are instantiated only for float16/bfloat16 and archs >= 80 (an
-# sm80-class mma.sync kernel; it is compiled as-is for 90a etc.).  Their tile variants:
+# Fused kernels (fused_fwd, fused_bwd) are instantiated only for float16/bfloat16 and archs >= 80
+# (sm80-class mma.sync kernels; compiled as-is for 90a etc.).  Their tile variants:
 #   default        the per-rank DefaultBox (kernel_traits.hpp): 1D 64, 2D 8x8, 3D 4x4x4
-#   q16x8_kv4x8    rank 2, head dim 128 only: query box 16x8, KV box 4x8 (benchmarks/NOTES_fused.md)
+#   q16x8_kv4x8    fused_fwd, rank 2, head dim 128 only: query box 16x8, KV box 4x8
+#                  (benchmarks/NOTES_fused.md); the backward of that forward uses fused_bwd's
+#                  default boxes (the forward's tile does not change out/lse)
 
 set(FASTNA_TEMPLATE_DIR "${CMAKE_CURRENT_LIST_DIR}/templates")
 
@@ -48,10 +50,10 @@ function(_fastna_dtype_cutlass dtype out)
 endfunction()
 
 # Tile variants of a fused kernel for (rank, head dim): "name|QBox|KBox" entries.
-function(_fastna_fused_tiles rank hdim out)
+function(_fastna_fused_tiles kernel rank hdim out)
   set(_default "typename fastna::fused::DefaultBox<${rank}>::type")
   set(_tiles "default|${_default}|${_default}")
-  if(rank EQUAL 2 AND hdim EQUAL 128)
+  if(kernel STREQUAL "fused_fwd" AND rank EQUAL 2 AND hdim EQUAL 128)
     list(APPEND _tiles "q16x8_kv4x8|fastna::fused::Box<2, 16, 8>|fastna::fused::Box<2, 4, 8>")
   endif()
   set(${out} "${_tiles}" PARENT_SCOPE)
@@ -84,14 +86,16 @@ function(fastna_generate_instances)
       message(FATAL_ERROR "fastna: bad head dim '${_hd}' in FASTNA_HEAD_DIMS (multiples of 32 up to 256)")
     endif()
   endforeach()
-  if("fused_fwd" IN_LIST ARG_KERNELS)
-    if(NOT ARG_HEAD_DIMS)
-      message(FATAL_ERROR "fastna: FASTNA_KERNELS has fused_fwd but FASTNA_HEAD_DIMS is empty")
+  foreach(_fk IN ITEMS fused_fwd fused_bwd)
+    if(_fk IN_LIST ARG_KERNELS)
+      if(NOT ARG_HEAD_DIMS)
+        message(FATAL_ERROR "fastna: FASTNA_KERNELS has ${_fk} but FASTNA_HEAD_DIMS is empty")
+      endif()
+      if(NOT "float16" IN_LIST ARG_DTYPES AND NOT "bfloat16" IN_LIST ARG_DTYPES)
+        message(WARNING "fastna: ${_fk} has float16/bfloat16 instances only; FASTNA_DTYPES=${ARG_DTYPES} gives none")
+      endif()
     endif()
-    if(NOT "float16" IN_LIST ARG_DTYPES AND NOT "bfloat16" IN_LIST ARG_DTYPES)
-      message(WARNING "fastna: fused_fwd has float16/bfloat16 instances only; FASTNA_DTYPES=${ARG_DTYPES} gives none")
-    endif()
-  endif()
+  endforeach()
 
   foreach(_arch IN LISTS ARG_ARCHS)
     set(_sources "")
@@ -122,7 +126,7 @@ function(fastna_generate_instances)
             endif()
             set(_variants "")
             foreach(_hd IN LISTS ARG_HEAD_DIMS)
-              _fastna_fused_tiles(${_rank} ${_hd} _tiles)
+              _fastna_fused_tiles(${_kernel} ${_rank} ${_hd} _tiles)
               foreach(_t IN LISTS _tiles)
                 list(APPEND _variants "${_hd}|${_t}")
               endforeach()

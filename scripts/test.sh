@@ -15,8 +15,9 @@ have_nvcc() { command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]
 echo "== install (CUDA sources compiled for a small set when nvcc is present) =="
 if have_nvcc; then
   export FASTNA_CUDA_ARCHS=${FASTNA_CUDA_ARCHS:-80}
-  # Fused TUs (CuTe) take ~20-40 CPU-s each; one head dim keeps CI's compile check to 6 of
-  # them (3 ranks x float16/bfloat16) on top of the naive set.  Override to check more.
+  # Fused TUs (CuTe) take ~20-40 CPU-s each; one head dim keeps CI's compile check to 12 of
+  # them (fused_fwd + fused_bwd x 3 ranks x float16/bfloat16) on top of the naive set.
+  # Override to check more.
   export FASTNA_HEAD_DIMS=${FASTNA_HEAD_DIMS:-64}
 else
   echo "no nvcc: host-only build"; export FASTNA_CUDA_ARCHS=none

@@ -1,10 +1,11 @@
-// Glue between LaunchParams and fastna::fused::Forward, included by exactly one generated TU
-// per instance (cmake/templates/fused_fwd.cu.in).
+// Glue between LaunchParams and fastna::fused::Forward / Backward, included by exactly one
+// generated TU per instance (cmake/templates/fused_fwd.cu.in, fused_bwd.cu.in).
 //
-// The kernel is launched here rather than through Forward::run so that its template argument
-// is a traits type with internal linkage (LocalTraits, anonymous namespace): the same
-// fna_forward_kernel<Traits> compiled for several archs (sm80 and sm90a TUs) would otherwise be
-// one weak symbol across TUs, and the CUDA runtime could register the wrong arch's cubin for it.
+// The kernels are launched here rather than through Forward::run / Backward::run so that their
+// template arguments are types with internal linkage (LocalTraits / LocalTag, anonymous
+// namespace): the same fna_forward_kernel<Traits> (or fna_bwd_*_kernel) compiled for several
+// archs (sm80 and sm90a TUs) would otherwise be one weak symbol across TUs, and the CUDA runtime
+// could register the wrong arch's cubin for it.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -13,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "fastna/fused/backward.hpp"
 #include "fastna/fused/forward.hpp"
 #include "launch_params.hpp"
 
@@ -22,6 +24,8 @@ namespace {
 
 template <class Base>
 struct LocalTraits : Base {};
+
+struct LocalTag {};
 
 template <int Rank>
 NaProblem<Rank> fused_problem(const LaunchParams& lp) {
@@ -83,6 +87,99 @@ void run_fused_forward(const LaunchParams& lp, const char* name) {
     throw std::runtime_error(std::string("fastna: fused: launch of ") + name + " failed: " +
                              cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
   }
+}
+
+inline void check_launch(const char* what, const char* name) {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    throw std::runtime_error(std::string("fastna: fused: ") + what + " of " + name + " failed: " +
+                             cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
+  }
+}
+
+template <class Kernel>
+void set_smem(Kernel kernel, int smem, const char* name) {
+  if (smem <= 48 * 1024) return;
+  const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err != cudaSuccess) {
+    throw std::runtime_error(std::string("fastna: fused: cannot set ") + std::to_string(smem) +
+                             " bytes of shared memory for " + name + ": " + cudaGetErrorString(err));
+  }
+}
+
+// The fused backward: Backward::run's three launches (delta preprocess, dK/dV, dQ), with
+// internal-linkage template arguments.  lp.workspace (fp32 [B, N, H]) holds delta; when absent
+// it is allocated with cudaMallocAsync on the stream and freed after the launches.
+template <int Rank, class Element, int HeadDim, class QBox, class KBox>
+void run_fused_backward(const LaunchParams& lp, const char* name) {
+  using Op = fused::Backward<Rank, Element, HeadDim, QBox, KBox>;
+  using DqTraits = LocalTraits<typename Op::DqTraits>;
+  using DkvTraits = LocalTraits<typename Op::DkvTraits>;
+  typename Op::Arguments args;
+  args.problem = fused_problem<Rank>(lp);
+  args.q = fused_view<Element const, Rank>(lp.q);
+  args.k = fused_view<Element const, Rank>(lp.k);
+  args.v = fused_view<Element const, Rank>(lp.v);
+  args.out = fused_view<Element const, Rank>(lp.out);
+  args.dout = fused_view<Element const, Rank>(lp.dout);
+  args.lse = reinterpret_cast<float const*>(lp.lse.ptr);
+  args.dlse = reinterpret_cast<float const*>(lp.dlse.ptr);
+  args.dq = fused_view<Element, Rank>(lp.dq);
+  args.dk = fused_view<Element, Rank>(lp.dk);
+  args.dv = fused_view<Element, Rank>(lp.dv);
+  const cutlass::Status st = Op::can_implement(args);
+  if (st != cutlass::Status::kSuccess) {
+    throw std::invalid_argument(std::string("fastna: fused: ") + name + " cannot run this problem: " +
+                                cutlassGetStatusString(st));
+  }
+  const cudaStream_t stream = reinterpret_cast<cudaStream_t>(lp.stream);
+  void* workspace = reinterpret_cast<void*>(lp.workspace.ptr);
+  const bool own_workspace = workspace == nullptr;
+  if (own_workspace) {
+    const cudaError_t err = cudaMallocAsync(&workspace, Op::get_workspace_size(args), stream);
+    if (err != cudaSuccess) {
+      throw std::runtime_error(std::string("fastna: fused: cannot allocate the backward workspace (") +
+                               std::to_string(Op::get_workspace_size(args)) + " bytes) for " + name + ": " +
+                               cudaGetErrorString(err));
+    }
+  }
+  const typename Op::Params params = Op::to_params(args, workspace);
+  NaProblem<Rank> const& p = args.problem;
+  auto release = [&]() {
+    if (own_workspace) cudaFreeAsync(workspace, stream);
+  };
+  try {
+    const int64_t rows = int64_t(p.batch) * p.num_tokens() * p.heads;
+    fused::fna_bwd_preprocess_kernel<Rank, Element, HeadDim, LocalTag>
+        <<<static_cast<unsigned>((rows + 3) / 4), 128, 0, stream>>>(params);
+    check_launch("delta preprocess", name);
+
+    int64_t xq = 1, xkv = 1;
+    for (int a = 0; a < Rank; ++a) {
+      xq *= int64_t(p.axis[a].dilation) * params.q_tiles_per_group[a];
+      xkv *= int64_t(p.axis[a].dilation) * params.kv_tiles_per_group[a];
+    }
+    {
+      auto kernel = fused::fna_bwd_dkdv_kernel<DkvTraits>;
+      constexpr int smem = static_cast<int>(Op::kSmemDkv);
+      set_smem(kernel, smem, name);
+      kernel<<<dim3(static_cast<unsigned>(xkv), static_cast<unsigned>(p.heads_kv), static_cast<unsigned>(p.batch)),
+               DkvTraits::kThreads, smem, stream>>>(params);
+      check_launch("dK/dV launch", name);
+    }
+    {
+      auto kernel = fused::fna_bwd_dq_kernel<DqTraits>;
+      constexpr int smem = static_cast<int>(Op::kSmemDq);
+      set_smem(kernel, smem, name);
+      kernel<<<dim3(static_cast<unsigned>(xq), static_cast<unsigned>(p.heads), static_cast<unsigned>(p.batch)),
+               DqTraits::kThreads, smem, stream>>>(params);
+      check_launch("dQ launch", name);
+    }
+  } catch (...) {
+    release();
+    throw;
+  }
+  release();
 }
 
 }  // namespace

@@ -31,6 +31,9 @@ struct LaunchParams {
   // writes dq dk dv dextra_k dextra_v dattn.
   TensorArg q, k, v, extra_k, extra_v, attn, out, lse;
   TensorArg dout, dq, dk, dv, dextra_k, dextra_v, dattn;
+  // fused backward only: optional gradient into lse (fp32 [B, N, H]) and the fp32 [B, N, H]
+  // delta workspace (absent = the instance allocates it stream-ordered itself).
+  TensorArg dlse, workspace;
   uintptr_t stream = 0;  // cudaStream_t as an integer (0 = legacy default stream)
 };
 

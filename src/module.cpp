@@ -255,11 +255,10 @@ void check_fused_view(const TensorArg& t, const char* name, int rank) {
   }
 }
 
-void fused_forward(const py::dict& params, py::object q, py::object k, py::object v, py::object out,
-                   py::object lse, uintptr_t stream) {
-  LaunchParams lp;
+// Problem-level conditions shared by the fused forward and backward (ValueError naming the one
+// that failed); returns the dtype string.
+std::string fused_problem_checks(const py::dict& params, LaunchParams& lp) {
   const std::string dtype = parse_params(params, lp);
-  const std::string tile = get_or<std::string>(params, "tile", "default");
   if (dtype != "float16" && dtype != "bfloat16") {
     throw py::value_error("fastna: fused: dtype " + dtype + " not supported (float16, bfloat16)");
   }
@@ -272,6 +271,34 @@ void fused_forward(const py::dict& params, py::object q, py::object k, py::objec
     throw py::value_error("fastna: fused: batch (" + std::to_string(lp.batch) + ") and heads (" +
                           std::to_string(lp.heads) + ") must be <= 65535");
   }
+  return dtype;
+}
+
+// Head dims compiled for (kernel, rank, dtype) and the tiles of lp.dim; ValueError when lp.dim
+// is missing.  Host-only builds skip the check (find_instance then says there is no CUDA).
+std::set<std::string> fused_tiles_checked(const char* kernel, const LaunchParams& lp, const std::string& dtype) {
+  std::set<int> dims;
+  std::set<std::string> tiles;
+  for (const auto& i : fastna::binding::instances()) {
+    if (i.kernel != kernel || i.rank != lp.rank || i.dtype != dtype) continue;
+    dims.insert(i.head_dim);
+    if (i.head_dim == lp.dim) tiles.insert(i.tile);
+  }
+  if (fastna::binding::built_with_cuda() && !dims.count(lp.dim)) {
+    throw py::value_error(std::string("fastna: fused: head dim ") + std::to_string(lp.dim) + " not instantiated " +
+                          (std::string(kernel) == "fused_bwd" ? "in the backward (fused_bwd) " : "") + "for rank " +
+                          std::to_string(lp.rank) + ", " + dtype + " (built: " + join_ints(dims) +
+                          "; rebuild with FASTNA_HEAD_DIMS including it" +
+                          (std::string(kernel) == "fused_bwd" ? " and FASTNA_KERNELS including fused_bwd" : "") + ")");
+  }
+  return tiles;
+}
+
+void fused_forward(const py::dict& params, py::object q, py::object k, py::object v, py::object out,
+                   py::object lse, uintptr_t stream) {
+  LaunchParams lp;
+  const std::string dtype = fused_problem_checks(params, lp);
+  const std::string tile = get_or<std::string>(params, "tile", "default");
   const int nd = lp.rank + 3;
   lp.q = tensor_arg(q, "q", nd);
   lp.k = tensor_arg(k, "k", nd);
@@ -285,18 +312,7 @@ void fused_forward(const py::dict& params, py::object q, py::object k, py::objec
   if (lp.lse.present() && lp.lse.ptr % 4 != 0) throw py::value_error("fastna: fused: lse is not 4-byte aligned");
 
   // Head dims and tiles compiled for this (rank, dtype), for the messages.
-  std::set<int> dims;
-  std::set<std::string> tiles;
-  for (const auto& i : fastna::binding::instances()) {
-    if (i.kernel != "fused_fwd" || i.rank != lp.rank || i.dtype != dtype) continue;
-    dims.insert(i.head_dim);
-    if (i.head_dim == lp.dim) tiles.insert(i.tile);
-  }
-  if (fastna::binding::built_with_cuda() && !dims.count(lp.dim)) {
-    throw py::value_error("fastna: fused: head dim " + std::to_string(lp.dim) + " not instantiated for rank " +
-                          std::to_string(lp.rank) + ", " + dtype + " (built: " + join_ints(dims) +
-                          "; rebuild with FASTNA_HEAD_DIMS including it)");
-  }
+  const std::set<std::string> tiles = fused_tiles_checked("fused_fwd", lp, dtype);
   if (fastna::binding::built_with_cuda() && !tiles.count(tile)) {
     std::string known;
     for (const auto& t : tiles) known += (known.empty() ? "" : ", ") + t;
@@ -306,6 +322,60 @@ void fused_forward(const py::dict& params, py::object q, py::object k, py::objec
   }
   lp.stream = stream;
   const fastna::binding::LaunchFn fn = fastna::binding::find_instance("fused_fwd", lp.rank, dtype, lp.dim, tile);
+  py::gil_scoped_release release;
+  fn(lp);
+}
+
+// ---- fused backward -----------------------------------------------------------------------
+// Same conditions as the forward, plus: out/dout/dq/dk/dv as fused views, lse required, dlse and
+// workspace optional, all three fp32 contiguous [B, N, H].  params["tile"] picks a fused_bwd tile
+// when one of that name is compiled, else the default boxes (the forward's tile variants only
+// change how out/lse were computed, not their values).
+void fused_backward(const py::dict& params, py::object q, py::object k, py::object v, py::object out,
+                    py::object dout, py::object lse, py::object dlse, py::object dq, py::object dk, py::object dv,
+                    uintptr_t stream, py::object workspace) {
+  LaunchParams lp;
+  const std::string dtype = fused_problem_checks(params, lp);
+  const int nd = lp.rank + 3;
+  lp.q = tensor_arg(q, "q", nd);
+  lp.k = tensor_arg(k, "k", nd);
+  lp.v = tensor_arg(v, "v", nd);
+  lp.out = tensor_arg(out, "out", nd);
+  lp.dout = tensor_arg(dout, "dout", nd);
+  lp.dq = tensor_arg(dq, "dq", nd);
+  lp.dk = tensor_arg(dk, "dk", nd);
+  lp.dv = tensor_arg(dv, "dv", nd);
+  lp.lse = contiguous_arg(lse, "lse", lp, false);
+  lp.dlse = contiguous_arg(dlse, "dlse", lp, false);
+  lp.workspace = contiguous_arg(workspace, "workspace", lp, false);
+  check_fused_view(lp.q, "q", lp.rank);
+  check_fused_view(lp.k, "k", lp.rank);
+  check_fused_view(lp.v, "v", lp.rank);
+  check_fused_view(lp.out, "out", lp.rank);
+  check_fused_view(lp.dout, "dout", lp.rank);
+  check_fused_view(lp.dq, "dq", lp.rank);
+  check_fused_view(lp.dk, "dk", lp.rank);
+  check_fused_view(lp.dv, "dv", lp.rank);
+  if (!lp.lse.present()) throw py::value_error("fastna: fused: lse is required by the backward");
+  if (lp.lse.ptr % 4 != 0) throw py::value_error("fastna: fused: lse is not 4-byte aligned");
+  if (lp.dlse.present() && lp.dlse.ptr % 4 != 0) throw py::value_error("fastna: fused: dlse is not 4-byte aligned");
+  if (lp.workspace.present() && lp.workspace.ptr % 4 != 0)
+    throw py::value_error("fastna: fused: workspace is not 4-byte aligned");
+  for (const TensorArg* g : {&lp.dq, &lp.dk, &lp.dv}) {
+    for (const TensorArg* in : {&lp.q, &lp.k, &lp.v, &lp.out, &lp.dout}) {
+      if (g->ptr == in->ptr) throw py::value_error("fastna: fused: dq/dk/dv must not alias the inputs");
+    }
+  }
+  if (lp.dq.ptr == lp.dk.ptr || lp.dq.ptr == lp.dv.ptr || lp.dk.ptr == lp.dv.ptr)
+    throw py::value_error("fastna: fused: dq, dk and dv must be different buffers");
+  if (lp.workspace.present() && (lp.workspace.ptr == lp.lse.ptr || lp.workspace.ptr == lp.dlse.ptr))
+    throw py::value_error("fastna: fused: workspace must not alias lse or dlse");
+
+  const std::set<std::string> tiles = fused_tiles_checked("fused_bwd", lp, dtype);
+  std::string tile = get_or<std::string>(params, "tile", "default");
+  if (!tiles.count(tile)) tile = "default";
+  lp.stream = stream;
+  const fastna::binding::LaunchFn fn = fastna::binding::find_instance("fused_bwd", lp.rank, dtype, lp.dim, tile);
   py::gil_scoped_release release;
   fn(lp);
 }
@@ -333,16 +403,20 @@ py::dict build_info() {
   d["head_dims"] = int_list(FASTNA_BUILD_HEAD_DIMS);
   // "instances": one (kernel, rank, dtype, sm) per compiled combination (fused head dims and
   // tiles folded together); "fused_instances": (rank, dtype, head_dim, tile, sm, arch) of fused_fwd,
-  // arch as configured ("90a" runs only on compute capability 9.0 exactly).
-  py::list inst, fused;
+  // arch as configured ("90a" runs only on compute capability 9.0 exactly); "fused_bwd_instances"
+  // the same for fused_bwd.
+  py::list inst, fused, fused_bwd;
   std::set<std::tuple<std::string, int, std::string, int>> seen;
   for (const auto& i : fastna::binding::instances()) {
     if (seen.insert(std::make_tuple(i.kernel, i.rank, i.dtype, i.sm)).second)
       inst.append(py::make_tuple(i.kernel, i.rank, i.dtype, i.sm));
     if (i.kernel == "fused_fwd") fused.append(py::make_tuple(i.rank, i.dtype, i.head_dim, i.tile, i.sm, i.arch));
+    if (i.kernel == "fused_bwd")
+      fused_bwd.append(py::make_tuple(i.rank, i.dtype, i.head_dim, i.tile, i.sm, i.arch));
   }
   d["instances"] = inst;
   d["fused_instances"] = fused;
+  d["fused_bwd_instances"] = fused_bwd;
   return d;
 }
 
@@ -381,4 +455,10 @@ PYBIND11_MODULE(_C, m) {
         py::arg("out"), py::arg("lse"), py::arg("stream") = 0,
         "Fused NA forward (fp16/bf16; params may hold \"tile\": \"default\" or a variant listed in "
         "build_info()[\"fused_instances\"]); lse may be None");
+  m.def("fused_backward", &fused_backward, py::arg("params"), py::arg("q"), py::arg("k"), py::arg("v"),
+        py::arg("out"), py::arg("dout"), py::arg("lse"), py::arg("dlse"), py::arg("dq"), py::arg("dk"),
+        py::arg("dv"), py::arg("stream") = 0, py::arg("workspace") = py::none(),
+        "Fused NA backward (fp16/bf16, deterministic: no atomics); lse is the forward's, dlse (gradient "
+        "into lse) may be None; workspace: fp32 contiguous [B, N, H] for delta, or None to allocate it "
+        "stream-ordered (cudaMallocAsync)");
 }

@@ -3,7 +3,8 @@
 Forward out and lse of every compiled (rank, dtype, head dim, tile) on a fixed sweep and a
 seeded random sweep (NATTEN style), outputs poisoned with NaN (FASTNA_POISON=1) so rows the
 kernel forgets to write fail; NaN containment; a tensor of more than 2^31 elements; gradients
-(the fused backend's backward is the naive one or the reference recomputation); additional KV
+of every backward mode (FASTNA_FUSED_BACKWARD = fused: the fused backward kernel, naive,
+reference), a gradient sweep and bitwise determinism of the fused backward; additional KV
 tokens, head dims the build lacks and Dv != D (the wrapper's padding and lse merge).
 """
 import itertools
@@ -39,6 +40,27 @@ def _built(rank, dtype):
 
 def _all_dims():
     return sorted({hd for (_, _, hd, _, _, _) in fused.instances()}) or [64]
+
+
+def _built_bwd(rank, dtype):
+    """Head dims with a fused backward (fused_bwd) instance runnable on this GPU."""
+    if not torch.cuda.is_available():
+        return set()
+    return fused._bwd_head_dims(rank, dtype, torch.device("cuda"))
+
+
+@pytest.fixture
+def fused_bwd_calls(monkeypatch):
+    """Counts calls of the fused backward kernel wrapper (fused._fused_backward)."""
+    calls = []
+    orig = fused._fused_backward
+
+    def spy(*a, **kw):
+        calls.append(a[0].shape[-1])
+        return orig(*a, **kw)
+
+    monkeypatch.setattr(fused, "_fused_backward", spy)
+    return calls
 
 
 def _need(rank, dtype, D, tile="default"):
@@ -308,8 +330,8 @@ def _ref_grads(leaves, p, dout, dlse=None):
 
 @pytest.mark.parametrize("case", GRAD_CASES, ids=_case_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("mode", ["naive", "reference"])
-def test_gradients(case, dtype, mode, monkeypatch):
+@pytest.mark.parametrize("mode", ["fused", "naive", "reference"])
+def test_gradients(case, dtype, mode, monkeypatch, fused_bwd_calls):
     monkeypatch.setenv("FASTNA_POISON", "1")
     monkeypatch.setenv("FASTNA_FUSED_BACKWARD", mode)
     shape, kernel, stride, dilation, causal, H, Hkv = case
@@ -320,25 +342,33 @@ def test_gradients(case, dtype, mode, monkeypatch):
     if mode == "naive" and not _ext.has_instance("naive_bwd", rank, dtype, torch.device("cuda")):
         pytest.skip("no naive_bwd instance")
     D = dims[0]
+    if mode == "fused" and D not in _built_bwd(rank, dtype):
+        pytest.skip("no fused_bwd instance")
     leaves = [t.requires_grad_() for t in _inputs(shape, H, Hkv, D, dtype, seed=7)]
     kw = dict(stride=stride, dilation=dilation, is_causal=causal)
     out = fastna.neighborhood_attention(*leaves, kernel, backend="fused", **kw)
     dout = torch.randn_like(out)
     grads = torch.autograd.grad(out, leaves, dout)
     p = _args.normalize(*leaves, kernel, stride, dilation, causal, None, None, None)
+    assert len(fused_bwd_calls) == (mode == "fused")
     for name, g, rg in zip("qkv", grads, _ref_grads(leaves, p, dout)):
         assert torch.isfinite(g).all(), name
         assert _rel(g, rg) < BWD_TOL[dtype], (name, _rel(g, rg))
 
 
-def test_gradients_packed_qkv_and_lse(monkeypatch):
-    """Gradients into one packed qkv leaf, with a gradient through the lse (reference path)."""
+@pytest.mark.parametrize("mode", ["fused", "reference"])
+def test_gradients_packed_qkv_and_lse(mode, monkeypatch, fused_bwd_calls):
+    """Gradients into one packed qkv leaf, with a gradient through the lse (fused: its dlse
+    input; the naive backward has none)."""
+    monkeypatch.setenv("FASTNA_FUSED_BACKWARD", mode)
     monkeypatch.setenv("FASTNA_POISON", "1")
     dtype = torch.bfloat16
     dims = sorted(_built(2, dtype))
     if not dims:
         pytest.skip("no 2D bfloat16 fused instance")
     D = dims[0]
+    if mode == "fused" and D not in _built_bwd(2, dtype):
+        pytest.skip("no fused_bwd instance")
     g = torch.Generator(device="cuda").manual_seed(9)
     qkv = torch.randn(2, 9, 11, 2, 3, D, device="cuda", generator=g).to(dtype).requires_grad_()
     q, k, v = qkv.unbind(-2)
@@ -349,6 +379,7 @@ def test_gradients_packed_qkv_and_lse(monkeypatch):
     p = _args.normalize(q, k, v, (3, 5), 1, (2, 1), False, None, None, None)
     rout, rlse = reference.attention(*ref.unbind(-2), p, return_lse=True)
     (rg,) = torch.autograd.grad([rout, rlse], [ref], [dout.double(), dlse.double()])
+    assert len(fused_bwd_calls) == (mode == "fused")
     assert _rel(gqkv, rg) < BWD_TOL[dtype]
 
 
@@ -505,18 +536,25 @@ def test_forward_padded_head_dims(case, dtype, D, Dv, E, monkeypatch):
 @pytest.mark.parametrize("case", GRAD_CASES, ids=_case_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("D,Dv,E", [(32, 32, 3), (40, 24, 0), (40, 24, 7), (8, 8, 1)])
-@pytest.mark.parametrize("mode", ["auto", "naive"])
-def test_gradients_padded_and_extras(case, dtype, D, Dv, E, mode, monkeypatch):
-    """Gradients of q, k, v, extras (and through the lse) vs the float64 reference."""
+@pytest.mark.parametrize("mode", ["auto", "fused", "naive"])
+def test_gradients_padded_and_extras(case, dtype, D, Dv, E, mode, monkeypatch, fused_bwd_calls):
+    """Gradients of q, k, v, extras (and through the lse) vs the float64 reference.
+
+    With extras, or with_lse, the kernel's lse gets a gradient (the merge): fused takes it as
+    dlse; naive then falls back to the reference recomputation."""
     monkeypatch.setenv("FASTNA_POISON", "1")
-    if mode == "naive":
-        monkeypatch.setenv("FASTNA_FUSED_BACKWARD", "naive")
+    if mode != "auto":
+        monkeypatch.setenv("FASTNA_FUSED_BACKWARD", mode)
     shape, kernel, stride, dilation, causal, H, Hkv = case
     rank = len(shape)
     if fused._head_dim_for(D, Dv, _built(rank, dtype)) is None:
         pytest.skip(f"no compiled head dim >= {max(D, Dv)}")
     if mode == "naive" and not _ext.has_instance("naive_bwd", rank, dtype, torch.device("cuda")):
         pytest.skip("no naive_bwd instance")
+    P = fused._head_dim_for(D, Dv, _built(rank, dtype))
+    has_fused = P in _built_bwd(rank, dtype)
+    if mode == "fused" and not has_fused:
+        pytest.skip("no fused_bwd instance at the padded head dim")
     ts = _inputs_x(shape, H, Hkv, D, Dv, E, dtype, seed=13)
     leaves = [t.requires_grad_() for t in ts if t is not None]
     ek, ev = (leaves[3], leaves[4]) if E else (None, None)
@@ -539,3 +577,114 @@ def test_gradients_padded_and_extras(case, dtype, D, Dv, E, mode, monkeypatch):
             assert g.shape == rg.shape and g.dtype == dtype, name
             assert torch.isfinite(g).all(), (name, with_lse)
             assert _rel(g, rg) < BWD_TOL[dtype], (name, with_lse, _rel(g, rg))
+    # one fused backward call per backward (with_lse False and True) where it runs
+    assert fused_bwd_calls == ([P, P] if has_fused and mode != "naive" else [])
+
+
+# --------------------------------------------------------------- the fused backward kernel
+
+# (spatial shape, kernel, stride, dilation, causal, H, H_kv): small, each feature once or twice
+BWD_SWEEP = [
+    ((37,), 7, 1, 1, False, 2, 2),
+    ((70,), 9, 4, 2, True, 4, 2),                      # stride + dilation + causal, GQA
+    ((29,), 29, 1, 1, False, 2, 1),                    # self attention, MQA
+    ((24,), 8, 8, 1, False, 2, 2),                     # blocked
+] + [
+    ((11, 13), (3, 4), (2, 1), (2, 3), c, 4, 2)         # every causal combination in 2D
+    for c in itertools.product([False, True], repeat=2)
+] + [
+    ((17, 9), (9, 9), (1, 1), (1, 1), (False, False), 3, 1),   # K = L on one axis, MQA
+    ((5, 6, 7), (2, 3, 4), (1, 2, 3), (2, 1, 1), (True, False, True), 2, 1),
+    ((6, 5, 8), (3, 3, 3), (1, 1, 2), (1, 1, 2), (False, True, False), 4, 2),
+    ((4, 4, 4), (3, 3, 3), (1, 1, 1), (1, 1, 1), (True, True, True), 2, 2),
+]
+
+
+@pytest.mark.parametrize("case", BWD_SWEEP, ids=_case_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("D", [32, 64, 128])
+def test_fused_backward_sweep(case, dtype, D, monkeypatch, fused_bwd_calls):
+    """dq, dk, dv (out and lse gradients) of the fused backward vs the float64 reference."""
+    monkeypatch.setenv("FASTNA_POISON", "1")
+    monkeypatch.setenv("FASTNA_FUSED_BACKWARD", "fused")
+    shape, kernel, stride, dilation, causal, H, Hkv = case
+    rank = len(shape)
+    if D not in _built(rank, dtype) or D not in _built_bwd(rank, dtype):
+        pytest.skip(f"no fused_fwd/fused_bwd instance (rank {rank}, {dtype}, D {D})")
+    leaves = [t.requires_grad_() for t in _inputs(shape, H, Hkv, D, dtype, seed=D + rank,
+                                                   B=1 + (rank == 1))]
+    out, lse = fastna.neighborhood_attention(*leaves, kernel, stride=stride, dilation=dilation,
+                                             is_causal=causal, return_lse=True, backend="fused")
+    dout, dlse = torch.randn_like(out), torch.randn_like(lse)
+    grads = torch.autograd.grad([out, lse], leaves, [dout, dlse])
+    assert fused_bwd_calls == [D]
+    p = _args.normalize(*leaves, kernel, stride, dilation, causal, None, None, None)
+    for name, g, rg in zip("qkv", grads, _ref_grads(leaves, p, dout, dlse)):
+        assert torch.isfinite(g).all(), name
+        assert _rel(g, rg) < BWD_TOL[dtype], (name, _rel(g, rg))
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("via", ["api", "function"])
+def test_fused_backward_is_deterministic(rank, via, monkeypatch, fused_bwd_calls):
+    """Two backward runs give bitwise identical dq, dk, dv (no atomics in the kernels)."""
+    monkeypatch.setenv("FASTNA_FUSED_BACKWARD", "fused")
+    dtype = torch.bfloat16
+    dims = sorted(_built_bwd(rank, dtype) & set(_built(rank, dtype)))
+    if not dims:
+        pytest.skip("no fused_bwd instance")
+    D = dims[-1]
+    shape, kernel = {1: ((300,), 31), 2: ((24, 20), (7, 9)), 3: ((8, 10, 9), (3, 5, 3))}[rank]
+    leaves = [t.requires_grad_() for t in _inputs(shape, 4, 2, D, dtype, seed=3)]
+    p = _args.normalize(*leaves, kernel, 1, 1, False, None, None, None)
+    runs = []
+    for _ in range(2):
+        if via == "api":
+            out, lse = fastna.neighborhood_attention(*leaves, kernel, return_lse=True,
+                                                     backend="fused")
+        else:
+            out, lse = fused.forward(*leaves, p, return_lse=True)
+        g = torch.Generator(device="cuda").manual_seed(1)
+        dout = torch.randn(out.shape, device="cuda", generator=g).to(out.dtype)
+        dlse = torch.randn(lse.shape, device="cuda", generator=g)
+        runs.append(torch.autograd.grad([out, lse], leaves, [dout, dlse]))
+    assert len(fused_bwd_calls) == 2
+    for name, a, b in zip("qkv", *runs):
+        assert torch.equal(a, b), name
+
+
+def test_fused_backward_binding_errors():
+    """fastna._C.fused_backward names the unsupported condition (ValueError)."""
+    dims = sorted(_built_bwd(2, torch.float16))
+    if not dims:
+        pytest.skip("no 2D float16 fused_bwd instance")
+    C = _ext.load()
+    D = dims[0]
+    q, k, v = _inputs((8, 8), 2, 2, D, torch.float16, seed=1, B=1)
+    p = _args.normalize(q, k, v, 3, 1, 1, False, None, None, None)
+    pd = fused._params_dict(p, q, k, v, "default")
+    lse = torch.zeros(q.shape[:-1], device="cuda")
+    grads = [torch.empty_like(t) for t in (q, k, v)]
+
+    def call(pd=pd, lse=lse, dlse=None, dout=q):
+        C.fused_backward(pd, *(fused._targ(t) for t in (q, k, v, q, dout)),
+                         None if lse is None else fused._fp32_arg(lse),
+                         None if dlse is None else (dlse.data_ptr(), list(dlse.stride())),
+                         *(fused._targ(t) for t in grads), 0)
+
+    call()  # valid (out = q is fine for the binding)
+    torch.cuda.synchronize()
+    with pytest.raises(ValueError, match="dtype float32"):
+        call(pd={**pd, "dtype": "float32"})
+    with pytest.raises(ValueError, match="Dv != D"):
+        call(pd={**pd, "dim_v": D // 2})
+    with pytest.raises(ValueError, match="additional KV"):
+        call(pd={**pd, "num_extra": 1})
+    with pytest.raises(ValueError, match="not instantiated in the backward"):
+        call(pd={**pd, "dim": 48, "dim_v": 48})
+    with pytest.raises(ValueError, match="lse is required"):
+        call(lse=None)
+    with pytest.raises(ValueError, match="dlse must be a contiguous"):
+        call(dlse=torch.zeros(q.shape[:-1], device="cuda").transpose(1, 2))
+    with pytest.raises(ValueError, match="stride_dim"):
+        call(dout=torch.zeros(*q.shape[:-1], 2 * D, device="cuda", dtype=q.dtype)[..., ::2])

@@ -17,11 +17,13 @@ explicit backward op.  The reference backend is plain PyTorch and is traced as i
 - dq/dk/dv: contiguous, shaped and typed like q/k/v.  dek/dev: like extra_k/extra_v, or empty
   [0] tensors when there are no extras (op schemas cannot return None).
 - `backend` is the name of a fastna.backends module.  "naive" calls the naive kernels
-  directly (backends.naive._forward_impl / _backward_impl).  Any other name runs the module's
+  directly (backends.naive._forward_impl / _backward_impl).  "fused" without additional KV
+  tokens calls the fused backward kernel directly on the saved out/lse
+  (backends.fused.op_backward) when it takes the call.  Otherwise the op runs the module's
   public forward(...) under no_grad, and its backward recomputes that forward with autograd
   and differentiates it (torch.autograd.grad): the backward is then exactly the backend's own
-  (for fused: the naive backward, or the reference recomputation when a gradient flows into
-  lse), at the cost of one extra forward.  The ops also accept backend="reference" (used by
+  (for fused: the fused backward, else the naive one or the reference recomputation; see
+  backends/fused.py), at the cost of one extra forward.  The ops also accept backend="reference" (used by
   the CPU opcheck tests); fastna's API never routes the reference through them.
 - A gradient into lse: `dlse` that is all zeros is treated as absent (AOTAutograd passes
   zero tangents for outputs nobody differentiates), so the fused backend keeps its fast
@@ -158,7 +160,13 @@ def na_backward(dout: Optional[Tensor], dlse: Optional[Tensor], q: Tensor, k: Te
             raise RuntimeError(naive.LSE_GRAD_ERROR)
         pd = naive._params_dict(params, q, k, v, 0 if ek is None else ek.shape[1])
         grads = naive._backward_impl(q, k, v, ek, ev, aux, dout, pd)
-    else:
+    elif backend == "fused" and ek is None:
+        # The fused backward kernel straight on the saved out/lse (None: it does not take
+        # this call, and the generic recomputation below runs).
+        from .backends import fused
+        g3 = fused.op_backward(q, k, v, out, lse, params, dout, dlse)
+        grads = None if g3 is None else tuple(g3) + (None, None)
+    if grads is None:
         mod = _backends.get(backend)
         inputs = [q, k, v] + ([] if ek is None else [ek, ev])
         with _autograd_on(), torch.enable_grad(), _no_autocast(q.device.type):

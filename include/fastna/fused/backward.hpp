@@ -5,7 +5,8 @@
 //   void* ws;  cudaMalloc(&ws, Op::get_workspace_size(args));   // fp32 delta [B, N, H]
 //   if (Op::can_implement(args) == cutlass::Status::kSuccess) Op::run(args, stream, ws);
 //
-// lse is the forward's fp32 [B, N, H] logsumexp (natural log).  dq has q's shape, dk / dv have
+// lse is the forward's fp32 [B, N, H] logsumexp (natural log); dlse (optional, fp32 [B, N, H])
+// is a gradient flowing into that lse (nullptr = none).  dq has q's shape, dk / dv have
 // k's; all are written completely (keys no query sees get zero gradients).  Three launches on
 // `stream`: delta preprocess, dK/dV (one CTA per KV box x kv head x batch; sums over the GQA
 // group and over the query boxes inside the CTA, no atomics), dQ (one CTA per query box x head x
@@ -51,6 +52,8 @@ class Backward {
     TokenTensor<Element, Rank> dq;
     TokenTensor<Element, Rank> dk;
     TokenTensor<Element, Rank> dv;
+    // Optional fp32 contiguous [B, N, H]: the gradient flowing into lse (nullptr = zero).
+    float const* dlse = nullptr;
   };
 
   static cutlass::Status can_implement(Arguments const& args) {
@@ -96,6 +99,7 @@ class Backward {
     params.dk = args.dk;
     params.dv = args.dv;
     params.lse = args.lse;
+    params.dlse = args.dlse;
     params.delta = static_cast<float*>(workspace);
     for (int a = 0; a < Rank; ++a) {
       params.q_tiles_per_group[a] = tiles_per_group(args.problem.axis[a], QBox::extent(a));

@@ -1,7 +1,8 @@
 // Fused neighborhood-attention backward kernels (sm80-class: mma.sync + cp.async + ldmatrix).
 //
 // Three launches, no atomics (deterministic by construction):
-//   1. fna_bwd_preprocess_kernel: delta = rowsum(dO * O) per (query, head), fp32 [B, N, H].
+//   1. fna_bwd_preprocess_kernel: delta = rowsum(dO * O) (- dlse, when a gradient flows into
+//      the logsumexp) per (query, head), fp32 [B, N, H].
 //   2. fna_bwd_dkdv_kernel: one CTA per KV box (group-local, one dilation group) x kv head x
 //      batch.  It visits the query boxes that see the KV box (per-axis query_range_for_key_tile)
 //      for every query head of its GQA group, recomputes S^T = K Q^T and P^T, and accumulates
@@ -35,7 +36,8 @@ struct BackwardParams {
   TokenTensor<Element const, Rank> q, k, v, out, dout;
   TokenTensor<Element, Rank> dq, dk, dv;
   float const* lse = nullptr;        // fp32 [B, N, H], natural log (forward's output)
-  float* delta = nullptr;            // fp32 [B, N, H] workspace
+  float const* dlse = nullptr;       // optional fp32 [B, N, H]: gradient flowing into lse (null = 0)
+  float* delta = nullptr;            // fp32 [B, N, H] workspace: rowsum(dO * O) - dlse
   int32_t q_tiles_per_group[Rank];   // dQ grid: ceil(ceil(L/d) / query box extent)
   int32_t kv_tiles_per_group[Rank];  // dK/dV grid: ceil(ceil(L/d) / KV box extent)
   float scale_log2;                  // scale * log2(e)
@@ -74,7 +76,11 @@ __device__ __forceinline__ void store_box(TokenTensor<typename Traits::Element, 
 
 // ------------------------------------------------------------------ preprocess: delta
 // One warp per (batch, token, head) row; 16-byte loads along the head dim.
-template <int Rank, class Element, int HeadDim>
+// A gradient dlse into the logsumexp adds dlse * P to dS (d lse / d s = P), i.e.
+// dS = P (dP - (delta - dlse)): it is folded into delta here, so the main kernels are unchanged.
+// `Tag` only makes the symbol unique (a binding TU passes a type with internal linkage so that
+// copies compiled for several archs never share one); it does not change the code.
+template <int Rank, class Element, int HeadDim, class Tag = void>
 __global__ void __launch_bounds__(128) fna_bwd_preprocess_kernel(BackwardParams<Rank, Element> const params) {
   constexpr int kChunks = HeadDim / 8;
   static_assert(kChunks <= 32, "head dim <= 256");
@@ -101,7 +107,7 @@ __global__ void __launch_bounds__(128) fna_bwd_preprocess_kernel(BackwardParams<
   }
 #pragma unroll
   for (int m = 16; m >= 1; m >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, m);
-  if (lane == 0) params.delta[row] = acc;
+  if (lane == 0) params.delta[row] = params.dlse != nullptr ? acc - params.dlse[row] : acc;
 }
 
 // ------------------------------------------------------------------ dK / dV

@@ -17,8 +17,8 @@ to 65535.  The wrapper widens that without new kernels:
   (fp32 accumulation, chunked over queries to bound memory, see _merge.py) and merged through
   the logsumexp: lse = logaddexp(lse_na, lse_x), out = out_na exp(lse_na - lse) +
   out_x exp(lse_x - lse).  return_lse returns the merged lse.  The merge is differentiable, so
-  the backward sends a gradient into the kernel's lse, which takes the reference backward
-  (below): correct, but slower than the naive one.
+  the backward sends a gradient into the kernel's lse, which the fused backward takes as its
+  dlse input (below).
 
 Other problems are declined by check() with the reason, so backend=None falls through to the
 naive backend.
@@ -29,13 +29,28 @@ projection ([B, *S, H, 3, D].unbind(-2), [B, *S, 3, H, D].unbind(-3)) meet that 
 copy; a tensor that does not is copied (.contiguous()) before the call, which costs one read
 and write of it but keeps the call on the fused kernel.
 
-Backward (until a fused backward exists): the naive CUDA backward, recomputing the logits
-from q and k (it is called with attn=None; its workspace holds fp32 logits and their
-gradients, 2 x B*N*H*prod(K) floats), when a naive_bwd instance for (rank, dtype) is compiled
-and that workspace fits in half the free GPU memory; otherwise the reference's autograd
-recomputation (fastna.reference under torch.utils.checkpoint, memory-bounded, slow).  A
-gradient flowing into the returned logsumexp always takes the reference path (the naive
-backward has no lse input).  FASTNA_FUSED_BACKWARD=naive|reference forces one of the two.
+Backward, in order of preference:
+
+- "fused": fastna._C.fused_backward (include/fastna/fused/backward.hpp: delta preprocess,
+  dK/dV over inverse neighborhoods, dQ; default boxes whatever tile the forward used), when a
+  fused_bwd instance for (rank, dtype, the padded head dim P) runs on the device.  It reads the
+  forward's out and lse (saved by the autograd node: one extra B*N*H*P output tensor kept
+  alive) and takes a gradient into lse as its dlse input (dS = P (dP - (delta - dlse))), so
+  return_lse gradients and the extras merge stay on it.  Workspace: one fp32 [B, *S, H] tensor
+  (delta) from torch's allocator.  Deterministic: no atomics; two runs give bitwise identical
+  dq/dk/dv.
+- "naive": the naive CUDA backward, recomputing the logits from q and k (it is called with
+  attn=None; its workspace holds fp32 logits and their gradients, 2 x B*N*H*prod(K) floats),
+  when a naive_bwd instance for (rank, dtype) is compiled and that workspace fits in half the
+  free GPU memory, and no gradient flows into lse (it has no lse input).
+- "reference": the reference's autograd recomputation (fastna.reference under
+  torch.utils.checkpoint, memory-bounded, slow).
+
+FASTNA_FUSED_BACKWARD=fused|naive|reference forces one (auto/empty = the order above); a
+forced mode that cannot run this call falls back as above (fused -> naive -> reference,
+naive -> reference).  Through the custom op (fastna._ops, the public API's path) the fused
+backward is called directly on the op's saved out/lse when there are no additional KV tokens
+(op_backward), without recomputing the forward.
 
 Tiles: every instance has the per-rank default boxes (1D 64, 2D 8x8, 3D 4x4x4 queries and
 keys).  For rank 2 and head dim 128 the build also holds "q16x8_kv4x8" (query box 16x8, KV
@@ -58,7 +73,9 @@ from ._base import Reason
 name = "fused"
 DTYPES = (torch.float16, torch.bfloat16)
 FWD = "fused_fwd"          # kernel name in build_info()
+BWD = "fused_bwd"
 NAIVE_BWD = "naive_bwd"
+BACKWARD_MODES = ("fused", "naive", "reference")
 MAX_GRID_YZ = 65535        # batch -> gridDim.z, heads -> gridDim.y
 FAST_TILE = "q16x8_kv4x8"
 # Query box extents of each tile (kernel_traits.hpp DefaultBox / the generator's variants).
@@ -90,6 +107,19 @@ def instances():
     return out
 
 
+def bwd_instances():
+    """(rank, dtype name, head_dim, tile, sm, arch) of the compiled fused backward kernels."""
+    info = _ext.build_info()
+    if not info or not info.get("cuda"):
+        return []
+    out = []
+    for entry in info.get("fused_bwd_instances", []):
+        r, dt, hd, tile, sm = entry[:5]
+        arch = str(entry[5]) if len(entry) > 5 else str(sm)
+        out.append((int(r), _ext._dtype_name(dt), int(hd), str(tile), int(sm), arch))
+    return out
+
+
 def _runs_on(sm: int, arch: str, cc: int) -> bool:
     # Same rule as src/dispatch.cpp: "a"/"f" archs only on that exact compute capability.
     return sm == cc if arch[-1:] in ("a", "f") else sm <= cc
@@ -105,6 +135,17 @@ def _device_instances(rank, dtype, device):
         if r == rank and dt == dname and _runs_on(sm, arch, cc):
             found.setdefault(hd, set()).add(tile)
     return found
+
+
+def _bwd_head_dims(rank, dtype, device):
+    """Head dims with a default-tile fused_bwd instance runnable on `device` for (rank, dtype)."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return set()
+    dname = _ext.DTYPE_NAMES.get(dtype)
+    major, minor = torch.cuda.get_device_capability(device)
+    cc = major * 10 + minor
+    return {hd for r, dt, hd, tile, sm, arch in bwd_instances()
+            if r == rank and dt == dname and tile == "default" and _runs_on(sm, arch, cc)}
 
 
 def available() -> bool:
@@ -211,9 +252,40 @@ def _stream(device):
     return torch.cuda.current_stream(device).cuda_stream
 
 
-def _backward_mode(q, k, params, need_lse_grad: bool) -> str:
+def _forced_backward() -> str:
     forced = os.environ.get("FASTNA_FUSED_BACKWARD", "").strip().lower()
-    if need_lse_grad or forced == "reference":
+    if forced in ("", "auto"):
+        return ""
+    if forced not in BACKWARD_MODES:
+        raise ValueError(f"FASTNA_FUSED_BACKWARD={forced!r}: expected one of "
+                         f"{', '.join(BACKWARD_MODES)} or auto")
+    return forced
+
+
+def _fused_backward_ok(q, k, v, params) -> bool:
+    """The fused backward kernel takes this (already padded, aligned) problem."""
+    P = q.shape[-1]
+    if k.shape[-1] != P or v.shape[-1] != P:
+        return False
+    if P not in _bwd_head_dims(params.rank, q.dtype, q.device):
+        return False
+    B, H = q.shape[0], q.shape[-2]
+    if B > MAX_GRID_YZ or H > MAX_GRID_YZ:
+        return False
+    N = math.prod(q.shape[1:params.rank + 1])
+    if -(-B * N * H // 4) > 0x7FFFFFFF:          # preprocess grid: 4 rows per CTA
+        return False
+    return _grid_ok(params, tuple(q.shape[1:params.rank + 1]), "default")
+
+
+def _backward_mode(q, k, params, need_lse_grad: bool, v=None) -> str:
+    """"fused", "naive" or "reference" (module docstring); q/k/v as the kernel got them."""
+    forced = _forced_backward()
+    if forced == "reference":
+        return "reference"
+    if forced in ("", "fused") and _fused_backward_ok(q, k, k if v is None else v, params):
+        return "fused"
+    if need_lse_grad:
         return "reference"
     if not _ext.has_instance(NAIVE_BWD, params.rank, q.dtype, q.device):
         return "reference"
@@ -224,6 +296,40 @@ def _backward_mode(q, k, params, need_lse_grad: bool) -> str:
     workspace = 4 * B * N * H * (2 * math.prod(params.kernel) + 1)
     free, _ = torch.cuda.mem_get_info(q.device)
     return "naive" if workspace <= free // 2 else "reference"
+
+
+def _fp32_arg(t):
+    """(ptr, strides) of a contiguous fp32 [B, *S, H] tensor, with the canonical contiguous
+    strides (the binding checks them exactly; torch may report any stride on size-1 dims)."""
+    strides, acc = [], 1
+    for n in reversed(t.shape):
+        strides.append(acc)
+        acc *= n
+    return (t.data_ptr(), strides[::-1])
+
+
+def _fused_backward(q, k, v, out, lse, pd, dout, dlse):
+    """One call of fastna._C.fused_backward: (dq, dk, dv) shaped like q, k, v.
+
+    q/k/v/out at the compiled head dim P (what the forward kernel got and returned); dout
+    (None = zeros) like out; lse the forward's fp32 [B, *S, H]; dlse None or like lse.  The
+    only place the wrapper touches fastna._C's backward (CPU tests replace it).
+    """
+    C = _ext.load()
+    dout = torch.zeros_like(out) if dout is None else _fit(dout.to(out.dtype))
+    lse = lse.to(torch.float32).contiguous()
+    if dlse is not None:
+        dlse = dlse.to(torch.float32).contiguous()
+    dq = _alloc(q.shape, q.dtype, q.device)
+    dk = _alloc(k.shape, k.dtype, k.device)
+    dv = _alloc(v.shape, v.dtype, v.device)
+    workspace = _alloc(lse.shape, torch.float32, q.device)   # delta
+    with torch.cuda.device(q.device):
+        C.fused_backward(pd, _targ(q), _targ(k), _targ(v), _targ(out), _targ(dout),
+                         _fp32_arg(lse), None if dlse is None else _fp32_arg(dlse),
+                         _targ(dq), _targ(dk), _targ(dv), _stream(q.device),
+                         workspace=_fp32_arg(workspace))
+    return dq, dk, dv
 
 
 def _naive_backward(q, k, v, params, dout):
@@ -278,21 +384,65 @@ class _FusedNA(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, params, pd):
         out, lse = _kernel(q, k, v, params, pd)
-        ctx.save_for_backward(q, k, v)
+        # out and lse are kept only when the fused backward will read them.
+        ctx.keep_out = (any(ctx.needs_input_grad[:3]) and _forced_backward() in ("", "fused")
+                        and _fused_backward_ok(q, k, v, params))
+        ctx.save_for_backward(q, k, v, *((out, lse) if ctx.keep_out else ()))
         ctx.params = params
+        ctx.pd = pd
         ctx.set_materialize_grads(False)
         return out, lse
 
     @staticmethod
     def backward(ctx, dout, dlse):
-        q, k, v = ctx.saved_tensors
+        q, k, v = ctx.saved_tensors[:3]
         if dout is None and dlse is None:
             return None, None, None, None, None
-        if _backward_mode(q, k, ctx.params, dlse is not None) == "naive":
+        mode = _backward_mode(q, k, ctx.params, dlse is not None, v)
+        if mode == "fused" and ctx.keep_out:
+            out, lse = ctx.saved_tensors[3:]
+            dq, dk, dv = _fused_backward(q, k, v, out, lse, ctx.pd, dout, dlse)
+        elif mode == "naive" or (mode == "fused" and dlse is None and
+                                 _ext.has_instance(NAIVE_BWD, ctx.params.rank, q.dtype,
+                                                   q.device)):
             dq, dk, dv = _naive_backward(q, k, v, ctx.params, dout)
         else:
             dq, dk, dv = _reference_backward(q, k, v, ctx.params, dout, dlse)
         return dq, dk, dv, None, None
+
+
+def op_backward(q, k, v, out, lse, params, dout, dlse):
+    """The custom op's (fastna._ops.na_backward) backward for backend "fused" without
+    additional KV tokens: the fused backward kernel on the op's saved out and lse, without
+    recomputing the forward.  Returns (dq, dk, dv), or None when the fused backward does not
+    take the call (FASTNA_FUSED_BACKWARD forcing another mode, no fused_bwd instance, ...):
+    the caller then differentiates forward() as for any backend.
+
+    out [B, *S, H, Dv] and lse [B, *S, H] are what forward() returned: the kernel's out (at
+    the padded head dim P) sliced to Dv, and its lse; the padded columns of the kernel's out
+    are exactly zero (v was zero-padded), so zero-padding out back to P restores it.
+    """
+    if q.shape[0] == 0 or (dout is None and dlse is None):
+        return None
+    if _forced_backward() not in ("", "fused") or not _bwd_head_dims(params.rank, q.dtype,
+                                                                      q.device):
+        return None
+    D, Dv = q.shape[-1], v.shape[-1]
+    P = _head_dim_for(D, Dv, _device_instances(params.rank, q.dtype, q.device))
+    if P is None:
+        return None
+    qp, kp, vp = _fit(_pad_last(q, P)), _fit(_pad_last(k, P)), _fit(_pad_last(v, P))
+    if not _fused_backward_ok(qp, kp, vp, params):
+        return None
+    outp = _fit(_pad_last(out.to(q.dtype), P))
+    doutp = None if dout is None else _pad_last(dout.to(q.dtype), P)
+    pd = _params_dict(params, qp, kp, vp, "default")
+    dq, dk, dv = _fused_backward(qp, kp, vp, outp, lse, pd, doutp, dlse)
+    if P != D:
+        dq, dk = dq[..., :D], dk[..., :D]
+    if P != Dv:
+        dv = dv[..., :Dv]
+    return dq, dk, dv
 
 
 def _pad_last(t, size):
