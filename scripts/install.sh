@@ -24,5 +24,5 @@ log=$(mktemp)
 if ! "$PY" -m pip install -v --no-build-isolation --no-deps . >"$log" 2>&1; then
   tail -n 80 "$log"; echo "fastna: build failed (full log: $log)" >&2; exit 1
 fi
-grep -E "^-- fastna" "$log" || true
+grep -E -- "-- fastna" "$log" | sed "s/^ *//" || true
 grep -E "^Successfully installed" "$log"
