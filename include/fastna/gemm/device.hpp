@@ -1,0 +1,216 @@
+// Device-level API of GEMM-based neighborhood attention (legacy unfused ops, DESIGN.md section 2,
+// heads-last layout; sm80-class tensor-core kernels, fp16 / bf16 inputs, fp32 accumulation).
+//
+//   PN (qk):  attn[b, i, h, w] = q_i . k_{n(i,w)} (+ rpb[h, j' - i' + K - 1]);  causal slots past
+//             the window end = -inf.  No softmax scale.
+//   NN (av):  out[b, i, h] = sum_w attn[b, i, h, w] x_{n(i,w)}  (x = V; also dQ = dAttn K)
+//   IN:       out[b, j, h_kv] = sum_{h in group(h_kv)} sum_{i: j in N(i)} attn[b, i, h, w(i,j)] x[b, i, h]
+//             (dK = dAttn^T Q with x = Q, dV = attn^T dO with x = dO)
+//
+//   using Qk = fastna::gemm_na::PN<2, cutlass::half_t, 64>;          // attn in half_t
+//   Qk::Arguments a{problem, q, k, attn, rpb};
+//   if (Qk::can_implement(a) == cutlass::Status::kSuccess) Qk::run(a, stream);
+//
+// Attention-weight dtype (AttnElem): the input dtype by default, as NATTEN's qk wrote and as
+// fastna.ops_unfused's reference returns; `float` is accepted too (PN then stores the fp32
+// accumulator + rpb unrounded; NN / IN read it and round to Element for the MMA).
+// Conditions (can_implement): stride 1 on every axis (legacy ops), K * d <= L, H % H_kv == 0,
+// num_extra == 0 (the E extra slots of NATTEN's additional keys are the caller's business),
+// B and H <= 65535, head dim == HeadDim (PN: problem.dim; NN / IN: Arguments::head_dim or,
+// when 0, problem.dim_v), token tensors with a contiguous head dim, 16-byte aligned pointers and
+// strides that are multiples of 8 elements; attn: slot stride 1, non-null; rpb (PN): only for odd
+// K on non-causal axes, contiguous [H, 2K_1-1, ..., 2K_r-1] in Element.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <cutlass/cutlass.h>
+
+#include <cstdint>
+
+#include "fastna/gemm/common.hpp"
+#include "fastna/gemm/kernel_gather.hpp"
+#include "fastna/gemm/kernel_pn.hpp"
+#include "fastna/problem.hpp"
+
+namespace fastna {
+namespace gemm_na {
+
+namespace detail {
+
+template <int Rank>
+cutlass::Status check_problem(NaProblem<Rank> const& p) {
+  if (p.batch <= 0 || p.heads <= 0 || p.heads_kv <= 0 || p.heads % p.heads_kv != 0)
+    return cutlass::Status::kErrorInvalidProblem;
+  if (p.batch > 65535 || p.heads > 65535) return cutlass::Status::kErrorInvalidProblem;
+  if (p.num_extra != 0) return cutlass::Status::kErrorNotSupported;
+  for (int a = 0; a < Rank; ++a) {
+    AxisParams const& ax = p.axis[a];
+    if (ax.length <= 0 || ax.kernel < 1 || ax.dilation < 1 || int64_t(ax.kernel) * ax.dilation > ax.length)
+      return cutlass::Status::kErrorInvalidProblem;
+    if (ax.stride != 1) return cutlass::Status::kErrorNotSupported;  // legacy ops: no stride
+  }
+  return cutlass::Status::kSuccess;
+}
+
+template <int Rank, class Box>
+int64_t grid_x(NaProblem<Rank> const& p) {
+  int64_t x = 1;
+  for (int a = 0; a < Rank; ++a) x *= int64_t(p.axis[a].dilation) * tiles_per_group(p.axis[a], Box::extent(a));
+  return x;
+}
+
+template <class T, int Rank>
+bool view_ok(TokenTensor<T, Rank> const& t) {
+  if (t.ptr == nullptr || t.stride_dim != 1) return false;
+  if (reinterpret_cast<uintptr_t>(t.ptr) % 16 != 0) return false;
+  if (t.stride_batch % 8 != 0 || t.stride_head % 8 != 0) return false;
+  for (int a = 0; a < Rank; ++a)
+    if (t.stride_spatial[a] % 8 != 0) return false;
+  return true;
+}
+
+template <class T>
+bool attn_ok(AttnView<T> const& v) {
+  return v.ptr != nullptr && reinterpret_cast<uintptr_t>(v.ptr) % alignof(T) == 0;
+}
+
+}  // namespace detail
+
+// ------------------------------------------------------------------------------------------- PN
+template <int Rank, class Element, int HeadDim, class AttnElem = Element,
+          class QBox = typename DefaultBox<Rank>::type, class KBox = typename DefaultBox<Rank>::type>
+class PN {
+ public:
+  using Traits = PNTraits<Rank, Element, HeadDim, QBox, KBox>;
+  using Params = PNParams<Rank, Element, AttnElem>;
+
+  struct Arguments {
+    NaProblem<Rank> problem;
+    TokenTensor<Element const, Rank> q;  // [B, *S, H, D]
+    TokenTensor<Element const, Rank> k;  // [B, *S, H_kv, D]
+    AttnView<AttnElem> attn;             // [B, N, H, >= prod(K)]
+    Element const* rpb = nullptr;        // optional [H, 2K_1-1, ...] contiguous
+  };
+
+  static cutlass::Status can_implement(Arguments const& args) {
+    NaProblem<Rank> const& p = args.problem;
+    cutlass::Status st = detail::check_problem(p);
+    if (st != cutlass::Status::kSuccess) return st;
+    if (p.dim != HeadDim) return cutlass::Status::kErrorInvalidProblem;
+    if (args.rpb != nullptr)
+      for (int a = 0; a < Rank; ++a)
+        if (p.axis[a].causal || p.axis[a].kernel % 2 == 0) return cutlass::Status::kErrorNotSupported;
+    if (detail::grid_x<Rank, QBox>(p) > 0x7fffffff) return cutlass::Status::kErrorInvalidProblem;
+    if (!detail::view_ok(args.q) || !detail::view_ok(args.k) || !detail::attn_ok(args.attn))
+      return cutlass::Status::kErrorMisalignedOperand;
+    return cutlass::Status::kSuccess;
+  }
+
+  static size_t get_workspace_size(Arguments const&) { return 0; }
+
+  static Params to_params(Arguments const& args) {
+    Params params;
+    params.problem = args.problem;
+    params.q = args.q;
+    params.k = args.k;
+    params.attn = args.attn;
+    params.rpb = args.rpb;
+    for (int a = 0; a < Rank; ++a) params.tiles_per_group[a] = tiles_per_group(args.problem.axis[a], QBox::extent(a));
+    return params;
+  }
+
+  static dim3 grid_shape(Arguments const& args) {
+    return dim3(static_cast<unsigned>(detail::grid_x<Rank, QBox>(args.problem)),
+                static_cast<unsigned>(args.problem.heads), static_cast<unsigned>(args.problem.batch));
+  }
+
+  static cutlass::Status run(Arguments const& args, cudaStream_t stream = nullptr, void* workspace = nullptr) {
+    (void)workspace;
+    cutlass::Status st = can_implement(args);
+    if (st != cutlass::Status::kSuccess) return st;
+    auto kernel = na_pn_kernel<Traits, AttnElem>;
+    constexpr int smem = static_cast<int>(Traits::kSmemBytes);
+    if (smem > 48 * 1024) {
+      if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
+        return cutlass::Status::kErrorInternal;
+    }
+    kernel<<<grid_shape(args), Traits::kThreads, smem, stream>>>(to_params(args));
+    return cudaGetLastError() == cudaSuccess ? cutlass::Status::kSuccess : cutlass::Status::kErrorInternal;
+  }
+};
+
+// ------------------------------------------------------------------------------- NN and IN
+// kInverse = false: NN; true: IN.  RowBox: output tokens per CTA; InnerBox: reduction tokens.
+template <bool kInverse, int Rank, class Element, int HeadDim, class AttnElem, class RowBox, class InnerBox>
+class GatherOp {
+ public:
+  using Traits = GatherTraits<Rank, Element, HeadDim, RowBox, InnerBox>;
+  using Params = GatherParams<Rank, Element, AttnElem>;
+
+  struct Arguments {
+    NaProblem<Rank> problem;
+    AttnView<AttnElem const> attn;       // [B, N, H, >= prod(K)] (query heads)
+    TokenTensor<Element const, Rank> x;  // NN: [B, *S, H_kv, HeadDim]; IN: [B, *S, H, HeadDim]
+    TokenTensor<Element, Rank> out;      // NN: [B, *S, H, HeadDim];   IN: [B, *S, H_kv, HeadDim]
+    int32_t head_dim = 0;                // columns of x / out; 0 = problem.dim_v
+  };
+
+  static cutlass::Status can_implement(Arguments const& args) {
+    NaProblem<Rank> const& p = args.problem;
+    cutlass::Status st = detail::check_problem(p);
+    if (st != cutlass::Status::kSuccess) return st;
+    const int32_t d = args.head_dim != 0 ? args.head_dim : p.dim_v;
+    if (d != HeadDim) return cutlass::Status::kErrorInvalidProblem;
+    if (detail::grid_x<Rank, RowBox>(p) > 0x7fffffff) return cutlass::Status::kErrorInvalidProblem;
+    if (!detail::view_ok(args.x) || !detail::view_ok(args.out) || !detail::attn_ok(args.attn))
+      return cutlass::Status::kErrorMisalignedOperand;
+    return cutlass::Status::kSuccess;
+  }
+
+  static size_t get_workspace_size(Arguments const&) { return 0; }
+
+  static Params to_params(Arguments const& args) {
+    Params params;
+    params.problem = args.problem;
+    params.attn = args.attn;
+    params.x = args.x;
+    params.out = args.out;
+    for (int a = 0; a < Rank; ++a) params.tiles_per_group[a] = tiles_per_group(args.problem.axis[a], RowBox::extent(a));
+    return params;
+  }
+
+  static dim3 grid_shape(Arguments const& args) {
+    const int heads = kInverse ? args.problem.heads_kv : args.problem.heads;
+    return dim3(static_cast<unsigned>(detail::grid_x<Rank, RowBox>(args.problem)), static_cast<unsigned>(heads),
+                static_cast<unsigned>(args.problem.batch));
+  }
+
+  static cutlass::Status run(Arguments const& args, cudaStream_t stream = nullptr, void* workspace = nullptr) {
+    (void)workspace;
+    cutlass::Status st = can_implement(args);
+    if (st != cutlass::Status::kSuccess) return st;
+    auto kernel = na_gather_kernel<Traits, kInverse, AttnElem>;
+    constexpr int smem = static_cast<int>(Traits::kSmemBytes);
+    // The static shared arrays (NN row windows) come on top of the dynamic size.
+    if (smem > 40 * 1024) {
+      if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
+        return cutlass::Status::kErrorInternal;
+    }
+    kernel<<<grid_shape(args), Traits::kThreads, smem, stream>>>(to_params(args));
+    return cudaGetLastError() == cudaSuccess ? cutlass::Status::kSuccess : cutlass::Status::kErrorInternal;
+  }
+};
+
+// NN (av; also dQ = dAttn K with x = K, head_dim = D).  One CTA per query box x head x batch.
+template <int Rank, class Element, int HeadDim, class AttnElem = Element,
+          class QBox = typename DefaultBox<Rank>::type, class KBox = typename DefaultBox<Rank>::type>
+using NN = GatherOp<false, Rank, Element, HeadDim, AttnElem, QBox, KBox>;
+
+// IN (dK = dAttn^T Q, dV = attn^T dO).  One CTA per key box x kv head x batch; sums the GQA
+// group's query heads.
+template <int Rank, class Element, int HeadDim, class AttnElem = Element,
+          class KBox = typename DefaultBox<Rank>::type, class QBox = typename DefaultBox<Rank>::type>
+using IN = GatherOp<true, Rank, Element, HeadDim, AttnElem, KBox, QBox>;
+
+}  // namespace gemm_na
+}  // namespace fastna

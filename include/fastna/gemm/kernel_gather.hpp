@@ -1,0 +1,270 @@
+// NN (av) and IN (inverse neighborhood) kernels of GEMM-based neighborhood attention
+// (sm80-class: mma.sync + cp.async + ldmatrix).  Both are the same tile GEMM
+//     acc[rows x D] += P[rows x inner] * X[inner x D]
+// over boxes of tokens of one dilation group:
+//   NN (kInverse = false): rows = a query box, inner = boxes of its key range (union of the
+//       windows, key_range_for_query_tile), X = V (or K for dQ = dAttn K), kv head of h;
+//       P[i, j] = attn[i, h, w(i, j)] if key j is in query i's window, else 0.
+//   IN (kInverse = true): rows = a key box, inner = boxes of its query range
+//       (query_range_for_key_tile), for every query head h of the kv head's GQA group;
+//       X = Q or dO of head h; P[j, i] = attn[i, h, w(i, j)] if j is in i's window, else 0.
+//       out[j, h_kv] = sum over the group's heads and the queries seeing j (dK = dAttn^T Q,
+//       dV = attn^T dO).
+// P is gathered (regular loads, converted to Element) into swizzled shared memory and read
+// with ldmatrix as the A operand; X is loaded by box with cp.async and read transposed with
+// ldmatrix.trans as the B operand, as V in the fused forward.  Both are double-buffered.
+// Slots outside the window (causal -inf) are never read.  Every output row is written by one
+// CTA (no atomics): rows nobody contributes to get 0.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cute/arch/copy_sm80.hpp>
+#include <cutlass/numeric_types.h>
+
+#include <cstdint>
+
+#include "fastna/fused/kernel.hpp"
+#include "fastna/gemm/common.hpp"
+#include "fastna/index_math.hpp"
+#include "fastna/problem.hpp"
+
+namespace fastna {
+namespace gemm_na {
+
+template <int Rank, class Element, class AttnElem>
+struct GatherParams {
+  NaProblem<Rank> problem;
+  AttnView<AttnElem const> attn;     // query heads
+  TokenTensor<Element const, Rank> x;  // NN: kv heads (V or K); IN: query heads (dO or Q)
+  TokenTensor<Element, Rank> out;      // NN: query heads; IN: kv heads
+  int32_t tiles_per_group[Rank];       // row boxes per dilation group and axis
+};
+
+template <class Traits, bool kInverse, class AttnElem>
+__global__ void __launch_bounds__(Traits::kThreads)
+    na_gather_kernel(GatherParams<Traits::kRank, typename Traits::Element, AttnElem> const params) {
+  using namespace cute;
+  using Element = typename Traits::Element;
+  using RowBox = typename Traits::QBox;
+  using InnerBox = typename Traits::KBox;
+  using SmemLayoutP = typename Traits::SmemLayoutP;
+  constexpr int R = Traits::kRank;
+  constexpr int kBlockM = Traits::kBlockM;
+  constexpr int kBlockN = Traits::kBlockN;
+  constexpr int kHeadDim = Traits::kHeadDim;
+  constexpr int kThreads = Traits::kThreads;
+
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  Element* smem_p = reinterpret_cast<Element*>(smem_raw);          // [stage][kBlockM x kBlockN]
+  Element* smem_x = smem_p + Traits::kStages * Traits::kElemsP;    // [stage][kBlockN x D]
+  // NN only: window (group-local) and attention-row offset of each query row.
+  __shared__ int s_wbeg[kInverse ? 1 : kBlockM][R];
+  __shared__ int s_wend[kInverse ? 1 : kBlockM][R];
+  __shared__ int64_t s_base[kInverse ? 1 : kBlockM];  // -1: row outside the group
+
+  const int tid = threadIdx.x;
+  const NaProblem<R>& prob = params.problem;
+  const int h = blockIdx.y;  // NN: query head; IN: kv head
+  const int b = blockIdx.z;
+  const int group_size = prob.heads / prob.heads_kv;
+
+  // ---- which row box; the inner range per axis ----
+  int group[R], r0[R], rlim[R], glen[R];
+  Range irange[R];
+  int n_itiles[R];
+  int n_boxes = 1;
+  {
+    int bx = blockIdx.x;
+#pragma unroll
+    for (int a = R - 1; a >= 0; --a) {
+      const int tpg = params.tiles_per_group[a];
+      const int n = prob.axis[a].dilation * tpg;
+      const int idx = bx % n;
+      bx /= n;
+      group[a] = idx / tpg;
+      r0[a] = (idx % tpg) * RowBox::extent(a);
+    }
+    bool empty = false;
+#pragma unroll
+    for (int a = 0; a < R; ++a) {
+      glen[a] = group_length(prob.axis[a], group[a]);
+      empty = empty || (r0[a] >= glen[a]);
+      rlim[a] = imin(r0[a] + RowBox::extent(a), glen[a]);
+      const Range rows{r0[a], rlim[a]};
+      irange[a] = kInverse ? query_range_for_key_tile(prob.axis[a], rows, glen[a])
+                           : key_range_for_query_tile(prob.axis[a], rows, glen[a]);
+      n_itiles[a] = (irange[a].size() + InnerBox::extent(a) - 1) / InnerBox::extent(a);
+      n_boxes *= n_itiles[a];
+    }
+    if (empty) return;  // uniform over the CTA
+  }
+  int ilim[R];
+#pragma unroll
+  for (int a = 0; a < R; ++a) ilim[a] = irange[a].end;
+  const int n_iter = n_boxes * (kInverse ? group_size : 1);
+
+  // Iteration t: head (IN: query head of the group, head-major) and inner box origin.
+  auto iter_info = [&](int t, int& head, int (&origin)[R]) {
+    int box = t;
+    if (kInverse) {
+      head = h * group_size + t / n_boxes;
+      box = t % n_boxes;
+    } else {
+      head = h;
+    }
+#pragma unroll
+    for (int a = R - 1; a >= 0; --a) {
+      origin[a] = irange[a].begin + (box % n_itiles[a]) * InnerBox::extent(a);
+      box /= n_itiles[a];
+    }
+  };
+
+  if (!kInverse) {
+    for (int row = tid; row < kBlockM; row += kThreads) {
+      int off[R];
+      RowBox::unflatten(row, off);
+      bool valid = true;
+      int coord[R];
+#pragma unroll
+      for (int a = 0; a < R; ++a) {
+        const int i_loc = r0[a] + off[a];
+        valid = valid && (i_loc < rlim[a]);
+        const Range w = window_s1(prob.axis[a], imin(i_loc, glen[a] - 1), glen[a]);
+        s_wbeg[row][a] = w.begin;
+        s_wend[row][a] = w.end;
+        coord[a] = i_loc * prob.axis[a].dilation + group[a];
+      }
+      s_base[row] = valid ? params.attn.offset(b, flatten(coord, prob.axis), h) : int64_t(-1);
+    }
+    __syncthreads();
+  }
+
+  // Gathers P for iteration t into stage `stage` (plain loads; stores to swizzled smem).
+  auto gather_p = [&](int t, int stage) {
+    int head, origin[R];
+    iter_info(t, head, origin);
+    Element* sp = smem_p + stage * Traits::kElemsP;
+    if (!kInverse) {
+      // rows = queries (window from smem), cols = keys; keys fastest: consecutive slots.
+      for (int idx = tid; idx < kBlockM * kBlockN; idx += kThreads) {
+        const int row = idx / kBlockN;
+        const int col = idx % kBlockN;
+        int off[R];
+        InnerBox::unflatten(col, off);
+        const int64_t base = s_base[row];
+        bool in = base >= 0;
+        int slot = 0;
+#pragma unroll
+        for (int a = 0; a < R; ++a) {
+          const int kl = origin[a] + off[a];
+          in = in && (s_wbeg[row][a] <= kl) && (kl < s_wend[row][a]);
+          slot = slot * prob.axis[a].kernel + (kl - s_wbeg[row][a]);
+        }
+        const float v = in ? to_float(params.attn.ptr[base + slot]) : 0.f;
+        sp[SmemLayoutP{}(row, col)] = static_cast<Element>(v);
+      }
+    } else {
+      // rows = keys, cols = queries; keys fastest: consecutive slots of one query.
+      for (int idx = tid; idx < kBlockM * kBlockN; idx += kThreads) {
+        const int col = idx / kBlockM;
+        const int row = idx % kBlockM;
+        int roff[R], coff[R];
+        RowBox::unflatten(row, roff);
+        InnerBox::unflatten(col, coff);
+        bool in = true;
+        int slot = 0;
+        int coord[R];
+#pragma unroll
+        for (int a = 0; a < R; ++a) {
+          const int kl = r0[a] + roff[a];
+          const int ql = origin[a] + coff[a];
+          in = in && (kl < rlim[a]) && (ql < ilim[a]);
+          const Range w = window_s1(prob.axis[a], imin(ql, glen[a] - 1), glen[a]);
+          in = in && (w.begin <= kl) && (kl < w.end);
+          slot = slot * prob.axis[a].kernel + (kl - w.begin);
+          coord[a] = ql * prob.axis[a].dilation + group[a];
+        }
+        float v = 0.f;
+        if (in) v = to_float(params.attn.ptr[params.attn.offset(b, flatten(coord, prob.axis), head) + slot]);
+        sp[SmemLayoutP{}(row, col)] = static_cast<Element>(v);
+      }
+    }
+  };
+  auto load_x = [&](int t, int stage) {
+    int head, origin[R];
+    iter_info(t, head, origin);
+    const int xh = kInverse ? head : prob.kv_head(h);
+    fused::detail::load_box<Traits, InnerBox, typename Traits::SmemLayoutKV>(
+        params.x, b, xh, smem_x + stage * Traits::kElemsKV, origin, ilim, group, prob.axis, tid);
+  };
+
+  // ---- MMA partitions ----
+  typename Traits::TiledMma tiled_mma;
+  auto thr_mma = tiled_mma.get_thread_slice(tid);
+  Tensor sP0 = make_tensor(make_smem_ptr(smem_p), SmemLayoutP{});
+  Tensor sXt0 = make_tensor(make_smem_ptr(smem_x), typename Traits::SmemLayoutVt{});
+  Tensor tCrP = thr_mma.partition_fragment_A(sP0);   // (MMA, MMA_M, MMA_K)
+  Tensor tCrX = thr_mma.partition_fragment_B(sXt0);  // (MMA, MMA_D, MMA_K)
+  Tensor acc = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+  clear(acc);
+  auto copy_p = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
+  auto thr_copy_p = copy_p.get_thread_slice(tid);
+  Tensor tCrP_v = thr_copy_p.retile_D(tCrP);
+  auto copy_x = make_tiled_copy_B(typename Traits::SmemCopyAtomT{}, tiled_mma);
+  auto thr_copy_x = copy_x.get_thread_slice(tid);
+  Tensor tCrX_v = thr_copy_x.retile_D(tCrX);
+
+  // ---- prologue ----
+  if (n_iter > 0) {
+    load_x(0, 0);
+    gather_p(0, 0);
+  }
+  cp_async_fence();
+
+  // ---- mainloop ----
+  for (int t = 0; t < n_iter; ++t) {
+    const int stage = t & 1;
+    if (t + 1 < n_iter) {
+      load_x(t + 1, stage ^ 1);
+      gather_p(t + 1, stage ^ 1);
+    }
+    cp_async_fence();
+    cp_async_wait<1>();
+    __syncthreads();
+
+    Tensor sP = make_tensor(make_smem_ptr(smem_p + stage * Traits::kElemsP), SmemLayoutP{});
+    Tensor sXt = make_tensor(make_smem_ptr(smem_x + stage * Traits::kElemsKV), typename Traits::SmemLayoutVt{});
+    Tensor tCsP = thr_copy_p.partition_S(sP);
+    Tensor tCsX = thr_copy_x.partition_S(sXt);
+#pragma unroll
+    for (int kk = 0; kk < size<2>(tCrP); ++kk) {
+      copy(copy_p, tCsP(_, _, kk), tCrP_v(_, _, kk));
+      copy(copy_x, tCsX(_, _, kk), tCrX_v(_, _, kk));
+      cute::gemm(tiled_mma, tCrP(_, _, kk), tCrX(_, _, kk), acc);
+    }
+    __syncthreads();  // this stage is refilled by the next iteration
+  }
+  cp_async_wait<0>();
+
+  // ---- epilogue: rows of the box inside the group -> out[b, token, h, :] ----
+  Tensor cO = make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{});
+  Tensor tOcO = thr_mma.partition_C(cO);
+#pragma unroll
+  for (int i = 0; i < size(acc); ++i) {
+    const int row = get<0>(tOcO(i));
+    const int col = get<1>(tOcO(i));
+    int off[R];
+    RowBox::unflatten(row, off);
+    bool valid = true;
+    int coord[R];
+#pragma unroll
+    for (int a = 0; a < R; ++a) {
+      valid = valid && (r0[a] + off[a] < rlim[a]);
+      coord[a] = (r0[a] + off[a]) * prob.axis[a].dilation + group[a];
+    }
+    if (valid) params.out.at(b, coord, h)[col] = static_cast<Element>(acc(i));
+  }
+}
+
+}  // namespace gemm_na
+}  // namespace fastna

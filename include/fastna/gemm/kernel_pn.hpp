@@ -1,0 +1,262 @@
+// PN (qk) kernel of GEMM-based neighborhood attention (sm80-class: mma.sync + cp.async + ldmatrix).
+//
+// One CTA = one query box (group-local coordinates of one dilation group) x one head x one batch.
+// Its key box is the union of the queries' windows (per-axis key_range_for_query_tile), visited
+// in KV boxes double-buffered through cp.async.  Each KV box gives a dense S = Q K^T tile on
+// tensor cores; the epilogue scatters S[i, j] (+ rpb) into window slot w(i, j) of query i's
+// attention row and skips keys outside i's window.  Every (query, window key) pair lies in
+// exactly one KV box, so every valid slot is written exactly once; causal slots beyond the
+// window end are written -inf at the end.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cute/arch/copy_sm80.hpp>
+#include <cutlass/numeric_types.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "fastna/fused/kernel.hpp"
+#include "fastna/gemm/common.hpp"
+#include "fastna/index_math.hpp"
+#include "fastna/problem.hpp"
+
+namespace fastna {
+namespace gemm_na {
+
+template <int Rank, class Element, class AttnElem>
+struct PNParams {
+  NaProblem<Rank> problem;
+  TokenTensor<Element const, Rank> q, k;
+  AttnView<AttnElem> attn;
+  Element const* rpb = nullptr;    // optional, contiguous [H, 2K_1-1, ..., 2K_r-1]
+  int32_t tiles_per_group[Rank];   // query boxes per dilation group and axis
+};
+
+template <class Traits, class AttnElem>
+__global__ void __launch_bounds__(Traits::kThreads)
+    na_pn_kernel(PNParams<Traits::kRank, typename Traits::Element, AttnElem> const params) {
+  using namespace cute;
+  using Element = typename Traits::Element;
+  using QBox = typename Traits::QBox;
+  using KBox = typename Traits::KBox;
+  constexpr int R = Traits::kRank;
+  constexpr int kBlockM = Traits::kBlockM;
+  constexpr int kBlockN = Traits::kBlockN;
+
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  Element* smem_q = reinterpret_cast<Element*>(smem_raw);
+  Element* smem_k = smem_q + Traits::kElemsQ;  // [stage][kBlockN x D]
+
+  const int tid = threadIdx.x;
+  const NaProblem<R>& prob = params.problem;
+  const int h = blockIdx.y;
+  const int b = blockIdx.z;
+  const int h_kv = prob.kv_head(h);
+
+  // ---- which query box: blockIdx.x enumerates (group, tile) per axis, last axis fastest ----
+  int group[R], q0[R], qlim[R], glen[R];
+  Range krange[R];
+  int n_ktiles[R];
+  int n_kv = 1;
+  {
+    int bx = blockIdx.x;
+#pragma unroll
+    for (int a = R - 1; a >= 0; --a) {
+      const int tpg = params.tiles_per_group[a];
+      const int n = prob.axis[a].dilation * tpg;
+      const int idx = bx % n;
+      bx /= n;
+      group[a] = idx / tpg;
+      q0[a] = (idx % tpg) * QBox::extent(a);
+    }
+    bool empty = false;
+#pragma unroll
+    for (int a = 0; a < R; ++a) {
+      glen[a] = group_length(prob.axis[a], group[a]);
+      empty = empty || (q0[a] >= glen[a]);
+      qlim[a] = imin(q0[a] + QBox::extent(a), glen[a]);
+      krange[a] = key_range_for_query_tile(prob.axis[a], Range{q0[a], qlim[a]}, glen[a]);
+      n_ktiles[a] = (krange[a].size() + KBox::extent(a) - 1) / KBox::extent(a);
+      n_kv *= n_ktiles[a];
+    }
+    if (empty) return;  // a box past the end of a shorter dilation group: uniform over the CTA
+  }
+  int klim[R];
+#pragma unroll
+  for (int a = 0; a < R; ++a) klim[a] = krange[a].end;
+
+  auto kv_origin = [&](int j, int (&origin)[R]) {
+#pragma unroll
+    for (int a = R - 1; a >= 0; --a) {
+      origin[a] = krange[a].begin + (j % n_ktiles[a]) * KBox::extent(a);
+      j /= n_ktiles[a];
+    }
+  };
+
+  // Slot strides (row-major over K) and rpb strides (row-major over 2K-1).
+  int kstride[R], rstride[R];
+  int rpb_head = 1;
+  {
+    int ks = 1, rs = 1;
+#pragma unroll
+    for (int a = R - 1; a >= 0; --a) {
+      kstride[a] = ks;
+      rstride[a] = rs;
+      ks *= prob.axis[a].kernel;
+      rs *= 2 * prob.axis[a].kernel - 1;
+    }
+    rpb_head = rs;
+  }
+  Element const* rpb = params.rpb == nullptr ? nullptr : params.rpb + int64_t(h) * rpb_head;
+
+  // ---- prologue: Q and the first K tile ----
+  fused::detail::load_box<Traits, QBox, typename Traits::SmemLayoutQ>(params.q, b, h, smem_q, q0, qlim, group,
+                                                                     prob.axis, tid);
+  if (n_kv > 0) {
+    int origin[R];
+    kv_origin(0, origin);
+    fused::detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(params.k, b, h_kv, smem_k, origin, klim,
+                                                                        group, prob.axis, tid);
+  }
+  cp_async_fence();
+
+  // ---- MMA partitions (as in the fused forward) ----
+  typename Traits::TiledMma tiled_mma;
+  auto thr_mma = tiled_mma.get_thread_slice(tid);
+  Tensor sQ = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutQ{});
+  Tensor sK0 = make_tensor(make_smem_ptr(smem_k), typename Traits::SmemLayoutKV{});
+  Tensor tSrQ = thr_mma.partition_fragment_A(sQ);   // (MMA, MMA_M, MMA_K)
+  Tensor tSrK = thr_mma.partition_fragment_B(sK0);  // (MMA, MMA_N, MMA_K)
+
+  auto copy_q = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
+  auto thr_copy_q = copy_q.get_thread_slice(tid);
+  Tensor tSsQ = thr_copy_q.partition_S(sQ);
+  Tensor tSrQ_v = thr_copy_q.retile_D(tSrQ);
+  auto copy_k = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, tiled_mma);
+  auto thr_copy_k = copy_k.get_thread_slice(tid);
+  Tensor tSrK_v = thr_copy_k.retile_D(tSrK);
+
+  Tensor cS = make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{});
+  Tensor tScS = thr_mma.partition_C(cS);
+  // Accumulator ((2,2), M, N): flat i = v0 + 2*r + 4*M*n with row slot r = v1 + 2*m.
+  constexpr int kM = decltype(size<1>(tScS))::value;
+  constexpr int kN = decltype(size<2>(tScS))::value;
+  constexpr int kRows = 2 * kM;
+
+  // Per row of this thread: validity, group-local query coords, window, attention row offset.
+  bool rvalid[kRows];
+  int il[kRows][R], wbeg[kRows][R], wend[kRows][R];
+  int64_t rbase[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int row = get<0>(tScS(2 * r));
+    int off[R];
+    QBox::unflatten(row, off);
+    bool valid = true;
+    int coord[R];
+#pragma unroll
+    for (int a = 0; a < R; ++a) {
+      il[r][a] = q0[a] + off[a];
+      valid = valid && (il[r][a] < qlim[a]);
+      const Range w = window_s1(prob.axis[a], imin(il[r][a], glen[a] - 1), glen[a]);
+      wbeg[r][a] = w.begin;
+      wend[r][a] = w.end;
+      coord[a] = il[r][a] * prob.axis[a].dilation + group[a];
+    }
+    rvalid[r] = valid;
+    rbase[r] = valid ? params.attn.offset(b, flatten(coord, prob.axis), h) : 0;
+  }
+
+  // ---- mainloop over KV boxes ----
+  for (int j = 0; j < n_kv; ++j) {
+    const int stage = j & 1;
+    if (j + 1 < n_kv) {
+      int origin[R];
+      kv_origin(j + 1, origin);
+      fused::detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
+          params.k, b, h_kv, smem_k + (stage ^ 1) * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
+    }
+    cp_async_fence();
+    cp_async_wait<1>();
+    __syncthreads();
+
+    Tensor sK = make_tensor(make_smem_ptr(smem_k + stage * Traits::kElemsKV), typename Traits::SmemLayoutKV{});
+    Tensor tSsK = thr_copy_k.partition_S(sK);
+    Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
+    clear(acc_s);
+#pragma unroll
+    for (int kk = 0; kk < size<2>(tSrQ); ++kk) {
+      copy(copy_q, tSsQ(_, _, kk), tSrQ_v(_, _, kk));
+      copy(copy_k, tSsK(_, _, kk), tSrK_v(_, _, kk));
+      cute::gemm(tiled_mma, tSrQ(_, _, kk), tSrK(_, _, kk), acc_s);
+    }
+
+    // Epilogue of this tile: scatter S[i, j] into slot w(i, j) where j is in i's window.
+    int origin[R];
+    kv_origin(j, origin);
+#pragma unroll
+    for (int n = 0; n < kN; ++n) {
+#pragma unroll
+      for (int v0 = 0; v0 < 2; ++v0) {
+        const int col = get<1>(tScS(v0 + 4 * kM * n));
+        int off[R];
+        KBox::unflatten(col, off);
+        int kl[R];
+#pragma unroll
+        for (int a = 0; a < R; ++a) kl[a] = origin[a] + off[a];
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+          bool in = rvalid[r];
+          int slot = 0, rel = 0;
+#pragma unroll
+          for (int a = 0; a < R; ++a) {
+            in = in && (wbeg[r][a] <= kl[a]) && (kl[a] < wend[r][a]);
+            slot += (kl[a] - wbeg[r][a]) * kstride[a];
+            rel += (kl[a] - il[r][a] + prob.axis[a].kernel - 1) * rstride[a];
+          }
+          if (in) {
+            float val = acc_s(v0 + 2 * r + 4 * kM * n);
+            if (rpb != nullptr) val += static_cast<float>(rpb[rel]);
+            params.attn.ptr[rbase[r] + slot] = static_cast<AttnElem>(val);
+          }
+        }
+      }
+    }
+    __syncthreads();  // this stage is refilled by the next iteration's prefetch
+  }
+  cp_async_wait<0>();
+
+  // ---- causal: slots whose key lies past the window end hold -inf ----
+  bool any_causal = false;
+#pragma unroll
+  for (int a = 0; a < R; ++a) any_causal = any_causal || prob.axis[a].causal;
+  if (any_causal) {
+    const int W = prob.window_size();
+    for (int idx = tid; idx < kBlockM * W; idx += Traits::kThreads) {
+      const int row = idx / W;
+      int w = idx - row * W;
+      int off[R];
+      QBox::unflatten(row, off);
+      bool valid = true, invalid_slot = false;
+      int coord[R];
+#pragma unroll
+      for (int a = R - 1; a >= 0; --a) {
+        const int K = prob.axis[a].kernel;
+        const int ka = w % K;
+        w /= K;
+        const int i_loc = q0[a] + off[a];
+        valid = valid && (i_loc < qlim[a]);
+        const Range win = window_s1(prob.axis[a], imin(i_loc, glen[a] - 1), glen[a]);
+        invalid_slot = invalid_slot || (win.begin + ka >= win.end);
+        coord[a] = i_loc * prob.axis[a].dilation + group[a];
+      }
+      if (valid && invalid_slot)
+        params.attn.ptr[params.attn.offset(b, flatten(coord, prob.axis), h) + (idx - row * W)] =
+            static_cast<AttnElem>(-INFINITY);
+    }
+  }
+}
+
+}  // namespace gemm_na
+}  // namespace fastna
