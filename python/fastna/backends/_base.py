@@ -1,5 +1,23 @@
-"""What every backend's check() returns: None (supported) or a Reason."""
+"""What the CUDA backends share: the Reason their check() returns (None = supported) and the
+output allocator that honours FASTNA_POISON."""
 from __future__ import annotations
+
+import os
+
+import torch
+
+
+def poison_enabled() -> bool:
+    # Tests set FASTNA_POISON=1 so that anything a kernel forgets to write shows up as NaN.
+    return os.environ.get("FASTNA_POISON", "0") not in ("", "0")
+
+
+def alloc(shape, dtype, device):
+    """torch.empty for kernel outputs; NaN-filled under FASTNA_POISON=1."""
+    t = torch.empty(shape, dtype=dtype, device=device)
+    if poison_enabled():
+        t.fill_(float("nan"))
+    return t
 
 
 class Reason(str):

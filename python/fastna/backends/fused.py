@@ -68,7 +68,7 @@ import torch
 from .. import _ext
 from .. import reference as _reference
 from . import _merge
-from ._base import Reason
+from ._base import Reason, alloc as _alloc
 
 name = "fused"
 DTYPES = (torch.float16, torch.bfloat16)
@@ -81,17 +81,6 @@ FAST_TILE = "q16x8_kv4x8"
 # Query box extents of each tile (kernel_traits.hpp DefaultBox / the generator's variants).
 _QBOX = {"default": {1: (64,), 2: (8, 8), 3: (4, 4, 4)}, FAST_TILE: {2: (16, 8)}}
 
-
-def _poison() -> bool:
-    # Tests set FASTNA_POISON=1 so that anything a kernel forgets to write shows up as NaN.
-    return os.environ.get("FASTNA_POISON", "0") not in ("", "0")
-
-
-def _alloc(shape, dtype, device):
-    t = torch.empty(shape, dtype=dtype, device=device)
-    if _poison():
-        t.fill_(float("nan"))
-    return t
 
 
 def instances():

@@ -11,27 +11,15 @@ torch.compile passes for a returned lse nobody differentiates, counts as none.)
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
 from .. import _ext
-from ._base import Reason
+from ._base import Reason, alloc as _alloc
 
 name = "naive"
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
-
-def _poison() -> bool:
-    # Tests set FASTNA_POISON=1 so that anything a kernel forgets to write shows up as NaN.
-    return os.environ.get("FASTNA_POISON", "0") not in ("", "0")
-
-
-def _alloc(shape, dtype, device):
-    t = torch.empty(shape, dtype=dtype, device=device)
-    if _poison():
-        t.fill_(float("nan"))
-    return t
 
 
 FWD, BWD = "naive_fwd", "naive_bwd"  # kernel names in build_info()["instances"]
