@@ -23,6 +23,12 @@
 #   q16x8_kv4x8    fused_fwd, rank 2, head dim 128 only: query box 16x8, KV box 4x8
 #                  (benchmarks/NOTES_fused.md); the backward of that forward uses fused_bwd's
 #                  default boxes (the forward's tile does not change out/lse)
+#
+# gemm_na (GEMM-based unfused NA: PN = qk, NN = av, IN = inverse neighborhood, one TU holding all
+# three for a rank x dtype x head dim x arch; include/fastna/gemm, src/gemm_launch.cuh) follows the
+# fused rules (float16/bfloat16, archs >= 80, per head dim, tile `default` only).  It is NOT in
+# the default FASTNA_KERNELS: the kernels are unverified on a GPU (benchmarks/NOTES_gemm.md);
+# opt in with FASTNA_KERNELS="...;gemm_na".
 
 set(FASTNA_TEMPLATE_DIR "${CMAKE_CURRENT_LIST_DIR}/templates")
 
@@ -86,7 +92,7 @@ function(fastna_generate_instances)
       message(FATAL_ERROR "fastna: bad head dim '${_hd}' in FASTNA_HEAD_DIMS (multiples of 32 up to 256)")
     endif()
   endforeach()
-  foreach(_fk IN ITEMS fused_fwd fused_bwd)
+  foreach(_fk IN ITEMS fused_fwd fused_bwd gemm_na)
     if(_fk IN_LIST ARG_KERNELS)
       if(NOT ARG_HEAD_DIMS)
         message(FATAL_ERROR "fastna: FASTNA_KERNELS has ${_fk} but FASTNA_HEAD_DIMS is empty")
@@ -102,7 +108,7 @@ function(fastna_generate_instances)
     string(REGEX MATCH "^[0-9]+" _sm "${_arch}")
     foreach(_kernel IN LISTS ARG_KERNELS)
       set(_fused OFF)
-      if(_kernel MATCHES "^fused_")
+      if(_kernel MATCHES "^fused_" OR _kernel STREQUAL "gemm_na")
         set(_fused ON)
         if(_sm LESS 80)
           message(STATUS "fastna: ${_kernel} needs sm80 or newer: no instances for arch ${_arch}")
@@ -122,7 +128,7 @@ function(fastna_generate_instances)
           if(_fused)
             _fastna_dtype_cutlass(${_dtype} FASTNA_CUTLASS_TYPE)
             if(NOT FASTNA_CUTLASS_TYPE)
-              continue()  # no fp32 fused kernels
+              continue()  # no fp32 fused / gemm_na kernels
             endif()
             set(_variants "")
             foreach(_hd IN LISTS ARG_HEAD_DIMS)

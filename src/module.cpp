@@ -380,6 +380,154 @@ void fused_backward(const py::dict& params, py::object q, py::object k, py::obje
   fn(lp);
 }
 
+// ---- gemm_na: GEMM-based unfused NA (PN / NN / IN) --------------------------------------------
+// UNVERIFIED on a GPU (benchmarks/NOTES_gemm.md): only built with FASTNA_KERNELS including gemm_na,
+// and used by Python only with FASTNA_UNVERIFIED_GEMM=1 (python/fastna/backends/gemm_unfused.py).
+// Every condition of gemm_na::PN / GatherOp::can_implement is checked here first so the ValueError
+// names it; the instance's can_implement is the last guard (ValueError with the CUTLASS status).
+
+void check_gemm_view(const TensorArg& t, const char* name, int rank) {
+  if (!t.present()) throw py::value_error(std::string("fastna: gemm: ") + name + " is required");
+  const int nd = rank + 3;
+  if (t.strides[nd - 1] != 1) {
+    throw py::value_error(std::string("fastna: gemm: stride_dim != 1 (") + name + " has stride " +
+                          std::to_string(t.strides[nd - 1]) + " along the head dim; make it contiguous there)");
+  }
+  if (t.ptr % 16 != 0) throw py::value_error(std::string("fastna: gemm: ") + name + " data pointer is not 16-byte aligned");
+  for (int i = 0; i < nd - 1; ++i) {
+    if (t.strides[i] % 8 != 0) {
+      throw py::value_error(std::string("fastna: gemm: ") + name + " strides must be multiples of 8 elements " +
+                            "(16 bytes), got stride " + std::to_string(t.strides[i]) + " on dim " + std::to_string(i));
+    }
+  }
+}
+
+// attn (PN output, NN / IN input): contiguous [B, N, H, prod(K)] or [B, *S, H, prod(K)] in the
+// input dtype (not fp32 like the naive kernels' attn).
+TensorArg gemm_attn_arg(const py::object& obj, const char* name, const LaunchParams& lp, const std::string& dtype) {
+  if (obj.is_none()) throw py::value_error(std::string("fastna: gemm: ") + name + " is required");
+  const auto tup = obj.cast<py::tuple>();
+  if (tup.size() != 2) throw py::value_error(std::string("fastna: gemm: ") + name + " must be (data_ptr, strides)");
+  TensorArg t;
+  t.ptr = tup[0].cast<uintptr_t>();
+  const auto strides = tup[1].cast<std::vector<int64_t>>();
+  int64_t W = 1, n = 1;
+  for (int a = 0; a < lp.rank; ++a) {
+    W *= lp.axis[a].kernel;
+    n *= lp.axis[a].length;
+  }
+  auto expected = [](const std::vector<int64_t>& sizes) {
+    std::vector<int64_t> st(sizes.size());
+    int64_t acc = 1;
+    for (int i = int(sizes.size()) - 1; i >= 0; --i) {
+      st[i] = acc;
+      acc *= sizes[i];
+    }
+    return st;
+  };
+  std::vector<int64_t> flat{lp.batch, n, lp.heads, W};
+  std::vector<int64_t> spatial{lp.batch};
+  for (int a = 0; a < lp.rank; ++a) spatial.push_back(lp.axis[a].length);
+  spatial.push_back(lp.heads);
+  spatial.push_back(W);
+  const bool is_flat = strides == expected(flat);
+  if (!is_flat && strides != expected(spatial)) {
+    throw py::value_error(std::string("fastna: gemm: ") + name + " must be a contiguous " + dtype +
+                          " tensor of shape [B, N, H, prod(kernel)] or [B, *spatial, H, prod(kernel)]");
+  }
+  if (t.ptr == 0 || t.ptr % 2 != 0) throw py::value_error(std::string("fastna: gemm: ") + name + " pointer is null or misaligned");
+  t.ndim = int(strides.size());
+  for (int i = 0; i < t.ndim; ++i) t.strides[i] = strides[i];
+  return t;
+}
+
+// Problem-level conditions; `head_dim` is the instance head dim the op needs (PN: dim; NN / IN:
+// dim_v).  Returns the dtype string.
+std::string gemm_problem_checks(const py::dict& params, LaunchParams& lp, bool pn) {
+  const std::string dtype = parse_params(params, lp);
+  if (dtype != "float16" && dtype != "bfloat16")
+    throw py::value_error("fastna: gemm: dtype " + dtype + " not supported (float16, bfloat16)");
+  if (lp.num_extra > 0)
+    throw py::value_error("fastna: gemm: additional KV tokens not supported (num_extra must be 0; the caller "
+                          "handles the extra slots)");
+  for (int a = 0; a < lp.rank; ++a) {
+    if (lp.axis[a].stride != 1)
+      throw py::value_error("fastna: gemm: stride != 1 not supported (legacy qk/av ops; axis " + std::to_string(a) +
+                            " has stride " + std::to_string(lp.axis[a].stride) + ")");
+  }
+  if (lp.batch > 65535 || lp.heads > 65535) {
+    throw py::value_error("fastna: gemm: batch (" + std::to_string(lp.batch) + ") and heads (" +
+                          std::to_string(lp.heads) + ") must be <= 65535");
+  }
+  const int hd = pn ? lp.dim : lp.dim_v;
+  std::set<int> dims;
+  for (const auto& i : fastna::binding::instances())
+    if (i.kernel == "gemm_na" && i.rank == lp.rank && i.dtype == dtype) dims.insert(i.head_dim);
+  if (fastna::binding::built_with_cuda() && !dims.count(hd)) {
+    throw py::value_error("fastna: gemm: head dim " + std::to_string(hd) + " not instantiated for rank " +
+                          std::to_string(lp.rank) + ", " + dtype + " (built: " + join_ints(dims) +
+                          "; rebuild with FASTNA_KERNELS including gemm_na and FASTNA_HEAD_DIMS including it)");
+  }
+  return dtype;
+}
+
+void gemm_launch_op(const std::string& dtype, int head_dim, const LaunchParams& lp) {
+  const fastna::binding::LaunchFn fn = fastna::binding::find_instance("gemm_na", lp.rank, dtype, head_dim);
+  py::gil_scoped_release release;
+  fn(lp);
+}
+
+void gemm_qk(const py::dict& params, py::object q, py::object k, py::object rpb, py::object attn, uintptr_t stream) {
+  LaunchParams lp;
+  const std::string dtype = gemm_problem_checks(params, lp, true);
+  const int nd = lp.rank + 3;
+  lp.gemm_op = fastna::binding::kGemmPN;
+  lp.q = tensor_arg(q, "q", nd);
+  lp.k = tensor_arg(k, "k", nd);
+  check_gemm_view(lp.q, "q", lp.rank);
+  check_gemm_view(lp.k, "k", lp.rank);
+  lp.attn = gemm_attn_arg(attn, "attn", lp, dtype);
+  if (!rpb.is_none()) {
+    lp.rpb = tensor_arg(rpb, "rpb", lp.rank + 1);
+    for (int a = 0; a < lp.rank; ++a) {
+      if (lp.axis[a].causal || lp.axis[a].kernel % 2 == 0)
+        throw py::value_error("fastna: gemm: rpb needs an odd kernel on every axis and no causal axis");
+    }
+    int64_t acc = 1;
+    for (int i = lp.rank; i >= 1; --i) {
+      if (lp.rpb.strides[i] != acc)
+        throw py::value_error("fastna: gemm: rpb must be a contiguous " + dtype + " tensor [H, 2K_1-1, ...]");
+      acc *= 2 * lp.axis[i - 1].kernel - 1;
+    }
+    if (lp.rpb.strides[0] != acc && lp.heads > 1)
+      throw py::value_error("fastna: gemm: rpb must be a contiguous " + dtype + " tensor [H, 2K_1-1, ...]");
+    if (lp.rpb.ptr % 2 != 0) throw py::value_error("fastna: gemm: rpb pointer is misaligned");
+  }
+  if (lp.attn.ptr == lp.q.ptr || lp.attn.ptr == lp.k.ptr)
+    throw py::value_error("fastna: gemm: attn must not alias q or k");
+  lp.stream = stream;
+  gemm_launch_op(dtype, lp.dim, lp);
+}
+
+// NN (gemm_op kGemmNN) and IN (kGemmIN): out = attn (.) x with dim_v columns.
+void gemm_gather(bool inverse, const py::dict& params, py::object attn, py::object x, py::object out,
+                 uintptr_t stream) {
+  LaunchParams lp;
+  const std::string dtype = gemm_problem_checks(params, lp, false);
+  const int nd = lp.rank + 3;
+  lp.gemm_op = inverse ? fastna::binding::kGemmIN : fastna::binding::kGemmNN;
+  TensorArg& xa = inverse ? lp.dout : lp.v;
+  TensorArg& oa = inverse ? lp.dv : lp.out;
+  xa = tensor_arg(x, inverse ? "x" : "v", nd);
+  oa = tensor_arg(out, "out", nd);
+  check_gemm_view(xa, inverse ? "x" : "v", lp.rank);
+  check_gemm_view(oa, "out", lp.rank);
+  lp.attn = gemm_attn_arg(attn, "attn", lp, dtype);
+  if (oa.ptr == xa.ptr || oa.ptr == lp.attn.ptr) throw py::value_error("fastna: gemm: out must not alias attn or x");
+  lp.stream = stream;
+  gemm_launch_op(dtype, lp.dim_v, lp);
+}
+
 py::list str_list(const char* csv) {
   py::list out;
   for (const auto& s : split(csv)) out.append(s);
@@ -405,7 +553,7 @@ py::dict build_info() {
   // tiles folded together); "fused_instances": (rank, dtype, head_dim, tile, sm, arch) of fused_fwd,
   // arch as configured ("90a" runs only on compute capability 9.0 exactly); "fused_bwd_instances"
   // the same for fused_bwd.
-  py::list inst, fused, fused_bwd;
+  py::list inst, fused, fused_bwd, gemm;
   std::set<std::tuple<std::string, int, std::string, int>> seen;
   for (const auto& i : fastna::binding::instances()) {
     if (seen.insert(std::make_tuple(i.kernel, i.rank, i.dtype, i.sm)).second)
@@ -413,10 +561,12 @@ py::dict build_info() {
     if (i.kernel == "fused_fwd") fused.append(py::make_tuple(i.rank, i.dtype, i.head_dim, i.tile, i.sm, i.arch));
     if (i.kernel == "fused_bwd")
       fused_bwd.append(py::make_tuple(i.rank, i.dtype, i.head_dim, i.tile, i.sm, i.arch));
+    if (i.kernel == "gemm_na") gemm.append(py::make_tuple(i.rank, i.dtype, i.head_dim, i.tile, i.sm, i.arch));
   }
   d["instances"] = inst;
   d["fused_instances"] = fused;
   d["fused_bwd_instances"] = fused_bwd;
+  d["gemm_instances"] = gemm;
   return d;
 }
 
@@ -461,4 +611,23 @@ PYBIND11_MODULE(_C, m) {
         "Fused NA backward (fp16/bf16, deterministic: no atomics); lse is the forward's, dlse (gradient "
         "into lse) may be None; workspace: fp32 contiguous [B, N, H] for delta, or None to allocate it "
         "stream-ordered (cudaMallocAsync)");
+  m.def("gemm_qk", &gemm_qk, py::arg("params"), py::arg("q"), py::arg("k"), py::arg("rpb"), py::arg("attn"),
+        py::arg("stream") = 0,
+        "UNVERIFIED GEMM-based qk (PN, fp16/bf16): attn[b, n, h, w] = q . k of window slot w (+ rpb); causal "
+        "slots past the window = -inf; attn contiguous [B, N, H, prod(K)] in the input dtype (see INTERNALS.md)");
+  m.def(
+      "gemm_av",
+      [](const py::dict& params, py::object attn, py::object v, py::object out, uintptr_t stream) {
+        gemm_gather(false, params, attn, v, out, stream);
+      },
+      py::arg("params"), py::arg("attn"), py::arg("v"), py::arg("out"), py::arg("stream") = 0,
+      "UNVERIFIED GEMM-based av (NN): out[b, i, h] = sum_w attn[b, i, h, w] v[n(i, w), h_kv] (dim_v columns)");
+  m.def(
+      "gemm_inverse",
+      [](const py::dict& params, py::object attn, py::object x, py::object out, uintptr_t stream) {
+        gemm_gather(true, params, attn, x, out, stream);
+      },
+      py::arg("params"), py::arg("attn"), py::arg("x"), py::arg("out"), py::arg("stream") = 0,
+      "UNVERIFIED GEMM-based inverse neighborhood (IN): out[b, j, h_kv] = sum over the GQA group's heads h and "
+      "queries i with j in N(i) of attn[b, i, h, w(i, j)] x[b, i, h] (dim_v columns)");
 }

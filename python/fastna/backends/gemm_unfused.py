@@ -1,0 +1,240 @@
+"""GEMM-based CUDA backend of the unfused qk / av ops (`fastna.ops_unfused`), backend="gemm".
+
+UNVERIFIED: the kernels behind it (include/fastna/gemm: PN = qk, NN = av, IN = inverse
+neighborhood; `fastna._C.gemm_qk / gemm_av / gemm_inverse`) have been compiled but have NOT yet
+been run on a GPU (benchmarks/NOTES_gemm.md). Until tests/test_gemm_gpu.py passes on a GPU this
+backend is registered with `ops_unfused.register_backend` ONLY when the environment variable
+FASTNA_UNVERIFIED_GEMM=1 is set (read at import of fastna.ops_unfused, or when `register()` is
+called), and only does anything in a build whose FASTNA_KERNELS included `gemm_na` (not in the
+default list). Without it, backend=None keeps using the reference backend and backend="gemm"
+raises NotImplementedError as before.
+
+Semantics are those of the reference backend (ops_unfused): qk writes q . k (+ rpb) per window
+slot in the input dtype (no softmax scale), -inf in causal slots past the window end; av ignores
+those slots. Autograd (no double backward):
+
+    qk:  dq = NN(dattn, K)           (gemm_av with x = K, D columns)
+         dk = IN(dattn, Q)           (gemm_inverse with x = Q; sums the GQA group)
+         drpb[h, j' - i' + K - 1] += sum_b dattn[b, i, h, w]   (torch index_add in fp32)
+    av:  dattn = PN(dout, V)         (gemm_qk with (dout, V) as (q, k), no rpb, Dv columns;
+                                      its -inf causal slots are replaced by 0)
+         dv = IN(attn, dout)         (gemm_inverse with x = dout; sums the GQA group)
+
+Supported (check() names what is not): CUDA tensors, float16 / bfloat16 (attn is cast to the
+value dtype, rpb to the query dtype as in the reference), no additional keys / values, head dim
+(D for qk, Dv for av) among the compiled gemm_na head dims for (rank, dtype) on this device,
+batch and heads <= 65535. Anything else falls back to the reference under backend=None.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional
+
+import torch
+
+from .. import _ext
+
+name = "gemm"
+ENV_VAR = "FASTNA_UNVERIFIED_GEMM"
+
+_DT = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def enabled() -> bool:
+    """Whether the opt-in environment variable is set (FASTNA_UNVERIFIED_GEMM=1)."""
+    return os.environ.get(ENV_VAR, "") == "1"
+
+
+def gemm_instances():
+    """(rank, dtype, head_dim, sm, arch) of the compiled gemm_na instances ([] without any)."""
+    info = _ext.build_info()
+    if not info or not info.get("cuda"):
+        return []
+    return [(int(r), str(dt), int(hd), int(sm), str(arch))
+            for (r, dt, hd, _tile, sm, arch) in info.get("gemm_instances", [])]
+
+
+def head_dims(rank: int, dtype: torch.dtype, device: torch.device):
+    name_ = _DT.get(dtype)
+    if name_ is None or device.type != "cuda":
+        return set()
+    major, minor = torch.cuda.get_device_capability(device)
+    cc = major * 10 + minor
+    # An "a"/"f" arch (e.g. 90a) runs only on exactly that compute capability (dispatch.hpp).
+    return {hd for r, dt, hd, sm, arch in gemm_instances()
+            if r == rank and dt == name_ and (sm == cc if arch[-1:] in ("a", "f") else sm <= cc)}
+
+
+def available() -> bool:
+    return bool(gemm_instances()) and torch.cuda.is_available()
+
+
+def check(op, tensors, kernel, dilation, causal) -> Optional[str]:
+    rank = len(kernel)
+    if op == "qk":
+        query, key, rpb, extra = tensors
+        main, hd = query, query.shape[-1]
+        others = [key] + ([] if rpb is None else [rpb])
+    else:
+        attn, value, extra = tensors
+        main, hd = value, value.shape[-1]
+        others = [attn]
+    if extra is not None:
+        return "additional keys / values are not supported by the gemm kernels"
+    if main.device.type != "cuda" or any(t.device != main.device for t in others):
+        return "needs CUDA tensors"
+    if main.dtype not in _DT:
+        return f"dtype {main.dtype} not supported (float16, bfloat16)"
+    if op == "qk" and key.dtype != query.dtype:
+        return f"key dtype {key.dtype} differs from query dtype {query.dtype}"
+    if main.numel() == 0 or any(t.numel() == 0 for t in others):
+        return "empty tensors"
+    if main.shape[0] > 65535 or main.shape[-2] > 65535 or (op == "av" and attn.shape[-2] > 65535):
+        return "batch and heads must be <= 65535"
+    dims = head_dims(rank, main.dtype, main.device)
+    if hd not in dims:
+        return (f"head dim {hd} has no gemm_na instance for rank {rank}, {_DT[main.dtype]} on this "
+                f"device (built: {sorted(dims) or 'none'}; rebuild with FASTNA_KERNELS including gemm_na "
+                f"and FASTNA_HEAD_DIMS including it)")
+    return None
+
+
+def _targ(t: torch.Tensor):
+    return (t.data_ptr(), list(t.stride()))
+
+
+def _stream(device):
+    return torch.cuda.current_stream(device).cuda_stream
+
+
+def _params(dtype, B, lengths, H, Hkv, dim, dim_v, kernel, dilation, causal):
+    r = len(lengths)
+    return {"dtype": _DT[dtype], "batch": B, "heads": H, "heads_kv": Hkv, "dim": dim, "dim_v": dim_v,
+            "num_extra": 0, "scale": 1.0, "length": list(lengths), "kernel": list(kernel),
+            "stride": [1] * r, "dilation": list(dilation), "causal": [bool(c) for c in causal]}
+
+
+def _pn(q, k, rpb, kernel, dilation, causal):
+    """attn [B, *S, H, prod(K)] = PN(q, k) (+ rpb); dim = q.shape[-1]."""
+    rank = len(kernel)
+    B, lengths, H, D = q.shape[0], tuple(q.shape[1:rank + 1]), q.shape[-2], q.shape[-1]
+    attn = q.new_empty((B, *lengths, H, math.prod(kernel)))
+    p = _params(q.dtype, B, lengths, H, k.shape[-2], D, D, kernel, dilation, causal)
+    _ext.load().gemm_qk(p, _targ(q), _targ(k), None if rpb is None else _targ(rpb), _targ(attn),
+                        _stream(q.device))
+    return attn
+
+
+def _gather(inverse, attn, x, heads_out, kernel, dilation, causal):
+    """NN: out [B, *S, H, Dx] from attn and x [B, *S, H_kv, Dx]; IN: out [B, *S, H_kv, Dx] from
+    attn [.., H, W] and x [B, *S, H, Dx]."""
+    rank = len(kernel)
+    B, lengths, H, Dx = x.shape[0], tuple(x.shape[1:rank + 1]), attn.shape[-2], x.shape[-1]
+    Hkv = heads_out if inverse else x.shape[-2]
+    out = x.new_empty((B, *lengths, heads_out, Dx))
+    p = _params(x.dtype, B, lengths, H, Hkv, Dx, Dx, kernel, dilation, causal)
+    fn = _ext.load().gemm_inverse if inverse else _ext.load().gemm_av
+    fn(p, _targ(attn), _targ(x), _targ(out), _stream(x.device))
+    return out
+
+
+class _GemmQK(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, rpb, kernel, dilation, causal):
+        q, k = q.contiguous(), k.contiguous()
+        rpb_c = None if rpb is None else rpb.to(q.dtype).contiguous()
+        attn = _pn(q, k, rpb_c, kernel, dilation, causal)
+        ctx.save_for_backward(q, k)
+        ctx.cfg = (kernel, dilation, causal)
+        ctx.rpb_meta = None if rpb is None else (rpb.shape, rpb.dtype)
+        return attn
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dattn):
+        q, k = ctx.saved_tensors
+        kernel, dilation, causal = ctx.cfg
+        g = dattn.to(q.dtype).contiguous()
+        need_q, need_k, need_rpb = ctx.needs_input_grad[:3]
+        dq = _gather(False, g, k, q.shape[-2], kernel, dilation, causal) if need_q else None
+        dk = _gather(True, g, q, k.shape[-2], kernel, dilation, causal) if need_k else None
+        drpb = None
+        if need_rpb and ctx.rpb_meta is not None:
+            drpb = _rpb_grad(g, kernel, dilation, causal, *ctx.rpb_meta)
+        return dq, dk, drpb, None, None, None
+
+
+def _rpb_grad(g, kernel, dilation, causal, shape, dtype):
+    from ..ops_unfused import _Plan, _chunk_size
+
+    rank = len(kernel)
+    B, lengths, H, W = g.shape[0], tuple(g.shape[1:rank + 1]), g.shape[-2], g.shape[-1]
+    plan = _Plan(lengths, kernel, dilation, causal, g.device, True)
+    gs = g.reshape(B, plan.n, H, W)
+    drpb = torch.zeros((H, math.prod(2 * k - 1 for k in kernel)), dtype=torch.float32, device=g.device)
+    step = _chunk_size(plan.n, B * W * H)
+    for n0 in range(0, plan.n, step):
+        n1 = min(n0 + step, plan.n)
+        _, _, rel = plan.chunk(n0, n1)
+        vals = gs[:, n0:n1].float().sum(0).permute(1, 0, 2).reshape(H, -1)
+        drpb.index_add_(1, rel.reshape(-1), vals)
+    return drpb.reshape(shape).to(dtype)
+
+
+class _GemmAV(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, attn, v, kernel, dilation, causal):
+        attn, v = attn.contiguous(), v.contiguous()
+        out = _gather(False, attn, v, attn.shape[-2], kernel, dilation, causal)
+        ctx.save_for_backward(attn, v)
+        ctx.cfg = (kernel, dilation, causal)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout):
+        attn, v = ctx.saved_tensors
+        kernel, dilation, causal = ctx.cfg
+        g = dout.to(v.dtype).contiguous()
+        need_a, need_v = ctx.needs_input_grad[:2]
+        da = dv = None
+        if need_a:
+            da = _pn(g, v, None, kernel, dilation, causal)
+            if any(causal):
+                # PN writes -inf into the causal slots past the window end; their gradient is 0.
+                da = da.masked_fill(torch.isneginf(da), 0)
+        if need_v:
+            dv = _gather(True, attn, g, v.shape[-2], kernel, dilation, causal)
+        return da, dv, None, None, None
+
+
+class GemmBackend:
+    """The ops_unfused backend object (name, available, check, qk, av)."""
+
+    name = name
+    available = staticmethod(available)
+    check = staticmethod(check)
+
+    @staticmethod
+    def qk(query, key, kernel, dilation, causal, rpb, additional_keys):
+        assert additional_keys is None
+        return _GemmQK.apply(query, key, rpb, tuple(kernel), tuple(dilation), tuple(causal))
+
+    @staticmethod
+    def av(attn, value, kernel, dilation, causal, additional_values):
+        assert additional_values is None
+        return _GemmAV.apply(attn.to(value.dtype), value, tuple(kernel), tuple(dilation), tuple(causal))
+
+
+def register(priority: int = 0) -> bool:
+    """Register backend "gemm" with ops_unfused if FASTNA_UNVERIFIED_GEMM=1; returns whether it did.
+    Without the variable it unregisters a previous registration (so tests can toggle it)."""
+    from .. import ops_unfused
+
+    if enabled():
+        ops_unfused.register_backend(GemmBackend, priority)
+        return True
+    if ops_unfused._BACKENDS.get(name) is GemmBackend:
+        ops_unfused._BACKENDS.pop(name, None)
+    return False
