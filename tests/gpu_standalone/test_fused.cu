@@ -30,6 +30,8 @@
     }                                                                                          \
   } while (0)
 
+#include "half_bits.hpp"
+
 struct Case {
   std::string name;
   int rank;
@@ -40,28 +42,6 @@ struct Case {
   bool packed;  // q/k/v as strided slices of one packed [B, *sp, H + 2 Hkv, D] buffer
 };
 
-static uint16_t to_bits(float x, bool bf16) {
-  if (bf16) {
-    __nv_bfloat16 h = __float2bfloat16_rn(x);
-    uint16_t u;
-    std::memcpy(&u, &h, 2);
-    return u;
-  }
-  __half h = __float2half_rn(x);
-  uint16_t u;
-  std::memcpy(&u, &h, 2);
-  return u;
-}
-static float from_bits(uint16_t u, bool bf16) {
-  if (bf16) {
-    __nv_bfloat16 h;
-    std::memcpy(&h, &u, 2);
-    return __bfloat162float(h);
-  }
-  __half h;
-  std::memcpy(&h, &u, 2);
-  return __half2float(h);
-}
 
 template <int R>
 static fastna::NaProblem<R> make_problem(const Case& c) {

@@ -101,6 +101,8 @@ int CAT(fused_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM)(const fastna::NaProb
     }                                                                                          \
   } while (0)
 
+#include "half_bits.hpp"
+
 struct Case {
   std::string name;
   int rank;
@@ -110,28 +112,6 @@ struct Case {
   bool bf16;
 };
 
-static uint16_t to_bits(double xd, bool bf16) {
-  const float x = float(xd);
-  uint16_t u;
-  if (bf16) {
-    __nv_bfloat16 h = __float2bfloat16_rn(x);
-    std::memcpy(&u, &h, 2);
-  } else {
-    __half h = __float2half_rn(x);
-    std::memcpy(&u, &h, 2);
-  }
-  return u;
-}
-static float from_bits(uint16_t u, bool bf16) {
-  if (bf16) {
-    __nv_bfloat16 h;
-    std::memcpy(&h, &u, 2);
-    return __bfloat162float(h);
-  }
-  __half h;
-  std::memcpy(&h, &u, 2);
-  return __half2float(h);
-}
 
 template <int R>
 static fastna::NaProblem<R> make_problem(const Case& c) {
