@@ -31,10 +31,32 @@ pytestmark = pytest.mark.skipif(
 
 SCRIPT = textwrap.dedent(r"""
     import json
+    import os
     import torch
 
     import fastna.compat
     fastna.compat.install_natten_shim()
+
+    # CPU float32 by default; the GPU variant runs the model on CUDA in half precision, where
+    # the shim's unfused ops pick the GEMM kernels (counted below), and compares it with the
+    # same weights in float64 on the CPU through the dense implementation.
+    DEVICE = os.environ.get("DINAT_DEVICE", "cpu")
+    DTYPE = getattr(torch, os.environ.get("DINAT_DTYPE", "float32"))
+    EMBED = int(os.environ.get("DINAT_EMBED", "16"))
+    gemm_calls = {"qk": 0, "av": 0}
+    if DEVICE == "cuda":
+        from fastna.backends import gemm_unfused as G
+        g_qk, g_av = G.GemmBackend.qk, G.GemmBackend.av
+
+        def gemm_qk(*a, **k):
+            gemm_calls["qk"] += 1
+            return g_qk(*a, **k)
+
+        def gemm_av(*a, **k):
+            gemm_calls["av"] += 1
+            return g_av(*a, **k)
+
+        G.GemmBackend.qk, G.GemmBackend.av = staticmethod(gemm_qk), staticmethod(gemm_av)
 
     import natten.functional as NF
 
@@ -89,7 +111,7 @@ SCRIPT = textwrap.dedent(r"""
     def dense_qk(query, key, rpb, kernel_size, dilation):
         dense_calls["qk"] += 1
         B, H, X, Y, D = query.shape
-        slots, rx, ry = dense_tables(X, Y, kernel_size, dilation)
+        slots, rx, ry = (t.to(query.device) for t in dense_tables(X, Y, kernel_size, dilation))
         s = torch.einsum("bhnd,bhmd->bhnm", query.reshape(B, H, X * Y, D),
                          key.reshape(B, H, X * Y, D))
         bias = rpb[:, rx[:, None, :, None], ry[None, :, None, :]].reshape(H, X * Y, X * Y)
@@ -99,8 +121,8 @@ SCRIPT = textwrap.dedent(r"""
     def dense_av(attn, value, kernel_size, dilation):
         dense_calls["av"] += 1
         B, H, X, Y, D = value.shape
-        slots, _, _ = dense_tables(X, Y, kernel_size, dilation)
-        p = torch.zeros(B, H, X * Y, X * Y, dtype=attn.dtype)
+        slots = dense_tables(X, Y, kernel_size, dilation)[0].to(attn.device)
+        p = torch.zeros(B, H, X * Y, X * Y, dtype=attn.dtype, device=attn.device)
         p = p.scatter(-1, slots.expand(B, H, -1, -1), attn.reshape(B, H, X * Y, -1))
         return (p @ value.reshape(B, H, X * Y, D)).reshape(B, H, X, Y, D)
 
@@ -109,7 +131,7 @@ SCRIPT = textwrap.dedent(r"""
     torch.manual_seed(0)
     # 56x56 input -> 14x14, 7x7, 4x4, 2x2 feature maps. Dilation 3 on 14 and 2 on 7 give
     # dilation groups of unequal lengths; the 2x2 stage is padded by DiNAT to the 3x3 window.
-    config = DinatConfig(patch_size=4, num_channels=3, embed_dim=16, depths=[2, 1, 1, 1],
+    config = DinatConfig(patch_size=4, num_channels=3, embed_dim=EMBED, depths=[2, 1, 1, 1],
                          num_heads=[1, 2, 4, 8], kernel_size=3,
                          dilations=[[1, 3], [2], [1], [1]], mlp_ratio=2.0,
                          initializer_range=0.2)
@@ -132,15 +154,20 @@ SCRIPT = textwrap.dedent(r"""
         grads = [p.grad.clone() for p in rpbs]
         return out, grads
 
+    model.to(DEVICE, DTYPE)
+    pixels, probe = pixels.to(DEVICE, DTYPE), probe.to(DEVICE, DTYPE)
     out, grads = run()
     n_layers = sum(config.depths)
     shim_calls = dict(calls)
 
     M.natten2dqkrpb, M.natten2dav = dense_qk, dense_av
+    if DEVICE != "cpu":  # the oracle: the same weights in float64 on the CPU
+        model.to("cpu", torch.float64)
+        pixels, probe = pixels.to("cpu", torch.float64), probe.to("cpu", torch.float64)
     ref, ref_grads = run()
 
     def rel(a, b):
-        a, b = a.detach(), b.detach()
+        a, b = a.detach().cpu().double(), b.detach().cpu().double()
         return float((a - b).norm() / b.norm())
 
     print(json.dumps({
@@ -154,19 +181,24 @@ SCRIPT = textwrap.dedent(r"""
         "max_prob": max(float(a.detach().max()) for a in out.attentions),
         "rpb_grad_norm": min(float(g.norm()) for g in ref_grads),
         "dtype": str(out.last_hidden_state.dtype),
+        "gemm_calls": gemm_calls,
     }))
 """)
 
 
-def test_dinat_model_matches_dense_masked_attention():
+def _run_script(**env_vars):
     # The child must import the same fastna as this process (source tree or installed).
     pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastna.__file__)))
-    env = dict(os.environ)
+    env = dict(os.environ, **env_vars)
     env["PYTHONPATH"] = pkg_parent + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
                           env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_dinat_model_matches_dense_masked_attention():
+    res = _run_script()
 
     n = res["n_layers"]
     # Shim used for every attention layer (no vacuous pass), then the dense one.
@@ -179,3 +211,30 @@ def test_dinat_model_matches_dense_masked_attention():
     assert res["rel_pooled"] < 1e-5, res
     assert res["rpb_grad_norm"] > 1e-3, res  # the gradient check is not of noise
     assert res["rel_rpb_grad"] < 1e-4, res
+
+
+def _gemm_head_dims():
+    import torch
+    if not torch.cuda.is_available():
+        return set()
+    from fastna.backends import gemm_unfused as G
+    return G.head_dims(2, torch.float16, torch.device("cuda"))
+
+
+@pytest.mark.gpu
+def test_dinat_model_on_gemm_kernels_gpu():
+    """The same model on CUDA in float16 (head dim 32: embed 32 over 1, 2, 4, 8 heads), its
+    natten calls on the GEMM kernels, against float64 dense attention on the CPU."""
+    if 32 not in _gemm_head_dims():
+        pytest.skip("needs a CUDA build with rank-2 float16 gemm_na kernels for head dim 32")
+    res = _run_script(DINAT_DEVICE="cuda", DINAT_DTYPE="float16", DINAT_EMBED="32")
+    n = res["n_layers"]
+    assert res["shim_calls"] == {"qk": n, "av": n}, res
+    assert res["gemm_calls"] == {"qk": n, "av": n}, res   # every layer on the GEMM kernels
+    assert res["dtype"] == "torch.float16"
+    assert res["max_prob"] > 0.5, res
+    # float16 end to end (LayerNorms, MLPs, attention weights stored in half) vs float64.
+    assert res["rel_hidden"] < 2e-2, res
+    assert res["rel_pooled"] < 2e-2, res
+    assert res["rpb_grad_norm"] > 1e-3, res
+    assert res["rel_rpb_grad"] < 5e-2, res

@@ -52,7 +52,7 @@ from ._args import NAParams
 __all__ = ["OP_BACKENDS", "na_forward", "na_backward", "run", "select_traced"]
 
 # Backends the public API routes through the custom ops (the ones that call fastna._C).
-OP_BACKENDS = ("naive", "fused")
+OP_BACKENDS = ("naive", "gemm", "fused")
 
 
 def _params(q: Tensor, kernel, stride, dilation, causal, scale) -> NAParams:

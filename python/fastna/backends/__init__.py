@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-from . import fused, naive, reference
+from . import fused, gemm, naive, reference
 from ._base import Reason
 
 # Every name users may pass; those without a module are planned but not built yet.
 KNOWN = ("reference", "naive", "gemm", "fused", "hopper")
 # Fastest first: backend=None takes the first one that supports the call.
 _PRIORITY = ["hopper", "fused", "gemm", "naive", "reference"]
-_MODULES: Dict[str, object] = {"reference": reference, "naive": naive, "fused": fused}
+_MODULES: Dict[str, object] = {"reference": reference, "naive": naive, "gemm": gemm,
+                               "fused": fused}
 
 __all__ = ["KNOWN", "Reason", "available_backends", "get", "register", "select"]
 

@@ -1,0 +1,81 @@
+"""The GEMM-based backend of the full attention: backend="gemm" of fastna.na1d/na2d/na3d.
+
+The paper's unfused pipeline on the GEMM kernels of include/fastna/gemm (through the unfused
+ops' backend, backends/gemm_unfused.py):
+
+    logits = PN(q, k)                        [B, *S, H, prod(K)] in the input dtype, -inf in
+                                             causal slots past the window end
+    attn   = softmax(scale * logits)         fp32 math, stored back in the input dtype
+    out    = NN(attn, v)                     [B, *S, H, Dv]
+    lse    = logsumexp(scale * logits)       fp32
+
+so the attention weights make a round trip through global memory: this backend exists to
+measure the GEMM-based approach against the naive and fused ones through one API, not to be
+the default (it ranks behind "fused" in backend=None's order). Additional KV tokens are
+attended with torch and merged through the lse (backends/_merge.py), as the fused backend does.
+
+Autograd: every step above is differentiable (the kernels' own backward: NN / IN / PN), and
+fastna._api runs this backend through the custom op fastna::na_forward, whose backward
+recomputes this forward under autograd; so torch.compile(fullgraph=True) traces it.
+
+Declined (check() says why; backend=None falls through to the next backend): stride > 1 on any
+axis (the GEMM kernels implement the legacy stride-1 ops), dtypes / head dims without a gemm_na
+instance, CPU tensors, float32 unless torch.backends.cuda.matmul.allow_tf32 (the kernels
+compute float32 in TF32).
+"""
+from __future__ import annotations
+
+import torch
+
+from . import _merge
+from ._base import Reason
+from . import gemm_unfused as _gu
+
+name = "gemm"
+
+
+def available() -> bool:
+    return _gu.available()
+
+
+def check(query, key, value, params, additional_keys=None, additional_values=None):
+    if not _gu.gemm_instances():
+        return Reason("backend 'gemm' is not available in this build (no gemm_na kernels: "
+                      "rebuild with FASTNA_KERNELS including gemm_na)")
+    if not torch.cuda.is_available():
+        return Reason("it needs a CUDA device", ValueError)
+    if any(s != 1 for s in params.stride):
+        return Reason(f"it supports stride 1 only (the GEMM kernels are the legacy stride-1 "
+                      f"ops), got stride={params.stride}")
+    if value.dtype != query.dtype or key.dtype != query.dtype:
+        return Reason(f"query, key and value must share one dtype, got {query.dtype}, "
+                      f"{key.dtype}, {value.dtype}", TypeError)
+    if query.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        # The kernels compute float32 on TF32 tensor cores; follow torch's own switch for that.
+        return Reason("float32 runs on TF32 tensor cores in the GEMM kernels; set "
+                      "torch.backends.cuda.matmul.allow_tf32 = True to allow it", TypeError)
+    kernel, dil, causal = params.kernel, params.dilation, params.causal
+    why = _gu.check("qk", (query, key, None, None), kernel, dil, causal)
+    if why is None:
+        # The attention weights enter av in the value's dtype.
+        # query stands in for the weights: av's check reads their device and head count.
+        why = _gu.check("av", (query, value, None), kernel, dil, causal)
+    if why is not None:
+        exc = TypeError if "dtype" in why else (ValueError if "CUDA" in why else
+                                                NotImplementedError)
+        return Reason(why, exc)
+    return None
+
+
+def forward(query, key, value, params, additional_keys=None, additional_values=None,
+            return_lse=False):
+    kernel, dil, causal = tuple(params.kernel), tuple(params.dilation), tuple(params.causal)
+    logits = _gu.GemmBackend.qk(query, key, kernel, dil, causal, None, None)
+    s = logits.float() * params.scale
+    lse = torch.logsumexp(s, dim=-1)
+    attn = torch.exp(s - lse[..., None]).to(value.dtype)
+    out = _gu.GemmBackend.av(attn, value, kernel, dil, causal, None)
+    ek, ev = additional_keys, additional_values
+    if ek is not None and ek.shape[1] > 0:
+        out, lse = _merge.attend_and_merge(query, out, lse, ek, ev, params.scale)
+    return (out, lse) if return_lse else out
