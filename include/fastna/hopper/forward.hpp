@@ -1,0 +1,63 @@
+// Device-level API of the sm90a (Hopper) fused neighborhood-attention forward pass.
+//
+//   using Op = fastna::hopper::Forward<2, cutlass::bfloat16_t, 128>;
+//   Op::Arguments args{problem, q, k, v, out, lse};
+//   if (Op::can_implement(args) == cutlass::Status::kSuccess) Op::run(args, stream);
+//
+// Same semantics, Arguments and restrictions as fastna::fused::Forward (DESIGN.md section 1;
+// heads-last strided views, contiguous head dim, 16-byte aligned rows, Dv == D, no extra KV
+// tokens, lse natural log fp32 [B, N, H]).  Needs an sm_90a build and a compute-capability 9.0
+// device: can_implement returns kErrorArchMismatch elsewhere.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <cutlass/cutlass.h>
+
+#include "fastna/fused/forward.hpp"  // fused::Forward: argument checks shared with the sm80 kernel
+#include "fastna/hopper/kernel.hpp"
+#include "fastna/hopper/kernel_traits.hpp"
+#include "fastna/problem.hpp"
+
+namespace fastna {
+namespace hopper {
+
+template <int Rank, class Element, int HeadDim, class QBox = typename DefaultQBox<Rank>::type,
+          class KBox = typename DefaultKBox<Rank>::type,
+          int Stages = DefaultStages<HeadDim, KBox::kSize>::value>
+class Forward {
+ public:
+  using Traits = ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Stages>;
+  using Params = fused::ForwardParams<Rank, Element>;
+  // The sm80 op with the same query box: its can_implement / to_params / grid_shape depend on
+  // the problem and the query box extents only.
+  using Sm80Op = fused::Forward<Rank, Element, HeadDim, QBox, KBox>;
+  using Arguments = typename Sm80Op::Arguments;
+
+  static cutlass::Status can_implement(Arguments const& args) {
+    cutlass::Status st = Sm80Op::can_implement(args);
+    if (st != cutlass::Status::kSuccess) return st;
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return cutlass::Status::kErrorInternal;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    if (major != 9 || minor != 0) return cutlass::Status::kErrorArchMismatch;
+    return cutlass::Status::kSuccess;
+  }
+
+  static size_t get_workspace_size(Arguments const&) { return 0; }
+
+  static cutlass::Status run(Arguments const& args, cudaStream_t stream = nullptr, void* workspace = nullptr) {
+    (void)workspace;
+    cutlass::Status st = can_implement(args);
+    if (st != cutlass::Status::kSuccess) return st;
+    auto kernel = fna_hopper_forward_kernel<Traits>;
+    constexpr int smem = static_cast<int>(Traits::kSmemBytes);
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
+      return cutlass::Status::kErrorInternal;
+    kernel<<<Sm80Op::grid_shape(args), Traits::kThreads, smem, stream>>>(Sm80Op::to_params(args));
+    return cudaGetLastError() == cudaSuccess ? cutlass::Status::kSuccess : cutlass::Status::kErrorInternal;
+  }
+};
+
+}  // namespace hopper
+}  // namespace fastna

@@ -1,0 +1,357 @@
+// Fused neighborhood-attention forward kernel for sm90a: wgmma + warp specialization.
+//
+// One CTA = one 128-token query box (group-local coordinates of one dilation group) x head x
+// batch, 3 warpgroups:
+//   WG0   producer: cp.async gathers of the Q box and of every KV box the queries need (per-axis
+//         key_range_for_query_tile) into a kStages-deep shared-memory ring; it waits for its own
+//         copies, fences them to the async proxy (wgmma reads shared memory through it) and
+//         arrives on per-stage "full" mbarriers, separately for K and V so S = Q K^T can start
+//         before V has landed.
+//   WG1,2 consumers, 64 query rows each: S = Q K^T (wgmma SS), neighborhood mask only on KV boxes
+//         not fully inside the windows of the warpgroup's own rows, online softmax in registers,
+//         O += P V (wgmma RS, P from registers), then an "empty" arrival releases the stage.
+// setmaxnreg moves registers from the producer to the consumers (S and O accumulators).
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cute/arch/mma_sm90_gmma.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
+#include <cutlass/numeric_types.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "fastna/fused/kernel.hpp"  // ForwardParams, detail::quad_{max,sum}
+#include "fastna/hopper/kernel_traits.hpp"
+#include "fastna/hopper/load.hpp"
+#include "fastna/hopper/mask.hpp"
+#include "fastna/index_math.hpp"
+#include "fastna/problem.hpp"
+
+namespace fastna {
+namespace hopper {
+
+using fused::ForwardParams;
+
+namespace detail {
+
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// CTA coordinates: blockIdx.x enumerates (dilation group, box) per axis, last axis fastest.
+template <class QBox, class KBox, int R>
+struct CtaBox {
+  int group[R], q0[R], qlim[R], glen[R], n_ktiles[R];
+  Range krange[R];
+  int n_kv;
+  bool empty;
+
+  __device__ __forceinline__ CtaBox(NaProblem<R> const& prob, int32_t const (&tiles_per_group)[R]) {
+    int bx = blockIdx.x;
+#pragma unroll
+    for (int a = R - 1; a >= 0; --a) {
+      const int tpg = tiles_per_group[a];
+      const int n = prob.axis[a].dilation * tpg;
+      const int idx = bx % n;
+      bx /= n;
+      group[a] = idx / tpg;
+      q0[a] = (idx % tpg) * QBox::extent(a);
+    }
+    empty = false;
+    n_kv = 1;
+#pragma unroll
+    for (int a = 0; a < R; ++a) {
+      glen[a] = group_length(prob.axis[a], group[a]);
+      empty = empty || (q0[a] >= glen[a]);
+      qlim[a] = imin(q0[a] + QBox::extent(a), glen[a]);
+      krange[a] = key_range_for_query_tile(prob.axis[a], Range{q0[a], qlim[a]}, glen[a]);
+      n_ktiles[a] = (krange[a].size() + KBox::extent(a) - 1) / KBox::extent(a);
+      n_kv *= n_ktiles[a];
+    }
+  }
+
+  __device__ __forceinline__ void kv_origin(int j, int (&origin)[R]) const {
+#pragma unroll
+    for (int a = R - 1; a >= 0; --a) {
+      origin[a] = krange[a].begin + (j % n_ktiles[a]) * KBox::extent(a);
+      j /= n_ktiles[a];
+    }
+  }
+  __device__ __forceinline__ void kv_limit(int (&lim)[R]) const {
+#pragma unroll
+    for (int a = 0; a < R; ++a) lim[a] = krange[a].end;
+  }
+};
+
+}  // namespace detail
+
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads, 1)
+    fna_hopper_forward_kernel(__grid_constant__ ForwardParams<Traits::kRank, typename Traits::Element> const params) {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using namespace cute;
+  using Element = typename Traits::Element;
+  using QBox = typename Traits::QBox;
+  using KBox = typename Traits::KBox;
+  using Barrier = cutlass::arch::ClusterBarrier;
+  constexpr int R = Traits::kRank;
+  constexpr int kBlockN = Traits::kBlockN;
+  constexpr int kHeadDim = Traits::kHeadDim;
+  constexpr int kStages = Traits::kStages;
+
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  Element* smem_q = reinterpret_cast<Element*>(smem_raw + Traits::kOffQ);
+  Element* smem_k = reinterpret_cast<Element*>(smem_raw + Traits::kOffK);
+  Element* smem_v = reinterpret_cast<Element*>(smem_raw + Traits::kOffV);
+  uint64_t* bars = reinterpret_cast<uint64_t*>(smem_raw + Traits::kOffBar);
+  uint64_t* bar_q = bars;
+  uint64_t* bar_k = bars + 1;
+  uint64_t* bar_v = bars + 1 + kStages;
+  uint64_t* bar_empty = bars + 1 + 2 * kStages;
+
+  const NaProblem<R>& prob = params.problem;
+  const int h = blockIdx.y;
+  const int b = blockIdx.z;
+  const detail::CtaBox<QBox, KBox, R> cta(prob, params.tiles_per_group);
+  if (cta.empty) return;  // a box of a shorter dilation group: uniform over the CTA
+  const int n_kv = cta.n_kv;
+
+  const int warpgroup = threadIdx.x / 128;
+  if (threadIdx.x == 0) {
+    Barrier::init(bar_q, Traits::kProducerThreads);
+    for (int s = 0; s < kStages; ++s) {
+      Barrier::init(bar_k + s, Traits::kProducerThreads);
+      Barrier::init(bar_v + s, Traits::kProducerThreads);
+      Barrier::init(bar_empty + s, 128 * Traits::kConsumerWarpgroups);
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (warpgroup == 0) {
+    // ================================ producer ================================
+    cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
+    const int ptid = threadIdx.x;
+    const int h_kv = prob.kv_head(h);
+    int klim[R];
+    cta.kv_limit(klim);
+    Tensor sQ = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutQ{});
+    Tensor sK = make_tensor(make_smem_ptr(smem_k), typename Traits::SmemLayoutK{});
+    Tensor sVt = make_tensor(make_smem_ptr(smem_v), typename Traits::SmemLayoutVt{});
+    detail::load_box_async<Traits, QBox>(
+        params.q, b, h, [&](int r, int c) { return raw_pointer_cast(&sQ(r, c)); }, cta.q0, cta.qlim, cta.group,
+        prob.axis, ptid);
+    cp_async_fence();
+    for (int j = 0; j < n_kv; ++j) {
+      const int s = j % kStages;
+      if (j >= kStages) Barrier::wait(bar_empty + s, ((j / kStages) - 1) & 1);
+      int origin[R];
+      cta.kv_origin(j, origin);
+      detail::load_box_async<Traits, KBox>(
+          params.k, b, h_kv, [&](int r, int c) { return raw_pointer_cast(&sK(r, c, s)); }, origin, klim, cta.group,
+          prob.axis, ptid);
+      cp_async_fence();
+      detail::load_box_async<Traits, KBox>(
+          params.v, b, h_kv, [&](int r, int c) { return raw_pointer_cast(&sVt(c, r, s)); }, origin, klim, cta.group,
+          prob.axis, ptid);
+      cp_async_fence();
+      cp_async_wait<1>();  // K_j (and Q) landed
+      cutlass::arch::fence_view_async_shared();
+      if (j == 0) Barrier::arrive(bar_q);
+      Barrier::arrive(bar_k + s);
+      cp_async_wait<0>();  // V_j landed
+      cutlass::arch::fence_view_async_shared();
+      Barrier::arrive(bar_v + s);
+    }
+    if (n_kv == 0) {
+      cp_async_wait<0>();
+      cutlass::arch::fence_view_async_shared();
+      Barrier::arrive(bar_q);
+    }
+  } else {
+    // ================================ consumers ================================
+    cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
+    const int ctid = threadIdx.x - 128;
+    const int wg = ctid / 128;     // consumer warpgroup: query rows [64 wg, 64 wg + 64)
+    const int quad = ctid % 4;
+
+    typename Traits::TiledMmaQK mma_qk;
+    typename Traits::TiledMmaPV mma_pv;
+    auto thr_qk = mma_qk.get_thread_slice(ctid);
+    auto thr_pv = mma_pv.get_thread_slice(ctid);
+    Tensor sQ = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutQ{});
+    Tensor sK = make_tensor(make_smem_ptr(smem_k), typename Traits::SmemLayoutK{});
+    Tensor sVt = make_tensor(make_smem_ptr(smem_v), typename Traits::SmemLayoutVt{});
+    Tensor tSrQ = thr_qk.partition_fragment_A(sQ);  // (MMA, M, K) descriptors
+    Tensor tSrK = thr_qk.partition_fragment_B(sK);  // (MMA, N, K, stage)
+    Tensor tOrV = thr_pv.partition_fragment_B(sVt); // (MMA, D, Kn, stage)
+    Tensor acc_o = partition_fragment_C(mma_pv, Shape<_128, Int<kHeadDim>>{});
+    clear(acc_o);
+    static_assert(decltype(size(acc_o))::value == kHeadDim / 2, "O accumulator: ((2,2,D/8),1,1)");
+
+    // This thread's two query rows (row slot v1 = 0, 1) and their windows.
+    int wbeg[2][R], wend[2][R], row_off[2][R];
+#pragma unroll
+    for (int v1 = 0; v1 < 2; ++v1) {
+      const int row = 64 * wg + 16 * ((ctid % 128) / 32) + (ctid % 32) / 4 + 8 * v1;
+      QBox::unflatten(row, row_off[v1]);
+#pragma unroll
+      for (int a = 0; a < R; ++a) {
+        const Range w = window_local(prob.axis[a], cta.q0[a] + row_off[v1][a], cta.glen[a]);
+        wbeg[v1][a] = w.begin;
+        wend[v1][a] = w.end;
+      }
+    }
+    // The warpgroup's rows are a box: the first axis halves.
+    Range wg_rows[R];
+#pragma unroll
+    for (int a = 0; a < R; ++a) {
+      const int half = (a == 0) ? QBox::extent(0) / 2 : QBox::extent(a);
+      const int begin = cta.q0[a] + ((a == 0) ? wg * half : 0);
+      wg_rows[a] = Range{begin, imin(begin + half, cta.qlim[a])};
+    }
+    int klim[R];
+    cta.kv_limit(klim);
+
+    float row_max[2] = {-INFINITY, -INFINITY};
+    float row_sum[2] = {0.f, 0.f};
+    const float scale_log2 = params.scale_log2;
+
+    Barrier::wait(bar_q, 0);
+    for (int j = 0; j < n_kv; ++j) {
+      const int s = j % kStages;
+      const int phase = (j / kStages) & 1;
+      Barrier::wait(bar_k + s, phase);
+
+      // S = Q K^T
+      Tensor acc_s = partition_fragment_C(mma_qk, Shape<_128, Int<kBlockN>>{});
+      static_assert(decltype(size(acc_s))::value == kBlockN / 2, "S accumulator: ((2,2,N/8),1,1)");
+      warpgroup_fence_operand(acc_s);
+      warpgroup_arrive();
+      mma_qk.accumulate_ = GMMA::ScaleOut::Zero;
+#pragma unroll
+      for (int kk = 0; kk < size<2>(tSrQ); ++kk) {
+        cute::gemm(mma_qk, tSrQ(_, _, kk), tSrK(_, _, kk, s), acc_s);
+        mma_qk.accumulate_ = GMMA::ScaleOut::One;
+      }
+      warpgroup_commit_batch();
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(acc_s);
+
+      // Neighborhood mask unless the KV box is fully inside every window of this warpgroup's rows.
+      int origin[R];
+      cta.kv_origin(j, origin);
+      bool full = true;
+#pragma unroll
+      for (int a = 0; a < R; ++a) {
+        const Range kt{origin[a], imin(origin[a] + KBox::extent(a), klim[a])};
+        full = full && (kt.size() == KBox::extent(a)) && tile_fully_inside(prob.axis[a], wg_rows[a], kt, cta.glen[a]);
+      }
+      if (!full) {
+#pragma unroll
+        for (int v1 = 0; v1 < 2; ++v1) {
+          int lo[R], hi[R];
+#pragma unroll
+          for (int a = 0; a < R; ++a) {
+            lo[a] = wbeg[v1][a] - origin[a];
+            hi[a] = wend[v1][a] - origin[a];
+          }
+          detail::RowMask<KBox, R> m;
+          m.build(lo, hi, quad);
+#pragma unroll
+          for (int v2 = 0; v2 < kBlockN / 8; ++v2)
+#pragma unroll
+            for (int v0 = 0; v0 < 2; ++v0)
+              if (!m.test(v2, v0)) acc_s(v0 + 2 * v1 + 4 * v2) = -INFINITY;
+        }
+      }
+
+      // Online softmax (base 2, scale folded in); rows without any key so far keep m = -inf.
+      float mscaled[2];
+#pragma unroll
+      for (int v1 = 0; v1 < 2; ++v1) {
+        float mx = row_max[v1];
+#pragma unroll
+        for (int v2 = 0; v2 < kBlockN / 8; ++v2) {
+          mx = fmaxf(mx, acc_s(2 * v1 + 4 * v2));
+          mx = fmaxf(mx, acc_s(1 + 2 * v1 + 4 * v2));
+        }
+        mx = fused::detail::quad_max(mx);
+        mscaled[v1] = (mx == -INFINITY) ? 0.f : mx * scale_log2;
+        const float corr = detail::fast_exp2(row_max[v1] * scale_log2 - mscaled[v1]);
+        row_max[v1] = mx;
+        row_sum[v1] *= corr;
+#pragma unroll
+        for (int v2 = 0; v2 < kHeadDim / 8; ++v2) {
+          acc_o(2 * v1 + 4 * v2) *= corr;
+          acc_o(1 + 2 * v1 + 4 * v2) *= corr;
+        }
+      }
+      Tensor rP = make_tensor<Element>(Layout<Shape<Int<kBlockN / 2>>>{});
+#pragma unroll
+      for (int v1 = 0; v1 < 2; ++v1) {
+        float sum = 0.f;
+#pragma unroll
+        for (int v2 = 0; v2 < kBlockN / 8; ++v2)
+#pragma unroll
+          for (int v0 = 0; v0 < 2; ++v0) {
+            const int i = v0 + 2 * v1 + 4 * v2;
+            const float p = detail::fast_exp2(fmaf(acc_s(i), scale_log2, -mscaled[v1]));
+            sum += p;
+            rP(i) = static_cast<Element>(p);
+          }
+        row_sum[v1] += sum;
+      }
+      // The S accumulator ((2,2,N/8)) read as the A operand ((2,2,2), 1, N/16) of O += P V.
+      Tensor tOrP = make_tensor(rP.data(), Layout<Shape<Shape<_2, _2, _2>, _1, Int<kBlockN / 16>>,
+                                                  Stride<Stride<_1, _2, _4>, _0, _8>>{});
+
+      Barrier::wait(bar_v + s, phase);
+      warpgroup_fence_operand(acc_o);
+      warpgroup_arrive();
+#pragma unroll
+      for (int kk = 0; kk < kBlockN / 16; ++kk) cute::gemm(mma_pv, tOrP(_, _, kk), tOrV(_, _, kk, s), acc_o);
+      warpgroup_commit_batch();
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(acc_o);
+      Barrier::arrive(bar_empty + s);
+    }
+
+    // ---- epilogue: normalize, lse, direct 4-byte stores of (row, 2 columns) ----
+    const float scale = prob.scale;
+    const int64_t n_tokens = prob.num_tokens();
+#pragma unroll
+    for (int v1 = 0; v1 < 2; ++v1) {
+      const float l = fused::detail::quad_sum(row_sum[v1]);
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      bool valid = true;
+      int coord[R];
+#pragma unroll
+      for (int a = 0; a < R; ++a) {
+        const int loc = cta.q0[a] + row_off[v1][a];
+        valid = valid && (loc < cta.qlim[a]);
+        coord[a] = loc * prob.axis[a].dilation + cta.group[a];
+      }
+      if (!valid) continue;
+      Element* dst = params.out.at(b, coord, h) + 2 * quad;
+#pragma unroll
+      for (int v2 = 0; v2 < kHeadDim / 8; ++v2) {
+        Element pair[2] = {static_cast<Element>(acc_o(2 * v1 + 4 * v2) * inv),
+                           static_cast<Element>(acc_o(1 + 2 * v1 + 4 * v2) * inv)};
+        *reinterpret_cast<uint32_t*>(dst + 8 * v2) = *reinterpret_cast<uint32_t const*>(pair);
+      }
+      if (params.lse != nullptr && quad == 0) {
+        const float lse = (l > 0.f) ? row_max[v1] * scale + logf(l) : -INFINITY;
+        params.lse[(int64_t(b) * n_tokens + flatten(coord, prob.axis)) * prob.heads + h] = lse;
+      }
+    }
+  }
+#endif
+}
+
+}  // namespace hopper
+}  // namespace fastna

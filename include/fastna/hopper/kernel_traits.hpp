@@ -1,0 +1,118 @@
+// Compile-time configuration of the sm90a (Hopper) fused neighborhood-attention forward kernel.
+//
+// A CTA owns a 128-token query box (fastna::fused::Box, flattened row-major) inside one
+// dilation group.  Two consumer warpgroups each own 64 query rows (wgmma M = 64) and one
+// producer warpgroup streams K/V boxes into a multi-stage shared-memory ring with cp.async.
+// The query box is split along its first axis so that each warpgroup's 64 rows are themselves
+// a box: that lets a warpgroup skip masking on KV tiles fully inside its own rows' windows.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cute/arch/mma_sm90.hpp>
+#include <cutlass/numeric_types.h>
+
+#include "fastna/fused/kernel_traits.hpp"  // fastna::fused::Box
+#include "fastna/problem.hpp"
+
+namespace fastna {
+namespace hopper {
+
+using fused::Box;
+
+// Default boxes: 128 query tokens and 128 keys per KV tile.  The last extent is a multiple of
+// 8 so a thread's accumulator columns (8*v2 + 2*quad + v0) decompose into compile-time box
+// offsets (see mask.hpp).
+template <int Rank> struct DefaultQBox;
+template <> struct DefaultQBox<1> { using type = Box<1, 128>; };
+template <> struct DefaultQBox<2> { using type = Box<2, 16, 8>; };
+template <> struct DefaultQBox<3> { using type = Box<3, 4, 4, 8>; };
+template <int Rank> struct DefaultKBox;
+template <> struct DefaultKBox<1> { using type = Box<1, 128>; };
+template <> struct DefaultKBox<2> { using type = Box<2, 16, 8>; };
+template <> struct DefaultKBox<3> { using type = Box<3, 4, 4, 8>; };
+
+// Swizzle atoms: 128-byte rows when the head dim allows it (64 elements of 16 bits).
+template <class Element, int HeadDim>
+struct SmemAtoms {
+  static_assert(HeadDim % 32 == 0, "head dim: multiple of 32");
+  using K = std::conditional_t<HeadDim % 64 == 0, cute::GMMA::Layout_K_SW128_Atom<Element>,
+                               cute::GMMA::Layout_K_SW64_Atom<Element>>;
+  using MN = std::conditional_t<HeadDim % 64 == 0, cute::GMMA::Layout_MN_SW128_Atom<Element>,
+                                cute::GMMA::Layout_MN_SW64_Atom<Element>>;
+};
+
+template <int Rank_, class Element_, int HeadDim_, class QBox_, class KBox_, int Stages_>
+struct ForwardTraits {
+  using Element = Element_;
+  using QBox = QBox_;
+  using KBox = KBox_;
+  static constexpr int kRank = Rank_;
+  static constexpr int kHeadDim = HeadDim_;
+  static constexpr int kStages = Stages_;
+  static_assert(QBox::kRank == kRank && KBox::kRank == kRank, "box rank must match problem rank");
+  static_assert(kHeadDim == 32 || kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256, "head dim 32/64/128/256");
+
+  static constexpr int kBlockM = QBox::kSize;
+  static constexpr int kBlockN = KBox::kSize;
+  static_assert(kBlockM == 128, "query box: 128 tokens (2 warpgroups x 64 rows)");
+  static_assert(QBox::extent(0) % 2 == 0, "query box splits in halves along its first axis");
+  static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "KV box: multiple of 16, at most 256 keys");
+  static_assert(KBox::extent(kRank - 1) % 8 == 0 && KBox::extent(kRank - 1) <= 256,
+                "KV box: last extent a multiple of 8");
+  static_assert(KBox::extent(kRank - 1) <= 64 || kRank == 1, "KV box: last extent <= 64 in 2D/3D");
+  static_assert(kBlockN / KBox::extent(kRank - 1) <= 32, "KV box: at most 32 outer positions");
+
+  static constexpr int kConsumerWarpgroups = 2;
+  static constexpr int kThreads = 128 * (kConsumerWarpgroups + 1);
+  // Register split after setmaxnreg: 128 * kProducerRegs + 256 * kConsumerRegs <= 384 * 168.
+  static constexpr int kProducerRegs = 40;
+  static constexpr int kConsumerRegs = 232;
+
+  using MmaAtomQK = decltype(cute::GMMA::ss_op_selector<Element, Element, float,
+                                                         cute::Shape<cute::_64, cute::Int<kBlockN>, cute::Int<kHeadDim>>>());
+  using MmaAtomPV = decltype(cute::GMMA::rs_op_selector<Element, Element, float,
+                                                         cute::Shape<cute::_64, cute::Int<kHeadDim>, cute::Int<kBlockN>>,
+                                                         cute::GMMA::Major::K, cute::GMMA::Major::MN>());
+  using WarpgroupLayout = cute::Layout<cute::Shape<cute::Int<kConsumerWarpgroups>, cute::_1, cute::_1>>;
+  using TiledMmaQK = decltype(cute::make_tiled_mma(MmaAtomQK{}, WarpgroupLayout{}));
+  using TiledMmaPV = decltype(cute::make_tiled_mma(MmaAtomPV{}, WarpgroupLayout{}));
+
+  // Q, K: (token, head dim), head dim contiguous (K-major for S = Q K^T).
+  // V: stored token-major like K but addressed as (head dim, token): MN-major B of O = P V.
+  using SmemLayoutQ = decltype(cute::tile_to_shape(typename SmemAtoms<Element, kHeadDim>::K{},
+                                                   cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>>{}));
+  using SmemLayoutK = decltype(cute::tile_to_shape(typename SmemAtoms<Element, kHeadDim>::K{},
+                                                   cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>, cute::Int<kStages>>{}));
+  using SmemLayoutVt = decltype(cute::tile_to_shape(typename SmemAtoms<Element, kHeadDim>::MN{},
+                                                    cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockN>, cute::Int<kStages>>{}));
+
+  static constexpr int kElemsQ = kBlockM * kHeadDim;
+  static constexpr int kElemsKV = kBlockN * kHeadDim;  // one stage of K or V
+
+  // Shared memory: Q | K stages | V stages | mbarriers.  1024-byte aligned buffers (the period
+  // of the 128-byte swizzle, which the wgmma descriptors assume).
+  static constexpr size_t kOffQ = 0;
+  static constexpr size_t kOffK = kOffQ + sizeof(Element) * size_t(kElemsQ);
+  static constexpr size_t kOffV = kOffK + sizeof(Element) * size_t(kStages) * kElemsKV;
+  static constexpr size_t kOffBar = kOffV + sizeof(Element) * size_t(kStages) * kElemsKV;
+  static constexpr int kNumBarriers = 1 + 3 * kStages;  // q_full, k_full[S], v_full[S], empty[S]
+  static constexpr size_t kSmemBytes = kOffBar + 8 * kNumBarriers;
+  static_assert(kOffK % 1024 == 0 && kOffV % 1024 == 0, "buffers must stay 1024-byte aligned");
+  static_assert(kSmemBytes <= 227 * 1024, "shared memory: at most 227 KB per CTA");
+
+  // Producer copies: 16-byte chunks, consecutive threads along one token's head dim.
+  static constexpr int kProducerThreads = 128;
+  static constexpr int kChunksPerRow = kHeadDim / 8;
+  static_assert(kProducerThreads % kChunksPerRow == 0, "chunk mapping: threads must cover whole rows");
+  static constexpr int kRowsPerPass = kProducerThreads / kChunksPerRow;
+};
+
+// Stage counts that fit 227 KB: D=128 with 128-key tiles: 2 (Q 32 KB + 2 x 64 KB).
+template <int HeadDim, int BlockN>
+struct DefaultStages {
+  static constexpr int value = (HeadDim * BlockN >= 128 * 128) ? 2 : (HeadDim * BlockN >= 64 * 128 ? 4 : 4);
+};
+
+}  // namespace hopper
+}  // namespace fastna

@@ -1,0 +1,46 @@
+// Producer-side gathers: one box of tokens x head dim from a strided [B, *spatial, H, D] view
+// into a swizzled (GMMA) shared-memory tensor, 16-byte cp.async chunks.
+//
+// The destination is addressed through a CuTe tensor on a smem pointer, never by evaluating the
+// layout alone: the GMMA swizzle atoms are defined on byte addresses and only the swizzled
+// pointer applies them correctly to 16-bit elements.
+#pragma once
+
+#include <cute/tensor.hpp>
+
+#include "fastna/fused/kernel.hpp"  // fused::detail::cp_async_16_zfill
+#include "fastna/index_math.hpp"
+#include "fastna/problem.hpp"
+
+namespace fastna {
+namespace hopper {
+namespace detail {
+
+// dst(row, col) -> Element* in shared memory.  origin/limit: group-local box origin and exclusive
+// bound of valid positions per axis; rows past the bound are zero-filled without a global read.
+template <class Traits, class Box, int Rank, class T, class Dst>
+__device__ __forceinline__ void load_box_async(TokenTensor<T, Rank> const& t, int b, int h, Dst const& dst,
+                                               int const (&origin)[Rank], int const (&limit)[Rank],
+                                               int const (&group)[Rank], AxisParams const (&axis)[Rank], int tid) {
+  const int chunk = tid % Traits::kChunksPerRow;
+  const int row0 = tid / Traits::kChunksPerRow;
+#pragma unroll 4
+  for (int r = row0; r < Box::kSize; r += Traits::kRowsPerPass) {
+    int off[Rank];
+    Box::unflatten(r, off);
+    bool valid = true;
+    int coord[Rank];
+#pragma unroll
+    for (int a = 0; a < Rank; ++a) {
+      const int loc = origin[a] + off[a];
+      valid = valid && (loc < limit[a]);
+      coord[a] = loc * axis[a].dilation + group[a];
+    }
+    T const* src = valid ? t.at(b, coord, h) + chunk * 8 : t.ptr;
+    fused::detail::cp_async_16_zfill(dst(r, chunk * 8), src, valid);
+  }
+}
+
+}  // namespace detail
+}  // namespace hopper
+}  // namespace fastna

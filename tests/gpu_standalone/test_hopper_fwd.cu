@@ -1,0 +1,411 @@
+// Standalone GPU test + benchmark of fastna::hopper::Forward (sm90a), side by side with the
+// sm80-class fastna::fused::Forward.  Build/run: tests/gpu_standalone/run_hopper.sh.
+//
+// This file is compiled twice over: with -DINST_RANK/-DINST_ELEM/-DINST_DIM it is one hopper
+// instance (hopper_fwd_r<R>_<elem>_d<D>); without, it is the driver.  The sm80 instances come
+// from instance.cu (fused_fwd_r<R>_<elem>_d<D>, common.hpp).
+//
+// Correctness: random non-zero inputs, out and lse poisoned with NaN, CPU reference in double
+// that is literal DESIGN.md section 1 (per query, every key, fastna::is_neighbor on every axis).
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdio>
+
+#include "common.hpp"
+#include "fastna/problem.hpp"
+
+#define FASTNA_HOPPER_DECL(R, E, D)                                                                     \
+  int hopper_fwd_r##R##_##E##_d##D(const fastna::NaProblem<R>& p, const void* q, const int64_t* sq,   \
+                                   const void* k, const int64_t* sk, const void* v, const int64_t* sv, \
+                                   void* out, const int64_t* so, float* lse, cudaStream_t stream);
+// Hopper instances built by run_hopper.sh (keep in sync with its HOPPER_INSTS).
+#define FASTNA_HOPPER_FOR_ALL(X)                                                      \
+  X(1, f16, 64) X(1, f16, 128) X(1, bf16, 64) X(1, bf16, 128)                         \
+  X(2, f16, 64) X(2, f16, 128) X(2, bf16, 64) X(2, bf16, 128)                         \
+  X(3, f16, 64) X(3, f16, 128) X(3, bf16, 64) X(3, bf16, 128)
+FASTNA_HOPPER_FOR_ALL(FASTNA_HOPPER_DECL)
+// sm80 instances (instance.cu, declared in common.hpp) compared in the benchmark.
+#define FASTNA_SM80_FOR_BENCH(X) X(1, bf16, 128) X(2, bf16, 128) X(3, bf16, 128)
+
+#ifdef INST_RANK
+// ------------------------------------------------------------------ one hopper instance
+#include "fastna/hopper/forward.hpp"
+
+#define f16 cutlass::half_t
+#define bf16 cutlass::bfloat16_t
+using Elem = INST_ELEM;
+#undef f16
+#undef bf16
+#define CAT_(a, b, c, d, e, f) a##b##c##d##e##f
+#define CAT(a, b, c, d, e, f) CAT_(a, b, c, d, e, f)
+
+template <class T, int R>
+static fastna::TokenTensor<T, R> view(const void* p, const int64_t* s) {
+  fastna::TokenTensor<T, R> t;
+  t.ptr = reinterpret_cast<T*>(const_cast<void*>(p));
+  t.stride_batch = s[0];
+  for (int a = 0; a < R; ++a) t.stride_spatial[a] = s[1 + a];
+  t.stride_head = s[R + 1];
+  t.stride_dim = s[R + 2];
+  return t;
+}
+
+int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM)(const fastna::NaProblem<INST_RANK>& p, const void* q,
+                                                             const int64_t* sq, const void* k, const int64_t* sk,
+                                                             const void* v, const int64_t* sv, void* out,
+                                                             const int64_t* so, float* lse, cudaStream_t stream) {
+  using Op = fastna::hopper::Forward<INST_RANK, Elem, INST_DIM>;
+  typename Op::Arguments args;
+  args.problem = p;
+  args.q = view<Elem const, INST_RANK>(q, sq);
+  args.k = view<Elem const, INST_RANK>(k, sk);
+  args.v = view<Elem const, INST_RANK>(v, sv);
+  args.out = view<Elem, INST_RANK>(out, so);
+  args.lse = lse;
+  if (Op::can_implement(args) != cutlass::Status::kSuccess) return 1;
+  return Op::run(args, stream) == cutlass::Status::kSuccess ? 0 : 2;
+}
+
+#else
+// ------------------------------------------------------------------ driver
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "fastna/index_math.hpp"
+#include "half_bits.hpp"
+
+#define CK(x)                                                                               \
+  do {                                                                                      \
+    cudaError_t e_ = (x);                                                                   \
+    if (e_ != cudaSuccess) {                                                                \
+      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
+      std::exit(1);                                                                         \
+    }                                                                                       \
+  } while (0)
+
+struct Case {
+  std::string name;
+  int rank;
+  int B, H, Hkv, D;
+  int L[3], K[3], S[3], Dil[3];
+  bool C[3];
+  bool bf16;
+};
+
+static Case mk(const std::string& name, int rank, std::vector<int> L, std::vector<int> K, std::vector<int> S,
+               std::vector<int> Dil, std::vector<int> C, int B, int H, int Hkv, int D, bool bf16) {
+  Case c{};
+  c.name = name;
+  c.rank = rank;
+  c.B = B; c.H = H; c.Hkv = Hkv; c.D = D; c.bf16 = bf16;
+  for (int a = 0; a < 3; ++a) {
+    c.L[a] = a < rank ? L[a] : 1;
+    c.K[a] = a < rank ? K[a] : 1;
+    c.S[a] = a < rank ? S[a] : 1;
+    c.Dil[a] = a < rank ? Dil[a] : 1;
+    c.C[a] = a < rank ? bool(C[a]) : false;
+  }
+  return c;
+}
+
+template <int R>
+static fastna::NaProblem<R> make_problem(const Case& c) {
+  fastna::NaProblem<R> p;
+  p.batch = c.B; p.heads = c.H; p.heads_kv = c.Hkv; p.dim = c.D; p.dim_v = c.D; p.num_extra = 0;
+  p.scale = 1.f / std::sqrt(float(c.D));
+  for (int a = 0; a < R; ++a) {
+    p.axis[a].length = c.L[a];
+    p.axis[a].kernel = c.K[a];
+    p.axis[a].stride = c.S[a];
+    p.axis[a].dilation = c.Dil[a];
+    p.axis[a].causal = c.C[a];
+  }
+  return p;
+}
+
+enum class Impl { kHopper, kSm80 };
+
+template <int R>
+static int dispatch(Impl impl, const Case& c, const fastna::NaProblem<R>& p, const void* q, const int64_t* sq,
+                    const void* k, const int64_t* sk, const void* v, const int64_t* sv, void* o, const int64_t* so,
+                    float* lse) {
+  const char* e = c.bf16 ? "bf16" : "f16";
+#define XH(RR, EE, DD)                                                                                   \
+  if (impl == Impl::kHopper && RR == R && c.D == DD && std::strcmp(e, #EE) == 0)                        \
+    return hopper_fwd_r##RR##_##EE##_d##DD(*reinterpret_cast<const fastna::NaProblem<RR>*>(&p), q, sq, k, sk, v, sv, o, \
+                                           so, lse, 0);
+  FASTNA_HOPPER_FOR_ALL(XH)
+#undef XH
+#define XS(RR, EE, DD)                                                                                   \
+  if (impl == Impl::kSm80 && RR == R && c.D == DD && std::strcmp(e, #EE) == 0)                          \
+    return fused_fwd_r##RR##_##EE##_d##DD(*reinterpret_cast<const fastna::NaProblem<RR>*>(&p), q, sq, k, sk, v, sv, o, \
+                                          so, lse, 0);
+  FASTNA_SM80_FOR_BENCH(XS)
+#undef XS
+  return 3;  // no instance
+}
+
+// [B, *spatial, heads, D] contiguous element strides.
+template <int R>
+static void strides_for(const Case& c, int heads, int64_t* s) {
+  int64_t st = c.D;
+  s[R + 2] = 1;
+  s[R + 1] = st;
+  st *= heads;
+  for (int a = R - 1; a >= 0; --a) {
+    s[1 + a] = st;
+    st *= c.L[a];
+  }
+  s[0] = st;
+}
+
+template <int R>
+static bool run_case(const Case& c) {
+  auto p = make_problem<R>(c);
+  const int64_t N = p.num_tokens();
+  const int B = c.B, H = c.H, Hk = c.Hkv, D = c.D;
+  std::mt19937 rng(977 + c.D + 13 * c.H + int(N) + 5 * c.rank);
+  std::uniform_real_distribution<float> U(-1.5f, 1.5f);
+  auto rnd = [&]() {
+    float x;
+    do x = U(rng); while (std::fabs(x) < 1e-3f);
+    return x;
+  };
+  const size_t qe = size_t(B) * N * H * D, kve = size_t(B) * N * Hk * D;
+  std::vector<uint16_t> rq(qe), rk(kve), rv(kve);
+  for (auto& x : rq) x = to_bits(rnd(), c.bf16);
+  for (auto& x : rk) x = to_bits(rnd(), c.bf16);
+  for (auto& x : rv) x = to_bits(rnd(), c.bf16);
+  int64_t sq[6], sk[6];
+  strides_for<R>(c, H, sq);
+  strides_for<R>(c, Hk, sk);
+  uint16_t *dq, *dk, *dv, *dout;
+  float* dlse;
+  CK(cudaMalloc(&dq, qe * 2));
+  CK(cudaMalloc(&dk, kve * 2));
+  CK(cudaMalloc(&dv, kve * 2));
+  CK(cudaMalloc(&dout, qe * 2));
+  CK(cudaMalloc(&dlse, size_t(B) * N * H * 4));
+  CK(cudaMemcpy(dq, rq.data(), qe * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dk, rk.data(), kve * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dv, rv.data(), kve * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemset(dout, 0xff, qe * 2));                 // NaN poison
+  CK(cudaMemset(dlse, 0xff, size_t(B) * N * H * 4));  // NaN poison
+  const int rc = dispatch<R>(Impl::kHopper, c, p, dq, sq, dk, sk, dv, sk, dout, sq, dlse);
+  CK(cudaGetLastError());
+  CK(cudaDeviceSynchronize());
+  std::vector<uint16_t> out(qe);
+  std::vector<float> lse(size_t(B) * N * H);
+  CK(cudaMemcpy(out.data(), dout, qe * 2, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(lse.data(), dlse, lse.size() * 4, cudaMemcpyDeviceToHost));
+  cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(dout); cudaFree(dlse);
+  if (rc != 0) {
+    std::printf("%-52s FAIL (dispatch rc=%d)\n", c.name.c_str(), rc);
+    return false;
+  }
+
+  // CPU reference in double.
+  auto fq = [&](int b, int64_t n, int h, int d) { return from_bits(rq[((size_t(b) * N + n) * H + h) * D + d], c.bf16); };
+  auto fk = [&](int b, int64_t n, int h, int d) { return from_bits(rk[((size_t(b) * N + n) * Hk + h) * D + d], c.bf16); };
+  auto fv = [&](int b, int64_t n, int h, int d) { return from_bits(rv[((size_t(b) * N + n) * Hk + h) * D + d], c.bf16); };
+  double err2 = 0, ref2 = 0, lse_err = 0;
+  bool nonfinite = false;
+  std::vector<double> s, acc(D);
+  std::vector<int64_t> nb;
+  std::vector<float> qrow(D);
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < H; ++h) {
+      const int hk = p.kv_head(h);
+      for (int64_t i = 0; i < N; ++i) {
+        int ci[3];
+        int64_t t = i;
+        for (int a = R - 1; a >= 0; --a) { ci[a] = int(t % c.L[a]); t /= c.L[a]; }
+        nb.clear();
+        for (int64_t j = 0; j < N; ++j) {
+          int cj[3];
+          int64_t u = j;
+          for (int a = R - 1; a >= 0; --a) { cj[a] = int(u % c.L[a]); u /= c.L[a]; }
+          bool ok = true;
+          for (int a = 0; a < R && ok; ++a) ok = fastna::is_neighbor(p.axis[a], ci[a], cj[a]);
+          if (ok) nb.push_back(j);
+        }
+        for (int x = 0; x < D; ++x) qrow[x] = fq(b, i, h, x);
+        s.assign(nb.size(), 0.0);
+        double mx = -1e300;
+        for (size_t n = 0; n < nb.size(); ++n) {
+          double d = 0;
+          for (int x = 0; x < D; ++x) d += double(qrow[x]) * fk(b, nb[n], hk, x);
+          s[n] = d * p.scale;
+          mx = std::max(mx, s[n]);
+        }
+        double l = 0;
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (size_t n = 0; n < nb.size(); ++n) {
+          const double e = std::exp(s[n] - mx);
+          l += e;
+          for (int x = 0; x < D; ++x) acc[x] += e * fv(b, nb[n], hk, x);
+        }
+        for (int x = 0; x < D; ++x) {
+          const double r = acc[x] / l;
+          const double g = from_bits(out[((size_t(b) * N + i) * H + h) * D + x], c.bf16);
+          if (!std::isfinite(g)) nonfinite = true;
+          err2 += (g - r) * (g - r);
+          ref2 += r * r;
+        }
+        const double lg = lse[(size_t(b) * N + i) * H + h];
+        if (!std::isfinite(lg)) nonfinite = true;
+        lse_err = std::max(lse_err, std::fabs(lg - (mx + std::log(l))));
+      }
+    }
+  const double rel = std::sqrt(err2 / ref2);
+  const double tol = c.bf16 ? 1e-2 : 3e-3;
+  const bool pass = !nonfinite && rel < tol && lse_err < 2e-3;
+  std::printf("%-52s %s D=%-3d rel_l2=%.3e lse_maxabs=%.3e %s%s\n", c.name.c_str(), c.bf16 ? "bf16" : "fp16", D, rel,
+              lse_err, pass ? "PASS" : "FAIL", nonfinite ? " (non-finite output)" : "");
+  return pass;
+}
+
+static bool run_any(const Case& c) {
+  if (c.rank == 1) return run_case<1>(c);
+  if (c.rank == 2) return run_case<2>(c);
+  return run_case<3>(c);
+}
+
+// ------------------------------------------------------------------ benchmark
+static double g_bench_ms[2];
+
+template <int R>
+static void bench(Impl impl, const Case& c, int iters) {
+  auto p = make_problem<R>(c);
+  const int64_t N = p.num_tokens();
+  const size_t qe = size_t(c.B) * N * c.H * c.D, kve = size_t(c.B) * N * c.Hkv * c.D;
+  uint16_t *dq, *dk, *dv, *dout;
+  CK(cudaMalloc(&dq, qe * 2));
+  CK(cudaMalloc(&dk, kve * 2));
+  CK(cudaMalloc(&dv, kve * 2));
+  CK(cudaMalloc(&dout, qe * 2));
+  {
+    std::vector<uint16_t> hbuf(std::max(qe, kve));
+    std::mt19937 rng(7);
+    std::normal_distribution<float> Nd(0.f, 1.f);
+    for (auto& x : hbuf) x = to_bits(Nd(rng), c.bf16);
+    CK(cudaMemcpy(dq, hbuf.data(), qe * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dk, hbuf.data() + 3, (kve - 3) * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dv, hbuf.data() + 1, (kve - 1) * 2, cudaMemcpyHostToDevice));
+  }
+  int64_t sq[6], sk[6];
+  strides_for<R>(c, c.H, sq);
+  strides_for<R>(c, c.Hkv, sk);
+  auto launch = [&]() { return dispatch<R>(impl, c, p, dq, sq, dk, sk, dv, sk, dout, sq, nullptr); };
+  const int rc = launch();
+  CK(cudaGetLastError());
+  CK(cudaDeviceSynchronize());
+  const char* who = impl == Impl::kHopper ? "hopper" : "sm80";
+  if (rc != 0) {
+    std::printf("BENCH %-44s %-6s rc=%d\n", c.name.c_str(), who, rc);
+    g_bench_ms[int(impl)] = 0;
+  } else {
+    for (int i = 0; i < 2; ++i) launch();
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    std::vector<float> ms;
+    for (int i = 0; i < iters; ++i) {
+      CK(cudaEventRecord(e0));
+      launch();
+      CK(cudaEventRecord(e1));
+      CK(cudaEventSynchronize(e1));
+      float t;
+      CK(cudaEventElapsedTime(&t, e0, e1));
+      ms.push_back(t);
+    }
+    CK(cudaGetLastError());
+    std::sort(ms.begin(), ms.end());
+    const double med = ms[ms.size() / 2];
+    const double flops = 4.0 * double(c.B) * N * double(p.window_size()) * c.D * c.H;
+    std::printf("BENCH %-44s %-6s median %9.3f ms (min %9.3f)  %6.1f TFLOP/s\n", c.name.c_str(), who, med, ms[0],
+                flops / (med * 1e-3) / 1e12);
+    g_bench_ms[int(impl)] = med;
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+  }
+  cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(dout);
+}
+
+template <int R>
+static void bench_both(const Case& c, int iters) {
+  bench<R>(Impl::kHopper, c, iters);
+  bench<R>(Impl::kSm80, c, iters);
+  if (g_bench_ms[0] > 0 && g_bench_ms[1] > 0)
+    std::printf("RATIO %-44s hopper %.3f ms vs sm80 %.3f ms: %.2fx\n", c.name.c_str(), g_bench_ms[0], g_bench_ms[1],
+                g_bench_ms[1] / g_bench_ms[0]);
+}
+
+int main(int argc, char** argv) {
+  bool do_test = true, do_bench = true;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--test-only")) do_bench = false;
+    if (!std::strcmp(argv[i], "--bench-only")) do_test = false;
+  }
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
+
+  int fails = 0, total = 0;
+  if (do_test) {
+    std::vector<Case> cs;
+    for (int D : {64, 128})
+      for (int bf : {0, 1}) {
+        const std::string tag = std::string(" D") + std::to_string(D);
+        // 1D: multi-box, ring wrap-around (many KV tiles), odd/even K, stride, dilation, causal, GQA
+        cs.push_back(mk("1d L1000 K301" + tag, 1, {1000}, {301}, {1}, {1}, {0}, 1, 2, 2, D, bf));
+        cs.push_back(mk("1d L331 K8 s3 d2 (even K, unequal groups)" + tag, 1, {331}, {8}, {3}, {2}, {0}, 2, 2, 2, D, bf));
+        cs.push_back(mk("1d L700 K100 d3 causal GQA4/2" + tag, 1, {700}, {100}, {1}, {3}, {1}, 1, 4, 2, D, bf));
+        cs.push_back(mk("1d L200 K200 (self-attn)" + tag, 1, {200}, {200}, {1}, {1}, {0}, 1, 2, 2, D, bf));
+        cs.push_back(mk("1d L600 K64 s64 causal (blocked)" + tag, 1, {600}, {64}, {64}, {1}, {1}, 1, 2, 1, D, bf));
+        cs.push_back(mk("1d L900 K256 s32 d2 causal" + tag, 1, {900}, {256}, {32}, {2}, {1}, 1, 1, 1, D, bf));
+        // 2D
+        cs.push_back(mk("2d 40x37 K13x20" + tag, 2, {40, 37}, {13, 20}, {1, 1}, {1, 1}, {0, 0}, 1, 2, 2, D, bf));
+        cs.push_back(mk("2d 45x33 K6x9 s2x3 d2x3 GQA4/1" + tag, 2, {45, 33}, {6, 9}, {2, 3}, {2, 3}, {0, 0}, 1, 4, 1, D, bf));
+        for (int cc = 0; cc < 4; ++cc)
+          cs.push_back(mk("2d 35x29 K10x7 s1x2 d1x2 causal=(" + std::to_string(cc & 1) + "," +
+                              std::to_string((cc >> 1) & 1) + ")" + tag,
+                          2, {35, 29}, {10, 7}, {1, 2}, {1, 2}, {cc & 1, (cc >> 1) & 1}, 1, 2, 2, D, bf));
+        cs.push_back(mk("2d 24x24 K24x24 (self-attn)" + tag, 2, {24, 24}, {24, 24}, {1, 1}, {1, 1}, {0, 0}, 1, 1, 1, D, bf));
+        cs.push_back(mk("2d 34x30 K16x8 s16x8 causal=(1,1) (blocked)" + tag, 2, {34, 30}, {16, 8}, {16, 8}, {1, 1}, {1, 1}, 2, 1, 1, D, bf));
+        // 3D
+        cs.push_back(mk("3d 9x13x19 K5x6x11" + tag, 3, {9, 13, 19}, {5, 6, 11}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 2, 2, D, bf));
+        cs.push_back(mk("3d 8x12x21 K4x3x8 s2x1x3 d1x2x2 causal=(1,0,0)" + tag, 3, {8, 12, 21}, {4, 3, 8}, {2, 1, 3}, {1, 2, 2}, {1, 0, 0}, 1, 2, 1, D, bf));
+        for (int cc = 0; cc < 8; ++cc)
+          cs.push_back(mk("3d 7x9x17 K3x4x9 s1x2x1 d2x1x1 causal=(" + std::to_string(cc & 1) + "," +
+                              std::to_string((cc >> 1) & 1) + "," + std::to_string((cc >> 2) & 1) + ")" + tag,
+                          3, {7, 9, 17}, {3, 4, 9}, {1, 2, 1}, {2, 1, 1}, {cc & 1, (cc >> 1) & 1, (cc >> 2) & 1}, 1, 1, 1, D, bf));
+        cs.push_back(mk("3d 6x7x9 K6x7x9 (self-attn) GQA2/1" + tag, 3, {6, 7, 9}, {6, 7, 9}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 2, 1, D, bf));
+        cs.push_back(mk("3d 10x9x20 K4x4x12 s2x2x3 d1x1x2 causal=(0,1,0)" + tag, 3, {10, 9, 20}, {4, 4, 12}, {2, 2, 3}, {1, 1, 2}, {0, 1, 0}, 1, 2, 2, D, bf));
+      }
+    for (auto& c : cs) {
+      ++total;
+      if (!run_any(c)) ++fails;
+    }
+    std::printf("SUMMARY: %d/%d passed\n", total - fails, total);
+  }
+  if (do_bench) {
+    // Anchor cases (DESIGN.md section 4): B=1, bf16, D=128.
+    bench_both<1>(mk("1d 32768 K2048 H1", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 1, 1, 128, true), 30);
+    bench_both<1>(mk("1d-strided 32768 K2048 s256 H1", 1, {32768}, {2048}, {256}, {1}, {0}, 1, 1, 1, 128, true), 30);
+    bench_both<2>(mk("flux 256x256 K80x80 H24", 2, {256, 256}, {80, 80}, {1, 1}, {1, 1}, {0, 0}, 1, 24, 24, 128, true), 5);
+    bench_both<2>(mk("flux-strided 256x256 K80x80 s16x16 H24", 2, {256, 256}, {80, 80}, {16, 16}, {1, 1}, {0, 0}, 1, 24, 24, 128, true), 5);
+    bench_both<3>(mk("hunyuan 30x48x80 K18x24x24 H24", 3, {30, 48, 80}, {18, 24, 24}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 24, 24, 128, true), 3);
+    bench_both<3>(mk("hunyuan-strided 30x48x80 K18x24x24 s16x8x8 H24", 3, {30, 48, 80}, {18, 24, 24}, {16, 8, 8}, {1, 1, 1}, {0, 0, 0}, 1, 24, 24, 128, true), 3);
+    bench_both<3>(mk("video-causal-t 16x48x80 K8x16x24 cT H16", 3, {16, 48, 80}, {8, 16, 24}, {1, 1, 1}, {1, 1, 1}, {1, 0, 0}, 1, 16, 16, 128, true), 3);
+    bench_both<1>(mk("dense-equiv 1d 8192 K8192 H16", 1, {8192}, {8192}, {1}, {1}, {0}, 1, 16, 16, 128, true), 10);
+  }
+  return fails == 0 ? 0 : 1;
+}
+#endif
