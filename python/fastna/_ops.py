@@ -166,6 +166,9 @@ def na_backward(dout: Optional[Tensor], dlse: Optional[Tensor], q: Tensor, k: Te
         from .backends import fused
         g3 = fused.op_backward(q, k, v, out, lse, params, dout, dlse)
         grads = None if g3 is None else tuple(g3) + (None, None)
+    elif backend == "gemm" and ek is None:
+        from .backends import gemm
+        grads = tuple(gemm.op_backward(q, k, v, out, lse, params, dout, dlse)) + (None, None)
     if grads is None:
         mod = _backends.get(backend)
         inputs = [q, k, v] + ([] if ek is None else [ek, ev])

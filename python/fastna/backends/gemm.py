@@ -14,9 +14,10 @@ measure the GEMM-based approach against the naive and fused ones through one API
 the default (it ranks behind "fused" in backend=None's order). Additional KV tokens are
 attended with torch and merged through the lse (backends/_merge.py), as the fused backend does.
 
-Autograd: every step above is differentiable (the kernels' own backward: NN / IN / PN), and
-fastna._api runs this backend through the custom op fastna::na_forward, whose backward
-recomputes this forward under autograd; so torch.compile(fullgraph=True) traces it.
+Autograd: fastna._api runs this backend through the custom op fastna::na_forward (so
+torch.compile(fullgraph=True) traces it); its backward is op_backward() below on the saved out
+and lse (dq = NN, dk / dv = IN, dP = PN), or, with additional KV tokens, a replay of forward()
+under autograd (every step above is differentiable through the kernels' own backward).
 
 Declined (check() says why; backend=None falls through to the next backend): stride > 1 on any
 axis (the GEMM kernels implement the legacy stride-1 ops), dtypes / head dims without a gemm_na
@@ -67,15 +68,63 @@ def check(query, key, value, params, additional_keys=None, additional_values=Non
     return None
 
 
+def _softmax(logits, scale):
+    """(probabilities fp32, lse fp32) of scale * logits over the window slots.
+
+    lse = max(s) - log(max(p)) is logsumexp(s) exactly (p_max = exp(max(s) - lse)), and costs
+    two reductions over the weights where torch.logsumexp makes several passes; it is
+    differentiable (its derivative is p, like logsumexp's).
+    """
+    s = logits.float().mul_(scale)
+    p = torch.softmax(s, dim=-1)
+    lse = s.amax(dim=-1) - torch.log(p.amax(dim=-1))
+    return p, lse
+
+
 def forward(query, key, value, params, additional_keys=None, additional_values=None,
             return_lse=False):
     kernel, dil, causal = tuple(params.kernel), tuple(params.dilation), tuple(params.causal)
     logits = _gu.GemmBackend.qk(query, key, kernel, dil, causal, None, None)
-    s = logits.float() * params.scale
-    lse = torch.logsumexp(s, dim=-1)
-    attn = torch.exp(s - lse[..., None]).to(value.dtype)
-    out = _gu.GemmBackend.av(attn, value, kernel, dil, causal, None)
+    p, lse = _softmax(logits, params.scale)
+    out = _gu.GemmBackend.av(p.to(value.dtype), value, kernel, dil, causal, None)
     ek, ev = additional_keys, additional_values
     if ek is not None and ek.shape[1] > 0:
         out, lse = _merge.attend_and_merge(query, out, lse, ek, ev, params.scale)
     return (out, lse) if return_lse else out
+
+
+def op_backward(q, k, v, out, lse, params, dout, dlse):
+    """The custom op's backward without additional KV tokens, on the saved out and lse:
+
+        P  = exp(scale * PN(q, k) - lse)            (recomputed, fp32)
+        dP = PN(dout, v)                            (0 in causal slots)
+        dS = scale * P * (dP - rowsum(dout * out) + dlse)
+        dq = NN(dS, k), dk = IN(dS, q), dv = IN(P, dout)
+
+    two GEMMs fewer than differentiating forward() again (no forward NN, no softmax replay).
+    Returns (dq, dk, dv).
+    """
+    kernel, dil, causal = tuple(params.kernel), tuple(params.dilation), tuple(params.causal)
+    dtype = q.dtype
+    q, k, v, out = (t.contiguous() for t in (q, k, v, out))
+    H, Hkv = q.shape[-2], k.shape[-2]
+    logits = _gu._pn(q, k, None, kernel, dil, causal)
+    p = torch.exp(logits.float().mul_(params.scale).sub_(lse[..., None]))
+    ds = torch.zeros_like(p)
+    if dout is not None:
+        g = dout.to(dtype).contiguous()
+        dp = _gu._pn(g, v, None, kernel, dil, causal).float()
+        if any(causal):
+            dp = dp.masked_fill_(torch.isneginf(dp), 0)
+        delta = (g.float() * out.float()).sum(-1, keepdim=True)
+        ds = dp.sub_(delta)
+    if dlse is not None:
+        ds = ds.add_(dlse.float()[..., None])
+    ds = ds.mul_(p).mul_(params.scale).to(dtype)
+    dq = _gu._gather(False, ds, k, H, kernel, dil, causal)
+    dk = _gu._gather(True, ds, q, Hkv, kernel, dil, causal)
+    if dout is not None:
+        dv = _gu._gather(True, p.to(dtype), g, Hkv, kernel, dil, causal)
+    else:
+        dv = torch.zeros_like(v)
+    return dq, dk, dv
