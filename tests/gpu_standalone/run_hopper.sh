@@ -16,19 +16,23 @@ hopper="${HOPPER_INSTS:-}"
 if [ -z "$hopper" ]; then
   for r in 1 2 3; do for e in f16 bf16; do for d in 64 128; do hopper="$hopper r${r}_${e}_${d}"; done; done; done
 fi
+simple="r1_bf16_128 r2_bf16_128 r3_bf16_128"  # Overlap=false variants (debugging aid)
 sm80="r1_bf16_128 r2_bf16_128 r3_bf16_128"  # the benchmark's sm80 comparison instances
 jobs=""
 for t in $hopper; do jobs="$jobs h_$t"; done
+for t in $simple; do jobs="$jobs v_$t"; done
 for t in $sm80; do jobs="$jobs s_$t"; done
 build_one() {
   local j=$1; local kind=${j%%_*}; local t=${j#*_}
   local r=${t#r}; r=${r%%_*}; local rest=${t#r*_}; local e=${rest%_*}; local d=${rest##*_}
   if [ "$kind" = main ]; then
     nvcc $flags -c "$here/test_hopper_fwd.cu" -o "$BUILD/main.o"
-  elif [ "$kind" = h ]; then
-    nvcc $flags --resource-usage -DINST_RANK=$r -DINST_ELEM=$e -DINST_DIM=$d -c "$here/test_hopper_fwd.cu" \
-      -o "$BUILD/hop_$t.o" 2>&1 | grep -E "error|warning|registers|spill" | sed "s/^/[$t] /" || true
-    test -f "$BUILD/hop_$t.o"
+  elif [ "$kind" = h ] || [ "$kind" = v ]; then
+    local extra=""; local o="$BUILD/hop_$t.o"
+    if [ "$kind" = v ]; then extra="-DINST_SIMPLE=1"; o="$BUILD/hop_${t}_simple.o"; fi
+    nvcc $flags --resource-usage $extra -DINST_RANK=$r -DINST_ELEM=$e -DINST_DIM=$d -c "$here/test_hopper_fwd.cu" \
+      -o "$o" 2>&1 | grep -E "error|warning|registers|spill" | sed "s/^/[$kind $t] /" || true
+    test -f "$o"
   else
     nvcc $flags -DINST_RANK=$r -DINST_ELEM=$e -DINST_DIM=$d -c "$here/instance.cu" -o "$BUILD/sm80_$t.o"
   fi

@@ -15,8 +15,9 @@
 #include "common.hpp"
 #include "fastna/problem.hpp"
 
-#define FASTNA_HOPPER_DECL(R, E, D)                                                                     \
-  int hopper_fwd_r##R##_##E##_d##D(const fastna::NaProblem<R>& p, const void* q, const int64_t* sq,   \
+#define FASTNA_HOPPER_DECL(R, E, D) FASTNA_HOPPER_DECL_V(R, E, D, )
+#define FASTNA_HOPPER_DECL_V(R, E, D, TAG)                                                              \
+  int hopper_fwd_r##R##_##E##_d##D##TAG(const fastna::NaProblem<R>& p, const void* q, const int64_t* sq,   \
                                    const void* k, const int64_t* sk, const void* v, const int64_t* sv, \
                                    void* out, const int64_t* so, float* lse, cudaStream_t stream);
 // Hopper instances built by run_hopper.sh (keep in sync with its HOPPER_INSTS).
@@ -25,6 +26,9 @@
   X(2, f16, 64) X(2, f16, 128) X(2, bf16, 64) X(2, bf16, 128)                         \
   X(3, f16, 64) X(3, f16, 128) X(3, bf16, 64) X(3, bf16, 128)
 FASTNA_HOPPER_FOR_ALL(FASTNA_HOPPER_DECL)
+// Variant without the softmax / P V overlap (Forward<..., Overlap = false>), a debugging aid.
+#define FASTNA_HOPPER_FOR_SIMPLE(X) X(1, bf16, 128, _simple) X(2, bf16, 128, _simple) X(3, bf16, 128, _simple)
+FASTNA_HOPPER_FOR_SIMPLE(FASTNA_HOPPER_DECL_V)
 // sm80 instances (instance.cu, declared in common.hpp) compared in the benchmark.
 #define FASTNA_SM80_FOR_BENCH(X) X(1, bf16, 128) X(2, bf16, 128) X(3, bf16, 128)
 
@@ -37,8 +41,13 @@ FASTNA_HOPPER_FOR_ALL(FASTNA_HOPPER_DECL)
 using Elem = INST_ELEM;
 #undef f16
 #undef bf16
-#define CAT_(a, b, c, d, e, f) a##b##c##d##e##f
-#define CAT(a, b, c, d, e, f) CAT_(a, b, c, d, e, f)
+#define CAT_(a, b, c, d, e, f, g) a##b##c##d##e##f##g
+#define CAT(a, b, c, d, e, f, g) CAT_(a, b, c, d, e, f, g)
+#ifdef INST_SIMPLE
+#define INST_TAG _simple
+#else
+#define INST_TAG
+#endif
 
 template <class T, int R>
 static fastna::TokenTensor<T, R> view(const void* p, const int64_t* s) {
@@ -51,11 +60,17 @@ static fastna::TokenTensor<T, R> view(const void* p, const int64_t* s) {
   return t;
 }
 
-int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM)(const fastna::NaProblem<INST_RANK>& p, const void* q,
+int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fastna::NaProblem<INST_RANK>& p, const void* q,
                                                              const int64_t* sq, const void* k, const int64_t* sk,
                                                              const void* v, const int64_t* sv, void* out,
                                                              const int64_t* so, float* lse, cudaStream_t stream) {
+#ifdef INST_SIMPLE
+  using Base = fastna::hopper::Forward<INST_RANK, Elem, INST_DIM>;
+  using Op = fastna::hopper::Forward<INST_RANK, Elem, INST_DIM, typename Base::Traits::QBox, typename Base::Traits::KBox,
+                                     Base::Traits::kStages, false>;
+#else
   using Op = fastna::hopper::Forward<INST_RANK, Elem, INST_DIM>;
+#endif
   typename Op::Arguments args;
   args.problem = p;
   args.q = view<Elem const, INST_RANK>(q, sq);
@@ -129,7 +144,7 @@ static fastna::NaProblem<R> make_problem(const Case& c) {
   return p;
 }
 
-enum class Impl { kHopper, kSm80 };
+enum class Impl { kHopper, kSm80, kHopperSimple };
 
 template <int R>
 static int dispatch(Impl impl, const Case& c, const fastna::NaProblem<R>& p, const void* q, const int64_t* sq,
@@ -142,6 +157,12 @@ static int dispatch(Impl impl, const Case& c, const fastna::NaProblem<R>& p, con
                                            so, lse, 0);
   FASTNA_HOPPER_FOR_ALL(XH)
 #undef XH
+#define XV(RR, EE, DD, TAG)                                                                              \
+  if (impl == Impl::kHopperSimple && RR == R && c.D == DD && std::strcmp(e, #EE) == 0)                  \
+    return hopper_fwd_r##RR##_##EE##_d##DD##TAG(*reinterpret_cast<const fastna::NaProblem<RR>*>(&p), q, sq, k, sk, v, sv, \
+                                                o, so, lse, 0);
+  FASTNA_HOPPER_FOR_SIMPLE(XV)
+#undef XV
 #define XS(RR, EE, DD)                                                                                   \
   if (impl == Impl::kSm80 && RR == R && c.D == DD && std::strcmp(e, #EE) == 0)                          \
     return fused_fwd_r##RR##_##EE##_d##DD(*reinterpret_cast<const fastna::NaProblem<RR>*>(&p), q, sq, k, sk, v, sv, o, \
@@ -166,7 +187,7 @@ static void strides_for(const Case& c, int heads, int64_t* s) {
 }
 
 template <int R>
-static bool run_case(const Case& c) {
+static bool run_case(const Case& c, Impl impl) {
   auto p = make_problem<R>(c);
   const int64_t N = p.num_tokens();
   const int B = c.B, H = c.H, Hk = c.Hkv, D = c.D;
@@ -197,7 +218,7 @@ static bool run_case(const Case& c) {
   CK(cudaMemcpy(dv, rv.data(), kve * 2, cudaMemcpyHostToDevice));
   CK(cudaMemset(dout, 0xff, qe * 2));                 // NaN poison
   CK(cudaMemset(dlse, 0xff, size_t(B) * N * H * 4));  // NaN poison
-  const int rc = dispatch<R>(Impl::kHopper, c, p, dq, sq, dk, sk, dv, sk, dout, sq, dlse);
+  const int rc = dispatch<R>(impl, c, p, dq, sq, dk, sk, dv, sk, dout, sq, dlse);
   CK(cudaGetLastError());
   CK(cudaDeviceSynchronize());
   std::vector<uint16_t> out(qe);
@@ -266,15 +287,16 @@ static bool run_case(const Case& c) {
   const double rel = std::sqrt(err2 / ref2);
   const double tol = c.bf16 ? 1e-2 : 3e-3;
   const bool pass = !nonfinite && rel < tol && lse_err < 2e-3;
-  std::printf("%-52s %s D=%-3d rel_l2=%.3e lse_maxabs=%.3e %s%s\n", c.name.c_str(), c.bf16 ? "bf16" : "fp16", D, rel,
+  std::printf("%-52s%s %s D=%-3d rel_l2=%.3e lse_maxabs=%.3e %s%s\n", c.name.c_str(),
+              impl == Impl::kHopperSimple ? " simple" : "", c.bf16 ? "bf16" : "fp16", D, rel,
               lse_err, pass ? "PASS" : "FAIL", nonfinite ? " (non-finite output)" : "");
   return pass;
 }
 
-static bool run_any(const Case& c) {
-  if (c.rank == 1) return run_case<1>(c);
-  if (c.rank == 2) return run_case<2>(c);
-  return run_case<3>(c);
+static bool run_any(const Case& c, Impl impl = Impl::kHopper) {
+  if (c.rank == 1) return run_case<1>(c, impl);
+  if (c.rank == 2) return run_case<2>(c, impl);
+  return run_case<3>(c, impl);
 }
 
 // ------------------------------------------------------------------ benchmark
@@ -306,7 +328,7 @@ static void bench(Impl impl, const Case& c, int iters) {
   const int rc = launch();
   CK(cudaGetLastError());
   CK(cudaDeviceSynchronize());
-  const char* who = impl == Impl::kHopper ? "hopper" : "sm80";
+  const char* who = impl == Impl::kHopper ? "hopper" : (impl == Impl::kSm80 ? "sm80" : "simple");
   if (rc != 0) {
     std::printf("BENCH %-44s %-6s rc=%d\n", c.name.c_str(), who, rc);
     g_bench_ms[int(impl)] = 0;
@@ -340,6 +362,7 @@ static void bench(Impl impl, const Case& c, int iters) {
 
 template <int R>
 static void bench_both(const Case& c, int iters) {
+  bench<R>(Impl::kHopperSimple, c, iters);
   bench<R>(Impl::kHopper, c, iters);
   bench<R>(Impl::kSm80, c, iters);
   if (g_bench_ms[0] > 0 && g_bench_ms[1] > 0)
@@ -393,6 +416,11 @@ int main(int argc, char** argv) {
       ++total;
       if (!run_any(c)) ++fails;
     }
+    for (auto& c : cs)
+      if (c.bf16 && c.D == 128) {
+        ++total;
+        if (!run_any(c, Impl::kHopperSimple)) ++fails;
+      }
     std::printf("SUMMARY: %d/%d passed\n", total - fails, total);
   }
   if (do_bench) {

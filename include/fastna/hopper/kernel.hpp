@@ -221,15 +221,15 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     float row_sum[2] = {0.f, 0.f};
     const float scale_log2 = params.scale_log2;
 
-    Barrier::wait(bar_q, 0);
-    for (int j = 0; j < n_kv; ++j) {
-      const int s = j % kStages;
-      const int phase = (j / kStages) & 1;
-      Barrier::wait(bar_k + s, phase);
+    Tensor acc_s = partition_fragment_C(mma_qk, Shape<_128, Int<kBlockN>>{});
+    static_assert(decltype(size(acc_s))::value == kBlockN / 2, "S accumulator: ((2,2,N/8),1,1)");
+    Tensor rP = make_tensor<Element>(Layout<Shape<Int<kBlockN / 2>>>{});
+    Tensor rP32 = recast<uint32_t>(rP);
+    // The S accumulator ((2,2,N/8)) read as the A operand ((2,2,2), 1, N/16) of O += P V.
+    Tensor tOrP = make_tensor(rP.data(), Layout<Shape<Shape<_2, _2, _2>, _1, Int<kBlockN / 16>>,
+                                                Stride<Stride<_1, _2, _4>, _0, _8>>{});
 
-      // S = Q K^T
-      Tensor acc_s = partition_fragment_C(mma_qk, Shape<_128, Int<kBlockN>>{});
-      static_assert(decltype(size(acc_s))::value == kBlockN / 2, "S accumulator: ((2,2,N/8),1,1)");
+    auto issue_qk = [&](int s) {
       warpgroup_fence_operand(acc_s);
       warpgroup_arrive();
       mma_qk.accumulate_ = GMMA::ScaleOut::Zero;
@@ -239,10 +239,28 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         mma_qk.accumulate_ = GMMA::ScaleOut::One;
       }
       warpgroup_commit_batch();
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(acc_s);
+    };
+    // P stays in registers while the wgmma reads it: the operand fences keep the compiler from
+    // reusing those registers before the wait.
+    auto issue_pv = [&](int s) {
+      warpgroup_fence_operand(acc_o);
+#pragma unroll
+      for (int i = 0; i < size(rP32); ++i) warpgroup_fence_operand(rP32(i));
+      warpgroup_arrive();
+#pragma unroll
+      for (int kk = 0; kk < kBlockN / 16; ++kk) cute::gemm(mma_pv, tOrP(_, _, kk), tOrV(_, _, kk, s), acc_o);
+      warpgroup_commit_batch();
+    };
+    auto fence_pv = [&]() {
+      warpgroup_fence_operand(acc_o);
+#pragma unroll
+      for (int i = 0; i < size(rP32); ++i) warpgroup_fence_operand(rP32(i));
+    };
 
-      // Neighborhood mask unless the KV box is fully inside every window of this warpgroup's rows.
+    // Mask KV box j (unless fully inside every window of this warpgroup's rows), update the running
+    // max, turn acc_s into unnormalized probabilities (fp32, in place) and return the factor that
+    // rescales the earlier O and row sums.
+    auto softmax = [&](int j, float (&corr)[2]) {
       int origin[R];
       cta.kv_origin(j, origin);
       bool full = true;
@@ -269,9 +287,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
               if (!m.test(v2, v0)) acc_s(v0 + 2 * v1 + 4 * v2) = -INFINITY;
         }
       }
-
-      // Online softmax (base 2, scale folded in); rows without any key so far keep m = -inf.
-      float mscaled[2];
 #pragma unroll
       for (int v1 = 0; v1 < 2; ++v1) {
         float mx = row_max[v1];
@@ -281,44 +296,88 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           mx = fmaxf(mx, acc_s(1 + 2 * v1 + 4 * v2));
         }
         mx = fused::detail::quad_max(mx);
-        mscaled[v1] = (mx == -INFINITY) ? 0.f : mx * scale_log2;
-        const float corr = detail::fast_exp2(row_max[v1] * scale_log2 - mscaled[v1]);
+        // Rows without any key so far keep m = -inf: use 0 as the exponent offset (p = 0, no NaN).
+        const float mscaled = (mx == -INFINITY) ? 0.f : mx * scale_log2;
+        corr[v1] = detail::fast_exp2(row_max[v1] * scale_log2 - mscaled);
         row_max[v1] = mx;
-        row_sum[v1] *= corr;
-#pragma unroll
-        for (int v2 = 0; v2 < kHeadDim / 8; ++v2) {
-          acc_o(2 * v1 + 4 * v2) *= corr;
-          acc_o(1 + 2 * v1 + 4 * v2) *= corr;
-        }
-      }
-      Tensor rP = make_tensor<Element>(Layout<Shape<Int<kBlockN / 2>>>{});
-#pragma unroll
-      for (int v1 = 0; v1 < 2; ++v1) {
         float sum = 0.f;
 #pragma unroll
         for (int v2 = 0; v2 < kBlockN / 8; ++v2)
 #pragma unroll
           for (int v0 = 0; v0 < 2; ++v0) {
             const int i = v0 + 2 * v1 + 4 * v2;
-            const float p = detail::fast_exp2(fmaf(acc_s(i), scale_log2, -mscaled[v1]));
-            sum += p;
-            rP(i) = static_cast<Element>(p);
+            acc_s(i) = detail::fast_exp2(fmaf(acc_s(i), scale_log2, -mscaled));
+            sum += acc_s(i);
           }
-        row_sum[v1] += sum;
+        row_sum[v1] = row_sum[v1] * corr[v1] + sum;
       }
-      // The S accumulator ((2,2,N/8)) read as the A operand ((2,2,2), 1, N/16) of O += P V.
-      Tensor tOrP = make_tensor(rP.data(), Layout<Shape<Shape<_2, _2, _2>, _1, Int<kBlockN / 16>>,
-                                                  Stride<Stride<_1, _2, _4>, _0, _8>>{});
-
-      Barrier::wait(bar_v + s, phase);
-      warpgroup_fence_operand(acc_o);
-      warpgroup_arrive();
+    };
+    auto rescale_o = [&](float const (&corr)[2]) {
 #pragma unroll
-      for (int kk = 0; kk < kBlockN / 16; ++kk) cute::gemm(mma_pv, tOrP(_, _, kk), tOrV(_, _, kk, s), acc_o);
-      warpgroup_commit_batch();
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(acc_o);
-      Barrier::arrive(bar_empty + s);
+      for (int v1 = 0; v1 < 2; ++v1)
+#pragma unroll
+        for (int v2 = 0; v2 < kHeadDim / 8; ++v2) {
+          acc_o(2 * v1 + 4 * v2) *= corr[v1];
+          acc_o(1 + 2 * v1 + 4 * v2) *= corr[v1];
+        }
+    };
+    auto convert_p = [&]() {
+#pragma unroll
+      for (int i = 0; i < kBlockN / 2; ++i) rP(i) = static_cast<Element>(acc_s(i));
+    };
+
+    Barrier::wait(bar_q, 0);
+    if constexpr (Traits::kOverlap) {
+      // Software pipeline: S_j = Q K_j^T and O += P_{j-1} V_{j-1} are in flight together; the
+      // softmax of S_j runs while the tensor cores finish P_{j-1} V_{j-1}.
+      if (n_kv > 0) {
+        float corr[2];
+        Barrier::wait(bar_k, 0);
+        issue_qk(0);
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(acc_s);
+        softmax(0, corr);
+        convert_p();
+        for (int j = 1; j < n_kv; ++j) {
+          const int s = j % kStages, sp = (j - 1) % kStages;
+          Barrier::wait(bar_k + s, (j / kStages) & 1);
+          issue_qk(s);
+          Barrier::wait(bar_v + sp, ((j - 1) / kStages) & 1);
+          issue_pv(sp);
+          warpgroup_wait<1>();
+          warpgroup_fence_operand(acc_s);
+          softmax(j, corr);
+          warpgroup_wait<0>();
+          fence_pv();
+          Barrier::arrive(bar_empty + sp);
+          rescale_o(corr);
+          convert_p();
+        }
+        const int sl = (n_kv - 1) % kStages;
+        Barrier::wait(bar_v + sl, ((n_kv - 1) / kStages) & 1);
+        issue_pv(sl);
+        warpgroup_wait<0>();
+        fence_pv();
+        Barrier::arrive(bar_empty + sl);
+      }
+    } else {
+      for (int j = 0; j < n_kv; ++j) {
+        const int s = j % kStages;
+        const int phase = (j / kStages) & 1;
+        float corr[2];
+        Barrier::wait(bar_k + s, phase);
+        issue_qk(s);
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(acc_s);
+        softmax(j, corr);
+        rescale_o(corr);
+        convert_p();
+        Barrier::wait(bar_v + s, phase);
+        issue_pv(s);
+        warpgroup_wait<0>();
+        fence_pv();
+        Barrier::arrive(bar_empty + s);
+      }
     }
 
     // ---- epilogue: normalize, lse, direct 4-byte stores of (row, 2 columns) ----

@@ -42,7 +42,7 @@ struct SmemAtoms {
                                 cute::GMMA::Layout_MN_SW64_Atom<Element>>;
 };
 
-template <int Rank_, class Element_, int HeadDim_, class QBox_, class KBox_, int Stages_>
+template <int Rank_, class Element_, int HeadDim_, class QBox_, class KBox_, int Stages_, bool Overlap_ = true>
 struct ForwardTraits {
   using Element = Element_;
   using QBox = QBox_;
@@ -50,6 +50,8 @@ struct ForwardTraits {
   static constexpr int kRank = Rank_;
   static constexpr int kHeadDim = HeadDim_;
   static constexpr int kStages = Stages_;
+  // Overlap the softmax of KV box j with O += P V of box j-1 inside each consumer warpgroup.
+  static constexpr bool kOverlap = Overlap_;
   static_assert(QBox::kRank == kRank && KBox::kRank == kRank, "box rank must match problem rank");
   static_assert(kHeadDim == 32 || kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256, "head dim 32/64/128/256");
 
