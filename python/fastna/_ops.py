@@ -52,7 +52,7 @@ from ._args import NAParams
 __all__ = ["OP_BACKENDS", "na_forward", "na_backward", "run", "select_traced"]
 
 # Backends the public API routes through the custom ops (the ones that call fastna._C).
-OP_BACKENDS = ("naive", "gemm", "fused")
+OP_BACKENDS = ("naive", "gemm", "fused", "hopper")
 
 
 def _params(q: Tensor, kernel, stride, dilation, causal, scale) -> NAParams:
@@ -160,7 +160,7 @@ def na_backward(dout: Optional[Tensor], dlse: Optional[Tensor], q: Tensor, k: Te
             raise RuntimeError(naive.LSE_GRAD_ERROR)
         pd = naive._params_dict(params, q, k, v, 0 if ek is None else ek.shape[1])
         grads = naive._backward_impl(q, k, v, ek, ev, aux, dout, pd)
-    elif backend == "fused" and ek is None:
+    elif backend in ("fused", "hopper") and ek is None:
         # The fused backward kernel straight on the saved out/lse (None: it does not take
         # this call, and the generic recomputation below runs).
         from .backends import fused

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-from . import fused, gemm, naive, reference
+from . import fused, gemm, hopper, naive, reference
 from ._base import Reason
 
 # Every name users may pass; those without a module are planned but not built yet.
@@ -11,7 +11,7 @@ KNOWN = ("reference", "naive", "gemm", "fused", "hopper")
 # Fastest first: backend=None takes the first one that supports the call.
 _PRIORITY = ["hopper", "fused", "gemm", "naive", "reference"]
 _MODULES: Dict[str, object] = {"reference": reference, "naive": naive, "gemm": gemm,
-                               "fused": fused}
+                               "fused": fused, "hopper": hopper}
 
 __all__ = ["KNOWN", "Reason", "available_backends", "get", "register", "select"]
 

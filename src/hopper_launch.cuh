@@ -1,0 +1,47 @@
+// Glue between LaunchParams and fastna::hopper::Forward (the sm90a fused forward), included by
+// the generated hopper_fwd TUs (cmake/templates/hopper_fwd.cu.in).  Dispatched as fused_fwd tile
+// `hopper`, so it shares the fused forward's binding, checks and tests.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <cutlass/cutlass.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "fastna/hopper/forward.hpp"
+#include "fused_launch.cuh"  // fused_problem, fused_view, LocalTraits, set_smem, check_launch
+
+namespace fastna {
+namespace binding {
+namespace {
+
+template <int Rank, class Element, int HeadDim>
+void run_hopper_forward(const LaunchParams& lp, const char* name) {
+  using Op = hopper::Forward<Rank, Element, HeadDim>;
+  // Internal linkage for the kernel's template argument, as in run_fused_forward.
+  using Traits = LocalTraits<typename Op::Traits>;
+  typename Op::Arguments args;
+  args.problem = fused_problem<Rank>(lp);
+  args.q = fused_view<Element const, Rank>(lp.q);
+  args.k = fused_view<Element const, Rank>(lp.k);
+  args.v = fused_view<Element const, Rank>(lp.v);
+  args.out = fused_view<Element, Rank>(lp.out);
+  args.lse = reinterpret_cast<float*>(lp.lse.ptr);
+  // can_implement also rejects devices other than compute capability 9.0.
+  const cutlass::Status st = Op::can_implement(args);
+  if (st != cutlass::Status::kSuccess) {
+    throw std::invalid_argument(std::string("fastna: hopper: ") + name + " cannot run this problem: " +
+                                cutlassGetStatusString(st));
+  }
+  auto kernel = hopper::fna_hopper_forward_kernel<Traits>;
+  constexpr int smem = static_cast<int>(Traits::kSmemBytes);
+  set_smem(kernel, smem, name);
+  kernel<<<Op::Sm80Op::grid_shape(args), Traits::kThreads, smem, reinterpret_cast<cudaStream_t>(lp.stream)>>>(
+      Op::Sm80Op::to_params(args));
+  check_launch("launch", name);
+}
+
+}  // namespace
+}  // namespace binding
+}  // namespace fastna
