@@ -26,9 +26,8 @@
 #
 # gemm_na (GEMM-based unfused NA: PN = qk, NN = av, IN = inverse neighborhood, one TU holding all
 # three for a rank x dtype x head dim x arch; include/fastna/gemm, src/gemm_launch.cuh) follows the
-# fused rules (float16/bfloat16, archs >= 80, per head dim, tile `default` only).  It is NOT in
-# the default FASTNA_KERNELS: the kernels are unverified on a GPU (benchmarks/NOTES_gemm.md);
-# opt in with FASTNA_KERNELS="...;gemm_na".
+# fused rules (archs >= 80, per head dim, tile `default` only) but also instantiates float32
+# (TF32 tensor-core kernels) when FASTNA_DTYPES lists it.
 
 set(FASTNA_TEMPLATE_DIR "${CMAKE_CURRENT_LIST_DIR}/templates")
 
@@ -97,8 +96,9 @@ function(fastna_generate_instances)
       if(NOT ARG_HEAD_DIMS)
         message(FATAL_ERROR "fastna: FASTNA_KERNELS has ${_fk} but FASTNA_HEAD_DIMS is empty")
       endif()
-      if(NOT "float16" IN_LIST ARG_DTYPES AND NOT "bfloat16" IN_LIST ARG_DTYPES)
-        message(WARNING "fastna: ${_fk} has float16/bfloat16 instances only; FASTNA_DTYPES=${ARG_DTYPES} gives none")
+      if(NOT "float16" IN_LIST ARG_DTYPES AND NOT "bfloat16" IN_LIST ARG_DTYPES
+         AND NOT (_fk STREQUAL "gemm_na" AND "float32" IN_LIST ARG_DTYPES))
+        message(WARNING "fastna: ${_fk} has no instance for FASTNA_DTYPES=${ARG_DTYPES}")
       endif()
     endif()
   endforeach()
@@ -127,8 +127,11 @@ function(fastna_generate_instances)
           set(FASTNA_ARCH_NS "sm${_arch}")
           if(_fused)
             _fastna_dtype_cutlass(${_dtype} FASTNA_CUTLASS_TYPE)
+            if(_kernel STREQUAL "gemm_na" AND _dtype STREQUAL "float32")
+              set(FASTNA_CUTLASS_TYPE "float")  # computed on TF32 tensor cores
+            endif()
             if(NOT FASTNA_CUTLASS_TYPE)
-              continue()  # no fp32 fused / gemm_na kernels
+              continue()  # no fp32 fused kernels
             endif()
             set(_variants "")
             foreach(_hd IN LISTS ARG_HEAD_DIMS)

@@ -1,9 +1,6 @@
 // Glue between LaunchParams and fastna::gemm_na::PN / NN / IN (include/fastna/gemm/device.hpp),
 // included by exactly one generated TU per instance (cmake/templates/gemm_na.cu.in).
-//
-// UNVERIFIED: these kernels have been compiled but not yet run on a GPU (benchmarks/NOTES_gemm.md);
-// the family is not in the default FASTNA_KERNELS and the Python backend registers only with
-// FASTNA_UNVERIFIED_GEMM=1.
+// Element: cutlass::half_t, cutlass::bfloat16_t, or float (TF32 tensor cores; attn in fp32).
 //
 // As in fused_launch.cuh, the kernels are launched here (not through PN::run / GatherOp::run)
 // with template arguments of internal linkage (GemmLocalTraits, anonymous namespace), so the

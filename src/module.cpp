@@ -381,13 +381,17 @@ void fused_backward(const py::dict& params, py::object q, py::object k, py::obje
 }
 
 // ---- gemm_na: GEMM-based unfused NA (PN / NN / IN) --------------------------------------------
-// UNVERIFIED on a GPU (benchmarks/NOTES_gemm.md): only built with FASTNA_KERNELS including gemm_na,
-// and used by Python only with FASTNA_UNVERIFIED_GEMM=1 (python/fastna/backends/gemm_unfused.py).
+// fp16 / bf16, and fp32 on TF32 tensor cores; built with FASTNA_KERNELS including gemm_na, used by
+// backend "gemm" of fastna.ops_unfused (python/fastna/backends/gemm_unfused.py).
 // Every condition of gemm_na::PN / GatherOp::can_implement is checked here first so the ValueError
 // names it; the instance's can_implement is the last guard (ValueError with the CUTLASS status).
 
-void check_gemm_view(const TensorArg& t, const char* name, int rank) {
+int gemm_elem_bytes(const std::string& dtype) { return dtype == "float32" ? 4 : 2; }
+
+void check_gemm_view(const TensorArg& t, const char* name, int rank, const std::string& dtype) {
   if (!t.present()) throw py::value_error(std::string("fastna: gemm: ") + name + " is required");
+  // cp.async moves 16-byte chunks of a token row.
+  const int64_t vec = 16 / gemm_elem_bytes(dtype);
   const int nd = rank + 3;
   if (t.strides[nd - 1] != 1) {
     throw py::value_error(std::string("fastna: gemm: stride_dim != 1 (") + name + " has stride " +
@@ -395,15 +399,16 @@ void check_gemm_view(const TensorArg& t, const char* name, int rank) {
   }
   if (t.ptr % 16 != 0) throw py::value_error(std::string("fastna: gemm: ") + name + " data pointer is not 16-byte aligned");
   for (int i = 0; i < nd - 1; ++i) {
-    if (t.strides[i] % 8 != 0) {
-      throw py::value_error(std::string("fastna: gemm: ") + name + " strides must be multiples of 8 elements " +
-                            "(16 bytes), got stride " + std::to_string(t.strides[i]) + " on dim " + std::to_string(i));
+    if (t.strides[i] % vec != 0) {
+      throw py::value_error(std::string("fastna: gemm: ") + name + " strides must be multiples of " +
+                            std::to_string(vec) + " elements (16 bytes) for " + dtype + ", got stride " +
+                            std::to_string(t.strides[i]) + " on dim " + std::to_string(i));
     }
   }
 }
 
 // attn (PN output, NN / IN input): contiguous [B, N, H, prod(K)] or [B, *S, H, prod(K)] in the
-// input dtype (not fp32 like the naive kernels' attn).
+// input dtype (fp32 for fp32 inputs; the naive kernels' attn is always fp32).
 TensorArg gemm_attn_arg(const py::object& obj, const char* name, const LaunchParams& lp, const std::string& dtype) {
   if (obj.is_none()) throw py::value_error(std::string("fastna: gemm: ") + name + " is required");
   const auto tup = obj.cast<py::tuple>();
@@ -435,7 +440,8 @@ TensorArg gemm_attn_arg(const py::object& obj, const char* name, const LaunchPar
     throw py::value_error(std::string("fastna: gemm: ") + name + " must be a contiguous " + dtype +
                           " tensor of shape [B, N, H, prod(kernel)] or [B, *spatial, H, prod(kernel)]");
   }
-  if (t.ptr == 0 || t.ptr % 2 != 0) throw py::value_error(std::string("fastna: gemm: ") + name + " pointer is null or misaligned");
+  if (t.ptr == 0 || t.ptr % gemm_elem_bytes(dtype) != 0)
+    throw py::value_error(std::string("fastna: gemm: ") + name + " pointer is null or misaligned");
   t.ndim = int(strides.size());
   for (int i = 0; i < t.ndim; ++i) t.strides[i] = strides[i];
   return t;
@@ -445,8 +451,8 @@ TensorArg gemm_attn_arg(const py::object& obj, const char* name, const LaunchPar
 // dim_v).  Returns the dtype string.
 std::string gemm_problem_checks(const py::dict& params, LaunchParams& lp, bool pn) {
   const std::string dtype = parse_params(params, lp);
-  if (dtype != "float16" && dtype != "bfloat16")
-    throw py::value_error("fastna: gemm: dtype " + dtype + " not supported (float16, bfloat16)");
+  if (dtype != "float16" && dtype != "bfloat16" && dtype != "float32")
+    throw py::value_error("fastna: gemm: dtype " + dtype + " not supported (float16, bfloat16, float32)");
   if (lp.num_extra > 0)
     throw py::value_error("fastna: gemm: additional KV tokens not supported (num_extra must be 0; the caller "
                           "handles the extra slots)");
@@ -484,8 +490,8 @@ void gemm_qk(const py::dict& params, py::object q, py::object k, py::object rpb,
   lp.gemm_op = fastna::binding::kGemmPN;
   lp.q = tensor_arg(q, "q", nd);
   lp.k = tensor_arg(k, "k", nd);
-  check_gemm_view(lp.q, "q", lp.rank);
-  check_gemm_view(lp.k, "k", lp.rank);
+  check_gemm_view(lp.q, "q", lp.rank, dtype);
+  check_gemm_view(lp.k, "k", lp.rank, dtype);
   lp.attn = gemm_attn_arg(attn, "attn", lp, dtype);
   if (!rpb.is_none()) {
     lp.rpb = tensor_arg(rpb, "rpb", lp.rank + 1);
@@ -501,7 +507,7 @@ void gemm_qk(const py::dict& params, py::object q, py::object k, py::object rpb,
     }
     if (lp.rpb.strides[0] != acc && lp.heads > 1)
       throw py::value_error("fastna: gemm: rpb must be a contiguous " + dtype + " tensor [H, 2K_1-1, ...]");
-    if (lp.rpb.ptr % 2 != 0) throw py::value_error("fastna: gemm: rpb pointer is misaligned");
+    if (lp.rpb.ptr % gemm_elem_bytes(dtype) != 0) throw py::value_error("fastna: gemm: rpb pointer is misaligned");
   }
   if (lp.attn.ptr == lp.q.ptr || lp.attn.ptr == lp.k.ptr)
     throw py::value_error("fastna: gemm: attn must not alias q or k");
@@ -520,8 +526,8 @@ void gemm_gather(bool inverse, const py::dict& params, py::object attn, py::obje
   TensorArg& oa = inverse ? lp.dv : lp.out;
   xa = tensor_arg(x, inverse ? "x" : "v", nd);
   oa = tensor_arg(out, "out", nd);
-  check_gemm_view(xa, inverse ? "x" : "v", lp.rank);
-  check_gemm_view(oa, "out", lp.rank);
+  check_gemm_view(xa, inverse ? "x" : "v", lp.rank, dtype);
+  check_gemm_view(oa, "out", lp.rank, dtype);
   lp.attn = gemm_attn_arg(attn, "attn", lp, dtype);
   if (oa.ptr == xa.ptr || oa.ptr == lp.attn.ptr) throw py::value_error("fastna: gemm: out must not alias attn or x");
   lp.stream = stream;
@@ -613,21 +619,22 @@ PYBIND11_MODULE(_C, m) {
         "stream-ordered (cudaMallocAsync)");
   m.def("gemm_qk", &gemm_qk, py::arg("params"), py::arg("q"), py::arg("k"), py::arg("rpb"), py::arg("attn"),
         py::arg("stream") = 0,
-        "UNVERIFIED GEMM-based qk (PN, fp16/bf16): attn[b, n, h, w] = q . k of window slot w (+ rpb); causal "
-        "slots past the window = -inf; attn contiguous [B, N, H, prod(K)] in the input dtype (see INTERNALS.md)");
+        "GEMM-based qk (PN; fp16/bf16, fp32 on TF32 tensor cores): attn[b, n, h, w] = q . k of window slot w "
+        "(+ rpb); causal slots past the window = -inf; attn contiguous [B, N, H, prod(K)] in the input dtype "
+        "(see INTERNALS.md)");
   m.def(
       "gemm_av",
       [](const py::dict& params, py::object attn, py::object v, py::object out, uintptr_t stream) {
         gemm_gather(false, params, attn, v, out, stream);
       },
       py::arg("params"), py::arg("attn"), py::arg("v"), py::arg("out"), py::arg("stream") = 0,
-      "UNVERIFIED GEMM-based av (NN): out[b, i, h] = sum_w attn[b, i, h, w] v[n(i, w), h_kv] (dim_v columns)");
+      "GEMM-based av (NN): out[b, i, h] = sum_w attn[b, i, h, w] v[n(i, w), h_kv] (dim_v columns)");
   m.def(
       "gemm_inverse",
       [](const py::dict& params, py::object attn, py::object x, py::object out, uintptr_t stream) {
         gemm_gather(true, params, attn, x, out, stream);
       },
       py::arg("params"), py::arg("attn"), py::arg("x"), py::arg("out"), py::arg("stream") = 0,
-      "UNVERIFIED GEMM-based inverse neighborhood (IN): out[b, j, h_kv] = sum over the GQA group's heads h and "
+      "GEMM-based inverse neighborhood (IN): out[b, j, h_kv] = sum over the GQA group's heads h and "
       "queries i with j in N(i) of attn[b, i, h, w(i, j)] x[b, i, h] (dim_v columns)");
 }

@@ -1,19 +1,16 @@
 """The GEMM-based unfused backend (backend="gemm": PN / NN / IN kernels of include/fastna/gemm)
 against the reference unfused ops in float64 on upcast inputs.
 
-The kernels are UNVERIFIED until this file passes on a GPU (benchmarks/NOTES_gemm.md), so the
-backend registers only with FASTNA_UNVERIFIED_GEMM=1. The GPU tests here run only when that
-variable is set by the caller (the next-session command sets it), CUDA is present and the build
-has gemm_na instances (FASTNA_KERNELS including gemm_na); an autouse fixture then sets it again
-with monkeypatch and re-registers the backend, restoring the registry afterwards.
+The GPU tests run when CUDA is present and the build has gemm_na instances (FASTNA_KERNELS
+including gemm_na); a fixture (re-)registers the backend and restores the registry afterwards.
 
 Covered: qk forward (valid slots and exact -inf in causal slots) and gradients (q, k, rpb), av
 forward and gradients (attn, v), for 1D/2D/3D, odd/even K, dilation, causal, rpb, GQA,
-float16/bfloat16, D 32/64/128; plus backend=None selection and the ValueErrors of the bindings.
-Cases whose (rank, dtype, head dim) instance is not built are skipped, not failed.
+float16/bfloat16/float32 (TF32 tensor cores), D 32/64/128; plus backend=None selection,
+registration and the ValueErrors of the bindings. Cases whose (rank, dtype, head dim) instance
+is not built are skipped, not failed.
 """
 import math
-import os
 
 import pytest
 import torch
@@ -22,27 +19,22 @@ from fastna import _ext
 from fastna import ops_unfused as U
 from fastna.backends import gemm_unfused as G
 
-_ENV = os.environ.get(G.ENV_VAR, "") == "1"
-_GPU_OK = torch.cuda.is_available() and bool(G.gemm_instances()) and _ENV
+_GPU_OK = torch.cuda.is_available() and bool(G.gemm_instances())
+_SKIP = "needs CUDA and a gemm_na instance (FASTNA_KERNELS including gemm_na)"
 
-gpu = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not _GPU_OK, reason="needs CUDA, a gemm_na instance (FASTNA_KERNELS including "
-                                           "gemm_na) and FASTNA_UNVERIFIED_GEMM=1"),
-]
-
-TOL = {torch.float16: 5e-3, torch.bfloat16: 2.5e-2}   # ||x - ref|| / ||ref|| (valid entries)
+# ||x - ref|| / ||ref|| (valid entries). float32 runs on TF32 tensor cores: operands rounded to
+# 10 mantissa bits (relative error 2^-11 each), fp32 accumulation.
+TOL = {torch.float16: 5e-3, torch.bfloat16: 2.5e-2, torch.float32: 2e-3}
 
 QK = {1: U.na1d_qk, 2: U.na2d_qk, 3: U.na3d_qk}
 AV = {1: U.na1d_av, 2: U.na2d_av, 3: U.na3d_av}
 
 
 @pytest.fixture
-def gemm_registered(monkeypatch):
-    """Sets FASTNA_UNVERIFIED_GEMM=1, (re-)registers backend "gemm", restores the registry."""
+def gemm_registered():
+    """(Re-)registers backend "gemm" (import already did), restores the registry afterwards."""
     before = U._BACKENDS.get("gemm")
     prio = list(U._PRIORITY)
-    monkeypatch.setenv(G.ENV_VAR, "1")
     assert G.register()
     yield
     if before is None:
@@ -70,7 +62,8 @@ CASES = [
     ((6, 7, 8), (3, 3, 4), (1, 2, 1), (True, False, True), False, 4, 2, 128, 1),
     ((5, 6, 7), (5, 3, 3), (1, 1, 2), (True, True, True), False, 2, 2, 64, 1),
 ]
-DTYPES = [torch.float16, torch.bfloat16]
+DTYPES = [torch.float16, torch.bfloat16, torch.float32]
+DT_IDS = ["f16", "bf16", "f32"]
 
 
 def _id(c):
@@ -110,11 +103,11 @@ def _inputs(case, dtype, seed=0):
     return q, k, v, rpb
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f16", "bf16"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
 @pytest.mark.usefixtures("gemm_registered")
 @pytest.mark.gpu
-@pytest.mark.skipif(not _GPU_OK, reason="needs CUDA, a gemm_na instance and FASTNA_UNVERIFIED_GEMM=1")
+@pytest.mark.skipif(not _GPU_OK, reason=_SKIP)
 def test_qk_forward_backward(case, dtype):
     L, K, d, cz, use_rpb, H, Hkv, D, B = case
     rank = len(L)
@@ -142,11 +135,11 @@ def test_qk_forward_backward(case, dtype):
         assert _rel(r1.grad, r2.grad) < TOL[dtype], "drpb"
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f16", "bf16"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
 @pytest.mark.usefixtures("gemm_registered")
 @pytest.mark.gpu
-@pytest.mark.skipif(not _GPU_OK, reason="needs CUDA, a gemm_na instance and FASTNA_UNVERIFIED_GEMM=1")
+@pytest.mark.skipif(not _GPU_OK, reason=_SKIP)
 def test_av_forward_backward(case, dtype):
     L, K, d, cz, _, H, Hkv, D, B = case
     rank = len(L)
@@ -173,10 +166,10 @@ def test_av_forward_backward(case, dtype):
     assert _rel(a1.grad, a2.grad, ~inv) < TOL[dtype], "dattn"
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f16", "bf16"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.usefixtures("gemm_registered")
 @pytest.mark.gpu
-@pytest.mark.skipif(not _GPU_OK, reason="needs CUDA, a gemm_na instance and FASTNA_UNVERIFIED_GEMM=1")
+@pytest.mark.skipif(not _GPU_OK, reason=_SKIP)
 def test_default_selection_and_fallback(dtype):
     rank, D = 2, None
     dims = G.head_dims(rank, dtype, torch.device("cuda"))
@@ -186,21 +179,28 @@ def test_default_selection_and_fallback(dtype):
     q = torch.randn((1, 12, 12, 2, D), device="cuda", dtype=dtype)
     assert "gemm" in U.available_backends()
     assert U._select(None, "qk", (q, q, None, None), (3, 3), (1, 1), (False, False)) is G.GemmBackend
-    # fp32 and CPU fall back to the reference under backend=None and raise when named.
-    assert U._select(None, "qk", (q.float(), q.float(), None, None), (3, 3), (1, 1),
-                     (False, False)).name == "reference"
-    with pytest.raises(NotImplementedError, match="float32"):
-        U.na2d_qk(q.float(), q.float(), 3, backend="gemm")
+    # float64 and CPU tensors fall back to the reference under backend=None and raise when named.
+    qd = q.double()
+    assert U._select(None, "qk", (qd, qd, None, None), (3, 3), (1, 1), (False, False)).name == "reference"
+    with pytest.raises(NotImplementedError, match="float64"):
+        U.na2d_qk(qd, qd, 3, backend="gemm")
+    qc = q.float().cpu()
+    assert U._select(None, "qk", (qc, qc, None, None), (3, 3), (1, 1), (False, False)).name == "reference"
+    with pytest.raises(NotImplementedError, match="CUDA"):
+        U.na2d_qk(qc, qc, 3, backend="gemm")
 
 
 # ---- no GPU needed -------------------------------------------------------------------------
 
-def test_not_registered_without_env(monkeypatch):
-    """Unverified kernels stay hidden unless FASTNA_UNVERIFIED_GEMM=1."""
+def test_registration_follows_instances(monkeypatch):
+    """backend "gemm" is registered at import exactly when the build has gemm_na instances (no
+    opt-in variable); without instances backend=None uses the reference and "gemm" raises."""
     before = U._BACKENDS.get("gemm")
     prio = list(U._PRIORITY)
-    monkeypatch.delenv(G.ENV_VAR, raising=False)
     try:
+        assert (U._BACKENDS.get("gemm") is G.GemmBackend) == bool(G.gemm_instances())
+        monkeypatch.setattr(G, "gemm_instances", lambda: [])
+        U._BACKENDS.pop("gemm", None)
         assert not G.register()
         assert "gemm" not in U._BACKENDS
         assert "gemm" not in U.available_backends()
@@ -208,10 +208,24 @@ def test_not_registered_without_env(monkeypatch):
         assert U.na1d_qk(q, q, 3).shape == (1, 10, 1, 3)   # reference
         with pytest.raises(NotImplementedError, match="not available"):
             U.na1d_qk(q, q, 3, backend="gemm")
+        monkeypatch.setattr(G, "gemm_instances", lambda: [(1, "float32", 32, 80, "80")])
+        assert G.register()
+        assert U._BACKENDS["gemm"] is G.GemmBackend
     finally:
-        if before is not None:
+        if before is None:
+            U._BACKENDS.pop("gemm", None)
+        else:
             U._BACKENDS["gemm"] = before
         U._PRIORITY[:] = prio
+
+
+def test_check_accepts_float32():
+    """float32 goes to the TF32 kernels; other dtypes are named in the refusal."""
+    q = torch.randn(1, 10, 1, 32)
+    why = G.check("qk", (q.double(), q.double(), None, None), (3,), (1,), (False,))
+    assert why is not None
+    why = G.check("qk", (q, q, None, None), (3,), (1,), (False,))
+    assert why is not None and "float32" not in why   # refused for the CPU device, not the dtype
 
 
 def _params(**kw):
@@ -223,7 +237,7 @@ def _params(**kw):
 
 @pytest.mark.skipif(_ext.load() is None, reason="fastna._C not built")
 @pytest.mark.parametrize("kw, match", [
-    ({"dtype": "float32"}, "dtype float32 not supported"),
+    ({"dtype": "float64"}, "unsupported dtype"),
     ({"num_extra": 1}, "additional KV tokens"),
     ({"stride": [2]}, "stride != 1"),
     ({"batch": 70000}, "must be <= 65535"),
@@ -238,3 +252,16 @@ def test_binding_value_errors(kw, match):
         C.gemm_av(_params(**kw), attn, t, (32, [512, 32, 32, 1]), 0)
     with pytest.raises(ValueError, match=match):
         C.gemm_inverse(_params(**kw), attn, t, (32, [512, 32, 32, 1]), 0)
+
+
+@pytest.mark.skipif(_ext.load() is None, reason="fastna._C not built")
+def test_binding_float32_strides():
+    """16-byte rows: float32 views need strides in multiples of 4 elements, 16-bit ones of 8. The
+    float32 call gets past the view checks and stops at a later one (no launch: attn aliases q).
+    A CUDA build without a rank-1 head-dim-32 instance refuses both earlier ("not instantiated")."""
+    C = _ext.load()
+    t = (16, [576, 36, 36, 1])
+    with pytest.raises(ValueError, match="multiples of 8 elements|not instantiated"):
+        C.gemm_qk(_params(), t, t, None, (4096, [48, 3, 3, 1]), 0)
+    with pytest.raises(ValueError, match="must not alias|not instantiated"):
+        C.gemm_qk(_params(dtype="float32"), t, t, None, (16, [48, 3, 3, 1]), 0)

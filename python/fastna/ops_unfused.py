@@ -300,8 +300,8 @@ class _ReferenceBackend:
         return out.reshape(B, *lengths, H, Dv)
 
 
-# Every name users may pass; "gemm" (CUDA GEMM-based NA, backends/gemm_unfused.py) registers only
-# with FASTNA_UNVERIFIED_GEMM=1 until its kernels are verified on a GPU.
+# Every name users may pass; "gemm" (CUDA GEMM-based NA, backends/gemm_unfused.py) registers at
+# the end of this module when the build has gemm_na instances.
 KNOWN = ("reference", "gemm")
 _BACKENDS: Dict[str, object] = {"reference": _ReferenceBackend}
 # backend=None takes the first available one whose check() accepts the call.
@@ -493,8 +493,8 @@ def _make_qk(rank: int) -> Callable:
         f"outside the window hold -inf. rpb [H, 2K_1-1, ...] (odd kernel, non-causal) adds "
         f"rpb[h, j' - i' + K - 1] in group-local coordinates. additional_keys [B, N_extra, "
         f"H_kv, D] append N_extra columns seen by every query. backend: None (best available), "
-        f"'reference', or 'gemm' (CUDA GEMM kernels; unverified, registered only with "
-        f"FASTNA_UNVERIFIED_GEMM=1 in a build with gemm_na).")
+        f"'reference', or 'gemm' (CUDA GEMM kernels of a build with gemm_na; float32 runs on "
+        f"TF32 tensor cores).")
     return qk
 
 
@@ -523,9 +523,8 @@ na2d_av = _make_av(2)
 na3d_av = _make_av(3)
 
 
-# The GEMM kernels' backend registers itself only on request while they are unverified on a GPU
-# (FASTNA_UNVERIFIED_GEMM=1, see backends/gemm_unfused.py and benchmarks/NOTES_gemm.md).
-if __import__("os").environ.get("FASTNA_UNVERIFIED_GEMM", "") == "1":
-    from .backends import gemm_unfused as _gemm_unfused
+# The GEMM kernels' backend (backends/gemm_unfused.py) registers itself when the build has gemm_na
+# instances; without them backend=None uses the reference and backend="gemm" raises.
+from .backends import gemm_unfused as _gemm_unfused  # noqa: E402
 
-    _gemm_unfused.register()
+_gemm_unfused.register()

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Build and run the standalone GEMM-based NA test (PN / NN / IN) + benchmark on a GPU machine.
 #   CUTLASS_INCLUDE=/path/to/cutlass/include tests/gpu_standalone/run_gemm.sh [--test-only|--bench-only]
-# Env: ARCHS (default "80 90"), JOBS (default nproc), BUILD (default /tmp/fastna_gpu_standalone_gemm).
-# One TU per (rank, dtype, head dim) holds PN, NN and IN (test_gemm_na.cu with -DINST_*), plus main.
+# Env: ARCHS (default "80 90"), JOBS (default nproc), BUILD (default /tmp/fastna_gpu_standalone_gemm),
+#      DTYPES (default "f16 bf16 f32"; f32 = TF32 kernels), e.g. DTYPES=f32 for the fp32 instances only.
+# One TU per (rank, dtype, head dim) holds PN, NN and IN (test_gemm_na.cu with -DINST_*), plus main;
+# main runs each config in the dtypes built and skips the others.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -10,23 +12,32 @@ root="$(cd "$here/../.." && pwd)"
 ARCHS="${ARCHS:-80 90}"
 JOBS="${JOBS:-$(nproc)}"
 BUILD="${BUILD:-/tmp/fastna_gpu_standalone_gemm}"
+DTYPES="${DTYPES:-f16 bf16 f32}"
 mkdir -p "$BUILD"
 gencode=""
 for a in $ARCHS; do gencode="$gencode -gencode=arch=compute_$a,code=sm_$a"; done
 flags="-std=c++17 -O3 --expt-relaxed-constexpr $gencode -I$root/include -I$CUTLASS_INCLUDE -I$here"
+for e in $DTYPES; do
+  case "$e" in f16|bf16|f32) ;; *) echo "run_gemm.sh: unknown dtype '$e' in DTYPES (f16 bf16 f32)" >&2; exit 2 ;; esac
+done
+with=""
+for e in f16 bf16 f32; do
+  case " $DTYPES " in *" $e "*) on=1 ;; *) on=0 ;; esac
+  with="$with -DGEMM_WITH_$(echo "$e" | tr a-z A-Z)=$on"
+done
 # keep in sync with FASTNA_GEMM_FOR_ALL in test_gemm_na.cu
 insts=""
-for r in 1 2 3; do for e in f16 bf16; do for d in 32 64 128; do insts="$insts r${r}_${e}_${d}"; done; done; done
+for r in 1 2 3; do for e in $DTYPES; do for d in 32 64 128; do insts="$insts r${r}_${e}_${d}"; done; done; done
 build_one() {
   local t=$1
   if [ "$t" = main ]; then
-    nvcc $flags -c -x cu "$here/test_gemm_na.cu" -o "$BUILD/main.o"
+    nvcc $flags $with -c -x cu "$here/test_gemm_na.cu" -o "$BUILD/main.o"
   else
     local r=${t#r}; r=${r%%_*}; local rest=${t#r*_}; local e=${rest%_*}; local d=${rest##*_}
     nvcc $flags -DINST_RANK=$r -DINST_ELEM=$e -DINST_DIM=$d -c -x cu "$here/test_gemm_na.cu" -o "$BUILD/inst_$t.o"
   fi
 }
-export -f build_one; export flags here BUILD
+export -f build_one; export flags with here BUILD
 start=$(date +%s)
 { echo main; for t in $insts; do echo $t; done; } | xargs -P "$JOBS" -I{} bash -c 'build_one {}'
 objs="$BUILD/main.o"

@@ -1,5 +1,7 @@
 // Device-level API of GEMM-based neighborhood attention (legacy unfused ops, DESIGN.md section 2,
-// heads-last layout; sm80-class tensor-core kernels, fp16 / bf16 inputs, fp32 accumulation).
+// heads-last layout; sm80-class tensor-core kernels, fp16 / bf16 inputs, or fp32 inputs computed
+// on TF32 tensor cores (operands rounded to TF32, as torch's allow_tf32 matmuls); fp32
+// accumulation throughout).
 //
 //   PN (qk):  attn[b, i, h, w] = q_i . k_{n(i,w)} (+ rpb[h, j' - i' + K - 1]);  causal slots past
 //             the window end = -inf.  No softmax scale.
@@ -12,13 +14,15 @@
 //   if (Qk::can_implement(a) == cutlass::Status::kSuccess) Qk::run(a, stream);
 //
 // Attention-weight dtype (AttnElem): the input dtype by default, as NATTEN's qk wrote and as
-// fastna.ops_unfused's reference returns; `float` is accepted too (PN then stores the fp32
-// accumulator + rpb unrounded; NN / IN read it and round to Element for the MMA).
+// fastna.ops_unfused's reference returns (so fp32 for fp32 inputs); `float` is accepted with
+// 16-bit inputs too (PN then stores the fp32 accumulator + rpb unrounded; NN / IN read it and
+// round to Element for the MMA).
 // Conditions (can_implement): stride 1 on every axis (legacy ops), K * d <= L, H % H_kv == 0,
 // num_extra == 0 (the E extra slots of NATTEN's additional keys are the caller's business),
 // B and H <= 65535, head dim == HeadDim (PN: problem.dim; NN / IN: Arguments::head_dim or,
 // when 0, problem.dim_v), token tensors with a contiguous head dim, 16-byte aligned pointers and
-// strides that are multiples of 8 elements; attn: slot stride 1, non-null; rpb (PN): only for odd
+// strides that are multiples of 16 bytes (8 elements of 16 bits, 4 of fp32); attn: slot stride 1,
+// non-null, aligned to its element; rpb (PN): only for odd
 // K on non-causal axes, contiguous [H, 2K_1-1, ..., 2K_r-1] in Element.
 #pragma once
 
@@ -26,6 +30,7 @@
 #include <cutlass/cutlass.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "fastna/gemm/common.hpp"
 #include "fastna/gemm/kernel_gather.hpp"
@@ -34,6 +39,10 @@
 
 namespace fastna {
 namespace gemm_na {
+
+template <class T>
+inline constexpr bool is_supported_element = std::is_same_v<T, cutlass::half_t> ||
+                                             std::is_same_v<T, cutlass::bfloat16_t> || std::is_same_v<T, float>;
 
 namespace detail {
 
@@ -63,9 +72,11 @@ template <class T, int Rank>
 bool view_ok(TokenTensor<T, Rank> const& t) {
   if (t.ptr == nullptr || t.stride_dim != 1) return false;
   if (reinterpret_cast<uintptr_t>(t.ptr) % 16 != 0) return false;
-  if (t.stride_batch % 8 != 0 || t.stride_head % 8 != 0) return false;
+  // cp.async moves 16-byte chunks: every token row must start on a 16-byte boundary.
+  constexpr int64_t kVec = 16 / sizeof(T);
+  if (t.stride_batch % kVec != 0 || t.stride_head % kVec != 0) return false;
   for (int a = 0; a < Rank; ++a)
-    if (t.stride_spatial[a] % 8 != 0) return false;
+    if (t.stride_spatial[a] % kVec != 0) return false;
   return true;
 }
 
@@ -80,6 +91,8 @@ bool attn_ok(AttnView<T> const& v) {
 template <int Rank, class Element, int HeadDim, class AttnElem = Element,
           class QBox = typename DefaultBox<Rank>::type, class KBox = typename DefaultBox<Rank>::type>
 class PN {
+  static_assert(is_supported_element<Element>, "gemm_na: Element must be cutlass::half_t, cutlass::bfloat16_t or float");
+
  public:
   using Traits = PNTraits<Rank, Element, HeadDim, QBox, KBox>;
   using Params = PNParams<Rank, Element, AttnElem>;
@@ -143,6 +156,8 @@ class PN {
 // kInverse = false: NN; true: IN.  RowBox: output tokens per CTA; InnerBox: reduction tokens.
 template <bool kInverse, int Rank, class Element, int HeadDim, class AttnElem, class RowBox, class InnerBox>
 class GatherOp {
+  static_assert(is_supported_element<Element>, "gemm_na: Element must be cutlass::half_t, cutlass::bfloat16_t or float");
+
  public:
   using Traits = GatherTraits<Rank, Element, HeadDim, RowBox, InnerBox>;
   using Params = GatherParams<Rank, Element, AttnElem>;

@@ -1,5 +1,6 @@
 // NN (av) and IN (inverse neighborhood) kernels of GEMM-based neighborhood attention
-// (sm80-class: mma.sync + cp.async + ldmatrix).  Both are the same tile GEMM
+// (sm80-class: mma.sync + cp.async + ldmatrix; fp16 / bf16, or fp32 on TF32 tensor cores).  Both
+// are the same tile GEMM
 //     acc[rows x D] += P[rows x inner] * X[inner x D]
 // over boxes of tokens of one dilation group:
 //   NN (kInverse = false): rows = a query box, inner = boxes of its key range (union of the
@@ -11,8 +12,9 @@
 //       out[j, h_kv] = sum over the group's heads and the queries seeing j (dK = dAttn^T Q,
 //       dV = attn^T dO).
 // P is gathered (regular loads, converted to Element) into swizzled shared memory and read
-// with ldmatrix as the A operand; X is loaded by box with cp.async and read transposed with
-// ldmatrix.trans as the B operand, as V in the fused forward.  Both are double-buffered.
+// with ldmatrix as the A operand; X is loaded by box with cp.async and read transposed as the B
+// operand (16-bit: ldmatrix.trans, as V in the fused forward; fp32: plain 32-bit shared loads,
+// common.hpp TileTraits).  Both are double-buffered.
 // Slots outside the window (causal -inf) are never read.  Every output row is written by one
 // CTA (no atomics): rows nobody contributes to get 0.
 #pragma once
@@ -194,15 +196,15 @@ __global__ void __launch_bounds__(Traits::kThreads)
     int head, origin[R];
     iter_info(t, head, origin);
     const int xh = kInverse ? head : prob.kv_head(h);
-    fused::detail::load_box<Traits, InnerBox, typename Traits::SmemLayoutKV>(
-        params.x, b, xh, smem_x + stage * Traits::kElemsKV, origin, ilim, group, prob.axis, tid);
+    load_box<Traits, InnerBox, typename Traits::SmemLayoutKV>(params.x, b, xh, smem_x + stage * Traits::kElemsKV,
+                                                             origin, ilim, group, prob.axis, tid);
   };
 
   // ---- MMA partitions ----
   typename Traits::TiledMma tiled_mma;
   auto thr_mma = tiled_mma.get_thread_slice(tid);
-  Tensor sP0 = make_tensor(make_smem_ptr(smem_p), SmemLayoutP{});
-  Tensor sXt0 = make_tensor(make_smem_ptr(smem_x), typename Traits::SmemLayoutVt{});
+  Tensor sP0 = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_p)), SmemLayoutP{});
+  Tensor sXt0 = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_x)), typename Traits::SmemLayoutVt{});
   Tensor tCrP = thr_mma.partition_fragment_A(sP0);   // (MMA, MMA_M, MMA_K)
   Tensor tCrX = thr_mma.partition_fragment_B(sXt0);  // (MMA, MMA_D, MMA_K)
   Tensor acc = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
@@ -232,14 +234,19 @@ __global__ void __launch_bounds__(Traits::kThreads)
     cp_async_wait<1>();
     __syncthreads();
 
-    Tensor sP = make_tensor(make_smem_ptr(smem_p + stage * Traits::kElemsP), SmemLayoutP{});
-    Tensor sXt = make_tensor(make_smem_ptr(smem_x + stage * Traits::kElemsKV), typename Traits::SmemLayoutVt{});
+    Tensor sP = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_p + stage * Traits::kElemsP)), SmemLayoutP{});
+    Tensor sXt = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_x + stage * Traits::kElemsKV)),
+                             typename Traits::SmemLayoutVt{});
     Tensor tCsP = thr_copy_p.partition_S(sP);
     Tensor tCsX = thr_copy_x.partition_S(sXt);
 #pragma unroll
     for (int kk = 0; kk < size<2>(tCrP); ++kk) {
       copy(copy_p, tCsP(_, _, kk), tCrP_v(_, _, kk));
       copy(copy_x, tCsX(_, _, kk), tCrX_v(_, _, kk));
+      if constexpr (Traits::kTf32) {
+        round_to_tf32(tCrP(_, _, kk));
+        round_to_tf32(tCrX(_, _, kk));
+      }
       cute::gemm(tiled_mma, tCrP(_, _, kk), tCrX(_, _, kk), acc);
     }
     __syncthreads();  // this stage is refilled by the next iteration

@@ -1,4 +1,5 @@
-// PN (qk) kernel of GEMM-based neighborhood attention (sm80-class: mma.sync + cp.async + ldmatrix).
+// PN (qk) kernel of GEMM-based neighborhood attention (sm80-class: mma.sync + cp.async + ldmatrix;
+// fp16 / bf16, or fp32 on TF32 tensor cores).
 //
 // One CTA = one query box (group-local coordinates of one dilation group) x one head x one batch.
 // Its key box is the union of the queries' windows (per-axis key_range_for_query_tile), visited
@@ -111,21 +112,20 @@ __global__ void __launch_bounds__(Traits::kThreads)
   Element const* rpb = params.rpb == nullptr ? nullptr : params.rpb + int64_t(h) * rpb_head;
 
   // ---- prologue: Q and the first K tile ----
-  fused::detail::load_box<Traits, QBox, typename Traits::SmemLayoutQ>(params.q, b, h, smem_q, q0, qlim, group,
-                                                                     prob.axis, tid);
+  load_box<Traits, QBox, typename Traits::SmemLayoutQ>(params.q, b, h, smem_q, q0, qlim, group, prob.axis, tid);
   if (n_kv > 0) {
     int origin[R];
     kv_origin(0, origin);
-    fused::detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(params.k, b, h_kv, smem_k, origin, klim,
-                                                                        group, prob.axis, tid);
+    load_box<Traits, KBox, typename Traits::SmemLayoutKV>(params.k, b, h_kv, smem_k, origin, klim, group, prob.axis,
+                                                         tid);
   }
   cp_async_fence();
 
   // ---- MMA partitions (as in the fused forward) ----
   typename Traits::TiledMma tiled_mma;
   auto thr_mma = tiled_mma.get_thread_slice(tid);
-  Tensor sQ = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutQ{});
-  Tensor sK0 = make_tensor(make_smem_ptr(smem_k), typename Traits::SmemLayoutKV{});
+  Tensor sQ = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_q)), typename Traits::SmemLayoutQ{});
+  Tensor sK0 = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_k)), typename Traits::SmemLayoutKV{});
   Tensor tSrQ = thr_mma.partition_fragment_A(sQ);   // (MMA, MMA_M, MMA_K)
   Tensor tSrK = thr_mma.partition_fragment_B(sK0);  // (MMA, MMA_N, MMA_K)
 
@@ -174,14 +174,15 @@ __global__ void __launch_bounds__(Traits::kThreads)
     if (j + 1 < n_kv) {
       int origin[R];
       kv_origin(j + 1, origin);
-      fused::detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
-          params.k, b, h_kv, smem_k + (stage ^ 1) * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
+      load_box<Traits, KBox, typename Traits::SmemLayoutKV>(params.k, b, h_kv, smem_k + (stage ^ 1) * Traits::kElemsKV,
+                                                           origin, klim, group, prob.axis, tid);
     }
     cp_async_fence();
     cp_async_wait<1>();
     __syncthreads();
 
-    Tensor sK = make_tensor(make_smem_ptr(smem_k + stage * Traits::kElemsKV), typename Traits::SmemLayoutKV{});
+    Tensor sK = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_k + stage * Traits::kElemsKV)),
+                            typename Traits::SmemLayoutKV{});
     Tensor tSsK = thr_copy_k.partition_S(sK);
     Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
     clear(acc_s);
@@ -189,6 +190,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
     for (int kk = 0; kk < size<2>(tSrQ); ++kk) {
       copy(copy_q, tSsQ(_, _, kk), tSrQ_v(_, _, kk));
       copy(copy_k, tSsK(_, _, kk), tSrK_v(_, _, kk));
+      if constexpr (Traits::kTf32) {
+        round_to_tf32(tSrQ(_, _, kk));
+        round_to_tf32(tSrK(_, _, kk));
+      }
       cute::gemm(tiled_mma, tSrQ(_, _, kk), tSrK(_, _, kk), acc_s);
     }
 

@@ -1,13 +1,10 @@
 """GEMM-based CUDA backend of the unfused qk / av ops (`fastna.ops_unfused`), backend="gemm".
 
-UNVERIFIED: the kernels behind it (include/fastna/gemm: PN = qk, NN = av, IN = inverse
-neighborhood; `fastna._C.gemm_qk / gemm_av / gemm_inverse`) have been compiled but have NOT yet
-been run on a GPU (benchmarks/NOTES_gemm.md). Until tests/test_gemm_gpu.py passes on a GPU this
-backend is registered with `ops_unfused.register_backend` ONLY when the environment variable
-FASTNA_UNVERIFIED_GEMM=1 is set (read at import of fastna.ops_unfused, or when `register()` is
-called), and only does anything in a build whose FASTNA_KERNELS included `gemm_na` (not in the
-default list). Without it, backend=None keeps using the reference backend and backend="gemm"
-raises NotImplementedError as before.
+The kernels behind it (include/fastna/gemm: PN = qk, NN = av, IN = inverse neighborhood;
+`fastna._C.gemm_qk / gemm_av / gemm_inverse`) are built when FASTNA_KERNELS includes `gemm_na`.
+`fastna.ops_unfused` registers this backend at import whenever the compiled module holds gemm_na
+instances (`register()`); backend=None then prefers it for every call `check()` accepts, and
+falls back to the reference otherwise.
 
 Semantics are those of the reference backend (ops_unfused): qk writes q . k (+ rpb) per window
 slot in the input dtype (no softmax scale), -inf in causal slots past the window end; av ignores
@@ -20,15 +17,18 @@ those slots. Autograd (no double backward):
                                       its -inf causal slots are replaced by 0)
          dv = IN(attn, dout)         (gemm_inverse with x = dout; sums the GQA group)
 
-Supported (check() names what is not): CUDA tensors, float16 / bfloat16 (attn is cast to the
-value dtype, rpb to the query dtype as in the reference), no additional keys / values, head dim
-(D for qk, Dv for av) among the compiled gemm_na head dims for (rank, dtype) on this device,
-batch and heads <= 65535. Anything else falls back to the reference under backend=None.
+Supported (check() names what is not): CUDA tensors, float16 / bfloat16 / float32 (attn is cast
+to the value dtype, rpb to the query dtype as in the reference), no additional keys / values,
+head dim (D for qk, Dv for av) among the compiled gemm_na head dims for (rank, dtype) on this
+device, batch and heads <= 65535. Anything else falls back to the reference under backend=None.
+
+float32 runs on TF32 tensor cores (operands rounded to TF32, fp32 accumulation, fp32 attn), like
+NATTEN's GEMM-based fp32 path and torch matmuls with allow_tf32: expect relative errors around
+1e-4 to 1e-3, not fp32 round-off. Pass backend="reference" for full fp32 precision.
 """
 from __future__ import annotations
 
 import math
-import os
 from typing import Optional
 
 import torch
@@ -36,14 +36,8 @@ import torch
 from .. import _ext
 
 name = "gemm"
-ENV_VAR = "FASTNA_UNVERIFIED_GEMM"
 
-_DT = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
-
-
-def enabled() -> bool:
-    """Whether the opt-in environment variable is set (FASTNA_UNVERIFIED_GEMM=1)."""
-    return os.environ.get(ENV_VAR, "") == "1"
+_DT = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
 
 
 def gemm_instances():
@@ -85,7 +79,7 @@ def check(op, tensors, kernel, dilation, causal) -> Optional[str]:
     if main.device.type != "cuda" or any(t.device != main.device for t in others):
         return "needs CUDA tensors"
     if main.dtype not in _DT:
-        return f"dtype {main.dtype} not supported (float16, bfloat16)"
+        return f"dtype {main.dtype} not supported (float16, bfloat16, float32)"
     if op == "qk" and key.dtype != query.dtype:
         return f"key dtype {key.dtype} differs from query dtype {query.dtype}"
     if main.numel() == 0 or any(t.numel() == 0 for t in others):
@@ -228,13 +222,11 @@ class GemmBackend:
 
 
 def register(priority: int = 0) -> bool:
-    """Register backend "gemm" with ops_unfused if FASTNA_UNVERIFIED_GEMM=1; returns whether it did.
-    Without the variable it unregisters a previous registration (so tests can toggle it)."""
+    """Register backend "gemm" with ops_unfused when the compiled module has gemm_na instances;
+    returns whether it did. Called by fastna.ops_unfused at import."""
     from .. import ops_unfused
 
-    if enabled():
-        ops_unfused.register_backend(GemmBackend, priority)
-        return True
-    if ops_unfused._BACKENDS.get(name) is GemmBackend:
-        ops_unfused._BACKENDS.pop(name, None)
-    return False
+    if not gemm_instances():
+        return False
+    ops_unfused.register_backend(GemmBackend, priority)
+    return True
