@@ -16,22 +16,25 @@ hopper="${HOPPER_INSTS:-}"
 if [ -z "$hopper" ]; then
   for r in 1 2 3; do for e in f16 bf16; do for d in 64 128; do hopper="$hopper r${r}_${e}_${d}"; done; done; done
 fi
-simple="r1_bf16_128 r2_bf16_128 r3_bf16_128"  # Overlap=false variants (debugging aid)
+# bf16 D=128 variants 1..4 (see test_hopper_fwd.cu), as r<R>_bf16_128_v<n>
+variants="r1_bf16_128_v1 r2_bf16_128_v1 r3_bf16_128_v1 r1_bf16_128_v2 r2_bf16_128_v2 r3_bf16_128_v2
+          r1_bf16_128_v3 r2_bf16_128_v3 r3_bf16_128_v3 r2_bf16_128_v4 r3_bf16_128_v4"
 sm80="r1_bf16_128 r2_bf16_128 r3_bf16_128"  # the benchmark's sm80 comparison instances
 jobs=""
 for t in $hopper; do jobs="$jobs h_$t"; done
-for t in $simple; do jobs="$jobs v_$t"; done
+for t in $variants; do jobs="$jobs v_$t"; done
 for t in $sm80; do jobs="$jobs s_$t"; done
 build_one() {
   local j=$1; local kind=${j%%_*}; local t=${j#*_}
+  local var=""; if [ "$kind" = v ]; then var=${t##*_v}; t=${t%_v*}; fi
   local r=${t#r}; r=${r%%_*}; local rest=${t#r*_}; local e=${rest%_*}; local d=${rest##*_}
   if [ "$kind" = main ]; then
     nvcc $flags -c "$here/test_hopper_fwd.cu" -o "$BUILD/main.o"
   elif [ "$kind" = h ] || [ "$kind" = v ]; then
     local extra=""; local o="$BUILD/hop_$t.o"
-    if [ "$kind" = v ]; then extra="-DINST_SIMPLE=1"; o="$BUILD/hop_${t}_simple.o"; fi
+    if [ "$kind" = v ]; then extra="-DINST_VARIANT=$var -DINST_TAG=_v$var"; o="$BUILD/hop_${t}_v$var.o"; fi
     nvcc $flags --resource-usage $extra -DINST_RANK=$r -DINST_ELEM=$e -DINST_DIM=$d -c "$here/test_hopper_fwd.cu" \
-      -o "$o" 2>&1 | grep -E "error|warning|registers|spill" | sed "s/^/[$kind $t] /" || true
+      -o "$o" 2>&1 | grep -E "error|warning|registers|spill" | sed "s/^/[$kind$var $t] /" || true
     test -f "$o"
   else
     nvcc $flags -DINST_RANK=$r -DINST_ELEM=$e -DINST_DIM=$d -c "$here/instance.cu" -o "$BUILD/sm80_$t.o"

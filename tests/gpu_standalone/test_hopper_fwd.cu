@@ -26,9 +26,13 @@
   X(2, f16, 64) X(2, f16, 128) X(2, bf16, 64) X(2, bf16, 128)                         \
   X(3, f16, 64) X(3, f16, 128) X(3, bf16, 64) X(3, bf16, 128)
 FASTNA_HOPPER_FOR_ALL(FASTNA_HOPPER_DECL)
-// Variant without the softmax / P V overlap (Forward<..., Overlap = false>), a debugging aid.
-#define FASTNA_HOPPER_FOR_SIMPLE(X) X(1, bf16, 128, _simple) X(2, bf16, 128, _simple) X(3, bf16, 128, _simple)
-FASTNA_HOPPER_FOR_SIMPLE(FASTNA_HOPPER_DECL_V)
+// bf16 D=128 variants (INST_VARIANT): 1 serial schedule, 2 pingpong schedule, 3 64-key KV boxes
+// (4 stages), 4 other box shapes (2D 8x16 / 8x16, 3D 2x8x8 / 2x8x8).
+#define FASTNA_HOPPER_FOR_VARIANTS(X)                                                              \
+  X(1, bf16, 128, _v1) X(2, bf16, 128, _v1) X(3, bf16, 128, _v1) X(1, bf16, 128, _v2) X(2, bf16, 128, _v2) \
+  X(3, bf16, 128, _v2) X(1, bf16, 128, _v3) X(2, bf16, 128, _v3) X(3, bf16, 128, _v3) X(2, bf16, 128, _v4) \
+  X(3, bf16, 128, _v4)
+FASTNA_HOPPER_FOR_VARIANTS(FASTNA_HOPPER_DECL_V)
 // sm80 instances (instance.cu, declared in common.hpp) compared in the benchmark.
 #define FASTNA_SM80_FOR_BENCH(X) X(1, bf16, 128) X(2, bf16, 128) X(3, bf16, 128)
 
@@ -43,9 +47,8 @@ using Elem = INST_ELEM;
 #undef bf16
 #define CAT_(a, b, c, d, e, f, g) a##b##c##d##e##f##g
 #define CAT(a, b, c, d, e, f, g) CAT_(a, b, c, d, e, f, g)
-#ifdef INST_SIMPLE
-#define INST_TAG _simple
-#else
+#ifndef INST_VARIANT
+#define INST_VARIANT 0
 #define INST_TAG
 #endif
 
@@ -64,12 +67,21 @@ int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fas
                                                              const int64_t* sq, const void* k, const int64_t* sk,
                                                              const void* v, const int64_t* sv, void* out,
                                                              const int64_t* so, float* lse, cudaStream_t stream) {
-#ifdef INST_SIMPLE
-  using Base = fastna::hopper::Forward<INST_RANK, Elem, INST_DIM>;
-  using Op = fastna::hopper::Forward<INST_RANK, Elem, INST_DIM, typename Base::Traits::QBox, typename Base::Traits::KBox,
-                                     Base::Traits::kStages, false>;
+  namespace hp = fastna::hopper;
+#if INST_VARIANT == 1 || INST_VARIANT == 2
+  using Base = hp::Forward<INST_RANK, Elem, INST_DIM>;
+  constexpr hp::Schedule kSched = INST_VARIANT == 1 ? hp::Schedule::kSerial : hp::Schedule::kPingpong;
+  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, typename Base::Traits::QBox, typename Base::Traits::KBox,
+                         Base::Traits::kStages, kSched>;
+#elif INST_VARIANT == 3
+  using KB = std::conditional_t<INST_RANK == 1, fastna::fused::Box<1, 64>,
+                                std::conditional_t<INST_RANK == 2, fastna::fused::Box<2, 8, 8>, fastna::fused::Box<3, 2, 4, 8>>>;
+  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, typename hp::DefaultQBox<INST_RANK>::type, KB, 4>;
+#elif INST_VARIANT == 4
+  using B = std::conditional_t<INST_RANK == 2, fastna::fused::Box<2, 8, 16>, fastna::fused::Box<3, 2, 8, 8>>;
+  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, B, B>;
 #else
-  using Op = fastna::hopper::Forward<INST_RANK, Elem, INST_DIM>;
+  using Op = hp::Forward<INST_RANK, Elem, INST_DIM>;
 #endif
   typename Op::Arguments args;
   args.problem = p;
@@ -93,6 +105,9 @@ int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fas
 #include <vector>
 
 #include "fastna/index_math.hpp"
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include "half_bits.hpp"
 
 #define CK(x)                                                                               \
@@ -144,7 +159,13 @@ static fastna::NaProblem<R> make_problem(const Case& c) {
   return p;
 }
 
-enum class Impl { kHopper, kSm80, kHopperSimple };
+// kHopper: default instance; kVariant: the bf16 D=128 variant g_variant (1..4); kSm80: fused::Forward.
+enum class Impl { kHopper, kSm80, kVariant };
+static int g_variant = 0;
+static const char* variant_name(int v) {
+  static const char* names[] = {"hopper", "serial", "pingpong", "kv64", "box-alt"};
+  return names[v];
+}
 
 template <int R>
 static int dispatch(Impl impl, const Case& c, const fastna::NaProblem<R>& p, const void* q, const int64_t* sq,
@@ -158,10 +179,11 @@ static int dispatch(Impl impl, const Case& c, const fastna::NaProblem<R>& p, con
   FASTNA_HOPPER_FOR_ALL(XH)
 #undef XH
 #define XV(RR, EE, DD, TAG)                                                                              \
-  if (impl == Impl::kHopperSimple && RR == R && c.D == DD && std::strcmp(e, #EE) == 0)                  \
+  if (impl == Impl::kVariant && RR == R && c.D == DD && std::strcmp(e, #EE) == 0 &&                     \
+      std::strcmp(#TAG + 2, std::to_string(g_variant).c_str()) == 0)                                    \
     return hopper_fwd_r##RR##_##EE##_d##DD##TAG(*reinterpret_cast<const fastna::NaProblem<RR>*>(&p), q, sq, k, sk, v, sv, \
                                                 o, so, lse, 0);
-  FASTNA_HOPPER_FOR_SIMPLE(XV)
+  FASTNA_HOPPER_FOR_VARIANTS(XV)
 #undef XV
 #define XS(RR, EE, DD)                                                                                   \
   if (impl == Impl::kSm80 && RR == R && c.D == DD && std::strcmp(e, #EE) == 0)                          \
@@ -288,7 +310,7 @@ static bool run_case(const Case& c, Impl impl) {
   const double tol = c.bf16 ? 1e-2 : 3e-3;
   const bool pass = !nonfinite && rel < tol && lse_err < 2e-3;
   std::printf("%-52s%s %s D=%-3d rel_l2=%.3e lse_maxabs=%.3e %s%s\n", c.name.c_str(),
-              impl == Impl::kHopperSimple ? " simple" : "", c.bf16 ? "bf16" : "fp16", D, rel,
+              impl == Impl::kVariant ? (std::string(" ") + variant_name(g_variant)).c_str() : "", c.bf16 ? "bf16" : "fp16", D, rel,
               lse_err, pass ? "PASS" : "FAIL", nonfinite ? " (non-finite output)" : "");
   return pass;
 }
@@ -300,10 +322,72 @@ static bool run_any(const Case& c, Impl impl = Impl::kHopper) {
 }
 
 // ------------------------------------------------------------------ benchmark
-static double g_bench_ms[2];
+// Device-side fill: a hash of the index mapped to a roughly normal value (sum of 4 uniforms),
+// so 10^8-element inputs take milliseconds instead of host minutes.
+__global__ void fill_kernel(uint16_t* p, size_t n, uint32_t seed, bool bf16) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    float acc = 0.f;
+    uint32_t x = uint32_t(i) * 2654435761u ^ (uint32_t(i >> 32) + seed) * 40503u;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      x ^= x >> 15; x *= 2246822519u; x ^= x >> 13; x *= 3266489917u; x ^= x >> 16;
+      acc += float(x & 0xffffff) * (1.f / 16777216.f) - 0.5f;
+    }
+    const float v = acc * 1.7320508f;  // unit variance
+    if (bf16) {
+      __nv_bfloat16 h = __float2bfloat16_rn(v);
+      p[i] = *reinterpret_cast<uint16_t*>(&h);
+    } else {
+      __half h = __float2half_rn(v);
+      p[i] = *reinterpret_cast<uint16_t*>(&h);
+    }
+  }
+}
 
 template <int R>
-static void bench(Impl impl, const Case& c, int iters) {
+static double bench_one(Impl impl, const Case& c, int iters, uint16_t* dq, uint16_t* dk, uint16_t* dv, uint16_t* dout) {
+  auto p = make_problem<R>(c);
+  const int64_t N = p.num_tokens();
+  int64_t sq[6], sk[6];
+  strides_for<R>(c, c.H, sq);
+  strides_for<R>(c, c.Hkv, sk);
+  auto launch = [&]() { return dispatch<R>(impl, c, p, dq, sq, dk, sk, dv, sk, dout, sq, nullptr); };
+  const char* who = impl == Impl::kHopper ? "hopper" : (impl == Impl::kSm80 ? "sm80" : variant_name(g_variant));
+  const int rc = launch();
+  CK(cudaGetLastError());
+  CK(cudaDeviceSynchronize());
+  if (rc != 0) {
+    std::printf("BENCH %-44s %-8s rc=%d\n", c.name.c_str(), who, rc);
+    return 0;
+  }
+  launch();
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  std::vector<float> ms;
+  for (int i = 0; i < iters; ++i) {
+    CK(cudaEventRecord(e0));
+    launch();
+    CK(cudaEventRecord(e1));
+    CK(cudaEventSynchronize(e1));
+    float t;
+    CK(cudaEventElapsedTime(&t, e0, e1));
+    ms.push_back(t);
+  }
+  CK(cudaGetLastError());
+  std::sort(ms.begin(), ms.end());
+  const double med = ms[ms.size() / 2];
+  const double flops = 4.0 * double(c.B) * N * double(p.window_size()) * c.D * c.H;
+  std::printf("BENCH %-44s %-8s median %9.3f ms (min %9.3f)  %6.1f TFLOP/s\n", c.name.c_str(), who, med, ms[0],
+              flops / (med * 1e-3) / 1e12);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return med;
+}
+
+// Every implementation on the same buffers: default hopper, the bf16 D=128 variants, sm80.
+template <int R>
+static void bench_all(const Case& c, int iters) {
   auto p = make_problem<R>(c);
   const int64_t N = p.num_tokens();
   const size_t qe = size_t(c.B) * N * c.H * c.D, kve = size_t(c.B) * N * c.Hkv * c.D;
@@ -312,62 +396,19 @@ static void bench(Impl impl, const Case& c, int iters) {
   CK(cudaMalloc(&dk, kve * 2));
   CK(cudaMalloc(&dv, kve * 2));
   CK(cudaMalloc(&dout, qe * 2));
-  {
-    std::vector<uint16_t> hbuf(std::max(qe, kve));
-    std::mt19937 rng(7);
-    std::normal_distribution<float> Nd(0.f, 1.f);
-    for (auto& x : hbuf) x = to_bits(Nd(rng), c.bf16);
-    CK(cudaMemcpy(dq, hbuf.data(), qe * 2, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(dk, hbuf.data() + 3, (kve - 3) * 2, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(dv, hbuf.data() + 1, (kve - 1) * 2, cudaMemcpyHostToDevice));
-  }
-  int64_t sq[6], sk[6];
-  strides_for<R>(c, c.H, sq);
-  strides_for<R>(c, c.Hkv, sk);
-  auto launch = [&]() { return dispatch<R>(impl, c, p, dq, sq, dk, sk, dv, sk, dout, sq, nullptr); };
-  const int rc = launch();
+  fill_kernel<<<1024, 256>>>(dq, qe, 1u, c.bf16);
+  fill_kernel<<<1024, 256>>>(dk, kve, 2u, c.bf16);
+  fill_kernel<<<1024, 256>>>(dv, kve, 3u, c.bf16);
   CK(cudaGetLastError());
   CK(cudaDeviceSynchronize());
-  const char* who = impl == Impl::kHopper ? "hopper" : (impl == Impl::kSm80 ? "sm80" : "simple");
-  if (rc != 0) {
-    std::printf("BENCH %-44s %-6s rc=%d\n", c.name.c_str(), who, rc);
-    g_bench_ms[int(impl)] = 0;
-  } else {
-    for (int i = 0; i < 2; ++i) launch();
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    std::vector<float> ms;
-    for (int i = 0; i < iters; ++i) {
-      CK(cudaEventRecord(e0));
-      launch();
-      CK(cudaEventRecord(e1));
-      CK(cudaEventSynchronize(e1));
-      float t;
-      CK(cudaEventElapsedTime(&t, e0, e1));
-      ms.push_back(t);
-    }
-    CK(cudaGetLastError());
-    std::sort(ms.begin(), ms.end());
-    const double med = ms[ms.size() / 2];
-    const double flops = 4.0 * double(c.B) * N * double(p.window_size()) * c.D * c.H;
-    std::printf("BENCH %-44s %-6s median %9.3f ms (min %9.3f)  %6.1f TFLOP/s\n", c.name.c_str(), who, med, ms[0],
-                flops / (med * 1e-3) / 1e12);
-    g_bench_ms[int(impl)] = med;
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-  }
+  const double t_h = bench_one<R>(Impl::kHopper, c, iters, dq, dk, dv, dout);
+  for (g_variant = 1; g_variant <= 4; ++g_variant)
+    if (!(g_variant == 4 && R == 1)) bench_one<R>(Impl::kVariant, c, iters, dq, dk, dv, dout);
+  g_variant = 0;
+  const double t_s = bench_one<R>(Impl::kSm80, c, iters, dq, dk, dv, dout);
+  if (t_h > 0 && t_s > 0)
+    std::printf("RATIO %-44s hopper %.3f ms vs sm80 %.3f ms: %.2fx\n", c.name.c_str(), t_h, t_s, t_s / t_h);
   cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(dout);
-}
-
-template <int R>
-static void bench_both(const Case& c, int iters) {
-  bench<R>(Impl::kHopperSimple, c, iters);
-  bench<R>(Impl::kHopper, c, iters);
-  bench<R>(Impl::kSm80, c, iters);
-  if (g_bench_ms[0] > 0 && g_bench_ms[1] > 0)
-    std::printf("RATIO %-44s hopper %.3f ms vs sm80 %.3f ms: %.2fx\n", c.name.c_str(), g_bench_ms[0], g_bench_ms[1],
-                g_bench_ms[1] / g_bench_ms[0]);
 }
 
 int main(int argc, char** argv) {
@@ -376,6 +417,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--test-only")) do_bench = false;
     if (!std::strcmp(argv[i], "--bench-only")) do_test = false;
   }
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines survive a timeout kill
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
@@ -410,29 +452,31 @@ int main(int argc, char** argv) {
                               std::to_string((cc >> 1) & 1) + "," + std::to_string((cc >> 2) & 1) + ")" + tag,
                           3, {7, 9, 17}, {3, 4, 9}, {1, 2, 1}, {2, 1, 1}, {cc & 1, (cc >> 1) & 1, (cc >> 2) & 1}, 1, 1, 1, D, bf));
         cs.push_back(mk("3d 6x7x9 K6x7x9 (self-attn) GQA2/1" + tag, 3, {6, 7, 9}, {6, 7, 9}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 2, 1, D, bf));
-        cs.push_back(mk("3d 10x9x20 K4x4x12 s2x2x3 d1x1x2 causal=(0,1,0)" + tag, 3, {10, 9, 20}, {4, 4, 12}, {2, 2, 3}, {1, 1, 2}, {0, 1, 0}, 1, 2, 2, D, bf));
+        cs.push_back(mk("3d 10x9x26 K4x4x12 s2x2x3 d1x1x2 causal=(0,1,0)" + tag, 3, {10, 9, 26}, {4, 4, 12}, {2, 2, 3}, {1, 1, 2}, {0, 1, 0}, 1, 2, 2, D, bf));
       }
     for (auto& c : cs) {
       ++total;
       if (!run_any(c)) ++fails;
     }
-    for (auto& c : cs)
-      if (c.bf16 && c.D == 128) {
-        ++total;
-        if (!run_any(c, Impl::kHopperSimple)) ++fails;
-      }
+    for (g_variant = 1; g_variant <= 4; ++g_variant)
+      for (auto& c : cs)
+        if (c.bf16 && c.D == 128 && !(g_variant == 4 && c.rank == 1)) {
+          ++total;
+          if (!run_any(c, Impl::kVariant)) ++fails;
+        }
+    g_variant = 0;
     std::printf("SUMMARY: %d/%d passed\n", total - fails, total);
   }
   if (do_bench) {
     // Anchor cases (DESIGN.md section 4): B=1, bf16, D=128.
-    bench_both<1>(mk("1d 32768 K2048 H1", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 1, 1, 128, true), 30);
-    bench_both<1>(mk("1d-strided 32768 K2048 s256 H1", 1, {32768}, {2048}, {256}, {1}, {0}, 1, 1, 1, 128, true), 30);
-    bench_both<2>(mk("flux 256x256 K80x80 H24", 2, {256, 256}, {80, 80}, {1, 1}, {1, 1}, {0, 0}, 1, 24, 24, 128, true), 5);
-    bench_both<2>(mk("flux-strided 256x256 K80x80 s16x16 H24", 2, {256, 256}, {80, 80}, {16, 16}, {1, 1}, {0, 0}, 1, 24, 24, 128, true), 5);
-    bench_both<3>(mk("hunyuan 30x48x80 K18x24x24 H24", 3, {30, 48, 80}, {18, 24, 24}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 24, 24, 128, true), 3);
-    bench_both<3>(mk("hunyuan-strided 30x48x80 K18x24x24 s16x8x8 H24", 3, {30, 48, 80}, {18, 24, 24}, {16, 8, 8}, {1, 1, 1}, {0, 0, 0}, 1, 24, 24, 128, true), 3);
-    bench_both<3>(mk("video-causal-t 16x48x80 K8x16x24 cT H16", 3, {16, 48, 80}, {8, 16, 24}, {1, 1, 1}, {1, 1, 1}, {1, 0, 0}, 1, 16, 16, 128, true), 3);
-    bench_both<1>(mk("dense-equiv 1d 8192 K8192 H16", 1, {8192}, {8192}, {1}, {1}, {0}, 1, 16, 16, 128, true), 10);
+    bench_all<1>(mk("1d 32768 K2048 H1", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 1, 1, 128, true), 30);
+    bench_all<1>(mk("1d-strided 32768 K2048 s256 H1", 1, {32768}, {2048}, {256}, {1}, {0}, 1, 1, 1, 128, true), 30);
+    bench_all<2>(mk("flux 256x256 K80x80 H24", 2, {256, 256}, {80, 80}, {1, 1}, {1, 1}, {0, 0}, 1, 24, 24, 128, true), 5);
+    bench_all<2>(mk("flux-strided 256x256 K80x80 s16x16 H24", 2, {256, 256}, {80, 80}, {16, 16}, {1, 1}, {0, 0}, 1, 24, 24, 128, true), 5);
+    bench_all<3>(mk("hunyuan 30x48x80 K18x24x24 H24", 3, {30, 48, 80}, {18, 24, 24}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 24, 24, 128, true), 3);
+    bench_all<3>(mk("hunyuan-strided 30x48x80 K18x24x24 s16x8x8 H24", 3, {30, 48, 80}, {18, 24, 24}, {16, 8, 8}, {1, 1, 1}, {0, 0, 0}, 1, 24, 24, 128, true), 3);
+    bench_all<3>(mk("video-causal-t 16x48x80 K8x16x24 cT H16", 3, {16, 48, 80}, {8, 16, 24}, {1, 1, 1}, {1, 1, 1}, {1, 0, 0}, 1, 16, 16, 128, true), 3);
+    bench_all<1>(mk("dense-equiv 1d 8192 K8192 H16", 1, {8192}, {8192}, {1}, {1}, {0}, 1, 16, 16, 128, true), 10);
   }
   return fails == 0 ? 0 : 1;
 }

@@ -326,14 +326,31 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       for (int i = 0; i < kBlockN / 2; ++i) rP(i) = static_cast<Element>(acc_s(i));
     };
 
+    // Pingpong: warpgroup w issues its wgmmas after named barrier w completes, i.e. after the
+    // other warpgroup has issued (barrier ids 0/1 after CUTLASS's reserved ones).  Each
+    // warpgroup has n_kv + 1 issue points; warpgroup 1 opens the first turn of warpgroup 0 and
+    // skips its own last hand-over, so every barrier sees matching arrivals.
+    constexpr bool kPingpong = Traits::kSchedule == Schedule::kPingpong;
+    auto take_turn = [&]() {
+      if constexpr (kPingpong) cutlass::arch::NamedBarrier::sync(256, wg);
+    };
+    auto pass_turn = [&](bool last) {
+      if constexpr (kPingpong)
+        if (!(last && wg == 1)) cutlass::arch::NamedBarrier::arrive(256, 1 - wg);
+    };
+    if constexpr (kPingpong)
+      if (wg == 1 && n_kv > 0) cutlass::arch::NamedBarrier::arrive(256, 0);
+
     Barrier::wait(bar_q, 0);
-    if constexpr (Traits::kOverlap) {
+    if constexpr (Traits::kSchedule != Schedule::kSerial) {
       // Software pipeline: S_j = Q K_j^T and O += P_{j-1} V_{j-1} are in flight together; the
       // softmax of S_j runs while the tensor cores finish P_{j-1} V_{j-1}.
       if (n_kv > 0) {
         float corr[2];
         Barrier::wait(bar_k, 0);
+        take_turn();
         issue_qk(0);
+        pass_turn(false);
         warpgroup_wait<0>();
         warpgroup_fence_operand(acc_s);
         softmax(0, corr);
@@ -341,9 +358,11 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         for (int j = 1; j < n_kv; ++j) {
           const int s = j % kStages, sp = (j - 1) % kStages;
           Barrier::wait(bar_k + s, (j / kStages) & 1);
-          issue_qk(s);
           Barrier::wait(bar_v + sp, ((j - 1) / kStages) & 1);
+          take_turn();
+          issue_qk(s);
           issue_pv(sp);
+          pass_turn(false);
           warpgroup_wait<1>();
           warpgroup_fence_operand(acc_s);
           softmax(j, corr);
@@ -355,7 +374,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         }
         const int sl = (n_kv - 1) % kStages;
         Barrier::wait(bar_v + sl, ((n_kv - 1) / kStages) & 1);
+        take_turn();
         issue_pv(sl);
+        pass_turn(true);
         warpgroup_wait<0>();
         fence_pv();
         Barrier::arrive(bar_empty + sl);

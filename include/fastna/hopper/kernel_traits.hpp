@@ -42,7 +42,16 @@ struct SmemAtoms {
                                 cute::GMMA::Layout_MN_SW64_Atom<Element>>;
 };
 
-template <int Rank_, class Element_, int HeadDim_, class QBox_, class KBox_, int Stages_, bool Overlap_ = true>
+// Consumer schedules.
+enum class Schedule {
+  kSerial = 0,    // S = QK^T, softmax, O += PV, one after the other
+  kOverlap = 1,   // software pipeline: softmax of KV box j while O += P V of box j-1 runs
+  kPingpong = 2,  // kOverlap, and the two consumer warpgroups take turns issuing their wgmmas so
+                  // that one's softmax runs under the other's matrix work
+};
+
+template <int Rank_, class Element_, int HeadDim_, class QBox_, class KBox_, int Stages_,
+          Schedule Schedule_ = Schedule::kOverlap>
 struct ForwardTraits {
   using Element = Element_;
   using QBox = QBox_;
@@ -50,8 +59,7 @@ struct ForwardTraits {
   static constexpr int kRank = Rank_;
   static constexpr int kHeadDim = HeadDim_;
   static constexpr int kStages = Stages_;
-  // Overlap the softmax of KV box j with O += P V of box j-1 inside each consumer warpgroup.
-  static constexpr bool kOverlap = Overlap_;
+  static constexpr Schedule kSchedule = Schedule_;
   static_assert(QBox::kRank == kRank && KBox::kRank == kRank, "box rank must match problem rank");
   static_assert(kHeadDim == 32 || kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256, "head dim 32/64/128/256");
 
@@ -110,10 +118,14 @@ struct ForwardTraits {
   static constexpr int kRowsPerPass = kProducerThreads / kChunksPerRow;
 };
 
-// Stage counts that fit 227 KB: D=128 with 128-key tiles: 2 (Q 32 KB + 2 x 64 KB).
-template <int HeadDim, int BlockN>
+// As many stages as fit 227 KB, at most 4.  The overlapped schedule releases stage j-1 only
+// after the softmax of box j, so it needs 3 stages for a load to hide under a whole box of work
+// (D=128 with 128-key boxes: Q 32 KB + 3 x 64 KB).
+template <int HeadDim, int BlockN, int ElemBytes = 2>
 struct DefaultStages {
-  static constexpr int value = (HeadDim * BlockN >= 128 * 128) ? 2 : (HeadDim * BlockN >= 64 * 128 ? 4 : 4);
+  static constexpr int kFree = 227 * 1024 - 128 * HeadDim * ElemBytes - 1024;
+  static constexpr int kFit = kFree / (2 * BlockN * HeadDim * ElemBytes);
+  static constexpr int value = kFit > 4 ? 4 : kFit;
 };
 
 }  // namespace hopper
