@@ -29,6 +29,12 @@
 # fused rules (archs >= 80, per head dim, tile `default` only) but also instantiates float32
 # (TF32 tensor-core kernels) when FASTNA_DTYPES lists it.
 
+# hopper_fwd (the sm90a fused forward, include/fastna/hopper) is registered in the instance list
+# as fused_fwd tile `hopper`, so the fused forward's binding, checks and tests run it.  Only for
+# the arch 90a, float16/bfloat16 and the head dims in FASTNA_HOPPER_HEAD_DIMS that are also in
+# FASTNA_HEAD_DIMS; any other arch yields no hopper instance (not an error).
+set(FASTNA_HOPPER_HEAD_DIMS "64;128")
+
 set(FASTNA_TEMPLATE_DIR "${CMAKE_CURRENT_LIST_DIR}/templates")
 
 function(_fastna_dtype_ctype dtype out)
@@ -91,7 +97,7 @@ function(fastna_generate_instances)
       message(FATAL_ERROR "fastna: bad head dim '${_hd}' in FASTNA_HEAD_DIMS (multiples of 32 up to 256)")
     endif()
   endforeach()
-  foreach(_fk IN ITEMS fused_fwd fused_bwd gemm_na)
+  foreach(_fk IN ITEMS fused_fwd fused_bwd gemm_na hopper_fwd)
     if(_fk IN_LIST ARG_KERNELS)
       if(NOT ARG_HEAD_DIMS)
         message(FATAL_ERROR "fastna: FASTNA_KERNELS has ${_fk} but FASTNA_HEAD_DIMS is empty")
@@ -108,7 +114,10 @@ function(fastna_generate_instances)
     string(REGEX MATCH "^[0-9]+" _sm "${_arch}")
     foreach(_kernel IN LISTS ARG_KERNELS)
       set(_fused OFF)
-      if(_kernel MATCHES "^fused_" OR _kernel STREQUAL "gemm_na")
+      if(_kernel STREQUAL "hopper_fwd" AND NOT _arch STREQUAL "90a")
+        continue()  # wgmma / setmaxnreg: sm_90a only
+      endif()
+      if(_kernel MATCHES "^fused_" OR _kernel STREQUAL "gemm_na" OR _kernel STREQUAL "hopper_fwd")
         set(_fused ON)
         if(_sm LESS 80)
           message(STATUS "fastna: ${_kernel} needs sm80 or newer: no instances for arch ${_arch}")
@@ -135,6 +144,12 @@ function(fastna_generate_instances)
             endif()
             set(_variants "")
             foreach(_hd IN LISTS ARG_HEAD_DIMS)
+              if(_kernel STREQUAL "hopper_fwd")
+                if(_hd IN_LIST FASTNA_HOPPER_HEAD_DIMS)
+                  list(APPEND _variants "${_hd}|hopper|-|-")
+                endif()
+                continue()
+              endif()
               _fastna_fused_tiles(${_kernel} ${_rank} ${_hd} _tiles)
               foreach(_t IN LISTS _tiles)
                 list(APPEND _variants "${_hd}|${_t}")
@@ -157,9 +172,13 @@ function(fastna_generate_instances)
             set(_out "${ARG_OUT_DIR}/sm${_arch}/${FASTNA_INSTANCE_NAME}.cu")
             configure_file("${FASTNA_TEMPLATE_DIR}/${_kernel}.cu.in" "${_out}" @ONLY)
             list(APPEND _sources "${_out}")
-            string(APPEND _inc "FASTNA_INSTANCE(${_kernel}, ${_rank}, ${_dtype}, ${FASTNA_HEAD_DIM}, "
+            set(_registered ${_kernel})
+            if(_kernel STREQUAL "hopper_fwd")
+              set(_registered fused_fwd)
+            endif()
+            string(APPEND _inc "FASTNA_INSTANCE(${_registered}, ${_rank}, ${_dtype}, ${FASTNA_HEAD_DIM}, "
                                "${FASTNA_TILE}, ${_arch}, ${FASTNA_INSTANCE_NAME})\n")
-            list(APPEND _instances "${_kernel}|${_rank}|${_dtype}|${FASTNA_HEAD_DIM}|${FASTNA_TILE}|${_arch}")
+            list(APPEND _instances "${_registered}|${_rank}|${_dtype}|${FASTNA_HEAD_DIM}|${FASTNA_TILE}|${_arch}")
           endforeach()
         endforeach()
       endforeach()

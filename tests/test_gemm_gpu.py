@@ -35,8 +35,11 @@ def gemm_registered():
     """(Re-)registers backend "gemm" (import already did), restores the registry afterwards."""
     before = U._BACKENDS.get("gemm")
     prio = list(U._PRIORITY)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True   # float32 runs on the kernels only with TF32 allowed
     assert G.register()
     yield
+    torch.backends.cuda.matmul.allow_tf32 = tf32
     if before is None:
         U._BACKENDS.pop("gemm", None)
     else:
@@ -265,3 +268,20 @@ def test_binding_float32_strides():
         C.gemm_qk(_params(), t, t, None, (4096, [48, 3, 3, 1]), 0)
     with pytest.raises(ValueError, match="must not alias|not instantiated"):
         C.gemm_qk(_params(dtype="float32"), t, t, None, (16, [48, 3, 3, 1]), 0)
+
+
+@pytest.mark.usefixtures("gemm_registered")
+@pytest.mark.gpu
+@pytest.mark.skipif(not _GPU_OK, reason=_SKIP)
+def test_float32_follows_allow_tf32():
+    """float32 on the TF32 kernels only while torch allows TF32 matmuls."""
+    dims = G.head_dims(2, torch.float32, torch.device("cuda"))
+    if not dims:
+        pytest.skip("no rank-2 float32 gemm_na instance")
+    q = torch.randn((1, 12, 12, 2, min(dims)), device="cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    assert U._select(None, "qk", (q, q, None, None), (3, 3), (1, 1), (False, False)).name == "reference"
+    with pytest.raises(NotImplementedError, match="allow_tf32"):
+        U.na2d_qk(q, q, 3, backend="gemm")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    assert U._select(None, "qk", (q, q, None, None), (3, 3), (1, 1), (False, False)) is G.GemmBackend

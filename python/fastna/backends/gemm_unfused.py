@@ -24,7 +24,9 @@ device, batch and heads <= 65535. Anything else falls back to the reference unde
 
 float32 runs on TF32 tensor cores (operands rounded to TF32, fp32 accumulation, fp32 attn), like
 NATTEN's GEMM-based fp32 path and torch matmuls with allow_tf32: expect relative errors around
-1e-4 to 1e-3, not fp32 round-off. Pass backend="reference" for full fp32 precision.
+1e-4 to 1e-3, not fp32 round-off. So float32 is taken only while
+torch.backends.cuda.matmul.allow_tf32 is True (torch's switch for TF32 matmuls; off by
+default): otherwise backend=None falls back to the reference and backend="gemm" raises.
 """
 from __future__ import annotations
 
@@ -80,6 +82,11 @@ def check(op, tensors, kernel, dilation, causal) -> Optional[str]:
         return "needs CUDA tensors"
     if main.dtype not in _DT:
         return f"dtype {main.dtype} not supported (float16, bfloat16, float32)"
+    if main.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        # TF32 math only where torch's own matmuls would use it.
+        return ("float32 runs on TF32 tensor cores in the gemm kernels and "
+                "torch.backends.cuda.matmul.allow_tf32 is False (set it to True to use them; "
+                "backend='reference' computes in full float32)")
     if op == "qk" and key.dtype != query.dtype:
         return f"key dtype {key.dtype} differs from query dtype {query.dtype}"
     if main.numel() == 0 or any(t.numel() == 0 for t in others):
