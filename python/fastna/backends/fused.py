@@ -60,6 +60,7 @@ the tile exists; forward(..., tile=...) asks for one explicitly.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -83,30 +84,28 @@ _QBOX = {"default": {1: (64,), 2: (8, 8), 3: (4, 4, 4)}, FAST_TILE: {2: (16, 8)}
 
 
 
-def instances():
-    """(rank, dtype name, head_dim, tile, sm, arch) of the compiled fused forward kernels."""
+@functools.lru_cache(maxsize=None)
+def _instance_list(key):
+    # build_info() is fixed for the process: parse each list once (select() runs per call).
     info = _ext.build_info()
     if not info or not info.get("cuda"):
-        return []
+        return ()
     out = []
-    for entry in info.get("fused_instances", []):
+    for entry in info.get(key, []):
         r, dt, hd, tile, sm = entry[:5]
         arch = str(entry[5]) if len(entry) > 5 else str(sm)
         out.append((int(r), _ext._dtype_name(dt), int(hd), str(tile), int(sm), arch))
-    return out
+    return tuple(out)
+
+
+def instances():
+    """(rank, dtype name, head_dim, tile, sm, arch) of the compiled fused forward kernels."""
+    return list(_instance_list("fused_instances"))
 
 
 def bwd_instances():
     """(rank, dtype name, head_dim, tile, sm, arch) of the compiled fused backward kernels."""
-    info = _ext.build_info()
-    if not info or not info.get("cuda"):
-        return []
-    out = []
-    for entry in info.get("fused_bwd_instances", []):
-        r, dt, hd, tile, sm = entry[:5]
-        arch = str(entry[5]) if len(entry) > 5 else str(sm)
-        out.append((int(r), _ext._dtype_name(dt), int(hd), str(tile), int(sm), arch))
-    return out
+    return list(_instance_list("fused_bwd_instances"))
 
 
 def _runs_on(sm: int, arch: str, cc: int) -> bool:
@@ -116,11 +115,17 @@ def _runs_on(sm: int, arch: str, cc: int) -> bool:
 
 def _device_instances(rank, dtype, device):
     """{head_dim: set(tiles)} runnable on `device` for (rank, dtype)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _device_instances_at(rank, dtype, index)
+
+
+@functools.lru_cache(maxsize=None)
+def _device_instances_at(rank, dtype, index):
     dname = _ext.DTYPE_NAMES.get(dtype)
-    major, minor = torch.cuda.get_device_capability(device)
+    major, minor = torch.cuda.get_device_capability(index)
     cc = major * 10 + minor
     found = {}
-    for r, dt, hd, tile, sm, arch in instances():
+    for r, dt, hd, tile, sm, arch in _instance_list("fused_instances"):
         if r == rank and dt == dname and _runs_on(sm, arch, cc):
             found.setdefault(hd, set()).add(tile)
     return found
