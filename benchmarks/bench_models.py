@@ -246,7 +246,12 @@ def main(argv=None):
     ap.add_argument("--baseline", default=None, help="backend the ratios are relative to "
                                                      "(default: reference if run, else the first)")
     ap.add_argument("--out", default=None, help="output directory (markdown, json, png)")
+    ap.add_argument("--no-tf32", action="store_true",
+                    help="keep float32 matmuls in full fp32 (then the gemm backend declines fp32)")
     a = ap.parse_args(argv)
+    # One TF32 setting for every float32 row: the gemm backend computes fp32 on TF32 tensor
+    # cores and runs only while torch allows TF32 matmuls; the models' linear layers follow it.
+    torch.backends.cuda.matmul.allow_tf32 = not a.no_tf32
     device = torch.device(a.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA device (use --device cpu for a smoke run)")
@@ -291,7 +296,8 @@ def main(argv=None):
               f"- torch {torch.__version__}, fastna {fastna.__version__}\n"
               f"- command: python benchmarks/bench_models.py {' '.join(sys.argv[1:] if argv is None else argv)}\n"
               f"- models without RPB (fused path through the named backend) unless the backend "
-              f"is unfused+rpb; {a.warmup} warm-up + {a.iters} timed steps\n\n")
+              f"is unfused+rpb; {a.warmup} warm-up + {a.iters} timed steps\n"
+              f"- float32 matmuls (linear layers, the gemm backend) in TF32: {not a.no_tf32}\n\n")
     text = header + table(rows, baseline) + "\n"
     print(text)
     if a.out:
