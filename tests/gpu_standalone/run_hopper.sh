@@ -18,7 +18,7 @@ if [ -z "$hopper" ]; then
 fi
 # bf16 D=128 variants 1..4 (see test_hopper_fwd.cu), as r<R>_bf16_128_v<n>
 variants="r1_bf16_128_v1 r2_bf16_128_v1 r3_bf16_128_v1 r1_bf16_128_v2 r2_bf16_128_v2 r3_bf16_128_v2
-          r1_bf16_128_v3 r2_bf16_128_v3 r3_bf16_128_v3 r2_bf16_128_v4 r3_bf16_128_v4"
+          r1_bf16_128_v3 r2_bf16_128_v3 r3_bf16_128_v3 r1_bf16_128_v4 r2_bf16_128_v4 r3_bf16_128_v4"
 sm80="r1_bf16_128 r2_bf16_128 r3_bf16_128"  # the benchmark's sm80 comparison instances
 jobs=""
 for t in $hopper; do jobs="$jobs h_$t"; done

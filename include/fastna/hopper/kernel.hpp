@@ -3,10 +3,10 @@
 // One CTA = one 128-token query box (group-local coordinates of one dilation group) x head x
 // batch, 3 warpgroups:
 //   WG0   producer: cp.async gathers of the Q box and of every KV box the queries need (per-axis
-//         key_range_for_query_tile) into a kStages-deep shared-memory ring; it waits for its own
-//         copies, fences them to the async proxy (wgmma reads shared memory through it) and
-//         arrives on per-stage "full" mbarriers, separately for K and V so S = Q K^T can start
-//         before V has landed.
+//         key_range_for_query_tile) into a kStages-deep shared-memory ring.  Per-stage "full"
+//         mbarriers, separate for K and V so S = Q K^T can start before V has landed, complete
+//         when the copies land (cp.async.mbarrier.arrive); consumers fence to the async proxy
+//         (wgmma reads shared memory through it) after each wait.
 //   WG1,2 consumers, 64 query rows each: S = Q K^T (wgmma SS), neighborhood mask only on KV boxes
 //         not fully inside the windows of the warpgroup's own rows, online softmax in registers,
 //         O += P V (wgmma RS, P from registers), then an "empty" arrival releases the stage.
@@ -145,7 +145,14 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     detail::load_box_async<Traits, QBox>(
         params.q, b, h, [&](int r, int c) { return raw_pointer_cast(&sQ(r, c)); }, cta.q0, cta.qlim, cta.group,
         prob.axis, ptid);
-    cp_async_fence();
+    // Completion is tracked by the mbarriers (cp.async.mbarrier.arrive holds the phase open
+    // until this thread's earlier copies have landed), so the producer never waits for its own
+    // copies and keeps up to kStages KV boxes in flight.
+    auto commit_to = [](uint64_t* bar) {
+      cutlass::arch::cpasync_barrier_arrive(bar);
+      Barrier::arrive(bar);
+    };
+    commit_to(bar_q);
     for (int j = 0; j < n_kv; ++j) {
       const int s = j % kStages;
       if (j >= kStages) Barrier::wait(bar_empty + s, ((j / kStages) - 1) & 1);
@@ -154,24 +161,14 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       detail::load_box_async<Traits, KBox>(
           params.k, b, h_kv, [&](int r, int c) { return raw_pointer_cast(&sK(r, c, s)); }, origin, klim, cta.group,
           prob.axis, ptid);
-      cp_async_fence();
+      commit_to(bar_k + s);
       detail::load_box_async<Traits, KBox>(
           params.v, b, h_kv, [&](int r, int c) { return raw_pointer_cast(&sVt(c, r, s)); }, origin, klim, cta.group,
           prob.axis, ptid);
-      cp_async_fence();
-      cp_async_wait<1>();  // K_j (and Q) landed
-      cutlass::arch::fence_view_async_shared();
-      if (j == 0) Barrier::arrive(bar_q);
-      Barrier::arrive(bar_k + s);
-      cp_async_wait<0>();  // V_j landed
-      cutlass::arch::fence_view_async_shared();
-      Barrier::arrive(bar_v + s);
+      commit_to(bar_v + s);
     }
-    if (n_kv == 0) {
-      cp_async_wait<0>();
-      cutlass::arch::fence_view_async_shared();
-      Barrier::arrive(bar_q);
-    }
+    // Stay until every tracked copy has landed: the CTA must not retire with copies in flight.
+    cp_async_wait<0>();
   } else {
     // ================================ consumers ================================
     cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
@@ -341,13 +338,19 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     if constexpr (kPingpong)
       if (wg == 1 && n_kv > 0) cutlass::arch::NamedBarrier::arrive(256, 0);
 
-    Barrier::wait(bar_q, 0);
+    // Data written by cp.async (generic proxy) is read by wgmma (async proxy): fence after each
+    // wait on a full barrier.
+    auto wait_full = [](uint64_t* bar, int phase) {
+      Barrier::wait(bar, phase);
+      cutlass::arch::fence_view_async_shared();
+    };
+    wait_full(bar_q, 0);
     if constexpr (Traits::kSchedule != Schedule::kSerial) {
       // Software pipeline: S_j = Q K_j^T and O += P_{j-1} V_{j-1} are in flight together; the
       // softmax of S_j runs while the tensor cores finish P_{j-1} V_{j-1}.
       if (n_kv > 0) {
         float corr[2];
-        Barrier::wait(bar_k, 0);
+        wait_full(bar_k, 0);
         take_turn();
         issue_qk(0);
         pass_turn(false);
@@ -357,8 +360,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         convert_p();
         for (int j = 1; j < n_kv; ++j) {
           const int s = j % kStages, sp = (j - 1) % kStages;
-          Barrier::wait(bar_k + s, (j / kStages) & 1);
-          Barrier::wait(bar_v + sp, ((j - 1) / kStages) & 1);
+          wait_full(bar_k + s, (j / kStages) & 1);
+          wait_full(bar_v + sp, ((j - 1) / kStages) & 1);
           take_turn();
           issue_qk(s);
           issue_pv(sp);
@@ -373,7 +376,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           convert_p();
         }
         const int sl = (n_kv - 1) % kStages;
-        Barrier::wait(bar_v + sl, ((n_kv - 1) / kStages) & 1);
+        wait_full(bar_v + sl, ((n_kv - 1) / kStages) & 1);
         take_turn();
         issue_pv(sl);
         pass_turn(true);
@@ -386,14 +389,14 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         const int s = j % kStages;
         const int phase = (j / kStages) & 1;
         float corr[2];
-        Barrier::wait(bar_k + s, phase);
+        wait_full(bar_k + s, phase);
         issue_qk(s);
         warpgroup_wait<0>();
         warpgroup_fence_operand(acc_s);
         softmax(j, corr);
         rescale_o(corr);
         convert_p();
-        Barrier::wait(bar_v + s, phase);
+        wait_full(bar_v + s, phase);
         issue_pv(s);
         warpgroup_wait<0>();
         fence_pv();

@@ -20,17 +20,18 @@ namespace hopper {
 
 using fused::Box;
 
-// Default boxes: 128 query tokens and 128 keys per KV tile.  The last extent is a multiple of
+// Default boxes: 128 query tokens and 128 keys per KV tile (3D 2x8x8 beat 4x4x8 by 7-18% on the
+// hunyuan / video anchors, H100, NOTES_hopper.md; 2D 16x8 beat 8x16 by 9% on flux).  The last extent is a multiple of
 // 8 so a thread's accumulator columns (8*v2 + 2*quad + v0) decompose into compile-time box
 // offsets (see mask.hpp).
 template <int Rank> struct DefaultQBox;
 template <> struct DefaultQBox<1> { using type = Box<1, 128>; };
 template <> struct DefaultQBox<2> { using type = Box<2, 16, 8>; };
-template <> struct DefaultQBox<3> { using type = Box<3, 4, 4, 8>; };
+template <> struct DefaultQBox<3> { using type = Box<3, 2, 8, 8>; };
 template <int Rank> struct DefaultKBox;
 template <> struct DefaultKBox<1> { using type = Box<1, 128>; };
 template <> struct DefaultKBox<2> { using type = Box<2, 16, 8>; };
-template <> struct DefaultKBox<3> { using type = Box<3, 4, 4, 8>; };
+template <> struct DefaultKBox<3> { using type = Box<3, 2, 8, 8>; };
 
 // Swizzle atoms: 128-byte rows when the head dim allows it (64 elements of 16 bits).
 template <class Element, int HeadDim>
