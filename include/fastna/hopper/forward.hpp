@@ -23,10 +23,11 @@ namespace hopper {
 
 template <int Rank, class Element, int HeadDim, class QBox = typename DefaultQBox<Rank>::type,
           class KBox = typename DefaultKBox<Rank>::type,
-          int Stages = DefaultStages<HeadDim, KBox::kSize>::value, Schedule Sched = Schedule::kOverlap>
+          int Stages = DefaultStages<HeadDim, KBox::kSize>::value, Schedule Sched = Schedule::kOverlap,
+          Signal Sig = Signal::kThread, bool SkipSoftmax = false>
 class Forward {
  public:
-  using Traits = ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Stages, Sched>;
+  using Traits = ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Stages, Sched, Sig, SkipSoftmax>;
   using Params = fused::ForwardParams<Rank, Element>;
   // The sm80 op with the same query box: its can_implement / to_params / grid_shape depend on
   // the problem and the query box extents only.

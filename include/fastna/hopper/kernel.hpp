@@ -122,11 +122,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
   const int warpgroup = threadIdx.x / 128;
   if (threadIdx.x == 0) {
-    Barrier::init(bar_q, Traits::kProducerThreads);
+    constexpr int kFullCount = Traits::kSignal == Signal::kWarp ? Traits::kProducerThreads / 32 : Traits::kProducerThreads;
+    constexpr int kEmptyCount = 128 * Traits::kConsumerWarpgroups / (Traits::kSignal == Signal::kThread ? 1 : 32);
+    Barrier::init(bar_q, kFullCount);
     for (int s = 0; s < kStages; ++s) {
-      Barrier::init(bar_k + s, Traits::kProducerThreads);
-      Barrier::init(bar_v + s, Traits::kProducerThreads);
-      Barrier::init(bar_empty + s, 128 * Traits::kConsumerWarpgroups);
+      Barrier::init(bar_k + s, kFullCount);
+      Barrier::init(bar_v + s, kFullCount);
+      Barrier::init(bar_empty + s, kEmptyCount);
     }
     cutlass::arch::fence_barrier_init();
   }
@@ -145,27 +147,70 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     detail::load_box_async<Traits, QBox>(
         params.q, b, h, [&](int r, int c) { return raw_pointer_cast(&sQ(r, c)); }, cta.q0, cta.qlim, cta.group,
         prob.axis, ptid);
-    // Completion is tracked by the mbarriers (cp.async.mbarrier.arrive holds the phase open
-    // until this thread's earlier copies have landed), so the producer never waits for its own
-    // copies and keeps up to kStages KV boxes in flight.
-    auto commit_to = [](uint64_t* bar) {
-      cutlass::arch::cpasync_barrier_arrive(bar);
-      Barrier::arrive(bar);
-    };
-    commit_to(bar_q);
-    for (int j = 0; j < n_kv; ++j) {
-      const int s = j % kStages;
-      if (j >= kStages) Barrier::wait(bar_empty + s, ((j / kStages) - 1) & 1);
-      int origin[R];
-      cta.kv_origin(j, origin);
-      detail::load_box_async<Traits, KBox>(
-          params.k, b, h_kv, [&](int r, int c) { return raw_pointer_cast(&sK(r, c, s)); }, origin, klim, cta.group,
-          prob.axis, ptid);
-      commit_to(bar_k + s);
-      detail::load_box_async<Traits, KBox>(
-          params.v, b, h_kv, [&](int r, int c) { return raw_pointer_cast(&sVt(c, r, s)); }, origin, klim, cta.group,
-          prob.axis, ptid);
-      commit_to(bar_v + s);
+    if constexpr (Traits::kSignal != Signal::kWarp) {
+      // Completion is tracked by the mbarriers (cp.async.mbarrier.arrive holds the phase open
+      // until this thread's earlier copies have landed), so the producer never waits for its own
+      // copies and keeps up to kStages KV boxes in flight.
+      auto commit_to = [](uint64_t* bar) {
+        cutlass::arch::cpasync_barrier_arrive(bar);
+        Barrier::arrive(bar);
+      };
+      commit_to(bar_q);
+      for (int j = 0; j < n_kv; ++j) {
+        const int s = j % kStages;
+        if (j >= kStages) Barrier::wait(bar_empty + s, ((j / kStages) - 1) & 1);
+        int origin[R];
+        cta.kv_origin(j, origin);
+        detail::load_box_async<Traits, KBox>(
+            params.k, b, h_kv, [&](int r, int c) { return raw_pointer_cast(&sK(r, c, s)); }, origin, klim, cta.group,
+            prob.axis, ptid);
+        commit_to(bar_k + s);
+        detail::load_box_async<Traits, KBox>(
+            params.v, b, h_kv, [&](int r, int c) { return raw_pointer_cast(&sVt(c, r, s)); }, origin, klim, cta.group,
+            prob.axis, ptid);
+        commit_to(bar_v + s);
+      }
+    } else {
+      // One box behind: after issuing box j, wait for box j-1 (two newest groups may stay in
+      // flight), fence it to the async proxy and let one lane per warp arrive.
+      const bool leader = (ptid % 32) == 0;
+      auto publish = [&](uint64_t* bar) {
+        __syncwarp();
+        if (leader) Barrier::arrive(bar);
+      };
+      cp_async_fence();
+      for (int j = 0; j < n_kv; ++j) {
+        const int s = j % kStages;
+        if (j >= kStages) Barrier::wait(bar_empty + s, ((j / kStages) - 1) & 1);
+        int origin[R];
+        cta.kv_origin(j, origin);
+        detail::load_box_async<Traits, KBox>(
+            params.k, b, h_kv, [&](int r, int c) { return raw_pointer_cast(&sK(r, c, s)); }, origin, klim, cta.group,
+            prob.axis, ptid);
+        cp_async_fence();
+        detail::load_box_async<Traits, KBox>(
+            params.v, b, h_kv, [&](int r, int c) { return raw_pointer_cast(&sVt(c, r, s)); }, origin, klim, cta.group,
+            prob.axis, ptid);
+        cp_async_fence();
+        cp_async_wait<2>();
+        cutlass::arch::fence_view_async_shared();
+        if (j == 0) {
+          publish(bar_q);
+        } else {
+          const int sp = (j - 1) % kStages;
+          publish(bar_k + sp);
+          publish(bar_v + sp);
+        }
+      }
+      cp_async_wait<0>();
+      cutlass::arch::fence_view_async_shared();
+      if (n_kv == 0) {
+        publish(bar_q);
+      } else {
+        const int sl = (n_kv - 1) % kStages;
+        publish(bar_k + sl);
+        publish(bar_v + sl);
+      }
     }
     // Stay until every tracked copy has landed: the CTA must not retire with copies in flight.
     cp_async_wait<0>();
@@ -258,6 +303,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     // max, turn acc_s into unnormalized probabilities (fp32, in place) and return the factor that
     // rescales the earlier O and row sums.
     auto softmax = [&](int j, float (&corr)[2]) {
+      if constexpr (Traits::kSkipSoftmax) {
+        corr[0] = corr[1] = 1.f;
+        row_max[0] = row_max[1] = 0.f;
+        row_sum[0] = row_sum[1] = 1.f;
+        return;
+      }
       int origin[R];
       cta.kv_origin(j, origin);
       bool full = true;
@@ -338,6 +389,14 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     if constexpr (kPingpong)
       if (wg == 1 && n_kv > 0) cutlass::arch::NamedBarrier::arrive(256, 0);
 
+    auto release = [&](int stage) {
+      if constexpr (Traits::kSignal == Signal::kThread) {
+        Barrier::arrive(bar_empty + stage);
+      } else {
+        __syncwarp();
+        if (ctid % 32 == 0) Barrier::arrive(bar_empty + stage);
+      }
+    };
     // Data written by cp.async (generic proxy) is read by wgmma (async proxy): fence after each
     // wait on a full barrier.
     auto wait_full = [](uint64_t* bar, int phase) {
@@ -371,7 +430,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           softmax(j, corr);
           warpgroup_wait<0>();
           fence_pv();
-          Barrier::arrive(bar_empty + sp);
+          release(sp);
           rescale_o(corr);
           convert_p();
         }
@@ -382,7 +441,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         pass_turn(true);
         warpgroup_wait<0>();
         fence_pv();
-        Barrier::arrive(bar_empty + sl);
+        release(sl);
       }
     } else {
       for (int j = 0; j < n_kv; ++j) {
@@ -400,7 +459,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         issue_pv(s);
         warpgroup_wait<0>();
         fence_pv();
-        Barrier::arrive(bar_empty + s);
+        release(s);
       }
     }
 

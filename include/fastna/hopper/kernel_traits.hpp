@@ -51,8 +51,17 @@ enum class Schedule {
                   // that one's softmax runs under the other's matrix work
 };
 
+// How the pipeline's mbarriers are signalled (fewer arrivals on one shared-memory word per box).
+enum class Signal {
+  kThread = 0,  // every consumer thread releases a stage; every producer thread arrives through
+                // cp.async.mbarrier.arrive (completion tracked by the barrier)
+  kConsumerWarp = 1,  // consumers: one arrival per warp; producer as kThread
+  kWarp = 2,          // consumers as kConsumerWarp; producer warps wait for their own copies
+                      // (cp.async.wait_group, one box behind) and arrive once per warp
+};
+
 template <int Rank_, class Element_, int HeadDim_, class QBox_, class KBox_, int Stages_,
-          Schedule Schedule_ = Schedule::kOverlap>
+          Schedule Schedule_ = Schedule::kOverlap, Signal Signal_ = Signal::kThread, bool SkipSoftmax_ = false>
 struct ForwardTraits {
   using Element = Element_;
   using QBox = QBox_;
@@ -61,6 +70,9 @@ struct ForwardTraits {
   static constexpr int kHeadDim = HeadDim_;
   static constexpr int kStages = Stages_;
   static constexpr Schedule kSchedule = Schedule_;
+  static constexpr Signal kSignal = Signal_;
+  // Benchmark probe only (wrong results): P = S without mask / softmax, to time the pipeline alone.
+  static constexpr bool kSkipSoftmax = SkipSoftmax_;
   static_assert(QBox::kRank == kRank && KBox::kRank == kRank, "box rank must match problem rank");
   static_assert(kHeadDim == 32 || kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256, "head dim 32/64/128/256");
 
