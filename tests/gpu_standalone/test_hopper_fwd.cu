@@ -68,10 +68,12 @@ int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fas
                                                              const void* v, const int64_t* sv, void* out,
                                                              const int64_t* so, float* lse, cudaStream_t stream) {
   namespace hp = fastna::hopper;
+#if INST_VARIANT != 0
   using Base = hp::Forward<INST_RANK, Elem, INST_DIM>;
   using QB = typename Base::Traits::QBox;
   using KB = typename Base::Traits::KBox;
   constexpr int kSt = Base::Traits::kStages;
+#endif
 #if INST_VARIANT == 1
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kOverlap, hp::Signal::kConsumerWarp>;
 #elif INST_VARIANT == 2
