@@ -44,7 +44,8 @@ def check(query, key, value, params, additional_keys=None, additional_values=Non
         return Reason("backend 'gemm' is not available in this build (no gemm_na kernels: "
                       "rebuild with FASTNA_KERNELS including gemm_na)")
     if not torch.cuda.is_available():
-        return Reason("it needs a CUDA device", ValueError)
+        return Reason("backend 'gemm' is not available in this build on this machine (no CUDA "
+                      "device)")
     if any(s != 1 for s in params.stride):
         return Reason(f"it supports stride 1 only (the GEMM kernels are the legacy stride-1 "
                       f"ops), got stride={params.stride}")

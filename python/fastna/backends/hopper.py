@@ -21,7 +21,7 @@ from ._base import Reason
 name = "hopper"
 TILE = "hopper"
 # Query box of the Hopper kernel (include/fastna/hopper/kernel_traits.hpp DefaultQBox).
-fused._QBOX[TILE] = {1: (128,), 2: (16, 8), 3: (4, 4, 8)}
+fused._QBOX[TILE] = {1: (128,), 2: (16, 8), 3: (2, 8, 8)}
 
 
 def _tiles_by_dim(rank, dtype, device):
