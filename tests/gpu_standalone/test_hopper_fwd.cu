@@ -26,8 +26,8 @@
   X(2, f16, 64) X(2, f16, 128) X(2, bf16, 64) X(2, bf16, 128)                         \
   X(3, f16, 64) X(3, f16, 128) X(3, bf16, 64) X(3, bf16, 128)
 FASTNA_HOPPER_FOR_ALL(FASTNA_HOPPER_DECL)
-// bf16 D=128 variants (INST_VARIANT): 1 Signal::kConsumerWarp, 2 pingpong schedule, 3 Signal::kWarp,
-// 4 timing probe without mask / softmax (wrong results, benchmark only).
+// bf16 D=128 variants (INST_VARIANT): 1 Signal::kThread (cp.async K/V loads; the default is TMA), 2 pingpong schedule (TMA), 3 serial
+// schedule (TMA), 4 timing probe without mask / softmax (TMA; wrong results, benchmark only).
 #define FASTNA_HOPPER_FOR_VARIANTS(X)                                                              \
   X(1, bf16, 128, _v1) X(2, bf16, 128, _v1) X(3, bf16, 128, _v1) X(1, bf16, 128, _v2) X(2, bf16, 128, _v2) \
   X(3, bf16, 128, _v2) X(1, bf16, 128, _v3) X(2, bf16, 128, _v3) X(3, bf16, 128, _v3) X(1, bf16, 128, _v4) \
@@ -75,13 +75,13 @@ int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fas
   constexpr int kSt = Base::Traits::kStages;
 #endif
 #if INST_VARIANT == 1
-  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kOverlap, hp::Signal::kConsumerWarp>;
+  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kOverlap, hp::Signal::kThread>;
 #elif INST_VARIANT == 2
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kPingpong>;
 #elif INST_VARIANT == 3
-  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kOverlap, hp::Signal::kWarp>;
+  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kSerial>;
 #elif INST_VARIANT == 4
-  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kOverlap, hp::Signal::kThread, true>;
+  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kOverlap, hp::Signal::kTma, true>;
 #else
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM>;
 #endif
@@ -165,7 +165,7 @@ static fastna::NaProblem<R> make_problem(const Case& c) {
 enum class Impl { kHopper, kSm80, kVariant };
 static int g_variant = 0;
 static const char* variant_name(int v) {
-  static const char* names[] = {"hopper", "cwarp", "pingpong", "warp", "nosoftmax"};
+  static const char* names[] = {"hopper", "cpasync", "pingpong", "serial", "nosoftmax"};
   return names[v];
 }
 
@@ -457,6 +457,7 @@ int main(int argc, char** argv) {
           cs.push_back(mk("3d 7x9x17 K3x4x9 s1x2x1 d2x1x1 causal=(" + std::to_string(cc & 1) + "," +
                               std::to_string((cc >> 1) & 1) + "," + std::to_string((cc >> 2) & 1) + ")" + tag,
                           3, {7, 9, 17}, {3, 4, 9}, {1, 2, 1}, {2, 1, 1}, {cc & 1, (cc >> 1) & 1, (cc >> 2) & 1}, 1, 1, 1, D, bf));
+        cs.push_back(mk("3d 7x10x19 K3x5x9 B2 GQA2/1 (batch crossing)" + tag, 3, {7, 10, 19}, {3, 5, 9}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 2, 2, 1, D, bf));
         cs.push_back(mk("3d 6x7x9 K6x7x9 (self-attn) GQA2/1" + tag, 3, {6, 7, 9}, {6, 7, 9}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 2, 1, D, bf));
         cs.push_back(mk("3d 10x9x26 K4x4x12 s2x2x3 d1x1x2 causal=(0,1,0)" + tag, 3, {10, 9, 26}, {4, 4, 12}, {2, 2, 3}, {1, 1, 2}, {0, 1, 0}, 1, 2, 2, D, bf));
       }

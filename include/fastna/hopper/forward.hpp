@@ -24,7 +24,7 @@ namespace hopper {
 template <int Rank, class Element, int HeadDim, class QBox = typename DefaultQBox<Rank>::type,
           class KBox = typename DefaultKBox<Rank>::type,
           int Stages = DefaultStages<HeadDim, KBox::kSize>::value, Schedule Sched = Schedule::kOverlap,
-          Signal Sig = Signal::kThread, bool SkipSoftmax = false>
+          Signal Sig = Signal::kTma, bool SkipSoftmax = false>
 class Forward {
  public:
   using Traits = ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Stages, Sched, Sig, SkipSoftmax>;
@@ -55,7 +55,16 @@ class Forward {
     constexpr int smem = static_cast<int>(Traits::kSmemBytes);
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
       return cutlass::Status::kErrorInternal;
-    kernel<<<Sm80Op::grid_shape(args), Traits::kThreads, smem, stream>>>(Sm80Op::to_params(args));
+    HopperParams<Rank, Element> params{};
+    params.base = Sm80Op::to_params(args);
+    if constexpr (Traits::kSignal == Signal::kTma) {
+      TmaDims dv;
+      params.use_tma = make_kv_tensor_map<Element, Rank, KBox>(args.k, args.problem, HeadDim, &params.tma_k,
+                                                               &params.tma_dims) &&
+                       make_kv_tensor_map<Element, Rank, KBox>(args.v, args.problem, HeadDim, &params.tma_v, &dv) &&
+                       dv.batch_dim == params.tma_dims.batch_dim && dv.batch_mul == params.tma_dims.batch_mul;
+    }
+    kernel<<<Sm80Op::grid_shape(args), Traits::kThreads, smem, stream>>>(params);
     return cudaGetLastError() == cudaSuccess ? cutlass::Status::kSuccess : cutlass::Status::kErrorInternal;
   }
 };

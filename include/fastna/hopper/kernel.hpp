@@ -25,6 +25,7 @@
 #include "fastna/fused/kernel.hpp"  // ForwardParams, detail::quad_{max,sum}
 #include "fastna/hopper/kernel_traits.hpp"
 #include "fastna/hopper/load.hpp"
+#include "fastna/hopper/tma.hpp"
 #include "fastna/hopper/mask.hpp"
 #include "fastna/index_math.hpp"
 #include "fastna/problem.hpp"
@@ -33,6 +34,16 @@ namespace fastna {
 namespace hopper {
 
 using fused::ForwardParams;
+
+// Kernel parameters: the sm80 op's, plus the K/V tensor maps when TMA is used.
+template <int Rank, class Element>
+struct HopperParams {
+  CUtensorMap tma_k;
+  CUtensorMap tma_v;
+  ForwardParams<Rank, Element> base;
+  TmaDims tma_dims;
+  int use_tma = 0;
+};
 
 namespace detail {
 
@@ -91,13 +102,16 @@ struct CtaBox {
 
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
-    fna_hopper_forward_kernel(__grid_constant__ ForwardParams<Traits::kRank, typename Traits::Element> const params) {
+    fna_hopper_forward_kernel(__grid_constant__ HopperParams<Traits::kRank, typename Traits::Element> const hparams) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using namespace cute;
   using Element = typename Traits::Element;
   using QBox = typename Traits::QBox;
   using KBox = typename Traits::KBox;
   using Barrier = cutlass::arch::ClusterBarrier;
+  auto const& params = hparams.base;
+  bool tma = false;
+  if constexpr (Traits::kSignal == Signal::kTma) tma = hparams.use_tma != 0;
   constexpr int R = Traits::kRank;
   constexpr int kBlockN = Traits::kBlockN;
   constexpr int kHeadDim = Traits::kHeadDim;
@@ -124,10 +138,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   if (threadIdx.x == 0) {
     constexpr int kFullCount = Traits::kSignal == Signal::kWarp ? Traits::kProducerThreads / 32 : Traits::kProducerThreads;
     constexpr int kEmptyCount = 128 * Traits::kConsumerWarpgroups / (Traits::kSignal == Signal::kThread ? 1 : 32);
-    Barrier::init(bar_q, kFullCount);
+    Barrier::init(bar_q, Traits::kSignal == Signal::kWarp ? kFullCount : Traits::kProducerThreads);
     for (int s = 0; s < kStages; ++s) {
-      Barrier::init(bar_k + s, kFullCount);
-      Barrier::init(bar_v + s, kFullCount);
+      Barrier::init(bar_k + s, tma ? 1 : kFullCount);
+      Barrier::init(bar_v + s, tma ? 1 : kFullCount);
       Barrier::init(bar_empty + s, kEmptyCount);
     }
     cutlass::arch::fence_barrier_init();
@@ -147,7 +161,35 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     detail::load_box_async<Traits, QBox>(
         params.q, b, h, [&](int r, int c) { return raw_pointer_cast(&sQ(r, c)); }, cta.q0, cta.qlim, cta.group,
         prob.axis, ptid);
-    if constexpr (Traits::kSignal != Signal::kWarp) {
+    if (tma) {
+      // Q by cp.async (once), K/V boxes by TMA from one thread.
+      cutlass::arch::cpasync_barrier_arrive(bar_q);
+      Barrier::arrive(bar_q);
+      if (ptid == 0) {
+        constexpr uint32_t kBytes = sizeof(Element) * Traits::kElemsKV;
+        for (int j = 0; j < n_kv; ++j) {
+          const int s = j % kStages;
+          if (j >= kStages) Barrier::wait(bar_empty + s, ((j / kStages) - 1) & 1);
+          int origin[R];
+          cta.kv_origin(j, origin);
+          int c[5] = {0, h_kv, 0, 0, 0};
+#pragma unroll
+          for (int a = 0; a < R; ++a) c[2 + (R - 1 - a)] = origin[a];
+          if (hparams.tma_dims.batch_dim == 3) c[3] += b * hparams.tma_dims.batch_mul;
+          else c[4] += b * hparams.tma_dims.batch_mul;
+          cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(bar_k + s, kBytes);
+#pragma unroll
+          for (int half = 0; half < kHeadDim / 64; ++half)
+            detail::tma_load_5d(&hparams.tma_k, bar_k + s, smem_k + s * Traits::kElemsKV + half * kBlockN * 64,
+                                64 * half, c[1], c[2], c[3], c[4]);
+          cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(bar_v + s, kBytes);
+#pragma unroll
+          for (int half = 0; half < kHeadDim / 64; ++half)
+            detail::tma_load_5d(&hparams.tma_v, bar_v + s, smem_v + s * Traits::kElemsKV + half * kBlockN * 64,
+                                64 * half, c[1], c[2], c[3], c[4]);
+        }
+      }
+    } else if constexpr (Traits::kSignal != Signal::kWarp) {
       // Completion is tracked by the mbarriers (cp.async.mbarrier.arrive holds the phase open
       // until this thread's earlier copies have landed), so the producer never waits for its own
       // copies and keeps up to kStages KV boxes in flight.

@@ -58,6 +58,8 @@ enum class Signal {
   kConsumerWarp = 1,  // consumers: one arrival per warp; producer as kThread
   kWarp = 2,          // consumers as kConsumerWarp; producer warps wait for their own copies
                       // (cp.async.wait_group, one box behind) and arrive once per warp
+  kTma = 3,           // K/V boxes by TMA (one thread, transaction bytes) when the problem allows
+                      // it (tma.hpp), else as kThread; consumers as kConsumerWarp
 };
 
 template <int Rank_, class Element_, int HeadDim_, class QBox_, class KBox_, int Stages_,
@@ -107,8 +109,11 @@ struct ForwardTraits {
                                                    cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>>{}));
   using SmemLayoutK = decltype(cute::tile_to_shape(typename SmemAtoms<Element, kHeadDim>::K{},
                                                    cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>, cute::Int<kStages>>{}));
+  // Atoms token-first, so that each 64-column half of V is one dense (token, 64) block, the
+  // same as K's halves: what a TMA box with a 128-byte inner extent writes.
   using SmemLayoutVt = decltype(cute::tile_to_shape(typename SmemAtoms<Element, kHeadDim>::MN{},
-                                                    cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockN>, cute::Int<kStages>>{}));
+                                                    cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockN>, cute::Int<kStages>>{},
+                                                    cute::Step<cute::_2, cute::_1, cute::_3>{}));
 
   static constexpr int kElemsQ = kBlockM * kHeadDim;
   static constexpr int kElemsKV = kBlockN * kHeadDim;  // one stage of K or V

@@ -1,0 +1,94 @@
+// TMA (bulk tensor copy) loads of KV boxes, for problems without dilation.
+//
+// Without dilation a KV box is a dense box of the [B, *spatial, H, D] view, so one tensor map
+// covers it: dims (innermost first) D, H, the spatial axes last to first, B -- at most 5, so in
+// 3D the batch is merged into the first spatial axis (needs stride_batch == L0 * stride0; keys a
+// box reads past L0 belong to the next batch item but lie outside every window, so are masked).
+// The inner box extent is 64 elements (128 bytes, the SW128 span): a D=128 box is two copies,
+// one per 64-column half, which is exactly how the K-major / MN-major SW128 smem layouts of
+// kernel_traits.hpp store the halves.  Keys past an axis end are zero-filled by the TMA unit.
+#pragma once
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+#include <cutlass/cuda_host_adapter.hpp>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "fastna/problem.hpp"
+
+namespace fastna {
+namespace hopper {
+
+struct TmaDims {
+  // Batch folded into the outermost used coordinate: coordinate = origin + b * batch_mul.
+  int batch_dim = 0;
+  int batch_mul = 1;
+};
+
+// Host: tensor map of one K or V view.  False (use cp.async) when the problem has dilation,
+// the head dim is not a multiple of 64, or the strides do not fit.
+template <class Element, int Rank, class KBox>
+bool make_kv_tensor_map(TokenTensor<Element const, Rank> const& t, NaProblem<Rank> const& p, int head_dim,
+                        CUtensorMap* map, TmaDims* dims) {
+  static_assert(sizeof(Element) == 2, "16-bit elements");
+  if (head_dim % 64 != 0) return false;
+  for (int a = 0; a < Rank; ++a)
+    if (p.axis[a].dilation != 1) return false;
+  cuuint64_t size[5] = {1, 1, 1, 1, 1};
+  cuuint64_t stride[4] = {0, 0, 0, 0};  // bytes, dims 1..4
+  cuuint32_t box[5] = {64, 1, 1, 1, 1};
+  cuuint32_t estride[5] = {1, 1, 1, 1, 1};
+  size[0] = head_dim;
+  size[1] = p.heads_kv;
+  stride[0] = t.stride_head * 2;
+  int d = 2;
+  for (int a = Rank - 1; a >= 0; --a, ++d) {
+    size[d] = p.axis[a].length;
+    stride[d - 1] = t.stride_spatial[a] * 2;
+    box[d] = KBox::extent(a);
+  }
+  if (Rank < 3) {
+    size[d] = p.batch;
+    stride[d - 1] = t.stride_batch * 2;
+    dims->batch_dim = d;
+    dims->batch_mul = 1;
+    ++d;
+  } else {
+    if (t.stride_batch != int64_t(p.axis[0].length) * t.stride_spatial[0]) return false;
+    size[4] = cuuint64_t(p.axis[0].length) * p.batch;
+    dims->batch_dim = 4;
+    dims->batch_mul = p.axis[0].length;
+  }
+  for (; d < 5; ++d) stride[d - 1] = stride[d - 2] * size[d - 1];  // unused size-1 dims
+  for (int i = 0; i < 4; ++i)
+    if (stride[i] % 16 != 0 || stride[i] >= (cuuint64_t(1) << 40)) return false;
+  if (reinterpret_cast<uintptr_t>(t.ptr) % 16 != 0) return false;
+  const CUtensorMapDataType type = std::is_same<Element, cutlass::bfloat16_t>::value
+                                       ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                       : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  CUresult r = cutlass::call_cuTensorMapEncodeTiled(
+      map, type, 5, const_cast<void*>(static_cast<void const*>(t.ptr)), size, stride, box, estride,
+      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS;
+}
+
+namespace detail {
+
+// Device: one 5-D TMA copy completing on an mbarrier (transaction bytes).
+__device__ __forceinline__ void tma_load_5d(CUtensorMap const* map, uint64_t* bar, void* smem, int c0, int c1, int c2,
+                                            int c3, int c4) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  const uint32_t m = static_cast<uint32_t>(__cvta_generic_to_shared(bar));
+  asm volatile(
+      "cp.async.bulk.tensor.5d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5, %6}], "
+      "[%7];" ::"r"(s),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4), "r"(m)
+      : "memory");
+}
+
+}  // namespace detail
+}  // namespace hopper
+}  // namespace fastna
