@@ -34,7 +34,9 @@ SCRIPT = textwrap.dedent(r"""
     import os
     import torch
 
+    import fastna
     import fastna.compat
+    assert os.path.abspath(fastna.__file__) == os.environ["FASTNA_EXPECTED_FILE"], fastna.__file__
     fastna.compat.install_natten_shim()
 
     # CPU float32 by default; the GPU variant runs the model on CUDA in half precision, where
@@ -190,7 +192,10 @@ def _run_script(**env_vars):
     # The child must import the same fastna as this process (source tree or installed).
     pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastna.__file__)))
     env = dict(os.environ, **env_vars)
-    env["PYTHONPATH"] = pkg_parent + os.pathsep + env.get("PYTHONPATH", "")
+    # After the caller's PYTHONPATH, which may hold the transformers 4.46 under test ahead of a
+    # newer one installed beside fastna; the child checks it got this process's fastna.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH", ""), pkg_parent) if p)
+    env["FASTNA_EXPECTED_FILE"] = os.path.abspath(fastna.__file__)
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
                           env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -228,6 +233,7 @@ def test_dinat_model_on_gemm_kernels_gpu():
     if 32 not in _gemm_head_dims():
         pytest.skip("needs a CUDA build with rank-2 float16 gemm_na kernels for head dim 32")
     res = _run_script(DINAT_DEVICE="cuda", DINAT_DTYPE="float16", DINAT_EMBED="32")
+    assert res["transformers"].startswith("4.46."), res
     n = res["n_layers"]
     assert res["shim_calls"] == {"qk": n, "av": n}, res
     assert res["gemm_calls"] == {"qk": n, "av": n}, res   # every layer on the GEMM kernels

@@ -16,7 +16,7 @@ import torch
 
 import fastna
 from fastna import _args, _ext, backends, reference
-from fastna.backends import fused
+from fastna.backends import fused, hopper
 from fastna.index_math import window
 
 pytestmark = [
@@ -392,7 +392,8 @@ def test_selected_by_default_and_declines():
     q, k, v = _inputs((8, 8), 2, 2, D, dtype, seed=1)
     p = _args.normalize(q, k, v, 3, 1, 1, False, None, None, None)
     assert "fused" in fastna.available_backends()
-    assert backends.select(None, q, k, v, p) is fused
+    want = hopper if hopper.check(q, k, v, p) is None else fused
+    assert backends.select(None, q, k, v, p) is want
     # declined with a reason: float32, a head dim larger than every compiled one
     assert "float16 and bfloat16" in fused.check(q.float(), k.float(), v.float(), p)
     big = max(_all_dims()) + 8
@@ -409,7 +410,9 @@ def test_selected_by_default_and_declines():
     q48 = torch.randn(2, 8, 8, 2, 48, device="cuda", dtype=dtype)
     if fused._head_dim_for(48, 48, _built(2, dtype)) is not None:
         assert fused.check(q48, q48, q48, p) is None
-        assert backends.select(None, q48, q48, q48, p) is fused
+        # the Hopper tile of the fused forward goes first where it runs this (padded) head dim
+        want = hopper if hopper.check(q48, q48, q48, p) is None else fused
+        assert backends.select(None, q48, q48, q48, p) is want
     # backend=None falls through to another backend for what fused declines
     out = fastna.na2d(qb, qb, qb, 3)
     assert out.shape == qb.shape
@@ -688,3 +691,24 @@ def test_fused_backward_binding_errors():
         call(dlse=torch.zeros(q.shape[:-1], device="cuda").transpose(1, 2))
     with pytest.raises(ValueError, match="stride_dim"):
         call(dout=torch.zeros(*q.shape[:-1], 2 * D, device="cuda", dtype=q.dtype)[..., ::2])
+
+
+def test_hopper_backend_selection():
+    """backend=None takes the sm90a kernel exactly where it has a head dim (64/128 here), the
+    sm80-class fused forward elsewhere; an explicit backend="hopper" names what it lacks."""
+    if not hopper.available():
+        pytest.skip("needs an sm_90a build on a compute capability 9.0 GPU")
+    dtype = torch.bfloat16
+    tiles = _built(2, dtype)
+    for D in sorted(tiles):
+        q, k, v = _inputs((9, 10), 2, 2, D, dtype, seed=D)
+        p = _args.normalize(q, k, v, 3, 1, 1, False, None, None, None)
+        if "hopper" in tiles[D]:
+            assert backends.select(None, q, k, v, p) is hopper
+            out = fastna.na2d(q, k, v, 3)
+            ref = fastna.na2d(q.double(), k.double(), v.double(), 3, backend="reference")
+            assert _rel(out, ref) < OUT_TOL[dtype]
+        else:
+            assert backends.select(None, q, k, v, p) is fused
+            with pytest.raises(NotImplementedError, match="no Hopper kernel"):
+                fastna.na2d(q, k, v, 3, backend="hopper")

@@ -13,6 +13,8 @@ compute capability 9.0, in builds without sm_90a, and for head dims without a Ho
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from . import fused
@@ -32,7 +34,15 @@ def _tiles_by_dim(rank, dtype, device):
 
 def available() -> bool:
     """A hopper instance in the build and a compute capability 9.0 device to run it on."""
-    if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
+    if not torch.cuda.is_available():
+        return False
+    return _available_on(torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _available_on(index: int) -> bool:
+    # backend=None asks this on every call; the answer is fixed per device.
+    if torch.cuda.get_device_capability(index) != (9, 0):
         return False
     return any(tile == TILE for (_, _, _, tile, _, _) in fused.instances())
 
