@@ -56,13 +56,30 @@ def run_problem(prob, dtype, backends):
                                   requires_grad=bwd) for _ in range(3)]
             key = f"{be}_{'fwdbwd' if bwd else 'fwd'}"
             try:
-                row[key] = bench(step(lambda q, k, v: fn(q, k, v, K, backend=be), inputs, bwd))
+                run = step(lambda q, k, v: fn(q, k, v, K, backend=be), inputs, bwd)
+                row[key] = bench(run)
+                row[key + "_kernels"] = kernel_ms(run)
             except (NotImplementedError, TypeError) as e:
-                row[key] = None
+                row[key] = row[key + "_kernels"] = None
                 row.setdefault("notes", []).append(f"{be}: {str(e)[:80]}")
             del inputs
             torch.cuda.empty_cache()
     return row
+
+
+def kernel_ms(run, iters=10):
+    """GPU time of one call: the sum of its kernels' durations (torch.profiler), without the
+    host-side launch path that bounds small problems in the wall-clock column."""
+    run()
+    torch.cuda.synchronize()
+    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=acts) as prof:
+        for _ in range(iters):
+            run()
+        torch.cuda.synchronize()
+    # Self device time counts each kernel once, under the op that launched it.
+    total_us = sum(e.self_device_time_total for e in prof.key_averages())
+    return total_us / iters / 1e3
 
 
 def gain(naive, gemm):
@@ -96,21 +113,28 @@ def main():
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [f"# GEMM-based vs naive NA ({torch.cuda.get_device_name()}, "
              f"{datetime.date.today()}, commit {commit}, torch {torch.__version__})", "",
-             "ms = do_bench medians; gain = naive / gemm - 1; float32 runs the GEMM kernels in "
-             "TF32 (naive: fp32 FMA). Command: `python benchmarks/bench_gemm.py "
-             + " ".join(sys.argv[1:]) + "`", "",
-             "| problem | dtype | naive fwd | gemm fwd | gain fwd | naive fwd+bwd | gemm fwd+bwd "
-             "| gain fwd+bwd | fused fwd | fused fwd+bwd |",
+             "wall = do_bench medians (host launch path included); kernels = sum of the call's "
+             "CUDA kernel durations (torch.profiler), the GPU time; gain = naive / gemm - 1; "
+             "float32 runs the GEMM kernels in TF32 (naive: fp32 FMA). All times ms. Command: "
+             "`python benchmarks/bench_gemm.py " + " ".join(sys.argv[1:]) + "`", "",
+             "| problem | dtype | naive fwd wall / kernels | gemm fwd wall / kernels | gain wall / "
+             "kernels | naive fwd+bwd | gemm fwd+bwd | gain fwd+bwd | fused fwd | fused fwd+bwd |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def pair(r, key):
+        return f"{fmt(r.get(key))} / {fmt(r.get(key + '_kernels'))}"
+
+    def gains(r, kind):
+        return (f"{fmt(gain(r.get('naive_' + kind), r.get('gemm_' + kind)), True)} / "
+                f"{fmt(gain(r.get(f'naive_{kind}_kernels'), r.get(f'gemm_{kind}_kernels')), True)}")
     for r in rows:
-        lines.append(
-            f"| {r['problem']} | {r['dtype']} | {fmt(r.get('naive_fwd'))} | "
-            f"{fmt(r.get('gemm_fwd'))} | {fmt(gain(r.get('naive_fwd'), r.get('gemm_fwd')), True)} | "
-            f"{fmt(r.get('naive_fwdbwd'))} | {fmt(r.get('gemm_fwdbwd'))} | "
-            f"{fmt(gain(r.get('naive_fwdbwd'), r.get('gemm_fwdbwd')), True)} | "
-            f"{fmt(r.get('fused_fwd'))} | {fmt(r.get('fused_fwdbwd'))} |")
+        lines.append(f"| {r['problem']} | {r['dtype']} | {pair(r, 'naive_fwd')} | "
+                     f"{pair(r, 'gemm_fwd')} | {gains(r, 'fwd')} | {pair(r, 'naive_fwdbwd')} | "
+                     f"{pair(r, 'gemm_fwdbwd')} | {gains(r, 'fwdbwd')} | "
+                     f"{pair(r, 'fused_fwd')} | {pair(r, 'fused_fwdbwd')} |")
     lines += ["", "Mean gain per rank and dtype (arithmetic mean of the per-problem gains, as the "
-              "paper reports), vs the paper's A100 figures for GEMM-based over naive:", "",
+              "paper reports; wall / kernels), vs the paper's A100 figures for GEMM-based over "
+              "naive:", "",
               "| rank | dtype | fwd | fwd+bwd | paper |", "|---|---|---|---|---|"]
     groups = {}
     for r in rows:
@@ -120,8 +144,11 @@ def main():
             g = [gain(r.get(f"naive_{kind}"), r.get(f"gemm_{kind}")) for r in rs]
             g = [x for x in g if x is not None]
             return sum(g) / len(g) if g else None
+
+        def both(kind):
+            return f"{fmt(mean(kind), True)} / {fmt(mean(kind + '_kernels'), True)}"
         paper = PAPER.get((rk, "float16" if dt in ("float16", "bfloat16") else dt))
-        lines.append(f"| {rk} | {dt} | {fmt(mean('fwd'), True)} | {fmt(mean('fwdbwd'), True)} | "
+        lines.append(f"| {rk} | {dt} | {both('fwd')} | {both('fwdbwd')} | "
                      f"{'+' + str(paper) + '%' if paper else '-'} |")
     text = "\n".join(lines) + "\n"
     print(text)
