@@ -2,11 +2,13 @@
 //
 // One CTA = one 128-token query box (group-local coordinates of one dilation group) x head x
 // batch, 3 warpgroups:
-//   WG0   producer: cp.async gathers of the Q box and of every KV box the queries need (per-axis
-//         key_range_for_query_tile) into a kStages-deep shared-memory ring.  Per-stage "full"
-//         mbarriers, separate for K and V so S = Q K^T can start before V has landed, complete
-//         when the copies land (cp.async.mbarrier.arrive); consumers fence to the async proxy
-//         (wgmma reads shared memory through it) after each wait.
+//   WG0   producer: the Q box by cp.async, then every KV box the queries need (per-axis
+//         key_range_for_query_tile) into a kStages-deep shared-memory ring: by TMA from one thread
+//         (Signal::kTma, problems without dilation, tma.hpp), else by cp.async gathers from all
+//         128 threads.  Per-stage "full" mbarriers, separate for K and V so S = Q K^T can start
+//         before V has landed, complete when the bytes land (transaction count, or
+//         cp.async.mbarrier.arrive); consumers fence to the async proxy after each wait (wgmma
+//         reads shared memory through it; needed for the cp.async path).
 //   WG1,2 consumers, 64 query rows each: S = Q K^T (wgmma SS), neighborhood mask only on KV boxes
 //         not fully inside the windows of the warpgroup's own rows, online softmax in registers,
 //         O += P V (wgmma RS, P from registers), then an "empty" arrival releases the stage.
