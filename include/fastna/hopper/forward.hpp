@@ -55,6 +55,13 @@ class Forward {
     constexpr int smem = static_cast<int>(Traits::kSmemBytes);
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
       return cutlass::Status::kErrorInternal;
+    kernel<<<Sm80Op::grid_shape(args), Traits::kThreads, smem, stream>>>(to_params(args));
+    return cudaGetLastError() == cudaSuccess ? cutlass::Status::kSuccess : cutlass::Status::kErrorInternal;
+  }
+
+  // Kernel parameters: the sm80 op's, plus the K/V tensor maps when TMA can load this layout
+  // (use_tma false selects the kernel's cp.async producer).  Host-side; encodes the maps.
+  static HopperParams<Rank, Element> to_params(Arguments const& args) {
     HopperParams<Rank, Element> params{};
     params.base = Sm80Op::to_params(args);
     if constexpr (Traits::kSignal == Signal::kTma) {
@@ -64,8 +71,7 @@ class Forward {
                        make_kv_tensor_map<Element, Rank, KBox>(args.v, args.problem, HeadDim, &params.tma_v, &dv) &&
                        dv.batch_dim == params.tma_dims.batch_dim && dv.batch_mul == params.tma_dims.batch_mul;
     }
-    kernel<<<Sm80Op::grid_shape(args), Traits::kThreads, smem, stream>>>(params);
-    return cudaGetLastError() == cudaSuccess ? cutlass::Status::kSuccess : cutlass::Status::kErrorInternal;
+    return params;
   }
 };
 

@@ -56,12 +56,18 @@ bool make_kv_tensor_map(TokenTensor<Element const, Rank> const& t, NaProblem<Ran
     dims->batch_mul = 1;
     ++d;
   } else {
-    if (t.stride_batch != int64_t(p.axis[0].length) * t.stride_spatial[0]) return false;
+    // Batch folded into the first spatial axis: needs batch stride = L0 * stride0 (moot for B=1).
+    if (p.batch > 1 && t.stride_batch != int64_t(p.axis[0].length) * t.stride_spatial[0]) return false;
     size[4] = cuuint64_t(p.axis[0].length) * p.batch;
     dims->batch_dim = 4;
     dims->batch_mul = p.axis[0].length;
   }
-  for (; d < 5; ++d) stride[d - 1] = stride[d - 2] * size[d - 1];  // unused size-1 dims
+  for (; d < 5; ++d) size[d] = 1;
+  // A dimension of extent 1 is never stepped along, so callers may give it any stride (fastna's
+  // Python layer passes 0). The encoder wants real ones: use the packed stride there.
+  if (size[1] == 1) stride[0] = cuuint64_t(head_dim) * 2;
+  for (int i = 2; i < 5; ++i)
+    if (size[i] == 1) stride[i - 1] = stride[i - 2] * size[i - 1];
   for (int i = 0; i < 4; ++i)
     if (stride[i] % 16 != 0 || stride[i] >= (cuuint64_t(1) << 40)) return false;
   if (reinterpret_cast<uintptr_t>(t.ptr) % 16 != 0) return false;
