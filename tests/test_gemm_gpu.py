@@ -285,3 +285,22 @@ def test_float32_follows_allow_tf32():
         U.na2d_qk(q, q, 3, backend="gemm")
     torch.backends.cuda.matmul.allow_tf32 = True
     assert U._select(None, "qk", (q, q, None, None), (3, 3), (1, 1), (False, False)) is G.GemmBackend
+
+
+@pytest.mark.usefixtures("gemm_registered")
+@pytest.mark.gpu
+@pytest.mark.skipif(not _GPU_OK, reason=_SKIP)
+def test_one_head_views_from_heads_first_layout():
+    """A single head moved from a heads-first layout is 'contiguous' to torch with a stray
+    head stride (what the NATTEN shim hands over in a 1-head layer): qk and av still run."""
+    dims = G.head_dims(2, torch.float16, torch.device("cuda"))
+    if not dims:
+        pytest.skip("no rank-2 float16 gemm_na instance")
+    D = min(dims)
+    q = torch.randn(2, 1, 9, 10, D, device="cuda", dtype=torch.float16).movedim(1, -2)
+    attn = U.na2d_qk(q, q, 3, backend="gemm")
+    ref = U.na2d_qk(q.double(), q.double(), 3, backend="reference")
+    assert _rel(attn, ref) < TOL[torch.float16]
+    a = torch.softmax(attn.float(), -1).half().movedim(-2, 1).contiguous().movedim(1, -2)
+    out = U.na2d_av(a, q, 3, backend="gemm")
+    assert _rel(out, U.na2d_av(a.double(), q.double(), 3, backend="reference")) < TOL[torch.float16]

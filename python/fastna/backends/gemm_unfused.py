@@ -102,6 +102,15 @@ def check(op, tensors, kernel, dilation, causal) -> Optional[str]:
 
 
 def _targ(t: torch.Tensor):
+    # torch calls a tensor contiguous whatever the strides of its extent-1 dims (a 1-head
+    # slice of a [B, heads, ...] layout keeps its old head stride); the binding wants the
+    # packed strides of contiguous operands, which are equally valid for such a tensor.
+    if t.is_contiguous():
+        strides, acc = [], 1
+        for n in reversed(t.shape):
+            strides.append(acc)
+            acc *= n
+        return (t.data_ptr(), strides[::-1])
     return (t.data_ptr(), list(t.stride()))
 
 
