@@ -140,8 +140,10 @@ def test_explicit_backend_errors_under_compile():
 
 @pytest.fixture
 def reference_through_ops(monkeypatch):
-    """Route the reference backend through the custom ops, as the CUDA backends are."""
+    """Route the reference backend through the custom ops, as the CUDA backends are under
+    torch.compile (and in eager calls too here: FASTNA_EAGER_CUSTOM_OP's switch)."""
     monkeypatch.setattr(_ops, "OP_BACKENDS", _ops.OP_BACKENDS + ("reference",))
+    monkeypatch.setattr(fastna._api, "_EAGER_CUSTOM_OP", True)
     yield
     torch._dynamo.reset()
 

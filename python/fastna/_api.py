@@ -1,6 +1,7 @@
 """Public functional API: na1d / na2d / na3d / neighborhood_attention."""
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -8,6 +9,9 @@ import torch
 from . import _ops
 from . import backends as _backends
 from ._args import normalize
+
+
+_EAGER_CUSTOM_OP = os.environ.get("FASTNA_EAGER_CUSTOM_OP", "0") not in ("", "0")
 
 
 def _autocast_dtype(query):
@@ -63,9 +67,12 @@ def _dispatch(rank, query, key, value, kernel_size, stride, dilation, is_causal,
     else:
         mod = _backends.select(backend, query, key, value, params, additional_keys,
                                additional_values)
-    if mod.name in _ops.OP_BACKENDS:
-        # CUDA backends run as the custom op fastna::na_forward (one opaque node for
-        # torch.compile, with a registered backward).
+    if mod.name in _ops.OP_BACKENDS and (torch.compiler.is_compiling() or _EAGER_CUSTOM_OP):
+        # Under torch.compile the CUDA backends run as the custom op fastna::na_forward (one
+        # opaque node with a registered backward). Eager calls skip it: the op's Python
+        # dispatch costs ~250 us a call on the H100 host (benchmarks/results/
+        # dispatch_overhead_*), more than the kernel of a small problem, and every backend's
+        # forward() is differentiable on its own. FASTNA_EAGER_CUSTOM_OP=1 restores the op.
         return _ops.run(query, key, value, params, additional_keys, additional_values,
                         return_lse, mod.name)
     return mod.forward(query, key, value, params, additional_keys, additional_values,
