@@ -163,7 +163,11 @@ SCRIPT = textwrap.dedent(r"""
     shim_calls = dict(calls)
 
     M.natten2dqkrpb, M.natten2dav = dense_qk, dense_av
-    if DEVICE != "cpu":  # the oracle: the same weights in float64 on the CPU
+    low = None
+    if DEVICE != "cpu":
+        # PyTorch's own error in this dtype: the dense attention on the same device and dtype.
+        low = run()
+        # The oracle: the same weights in float64 on the CPU.
         model.to("cpu", torch.float64)
         pixels, probe = pixels.to("cpu", torch.float64), probe.to("cpu", torch.float64)
     ref, ref_grads = run()
@@ -184,6 +188,10 @@ SCRIPT = textwrap.dedent(r"""
         "rpb_grad_norm": min(float(g.norm()) for g in ref_grads),
         "dtype": str(out.last_hidden_state.dtype),
         "gemm_calls": gemm_calls,
+        "dense_low_rel_hidden": None if low is None else rel(low[0].last_hidden_state,
+                                                             ref.last_hidden_state),
+        "dense_low_rel_rpb_grad": None if low is None else max(
+            rel(a, b) for a, b in zip(low[1], ref_grads)),
     }))
 """)
 
@@ -237,10 +245,12 @@ def test_dinat_model_on_gemm_kernels_gpu():
     n = res["n_layers"]
     assert res["shim_calls"] == {"qk": n, "av": n}, res
     assert res["gemm_calls"] == {"qk": n, "av": n}, res   # every layer on the GEMM kernels
+    assert res["dense_calls"] == {"qk": 2 * n, "av": 2 * n}, res
     assert res["dtype"] == "torch.float16"
     assert res["max_prob"] > 0.5, res
-    # float16 end to end (LayerNorms, MLPs, attention weights stored in half) vs float64.
-    assert res["rel_hidden"] < 2e-2, res
-    assert res["rel_pooled"] < 2e-2, res
     assert res["rpb_grad_norm"] > 1e-3, res
-    assert res["rel_rpb_grad"] < 5e-2, res
+    # float16 end to end (LayerNorms, MLPs, attention weights stored in half) vs float64: within
+    # twice the error of the same model with PyTorch's dense attention in float16.
+    assert res["rel_hidden"] < max(2 * res["dense_low_rel_hidden"], 1e-3), res
+    assert res["rel_rpb_grad"] < max(2 * res["dense_low_rel_rpb_grad"], 1e-3), res
+    assert res["rel_hidden"] < 5e-2 and res["rel_rpb_grad"] < 0.2, res   # and sane in absolute
