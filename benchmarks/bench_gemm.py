@@ -77,8 +77,10 @@ def kernel_ms(run, iters=10):
         for _ in range(iters):
             run()
         torch.cuda.synchronize()
-    # Self device time counts each kernel once, under the op that launched it.
-    total_us = sum(e.self_device_time_total for e in prof.key_averages())
+    # The kernel rows only: a CPU op's row repeats its kernels' time as its own self device
+    # time (summing every row counted each kernel twice in the 845029b table).
+    total_us = sum(e.self_device_time_total for e in prof.key_averages()
+                   if e.device_type == torch.autograd.DeviceType.CUDA)
     return total_us / iters / 1e3
 
 
