@@ -14,10 +14,9 @@ measure the GEMM-based approach against the naive and fused ones through one API
 the default (it ranks behind "fused" in backend=None's order). Additional KV tokens are
 attended with torch and merged through the lse (backends/_merge.py), as the fused backend does.
 
-Autograd: fastna._api runs this backend through the custom op fastna::na_forward (so
-torch.compile(fullgraph=True) traces it); its backward is op_backward() below on the saved out
-and lse (dq = NN, dk / dv = IN, dP = PN), or, with additional KV tokens, a replay of forward()
-under autograd (every step above is differentiable through the kernels' own backward).
+Autograd: op_backward() below on the saved out and lse (dq = NN, dk / dv = IN, dP = PN; it
+takes a gradient into lse too, so the extras merge differentiates through it), from eager calls
+(_GemmNA) and from the custom op fastna::na_forward that torch.compile(fullgraph=True) traces.
 
 Declined (check() says why; backend=None falls through to the next backend): stride > 1 on any
 axis (the GEMM kernels implement the legacy stride-1 ops), dtypes / head dims without a gemm_na
@@ -82,20 +81,48 @@ def _softmax(logits, scale):
     return p, lse
 
 
+def _kernels_forward(query, key, value, params):
+    """(out, lse) on the kernels, no autograd nodes."""
+    kernel, dil, causal = tuple(params.kernel), tuple(params.dilation), tuple(params.causal)
+    logits = _gu._pn(query.contiguous(), key.contiguous(), None, kernel, dil, causal)
+    p, lse = _softmax(logits, params.scale)
+    out = _gu._gather(False, p.to(value.dtype), value.contiguous(), query.shape[-2], kernel, dil,
+                      causal)
+    return out, lse
+
+
+class _GemmNA(torch.autograd.Function):
+    """Eager autograd node: the forward above, op_backward() on the saved out and lse."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, params):
+        out, lse = _kernels_forward(q, k, v, params)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.params = params
+        ctx.set_materialize_grads(False)
+        return out, lse
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout, dlse):
+        q, k, v, out, lse = ctx.saved_tensors
+        if dout is None and dlse is None:
+            return None, None, None, None
+        dq, dk, dv = op_backward(q, k, v, out, lse, ctx.params, dout, dlse)
+        return dq, dk, dv, None
+
+
 def forward(query, key, value, params, additional_keys=None, additional_values=None,
             return_lse=False):
-    kernel, dil, causal = tuple(params.kernel), tuple(params.dilation), tuple(params.causal)
-    if torch.is_grad_enabled():   # the replay with extras differentiates through the kernels
-        logits = _gu.GemmBackend.qk(query, key, kernel, dil, causal, None, None)
-        p, lse = _softmax(logits, params.scale)
-        out = _gu.GemmBackend.av(p.to(value.dtype), value, kernel, dil, causal, None)
-    else:                         # the custom op's forward: the kernels without autograd nodes
-        logits = _gu._pn(query.contiguous(), key.contiguous(), None, kernel, dil, causal)
-        p, lse = _softmax(logits, params.scale)
-        out = _gu._gather(False, p.to(value.dtype), value.contiguous(), query.shape[-2], kernel,
-                          dil, causal)
     ek, ev = additional_keys, additional_values
-    if ek is not None and ek.shape[1] > 0:
+    extras = ek is not None and ek.shape[1] > 0
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (query, key, value, ek, ev))
+    if needs_grad:   # op_backward takes gradients into out and lse (the extras merge's)
+        out, lse = _GemmNA.apply(query, key, value, params)
+    else:
+        out, lse = _kernels_forward(query, key, value, params)
+    if extras:
         out, lse = _merge.attend_and_merge(query, out, lse, ek, ev, params.scale)
     return (out, lse) if return_lse else out
 
