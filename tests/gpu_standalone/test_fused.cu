@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "case.hpp"
 #include "common.hpp"
 #include "fastna/index_math.hpp"
 #include "fastna/problem.hpp"
@@ -32,36 +33,8 @@
 
 #include "half_bits.hpp"
 
-struct Case {
-  std::string name;
-  int rank;
-  int B, H, Hkv, D;
-  int L[3], K[3], S[3], Dil[3];
-  bool C[3];
-  bool bf16;
-  bool packed;  // q/k/v as strided slices of one packed [B, *sp, H + 2 Hkv, D] buffer
-};
 
 
-template <int R>
-static fastna::NaProblem<R> make_problem(const Case& c) {
-  fastna::NaProblem<R> p;
-  p.batch = c.B;
-  p.heads = c.H;
-  p.heads_kv = c.Hkv;
-  p.dim = c.D;
-  p.dim_v = c.D;
-  p.num_extra = 0;
-  p.scale = 1.f / std::sqrt(float(c.D));
-  for (int a = 0; a < R; ++a) {
-    p.axis[a].length = c.L[a];
-    p.axis[a].kernel = c.K[a];
-    p.axis[a].stride = c.S[a];
-    p.axis[a].dilation = c.Dil[a];
-    p.axis[a].causal = c.C[a];
-  }
-  return p;
-}
 
 static int g_variant = 0;  // 0: default boxes; 1/2: the 2D D=128 variants of common.hpp
 
@@ -93,19 +66,6 @@ struct Buffers {
   const uint16_t *pq, *pk, *pv;
 };
 
-template <int R>
-static void strides_for(const Case& c, int heads_total, int64_t* s) {
-  // [B, *spatial, heads_total, D] contiguous
-  int64_t st = c.D;
-  s[R + 2] = 1;
-  s[R + 1] = st;
-  st *= heads_total;
-  for (int a = R - 1; a >= 0; --a) {
-    s[1 + a] = st;
-    st *= c.L[a];
-  }
-  s[0] = st;
-}
 
 template <int R>
 static bool run_case(const Case& c, bool verbose) {

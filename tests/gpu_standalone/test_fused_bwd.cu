@@ -101,51 +101,12 @@ int CAT(fused_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM)(const fastna::NaProb
     }                                                                                          \
   } while (0)
 
+#include "case.hpp"
 #include "half_bits.hpp"
 
-struct Case {
-  std::string name;
-  int rank;
-  int B, H, Hkv, D;
-  int L[3], K[3], S[3], Dil[3];
-  bool C[3];
-  bool bf16;
-};
 
 
-template <int R>
-static fastna::NaProblem<R> make_problem(const Case& c) {
-  fastna::NaProblem<R> p;
-  p.batch = c.B;
-  p.heads = c.H;
-  p.heads_kv = c.Hkv;
-  p.dim = c.D;
-  p.dim_v = c.D;
-  p.num_extra = 0;
-  p.scale = 1.f / std::sqrt(float(c.D));
-  for (int a = 0; a < R; ++a) {
-    p.axis[a].length = c.L[a];
-    p.axis[a].kernel = c.K[a];
-    p.axis[a].stride = c.S[a];
-    p.axis[a].dilation = c.Dil[a];
-    p.axis[a].causal = c.C[a];
-  }
-  return p;
-}
 
-// Contiguous [B, *spatial, heads, D] strides.
-template <int R>
-static void strides_for(const Case& c, int heads, int64_t* s) {
-  int64_t st = c.D;
-  s[R + 2] = 1;
-  s[R + 1] = st;
-  st *= heads;
-  for (int a = R - 1; a >= 0; --a) {
-    s[1 + a] = st;
-    st *= c.L[a];
-  }
-  s[0] = st;
-}
 
 template <int R>
 static int dispatch(const Case& c, const fastna::NaProblem<R>& p, const int64_t* sq, const int64_t* sk,

@@ -110,6 +110,7 @@ int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fas
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "case.hpp"
 #include "half_bits.hpp"
 
 #define CK(x)                                                                               \
@@ -121,14 +122,6 @@ int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fas
     }                                                                                       \
   } while (0)
 
-struct Case {
-  std::string name;
-  int rank;
-  int B, H, Hkv, D;
-  int L[3], K[3], S[3], Dil[3];
-  bool C[3];
-  bool bf16;
-};
 
 static Case mk(const std::string& name, int rank, std::vector<int> L, std::vector<int> K, std::vector<int> S,
                std::vector<int> Dil, std::vector<int> C, int B, int H, int Hkv, int D, bool bf16) {
@@ -146,20 +139,6 @@ static Case mk(const std::string& name, int rank, std::vector<int> L, std::vecto
   return c;
 }
 
-template <int R>
-static fastna::NaProblem<R> make_problem(const Case& c) {
-  fastna::NaProblem<R> p;
-  p.batch = c.B; p.heads = c.H; p.heads_kv = c.Hkv; p.dim = c.D; p.dim_v = c.D; p.num_extra = 0;
-  p.scale = 1.f / std::sqrt(float(c.D));
-  for (int a = 0; a < R; ++a) {
-    p.axis[a].length = c.L[a];
-    p.axis[a].kernel = c.K[a];
-    p.axis[a].stride = c.S[a];
-    p.axis[a].dilation = c.Dil[a];
-    p.axis[a].causal = c.C[a];
-  }
-  return p;
-}
 
 // kHopper: default instance; kVariant: the bf16 D=128 variant g_variant (1..4); kSm80: fused::Forward.
 enum class Impl { kHopper, kSm80, kVariant };
@@ -196,19 +175,6 @@ static int dispatch(Impl impl, const Case& c, const fastna::NaProblem<R>& p, con
   return 3;  // no instance
 }
 
-// [B, *spatial, heads, D] contiguous element strides.
-template <int R>
-static void strides_for(const Case& c, int heads, int64_t* s) {
-  int64_t st = c.D;
-  s[R + 2] = 1;
-  s[R + 1] = st;
-  st *= heads;
-  for (int a = R - 1; a >= 0; --a) {
-    s[1 + a] = st;
-    st *= c.L[a];
-  }
-  s[0] = st;
-}
 
 template <int R>
 static bool run_case(const Case& c, Impl impl) {

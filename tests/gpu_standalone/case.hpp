@@ -1,0 +1,53 @@
+// One fused-attention test case of the standalone GPU harnesses (test_fused.cu, test_fused_bwd.cu,
+// test_hopper_fwd.cu): the problem, and its contiguous [B, *spatial, heads, D] strides.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "fastna/problem.hpp"
+
+struct Case {
+  std::string name;
+  int rank;
+  int B, H, Hkv, D;
+  int L[3], K[3], S[3], Dil[3];
+  bool C[3];
+  bool bf16;
+  bool packed = false;  // q/k/v as strided slices of one packed [B, *sp, H + 2 Hkv, D] buffer (test_fused.cu)
+};
+
+template <int R>
+static fastna::NaProblem<R> make_problem(const Case& c) {
+  fastna::NaProblem<R> p;
+  p.batch = c.B;
+  p.heads = c.H;
+  p.heads_kv = c.Hkv;
+  p.dim = c.D;
+  p.dim_v = c.D;
+  p.num_extra = 0;
+  p.scale = 1.f / std::sqrt(float(c.D));
+  for (int a = 0; a < R; ++a) {
+    p.axis[a].length = c.L[a];
+    p.axis[a].kernel = c.K[a];
+    p.axis[a].stride = c.S[a];
+    p.axis[a].dilation = c.Dil[a];
+    p.axis[a].causal = c.C[a];
+  }
+  return p;
+}
+
+// Contiguous [B, *spatial, heads, D] element strides.
+template <int R>
+static void strides_for(const Case& c, int heads, int64_t* s) {
+  int64_t st = c.D;
+  s[R + 2] = 1;
+  s[R + 1] = st;
+  st *= heads;
+  for (int a = R - 1; a >= 0; --a) {
+    s[1 + a] = st;
+    st *= c.L[a];
+  }
+  s[0] = st;
+}
