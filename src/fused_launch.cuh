@@ -53,17 +53,24 @@ TokenTensor<E, Rank> fused_view(const TensorArg& t) {
   return v;
 }
 
-template <int Rank, class Element, int HeadDim, class QBox, class KBox>
-void run_fused_forward(const LaunchParams& lp, const char* name) {
-  using Op = fused::Forward<Rank, Element, HeadDim, QBox, KBox>;
-  using Traits = LocalTraits<typename Op::Traits>;
-  typename Op::Arguments args;
+// Forward Arguments (fused::Forward's, shared by hopper::Forward) from the binding's params.
+template <class Arguments, int Rank, class Element>
+Arguments forward_arguments(const LaunchParams& lp) {
+  Arguments args;
   args.problem = fused_problem<Rank>(lp);
   args.q = fused_view<Element const, Rank>(lp.q);
   args.k = fused_view<Element const, Rank>(lp.k);
   args.v = fused_view<Element const, Rank>(lp.v);
   args.out = fused_view<Element, Rank>(lp.out);
   args.lse = reinterpret_cast<float*>(lp.lse.ptr);
+  return args;
+}
+
+template <int Rank, class Element, int HeadDim, class QBox, class KBox>
+void run_fused_forward(const LaunchParams& lp, const char* name) {
+  using Op = fused::Forward<Rank, Element, HeadDim, QBox, KBox>;
+  using Traits = LocalTraits<typename Op::Traits>;
+  const auto args = forward_arguments<typename Op::Arguments, Rank, Element>(lp);
   // module.cpp names the failing condition before dispatching; this is the last guard.
   const cutlass::Status st = Op::can_implement(args);
   if (st != cutlass::Status::kSuccess) {

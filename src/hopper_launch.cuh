@@ -10,7 +10,7 @@
 #include <string>
 
 #include "fastna/hopper/forward.hpp"
-#include "fused_launch.cuh"  // fused_problem, fused_view, LocalTraits, set_smem, check_launch
+#include "fused_launch.cuh"  // forward_arguments, LocalTraits, set_smem, check_launch
 
 namespace fastna {
 namespace binding {
@@ -21,13 +21,7 @@ void run_hopper_forward(const LaunchParams& lp, const char* name) {
   using Op = hopper::Forward<Rank, Element, HeadDim>;
   // Internal linkage for the kernel's template argument, as in run_fused_forward.
   using Traits = LocalTraits<typename Op::Traits>;
-  typename Op::Arguments args;
-  args.problem = fused_problem<Rank>(lp);
-  args.q = fused_view<Element const, Rank>(lp.q);
-  args.k = fused_view<Element const, Rank>(lp.k);
-  args.v = fused_view<Element const, Rank>(lp.v);
-  args.out = fused_view<Element, Rank>(lp.out);
-  args.lse = reinterpret_cast<float*>(lp.lse.ptr);
+  const auto args = forward_arguments<typename Op::Arguments, Rank, Element>(lp);
   // can_implement also rejects devices other than compute capability 9.0.
   const cutlass::Status st = Op::can_implement(args);
   if (st != cutlass::Status::kSuccess) {
