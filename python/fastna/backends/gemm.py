@@ -144,7 +144,6 @@ def op_backward(q, k, v, out, lse, params, dout, dlse):
     H, Hkv = q.shape[-2], k.shape[-2]
     logits = _gu._pn(q, k, None, kernel, dil, causal)
     p = torch.exp(logits.float().mul_(params.scale).sub_(lse[..., None]))
-    ds = torch.zeros_like(p)
     if dout is not None:
         g = dout.to(dtype).contiguous()
         dp = _gu._pn(g, v, None, kernel, dil, causal).float()
@@ -152,6 +151,8 @@ def op_backward(q, k, v, out, lse, params, dout, dlse):
             dp = dp.masked_fill_(torch.isneginf(dp), 0)
         delta = (g.float() * out.float()).sum(-1, keepdim=True)
         ds = dp.sub_(delta)
+    else:
+        ds = torch.zeros_like(p)
     if dlse is not None:
         ds = ds.add_(dlse.float()[..., None])
     ds = ds.mul_(p).mul_(params.scale).to(dtype)
