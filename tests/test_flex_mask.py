@@ -61,3 +61,17 @@ def test_flex_mask_matches_design(shape, kernel, stride, dilation, causal):
     k = torch.arange(n).view(1, n)
     got = mask_mod(0, 0, q, k)
     assert torch.equal(got, brute_mask(shape, kernel, stride, dilation, causal))
+
+
+def test_compiled_flex_outlives_the_recompile_limit():
+    # A sweep of more than 8 problems in one process must keep timing compiled FlexAttention,
+    # not dynamo's silent eager fallback (see fastna.flex._raise_recompile_limits).
+    import torch._dynamo.config as cfg
+    from fastna import flex
+    saved = cfg.recompile_limit
+    try:
+        cfg.recompile_limit = 8
+        flex._raise_recompile_limits()
+        assert cfg.recompile_limit >= 64
+    finally:
+        cfg.recompile_limit = saved

@@ -62,9 +62,26 @@ def na_block_mask(shape, kernel, stride, dilation, causal, device="cuda"):
                              H=None, Q_LEN=n, KV_LEN=n, device=device, _compile=True)
 
 
+# Every problem (shape, block mask, mask_mod closure) is a new dynamo specialization of
+# flex_attention. Past torch's recompile limit (8 by default) dynamo silently runs
+# flex_attention eagerly, which materializes scores and is 10-100x slower: a benchmark
+# sweeping more than 8 cases in one process would then time the eager fallback (the H100 run
+# at 4d94b8f did, for dinat and nat-13). Raise the limits once, before the first compile.
+_FLEX_RECOMPILE_LIMIT = 1024
+
+
+def _raise_recompile_limits():
+    import torch._dynamo.config as cfg
+    for name in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit",
+                 "accumulated_recompile_limit"):
+        if hasattr(cfg, name):
+            setattr(cfg, name, max(getattr(cfg, name), _FLEX_RECOMPILE_LIMIT))
+
+
 @lru_cache(maxsize=16)
 def _compiled_flex():
     from torch.nn.attention.flex_attention import flex_attention
+    _raise_recompile_limits()
     return torch.compile(flex_attention, dynamic=False)
 
 
