@@ -78,8 +78,9 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def measure(model, batch, res, dtype, device, train, warmup, iters):
-    """(seconds per iteration, peak bytes or None) for one batch of images."""
+def measure(model, batch, res, dtype, device, train, warmup, iters, row_seconds=0.0):
+    """(seconds per iteration, peak bytes or None, timed iterations) for one batch of images. row_seconds > 0
+    caps the timed iterations at about that many seconds (at least 2 iterations)."""
     x = torch.randn(batch, 3, res, res, device=device, dtype=dtype)
     target = torch.randint(0, 1000, (batch,), device=device)
     params = [p for p in model.parameters()]
@@ -95,9 +96,17 @@ def measure(model, batch, res, dtype, device, train, warmup, iters):
             with torch.inference_mode():
                 model(x)
 
-    for _ in range(warmup):
+    # Warm-up, but no more of it than about one row budget: the reference backend takes
+    # seconds per batch on the big models, the kernels milliseconds.
+    t0 = time.perf_counter()
+    for i in range(warmup):
         step()
-    sync(device)
+        sync(device)
+        if time.perf_counter() - t0 > row_seconds:
+            break
+    step_s = (time.perf_counter() - t0) / (i + 1) if warmup else None
+    if step_s is not None and row_seconds > 0:
+        iters = max(2, min(iters, int(row_seconds / max(step_s, 1e-6))))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
@@ -106,7 +115,7 @@ def measure(model, batch, res, dtype, device, train, warmup, iters):
     sync(device)
     dt = (time.perf_counter() - t0) / iters
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return dt, peak
+    return dt, peak, iters
 
 
 def is_oom(e):
@@ -137,7 +146,8 @@ def run_one(name, backend, dtype_name, mode, a, device):
         batch = int(a.batch)
     while True:
         try:
-            dt, peak = measure(model, batch, a.res, dtype, device, train, a.warmup, a.iters)
+            dt, peak, n = measure(model, batch, a.res, dtype, device, train, a.warmup, a.iters,
+                               a.row_seconds)
             break
         except Exception as e:  # OOM: halve (auto only); anything else: report
             if device.type == "cuda":
@@ -147,7 +157,7 @@ def run_one(name, backend, dtype_name, mode, a, device):
                 continue
             row["error"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
             return row
-    row.update(batch=batch, ms=dt * 1e3, img_s=batch / dt,
+    row.update(batch=batch, iters=n, ms=dt * 1e3, img_s=batch / dt,
                peak_gib=None if peak is None else peak / 2**30)
     del model
     if device.type == "cuda":
@@ -167,7 +177,7 @@ def commit():
 
 
 def table(rows, baseline):
-    head = ["model", "params (M)", "mode", "dtype", "backend", "batch", "img/s", "ms/batch",
+    head = ["model", "params (M)", "mode", "dtype", "backend", "batch", "steps", "img/s", "ms/batch",
             "peak GiB", f"vs {baseline}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     base = {(r["model"], r["mode"], r["dtype"]): r["img_s"] for r in rows
@@ -181,7 +191,7 @@ def table(rows, baseline):
             continue
         b = base.get((r["model"], r["mode"], r["dtype"]))
         cells = [r["model"], f"{r['params_m']:.1f}", r["mode"], r["dtype"], r["backend"],
-                 str(r["batch"]), f"{r['img_s']:.1f}", f"{r['ms']:.2f}",
+                 str(r["batch"]), str(r.get("iters", "—")), f"{r['img_s']:.1f}", f"{r['ms']:.2f}",
                  "—" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}",
                  f"{r['img_s'] / b:.2f}x" if b else "—"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -242,6 +252,9 @@ def main(argv=None):
     ap.add_argument("--res", type=int, default=224)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--row-seconds", type=float, default=0.0,
+                    help="if > 0: time each row for about this long (2..--iters iterations, "
+                         "fewer warm-up steps for slow rows); keeps a 9-model sweep short")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--baseline", default=None, help="backend the ratios are relative to "
                                                      "(default: reference if run, else the first)")
@@ -296,7 +309,10 @@ def main(argv=None):
               f"- torch {torch.__version__}, fastna {fastna.__version__}\n"
               f"- command: python benchmarks/bench_models.py {' '.join(sys.argv[1:] if argv is None else argv)}\n"
               f"- models without RPB (fused path through the named backend) unless the backend "
-              f"is unfused+rpb; {a.warmup} warm-up + {a.iters} timed steps\n"
+              f"is unfused+rpb; " + (f"{a.warmup} warm-up + {a.iters} timed steps" if a.row_seconds <= 0
+                                     else f"up to {a.warmup} warm-up steps, timed steps for about "
+                                          f"{a.row_seconds:g} s per row (2..{a.iters}; column 'steps')")
+              + "\n"
               f"- float32 matmuls (linear layers, the gemm backend) in TF32: {not a.no_tf32}\n\n")
     text = header + table(rows, baseline) + "\n"
     print(text)
