@@ -19,12 +19,14 @@ CPU smoke run: python benchmarks/bench_models.py --device cpu --models tiny --ba
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import os
 import subprocess
 import sys
 import time
+from functools import lru_cache
 
 import torch
 
@@ -35,6 +37,7 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.join(_HERE, "..", "python"))
     import fastna
 import fastna.models as M  # noqa: E402
+from fastna.modules import NeighborhoodAttentionND  # noqa: E402
 from fastna import backends as _backends  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
@@ -56,6 +59,14 @@ def tiny(num_classes=1000, **kw):
 
 def build(name, **kw):
     return tiny(**kw) if name == "tiny" else M.create(name, **kw)
+
+
+@lru_cache(maxsize=1)
+def master(name, rpb):
+    """The model's CPU fp32 weights (seed 0), built once per model: random init of the large
+    models takes seconds, and every (dtype, backend) row starts from a copy."""
+    torch.manual_seed(0)
+    return build(name, rel_pos_bias=rpb)
 
 
 def skip_reason(backend, device):
@@ -131,8 +142,11 @@ def run_one(name, backend, dtype_name, mode, a, device):
     dtype = DTYPES[dtype_name]
     train = mode == "train"
     rpb = backend == "unfused+rpb"
-    torch.manual_seed(0)
-    model = build(name, rel_pos_bias=rpb, backend=None if rpb else backend)
+    model = copy.deepcopy(master(name, rpb))
+    na_layers = [m for m in model.modules() if isinstance(m, NeighborhoodAttentionND)]
+    assert na_layers, f"{name}: no NeighborhoodAttentionND layer to set the backend of"
+    for m in na_layers:  # the backend is a plain attribute of every NA layer
+        m.backend = None if rpb else backend
     row["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
     model = model.to(device=device, dtype=dtype).train(train)
     if a.batch == "auto":
