@@ -6,20 +6,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-16}
-export FASTNA_CUDA_ARCHS=${FASTNA_CUDA_ARCHS:-90a}
-
-if ! python3 -c "import cutlass_library" 2>/dev/null; then
-  whl=$(ls .carry/nvidia_cutlass-*.whl 2>/dev/null | head -n1)
-  [ -n "$whl" ] && python3 -m pip install -q --no-deps --target /tmp/fastna-cutlass "$whl" \
-    && export PYTHONPATH=/tmp/fastna-cutlass${PYTHONPATH:+:$PYTHONPATH}
-fi
-
-t0=$(date +%s)
-python3 -m pip install -v --no-build-isolation --no-deps --no-index . >"$OUT/build.log" 2>&1
-rc=$?; build_s=$(( $(date +%s) - t0 ))
-echo "build rc=$rc in ${build_s}s (FASTNA_CUDA_ARCHS=$FASTNA_CUDA_ARCHS)"
-[ $rc -eq 0 ] || { tail -n 60 "$OUT/build.log"; exit $rc; }
+export PYTHONUNBUFFERED=1
+source scripts/gpu_build.sh || exit $?
+build_s=$FASTNA_BUILD_SECONDS
 
 (cd tests && python3 -m fastna info) | tee "$OUT/info.txt"
 (cd tests && python3 -m pytest -q -m gpu -p no:cacheprovider --junitxml "$OUT/gpu_junit.xml" "$@" . ) \
