@@ -209,6 +209,13 @@ __device__ __forceinline__ void load_box(TokenTensor<T, Rank> const& t, int b, i
   }
 }
 
+// cp.async of one 4-byte element (zero-filled when !pred; gmem must still be a valid address).
+__device__ __forceinline__ void cp_async_4_zfill(void* smem, void const* gmem, bool pred) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int src_size = pred ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(src_size));
+}
+
 // Converts an attention weight to float (half_t / bfloat16_t / float).
 template <class T>
 __device__ __forceinline__ float to_float(T x) { return static_cast<float>(x); }
