@@ -213,7 +213,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
     int head, origin[R];
     iter_info(t, head, origin);
     const int xh = kInverse ? head : prob.kv_head(h);
-    load_box<Traits, InnerBox, typename Traits::SmemLayoutKV>(params.x, b, xh, smem_x + stage * Traits::kElemsKV,
+    load_box<Traits, InnerBox, typename Traits::SmemLayoutX>(params.x, b, xh, smem_x + stage * Traits::kElemsKV,
                                                              origin, ilim, group, prob.axis, tid);
   };
 
@@ -221,7 +221,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
   typename Traits::TiledMma tiled_mma;
   auto thr_mma = tiled_mma.get_thread_slice(tid);
   Tensor sP0 = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_p)), SmemLayoutP{});
-  Tensor sXt0 = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_x)), typename Traits::SmemLayoutVt{});
+  Tensor sXt0 = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_x)), typename Traits::SmemLayoutXt{});
   Tensor tCrP = thr_mma.partition_fragment_A(sP0);   // (MMA, MMA_M, MMA_K)
   Tensor tCrX = thr_mma.partition_fragment_B(sXt0);  // (MMA, MMA_D, MMA_K)
   Tensor acc = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
@@ -253,7 +253,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
     Tensor sP = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_p + stage * Traits::kElemsP)), SmemLayoutP{});
     Tensor sXt = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_x + stage * Traits::kElemsKV)),
-                             typename Traits::SmemLayoutVt{});
+                             typename Traits::SmemLayoutXt{});
     Tensor tCsP = thr_copy_p.partition_S(sP);
     Tensor tCsX = thr_copy_x.partition_S(sXt);
 #pragma unroll
