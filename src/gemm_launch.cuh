@@ -98,7 +98,6 @@ void gemm_launch(Kernel kernel, dim3 grid, int threads, int smem, int smem_attr_
 // registers, the rest re-read (L1).  Defined here, in the anonymous namespace, so that every
 // instance TU has its own copy (internal linkage, as the GEMM kernels above).
 constexpr int kSoftmaxThreads = 256;
-constexpr int kSoftmaxCache = 8;
 
 template <int TPR>
 __device__ __forceinline__ float softmax_group_max(float x) {
@@ -114,8 +113,9 @@ __device__ __forceinline__ float softmax_group_sum(float x) {
 }
 
 // In place: attn[r, :] = softmax(scale * attn[r, :]) (-inf slots -> 0); lse[r] = logsumexp of the
-// scaled row when lse != nullptr.
-template <class T, int TPR>
+// scaled row when lse != nullptr.  The first kSoftmaxCache values of each thread stay in registers
+// (rows up to TPR * kSoftmaxCache slots are read once); the rest are read again.
+template <class T, int TPR, int kSoftmaxCache>
 __global__ void __launch_bounds__(kSoftmaxThreads)
     gemm_softmax_kernel(T* __restrict__ attn, float* __restrict__ lse, int64_t rows, int W, float scale) {
   const int lane = threadIdx.x % TPR;
@@ -208,8 +208,14 @@ void run_softmax_tpr(const LaunchParams& lp, const char* name, bool backward) {
   if (rows == 0) return;
   Element* attn = reinterpret_cast<Element*>(lp.attn.ptr);
   if (!backward) {
-    gemm_softmax_kernel<Element, TPR><<<static_cast<unsigned>(blocks), kSoftmaxThreads, 0, stream>>>(
-        attn, reinterpret_cast<float*>(lp.lse.ptr), rows, W, lp.scale);
+    // TPR < 32 only for W <= TPR (run_softmax): 8 cached values cover those rows.
+    constexpr int kBigCache = TPR == 32 ? 32 : 8;
+    if (W <= 8 * TPR)
+      gemm_softmax_kernel<Element, TPR, 8><<<static_cast<unsigned>(blocks), kSoftmaxThreads, 0, stream>>>(
+          attn, reinterpret_cast<float*>(lp.lse.ptr), rows, W, lp.scale);
+    else
+      gemm_softmax_kernel<Element, TPR, kBigCache><<<static_cast<unsigned>(blocks), kSoftmaxThreads, 0, stream>>>(
+          attn, reinterpret_cast<float*>(lp.lse.ptr), rows, W, lp.scale);
     softmax_check_launch("softmax", name);
   } else {
     gemm_softmax_bwd_kernel<Element, TPR><<<static_cast<unsigned>(blocks), kSoftmaxThreads, 0, stream>>>(
