@@ -1,6 +1,6 @@
 """GEMM-based vs naive neighborhood attention (the paper's first comparison), in one run.
 
-    python benchmarks/bench_gemm.py [--dtypes float16,float32] [--quick] [--out FILE.md]
+    python benchmarks/bench_gemm.py [--dtypes float16,float32] [--quick] [--only 1d,2d] [--out FILE.md]
 
 Both backends run the full attention through fastna's API (naive: the naive kernels; gemm:
 PN -> softmax -> NN on the GEMM kernels, TF32 for float32), forward and forward+backward, on
@@ -98,6 +98,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dtypes", default="float16,float32")
     ap.add_argument("--quick", action="store_true", help="5 problems instead of 12")
+    ap.add_argument("--only", default="",
+                    help="comma-separated problem-name prefixes (e.g. 1d); default: all")
     ap.add_argument("--out")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True   # the GEMM kernels' float32 path is TF32
@@ -107,6 +109,8 @@ def main():
         backends = ["naive", "gemm"] + (["fused"] if dtype != torch.float32 else [])
         for prob in PROBLEMS:
             if args.quick and prob[0] not in QUICK:
+                continue
+            if args.only and not any(prob[0].startswith(x) for x in args.only.split(",")):
                 continue
             rows.append(run_problem(prob, dtype, backends))
             print(json.dumps(rows[-1]), flush=True)

@@ -45,6 +45,8 @@ struct LaunchParams {
 constexpr int kGemmPN = 0;
 constexpr int kGemmNN = 1;
 constexpr int kGemmIN = 2;
+constexpr int kGemmSoftmax = 3;     // attn = softmax(scale * attn) in place (+ lse)
+constexpr int kGemmSoftmaxBwd = 4;  // attn: s -> P, dattn: dP -> dS in place (lse, dlse = delta)
 
 using LaunchFn = void (*)(const LaunchParams&);
 

@@ -534,6 +534,38 @@ void gemm_gather(bool inverse, const py::dict& params, py::object attn, py::obje
   gemm_launch_op(dtype, lp.dim_v, lp);
 }
 
+// Softmax of the attention weights for backend "gemm" (forward: in place, optional lse) and its
+// backward (in place: attn s -> P, dattn dP -> dS).  attn / dattn as for gemm_qk; lse / delta
+// contiguous fp32 [B, N, H] (or [B, *spatial, H]).  Runs on the instance of (rank, dtype, dim).
+void gemm_softmax(const py::dict& params, py::object attn, py::object lse, uintptr_t stream) {
+  LaunchParams lp;
+  const std::string dtype = gemm_problem_checks(params, lp, true);
+  lp.gemm_op = fastna::binding::kGemmSoftmax;
+  lp.attn = gemm_attn_arg(attn, "attn", lp, dtype);
+  lp.lse = contiguous_arg(lse, "lse", lp, false);
+  if (lp.lse.present() && lp.lse.ptr % 4 != 0) throw py::value_error("fastna: gemm: lse pointer is misaligned");
+  lp.stream = stream;
+  gemm_launch_op(dtype, lp.dim, lp);
+}
+
+void gemm_softmax_backward(const py::dict& params, py::object attn, py::object dattn, py::object lse,
+                           py::object delta, uintptr_t stream) {
+  LaunchParams lp;
+  const std::string dtype = gemm_problem_checks(params, lp, true);
+  lp.gemm_op = fastna::binding::kGemmSoftmaxBwd;
+  lp.attn = gemm_attn_arg(attn, "attn", lp, dtype);
+  lp.dattn = gemm_attn_arg(dattn, "dattn", lp, dtype);
+  lp.lse = contiguous_arg(lse, "lse", lp, false);
+  lp.dlse = contiguous_arg(delta, "delta", lp, false);
+  require(lp.lse, "lse");
+  require(lp.dlse, "delta");
+  if (lp.lse.ptr % 4 != 0 || lp.dlse.ptr % 4 != 0)
+    throw py::value_error("fastna: gemm: lse / delta pointer is misaligned");
+  if (lp.attn.ptr == lp.dattn.ptr) throw py::value_error("fastna: gemm: attn and dattn must not alias");
+  lp.stream = stream;
+  gemm_launch_op(dtype, lp.dim, lp);
+}
+
 py::list str_list(const char* csv) {
   py::list out;
   for (const auto& s : split(csv)) out.append(s);
@@ -637,4 +669,11 @@ PYBIND11_MODULE(_C, m) {
       py::arg("params"), py::arg("attn"), py::arg("x"), py::arg("out"), py::arg("stream") = 0,
       "GEMM-based inverse neighborhood (IN): out[b, j, h_kv] = sum over the GQA group's heads h and "
       "queries i with j in N(i) of attn[b, i, h, w(i, j)] x[b, i, h] (dim_v columns)");
+  m.def("gemm_softmax", &gemm_softmax, py::arg("params"), py::arg("attn"), py::arg("lse"), py::arg("stream") = 0,
+        "Softmax of the gemm attention weights in place: attn = softmax(scale * attn) over the window slots "
+        "(fp32 math, -inf slots -> 0); lse (fp32 [B, N, H], or None) = logsumexp(scale * attn)");
+  m.def("gemm_softmax_backward", &gemm_softmax_backward, py::arg("params"), py::arg("attn"), py::arg("dattn"),
+        py::arg("lse"), py::arg("delta"), py::arg("stream") = 0,
+        "Softmax backward in place: attn (logits s) -> P = exp(scale s - lse); dattn (dP) -> "
+        "dS = scale P (dP - delta), 0 where P = 0; delta = rowsum(dO O) - dlse (fp32 [B, N, H])");
 }

@@ -71,6 +71,9 @@ struct TileTraits : fused::ForwardTraits<Rank, Element, HeadDim, RowBox, InnerBo
   using SmemAtomP = decltype(cute::composition(
       cute::Swizzle<(kPCols == 64 ? 3 : 2), 3, 3>{},
       cute::Layout<cute::Shape<cute::_8, cute::Int<kPCols>>, cute::Stride<cute::Int<kPCols>, cute::_1>>{}));
+  // X operand of NN / IN (V, K, Q, dO by box): the K / V layout, read with ldmatrix.trans.
+  using SmemLayoutX = typename Base::SmemLayoutKV;
+  using SmemLayoutXt = typename Base::SmemLayoutVt;
 };
 
 // fp32 inputs: TF32 tensor cores (m16n8k8, fp32 accumulate), as NATTEN's fp32 GEMM path and
@@ -129,6 +132,17 @@ struct TileTraits<Rank_, float, HeadDim_, QBox_, KBox_> {
   static_assert(kBlockN % 32 == 0, "inner box: multiple of 32 tokens (P smem atom)");
   static constexpr int kPCols = 32;
   using SmemAtomP = SmemAtom;
+
+  // X operand of NN / IN, read MN-major with 32-bit loads: per load a warp reads tokens t0..t0+3
+  // (lane % 4) x head-dim columns d0..d0+7 (lane / 4).  With Swizzle<3,2,3> (16-byte chunk ^= row)
+  // those 32 words fall in 16 banks (2-way conflict); Swizzle<2,3,2> (chunk ^= 2 * (row % 4))
+  // spreads the 4 tokens' two chunks over 8 chunks = 32 banks.  cp.async still writes whole
+  // 16-byte chunks (the swizzle moves bits >= 3 of the float index only).
+  using SmemAtomX = decltype(cute::composition(
+      cute::Swizzle<2, 3, 2>{}, cute::Layout<cute::Shape<cute::_8, cute::_32>, cute::Stride<cute::_32, cute::_1>>{}));
+  using SmemLayoutX = decltype(cute::tile_to_shape(SmemAtomX{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>>{}));
+  using SmemLayoutXt = decltype(cute::composition(
+      SmemLayoutX{}, cute::make_layout(cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockN>>{}, cute::GenRowMajor{})));
 };
 
 // Traits of the gather GEMM (NN and IN): acc[rows x D] += P[rows x inner] * X[inner x D], with P
@@ -207,6 +221,13 @@ __device__ __forceinline__ void load_box(TokenTensor<T, Rank> const& t, int b, i
       fused::detail::cp_async_16_zfill(smem + SmemLayout{}(r, chunk * Traits::kChunkElems), src, valid);
     }
   }
+}
+
+// cp.async of one 4-byte element (zero-filled when !pred; gmem must still be a valid address).
+__device__ __forceinline__ void cp_async_4_zfill(void* smem, void const* gmem, bool pred) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int src_size = pred ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(src_size));
 }
 
 // Converts an attention weight to float (half_t / bfloat16_t / float).

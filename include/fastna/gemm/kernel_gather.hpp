@@ -24,6 +24,7 @@
 #include <cutlass/numeric_types.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "fastna/fused/kernel.hpp"
 #include "fastna/gemm/common.hpp"
@@ -55,6 +56,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
   constexpr int kBlockN = Traits::kBlockN;
   constexpr int kHeadDim = Traits::kHeadDim;
   constexpr int kThreads = Traits::kThreads;
+  // fp32 weights gathered straight into the fp32 P tile with cp.async (4-byte copies, same
+  // commit group as the X box); 16-bit weights (2 bytes: below cp.async's 4-byte minimum) or a
+  // conversion go through registers.
+  constexpr bool kAsyncP = std::is_same_v<Element, float> && std::is_same_v<AttnElem, float>;
 
   extern __shared__ __align__(128) unsigned char smem_raw[];
   Element* smem_p = reinterpret_cast<Element*>(smem_raw);          // [stage][kBlockM x kBlockN]
@@ -162,8 +167,14 @@ __global__ void __launch_bounds__(Traits::kThreads)
           in = in && (s_wbeg[row][a] <= kl) && (kl < s_wend[row][a]);
           slot = slot * prob.axis[a].kernel + (kl - s_wbeg[row][a]);
         }
-        const float v = in ? to_float(params.attn.ptr[base + slot]) : 0.f;
-        sp[SmemLayoutP{}(row, col)] = static_cast<Element>(v);
+        if constexpr (kAsyncP) {
+          // fp32 weights into fp32 smem: an asynchronous 4-byte copy (zero-filled outside the
+          // window), in flight with the X box instead of a load the thread waits on.
+          cp_async_4_zfill(sp + SmemLayoutP{}(row, col), in ? params.attn.ptr + (base + slot) : params.attn.ptr, in);
+        } else {
+          const float v = in ? to_float(params.attn.ptr[base + slot]) : 0.f;
+          sp[SmemLayoutP{}(row, col)] = static_cast<Element>(v);
+        }
       }
     } else {
       // rows = keys, cols = queries; keys fastest: consecutive slots of one query.
@@ -186,9 +197,15 @@ __global__ void __launch_bounds__(Traits::kThreads)
           slot = slot * prob.axis[a].kernel + (kl - w.begin);
           coord[a] = ql * prob.axis[a].dilation + group[a];
         }
-        float v = 0.f;
-        if (in) v = to_float(params.attn.ptr[params.attn.offset(b, flatten(coord, prob.axis), head) + slot]);
-        sp[SmemLayoutP{}(row, col)] = static_cast<Element>(v);
+        if constexpr (kAsyncP) {
+          AttnElem const* src =
+              in ? params.attn.ptr + (params.attn.offset(b, flatten(coord, prob.axis), head) + slot) : params.attn.ptr;
+          cp_async_4_zfill(sp + SmemLayoutP{}(row, col), src, in);
+        } else {
+          float v = 0.f;
+          if (in) v = to_float(params.attn.ptr[params.attn.offset(b, flatten(coord, prob.axis), head) + slot]);
+          sp[SmemLayoutP{}(row, col)] = static_cast<Element>(v);
+        }
       }
     }
   };
@@ -196,7 +213,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
     int head, origin[R];
     iter_info(t, head, origin);
     const int xh = kInverse ? head : prob.kv_head(h);
-    load_box<Traits, InnerBox, typename Traits::SmemLayoutKV>(params.x, b, xh, smem_x + stage * Traits::kElemsKV,
+    load_box<Traits, InnerBox, typename Traits::SmemLayoutX>(params.x, b, xh, smem_x + stage * Traits::kElemsKV,
                                                              origin, ilim, group, prob.axis, tid);
   };
 
@@ -204,7 +221,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
   typename Traits::TiledMma tiled_mma;
   auto thr_mma = tiled_mma.get_thread_slice(tid);
   Tensor sP0 = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_p)), SmemLayoutP{});
-  Tensor sXt0 = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_x)), typename Traits::SmemLayoutVt{});
+  Tensor sXt0 = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_x)), typename Traits::SmemLayoutXt{});
   Tensor tCrP = thr_mma.partition_fragment_A(sP0);   // (MMA, MMA_M, MMA_K)
   Tensor tCrX = thr_mma.partition_fragment_B(sXt0);  // (MMA, MMA_D, MMA_K)
   Tensor acc = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
@@ -236,7 +253,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
     Tensor sP = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_p + stage * Traits::kElemsP)), SmemLayoutP{});
     Tensor sXt = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_x + stage * Traits::kElemsKV)),
-                             typename Traits::SmemLayoutVt{});
+                             typename Traits::SmemLayoutXt{});
     Tensor tCsP = thr_copy_p.partition_S(sP);
     Tensor tCsX = thr_copy_x.partition_S(sXt);
 #pragma unroll

@@ -81,13 +81,22 @@ def _softmax(logits, scale):
     return p, lse
 
 
-def _kernels_forward(query, key, value, params):
-    """(out, lse) on the kernels, no autograd nodes."""
+def _kernels_forward(query, key, value, params, need_lse=True):
+    """(out, lse) on the kernels, no autograd nodes; lse is None unless need_lse.
+
+    With the softmax kernel (gemm_softmax) the weights are normalized in place in one pass
+    (read the logits, write P in the input dtype, lse in fp32 only when asked for): three
+    kernels in all, PN -> softmax -> NN."""
     kernel, dil, causal = tuple(params.kernel), tuple(params.dilation), tuple(params.causal)
-    logits = _gu._pn(query.contiguous(), key.contiguous(), None, kernel, dil, causal)
-    p, lse = _softmax(logits, params.scale)
-    out = _gu._gather(False, p.to(value.dtype), value.contiguous(), query.shape[-2], kernel, dil,
-                      causal)
+    query = query.contiguous()
+    logits = _gu._pn(query, key.contiguous(), None, kernel, dil, causal)
+    if _gu.has_softmax_kernels():
+        lse = _gu._softmax_(logits, params.scale, query.shape[-1], kernel, dil, causal, need_lse)
+        p = logits
+    else:
+        p, lse = _softmax(logits, params.scale)
+        p = p.to(value.dtype)
+    out = _gu._gather(False, p, value.contiguous(), query.shape[-2], kernel, dil, causal)
     return out, lse
 
 
@@ -121,7 +130,7 @@ def forward(query, key, value, params, additional_keys=None, additional_values=N
     if needs_grad:   # op_backward takes gradients into out and lse (the extras merge's)
         out, lse = _GemmNA.apply(query, key, value, params)
     else:
-        out, lse = _kernels_forward(query, key, value, params)
+        out, lse = _kernels_forward(query, key, value, params, need_lse=return_lse or extras)
     if extras:
         out, lse = _merge.attend_and_merge(query, out, lse, ek, ev, params.scale)
     return (out, lse) if return_lse else out
@@ -143,6 +152,20 @@ def op_backward(q, k, v, out, lse, params, dout, dlse):
     q, k, v, out = (t.contiguous() for t in (q, k, v, out))
     H, Hkv = q.shape[-2], k.shape[-2]
     logits = _gu._pn(q, k, None, kernel, dil, causal)
+    if dout is not None and _gu.has_softmax_kernels():
+        # One in-place pass for P and dS (gemm_softmax_backward) instead of ~10 elementwise ones.
+        g = dout.to(dtype).contiguous()
+        dp = _gu._pn(g, v, None, kernel, dil, causal)
+        delta = (g.float() * out.float()).sum(-1)
+        if dlse is not None:
+            delta = delta - dlse.float()
+        _gu._softmax_backward_(logits, dp, lse.float().contiguous(), delta.contiguous(),
+                               params.scale, q.shape[-1], kernel, dil, causal)
+        p, ds = logits, dp
+        dq = _gu._gather(False, ds, k, H, kernel, dil, causal)
+        dk = _gu._gather(True, ds, q, Hkv, kernel, dil, causal)
+        dv = _gu._gather(True, p, g, Hkv, kernel, dil, causal)
+        return dq, dk, dv
     p = torch.exp(logits.float().mul_(params.scale).sub_(lse[..., None]))
     if dout is not None:
         g = dout.to(dtype).contiguous()

@@ -42,21 +42,36 @@ name = "gemm"
 _DT = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
 
 
+_INSTANCES = None   # build_info()'s gemm_na instances, read once (the build does not change)
+_CC = {}            # device index -> compute capability
+
+
 def gemm_instances():
     """(rank, dtype, head_dim, sm, arch) of the compiled gemm_na instances ([] without any)."""
-    info = _ext.build_info()
-    if not info or not info.get("cuda"):
-        return []
-    return [(int(r), str(dt), int(hd), int(sm), str(arch))
-            for (r, dt, hd, _tile, sm, arch) in info.get("gemm_instances", [])]
+    global _INSTANCES
+    if _INSTANCES is None:
+        info = _ext.build_info()
+        if not info or not info.get("cuda"):
+            return []
+        _INSTANCES = [(int(r), str(dt), int(hd), int(sm), str(arch))
+                      for (r, dt, hd, _tile, sm, arch) in info.get("gemm_instances", [])]
+    return _INSTANCES
+
+
+def _capability(device):
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    cc = _CC.get(idx)
+    if cc is None:
+        major, minor = torch.cuda.get_device_capability(idx)
+        cc = _CC[idx] = major * 10 + minor
+    return cc
 
 
 def head_dims(rank: int, dtype: torch.dtype, device: torch.device):
     name_ = _DT.get(dtype)
     if name_ is None or device.type != "cuda":
         return set()
-    major, minor = torch.cuda.get_device_capability(device)
-    cc = major * 10 + minor
+    cc = _capability(device)
     # An "a"/"f" arch (e.g. 90a) runs only on exactly that compute capability (dispatch.hpp).
     return {hd for r, dt, hd, sm, arch in gemm_instances()
             if r == rank and dt == name_ and (sm == cc if arch[-1:] in ("a", "f") else sm <= cc)}
@@ -147,6 +162,36 @@ def _gather(inverse, attn, x, heads_out, kernel, dilation, causal):
     fn = _ext.load().gemm_inverse if inverse else _ext.load().gemm_av
     fn(p, _targ(attn), _targ(x), _targ(out), _stream(x.device))
     return out
+
+
+def has_softmax_kernels() -> bool:
+    """Whether the compiled module has the softmax kernels of backend "gemm" (gemm_softmax)."""
+    C = _ext.load()
+    return C is not None and hasattr(C, "gemm_softmax")
+
+
+def _softmax_(attn, scale, dim, kernel, dilation, causal, need_lse):
+    """attn <- softmax(scale * attn) over the window slots in place (fp32 math, -inf slots -> 0);
+    returns lse = logsumexp(scale * attn) (fp32 [B, *S, H]) when need_lse, else None.
+    dim: the head dim of the instance that runs it (any compiled one of rank and dtype)."""
+    rank = len(kernel)
+    B, lengths, H = attn.shape[0], tuple(attn.shape[1:rank + 1]), attn.shape[-2]
+    lse = attn.new_empty((B, *lengths, H), dtype=torch.float32) if need_lse else None
+    p = _params(attn.dtype, B, lengths, H, H, dim, dim, kernel, dilation, causal)
+    p["scale"] = float(scale)
+    _ext.load().gemm_softmax(p, _targ(attn), None if lse is None else _targ(lse), _stream(attn.device))
+    return lse
+
+
+def _softmax_backward_(attn, dattn, lse, delta, scale, dim, kernel, dilation, causal):
+    """In place: attn (logits s) -> P = exp(scale s - lse); dattn (dP) -> dS = scale P (dP - delta)
+    (0 where P = 0, so the -inf causal slots of dP do no harm); lse, delta fp32 [B, *S, H]."""
+    rank = len(kernel)
+    B, lengths, H = attn.shape[0], tuple(attn.shape[1:rank + 1]), attn.shape[-2]
+    p = _params(attn.dtype, B, lengths, H, H, dim, dim, kernel, dilation, causal)
+    p["scale"] = float(scale)
+    _ext.load().gemm_softmax_backward(p, _targ(attn), _targ(dattn), _targ(lse), _targ(delta),
+                                      _stream(attn.device))
 
 
 class _GemmQK(torch.autograd.Function):
