@@ -103,7 +103,7 @@ struct CtaBox {
 }  // namespace detail
 
 template <class Traits>
-__global__ void __launch_bounds__(Traits::kThreads, 1)
+__global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
     fna_hopper_forward_kernel(__grid_constant__ HopperParams<Traits::kRank, typename Traits::Element> const hparams) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using namespace cute;
@@ -176,19 +176,20 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           cta.kv_origin(j, origin);
           int c[5] = {0, h_kv, 0, 0, 0};
 #pragma unroll
-          for (int a = 0; a < R; ++a) c[2 + (R - 1 - a)] = origin[a];
+          for (int a = 0; a < R; ++a) c[2 + (R - 1 - a)] = origin[a] * prob.axis[a].dilation + cta.group[a];
           if (hparams.tma_dims.batch_dim == 3) c[3] += b * hparams.tma_dims.batch_mul;
           else c[4] += b * hparams.tma_dims.batch_mul;
           cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(bar_k + s, kBytes);
+          constexpr int kIn = Traits::kTmaInner;
 #pragma unroll
-          for (int half = 0; half < kHeadDim / 64; ++half)
-            detail::tma_load_5d(&hparams.tma_k, bar_k + s, smem_k + s * Traits::kElemsKV + half * kBlockN * 64,
-                                64 * half, c[1], c[2], c[3], c[4]);
+          for (int half = 0; half < kHeadDim / kIn; ++half)
+            detail::tma_load_5d(&hparams.tma_k, bar_k + s, smem_k + s * Traits::kElemsKV + half * kBlockN * kIn,
+                                kIn * half, c[1], c[2], c[3], c[4]);
           cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(bar_v + s, kBytes);
 #pragma unroll
-          for (int half = 0; half < kHeadDim / 64; ++half)
-            detail::tma_load_5d(&hparams.tma_v, bar_v + s, smem_v + s * Traits::kElemsKV + half * kBlockN * 64,
-                                64 * half, c[1], c[2], c[3], c[4]);
+          for (int half = 0; half < kHeadDim / kIn; ++half)
+            detail::tma_load_5d(&hparams.tma_v, bar_v + s, smem_v + s * Traits::kElemsKV + half * kBlockN * kIn,
+                                kIn * half, c[1], c[2], c[3], c[4]);
         }
       }
     } else if constexpr (Traits::kSignal != Signal::kWarp) {
@@ -302,6 +303,26 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     }
     int klim[R];
     cta.kv_limit(klim);
+    // KV boxes this warpgroup's rows see: the CTA's boxes are ordered with axis 0 outermost and
+    // the warpgroups split the query box along axis 0 (same extents on the other axes), so they
+    // are one contiguous run [j_first, j_last] -- those whose axis-0 tile meets the key range of
+    // the warpgroup's own rows.  The others are only waited for and released (drain): with
+    // small windows (nat: 8x8 boxes over a 22x14 halo) each warpgroup skips a third of them.
+    // Pingpong needs both warpgroups to take the same number of turns: no skipping there.
+    int j_first = 0, j_last = n_kv - 1;
+    if constexpr (Traits::kSchedule != Schedule::kPingpong) {
+      const Range kr = key_range_for_query_tile(prob.axis[0], wg_rows[0], cta.glen[0]);
+      if (kr.empty() || n_kv == 0) {
+        j_first = n_kv;
+        j_last = n_kv - 1;
+      } else {
+        const int inner = n_kv / cta.n_ktiles[0];
+        const int t_lo = imax((kr.begin - cta.krange[0].begin) / KBox::extent(0), 0);
+        const int t_hi = imin((kr.end - 1 - cta.krange[0].begin) / KBox::extent(0), cta.n_ktiles[0] - 1);
+        j_first = t_lo * inner;
+        j_last = (t_hi + 1) * inner - 1;
+      }
+    }
 
     float row_max[2] = {-INFINITY, -INFINITY};
     float row_sum[2] = {0.f, 0.f};
@@ -447,21 +468,30 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       Barrier::wait(bar, phase);
       cutlass::arch::fence_view_async_shared();
     };
+    // A box this warpgroup does not need: wait until it has landed (so that a later wait on the
+    // same stage sees the right phase) and release it.
+    auto drain = [&](int j) {
+      const int s = j % kStages, ph = (j / kStages) & 1;
+      Barrier::wait(bar_k + s, ph);
+      Barrier::wait(bar_v + s, ph);
+      release(s);
+    };
     wait_full(bar_q, 0);
+    for (int j = 0; j < j_first; ++j) drain(j);
     if constexpr (Traits::kSchedule != Schedule::kSerial) {
       // Software pipeline: S_j = Q K_j^T and O += P_{j-1} V_{j-1} are in flight together; the
       // softmax of S_j runs while the tensor cores finish P_{j-1} V_{j-1}.
-      if (n_kv > 0) {
+      if (j_first <= j_last) {
         float corr[2];
-        wait_full(bar_k, 0);
+        wait_full(bar_k + j_first % kStages, (j_first / kStages) & 1);
         take_turn();
-        issue_qk(0);
+        issue_qk(j_first % kStages);
         pass_turn(false);
         warpgroup_wait<0>();
         warpgroup_fence_operand(acc_s);
-        softmax(0, corr);
+        softmax(j_first, corr);
         convert_p();
-        for (int j = 1; j < n_kv; ++j) {
+        for (int j = j_first + 1; j <= j_last; ++j) {
           const int s = j % kStages, sp = (j - 1) % kStages;
           wait_full(bar_k + s, (j / kStages) & 1);
           wait_full(bar_v + sp, ((j - 1) / kStages) & 1);
@@ -478,8 +508,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           rescale_o(corr);
           convert_p();
         }
-        const int sl = (n_kv - 1) % kStages;
-        wait_full(bar_v + sl, ((n_kv - 1) / kStages) & 1);
+        const int sl = j_last % kStages;
+        wait_full(bar_v + sl, (j_last / kStages) & 1);
         take_turn();
         issue_pv(sl);
         pass_turn(true);
@@ -488,7 +518,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         release(sl);
       }
     } else {
-      for (int j = 0; j < n_kv; ++j) {
+      for (int j = j_first; j <= j_last; ++j) {
         const int s = j % kStages;
         const int phase = (j / kStages) & 1;
         float corr[2];
@@ -535,6 +565,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         params.lse[(int64_t(b) * n_tokens + flatten(coord, prob.axis)) * prob.heads + h] = lse;
       }
     }
+    // Boxes past this warpgroup's run: released after the stores (the producer and the other
+    // warpgroup may still need them; the CTA must not retire with copies in flight).
+    for (int j = j_last + 1; j < n_kv; ++j) drain(j);
   }
 #endif
 }
