@@ -55,6 +55,24 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+// window_local / group_length / key_range_for_query_tile with division-free fast paths for the
+// common stride 1 (non-causal) and dilation 1 (uniform branches; same results).  Every consumer
+// thread evaluates a dozen windows per CTA, and a small-window CTA has little else to do.
+__device__ __forceinline__ Range window_fast(AxisParams const& p, int i, int glen) {
+  if (p.stride == 1 && !p.causal) {
+    const int start = imax(imin(i - p.kernel / 2, glen - p.kernel), 0);
+    return Range{start, start + p.kernel};
+  }
+  return window_local(p, i, glen);
+}
+__device__ __forceinline__ int group_length_fast(AxisParams const& p, int g) {
+  return p.dilation == 1 ? p.length : group_length(p, g);
+}
+__device__ __forceinline__ Range key_range_fast(AxisParams const& p, Range q, int glen) {
+  if (q.empty()) return Range{0, 0};
+  return Range{window_fast(p, q.begin, glen).begin, window_fast(p, q.end - 1, glen).end};
+}
+
 // CTA coordinates: blockIdx.x enumerates (dilation group, box) per axis, last axis fastest.
 template <class QBox, class KBox, int R>
 struct CtaBox {
@@ -68,6 +86,12 @@ struct CtaBox {
 #pragma unroll
     for (int a = R - 1; a >= 0; --a) {
       const int tpg = tiles_per_group[a];
+      if (prob.axis[a].dilation == 1) {  // no dilation: one division fewer
+        group[a] = 0;
+        q0[a] = (bx % tpg) * QBox::extent(a);
+        bx /= tpg;
+        continue;
+      }
       const int n = prob.axis[a].dilation * tpg;
       const int idx = bx % n;
       bx /= n;
@@ -78,10 +102,10 @@ struct CtaBox {
     n_kv = 1;
 #pragma unroll
     for (int a = 0; a < R; ++a) {
-      glen[a] = group_length(prob.axis[a], group[a]);
+      glen[a] = group_length_fast(prob.axis[a], group[a]);
       empty = empty || (q0[a] >= glen[a]);
       qlim[a] = imin(q0[a] + QBox::extent(a), glen[a]);
-      krange[a] = key_range_for_query_tile(prob.axis[a], Range{q0[a], qlim[a]}, glen[a]);
+      krange[a] = key_range_fast(prob.axis[a], Range{q0[a], qlim[a]}, glen[a]);
       n_ktiles[a] = (krange[a].size() + KBox::extent(a) - 1) / KBox::extent(a);
       n_kv *= n_ktiles[a];
     }
@@ -288,7 +312,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
       QBox::unflatten(row, row_off[v1]);
 #pragma unroll
       for (int a = 0; a < R; ++a) {
-        const Range w = window_local(prob.axis[a], cta.q0[a] + row_off[v1][a], cta.glen[a]);
+        const Range w = detail::window_fast(prob.axis[a], cta.q0[a] + row_off[v1][a], cta.glen[a]);
         wbeg[v1][a] = w.begin;
         wend[v1][a] = w.end;
       }
@@ -303,6 +327,32 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
     }
     int klim[R];
     cta.kv_limit(klim);
+    // Per axis, the keys inside every window of the warpgroup's rows ([start of the last row's
+    // window, end of the first row's): tile_fully_inside, hoisted out of the box loop) and the end
+    // of the CTA's box grid.  A box needs no mask when it lies inside on every axis and is not
+    // clipped by the key range.  Small-window CTAs run few, cheap boxes, so per-box integer work
+    // (divisions in window_local / kv_origin) is a large share of their instructions.
+    int in_lo[R], in_hi[R], kend[R];
+#pragma unroll
+    for (int a = 0; a < R; ++a) {
+      if (wg_rows[a].empty()) {
+        in_lo[a] = INT32_MIN / 2;
+        in_hi[a] = klim[a];
+      } else {
+        in_lo[a] = detail::window_fast(prob.axis[a], wg_rows[a].end - 1, cta.glen[a]).begin;
+        in_hi[a] = imin(detail::window_fast(prob.axis[a], wg_rows[a].begin, cta.glen[a]).end, klim[a]);
+      }
+      kend[a] = cta.krange[a].begin + cta.n_ktiles[a] * KBox::extent(a);
+    }
+    // Origin of the next KV box in the CTA's order (last axis fastest), without divisions.
+    auto next_origin = [&](int (&o)[R]) {
+#pragma unroll
+      for (int a = R - 1; a >= 0; --a) {
+        o[a] += KBox::extent(a);
+        if (a == 0 || o[a] < kend[a]) break;
+        o[a] = cta.krange[a].begin;
+      }
+    };
     // KV boxes this warpgroup's rows see: the CTA's boxes are ordered with axis 0 outermost and
     // the warpgroups split the query box along axis 0 (same extents on the other axes), so they
     // are one contiguous run [j_first, j_last] -- those whose axis-0 tile meets the key range of
@@ -311,7 +361,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
     // Pingpong needs both warpgroups to take the same number of turns: no skipping there.
     int j_first = 0, j_last = n_kv - 1;
     if constexpr (Traits::kSchedule != Schedule::kPingpong) {
-      const Range kr = key_range_for_query_tile(prob.axis[0], wg_rows[0], cta.glen[0]);
+      const Range kr = detail::key_range_fast(prob.axis[0], wg_rows[0], cta.glen[0]);
       if (kr.empty() || n_kv == 0) {
         j_first = n_kv;
         j_last = n_kv - 1;
@@ -367,21 +417,17 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
     // Mask KV box j (unless fully inside every window of this warpgroup's rows), update the running
     // max, turn acc_s into unnormalized probabilities (fp32, in place) and return the factor that
     // rescales the earlier O and row sums.
-    auto softmax = [&](int j, float (&corr)[2]) {
+    auto softmax = [&](int const (&origin)[R], float (&corr)[2]) {
       if constexpr (Traits::kSkipSoftmax) {
         corr[0] = corr[1] = 1.f;
         row_max[0] = row_max[1] = 0.f;
         row_sum[0] = row_sum[1] = 1.f;
         return;
       }
-      int origin[R];
-      cta.kv_origin(j, origin);
       bool full = true;
 #pragma unroll
-      for (int a = 0; a < R; ++a) {
-        const Range kt{origin[a], imin(origin[a] + KBox::extent(a), klim[a])};
-        full = full && (kt.size() == KBox::extent(a)) && tile_fully_inside(prob.axis[a], wg_rows[a], kt, cta.glen[a]);
-      }
+      for (int a = 0; a < R; ++a)
+        full = full && (in_lo[a] <= origin[a]) && (origin[a] + KBox::extent(a) <= in_hi[a]);
       if (!full) {
 #pragma unroll
         for (int v1 = 0; v1 < 2; ++v1) {
@@ -483,16 +529,19 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
       // softmax of S_j runs while the tensor cores finish P_{j-1} V_{j-1}.
       if (j_first <= j_last) {
         float corr[2];
+        int org[R];
+        cta.kv_origin(j_first, org);
         wait_full(bar_k + j_first % kStages, (j_first / kStages) & 1);
         take_turn();
         issue_qk(j_first % kStages);
         pass_turn(false);
         warpgroup_wait<0>();
         warpgroup_fence_operand(acc_s);
-        softmax(j_first, corr);
+        softmax(org, corr);
         convert_p();
         for (int j = j_first + 1; j <= j_last; ++j) {
           const int s = j % kStages, sp = (j - 1) % kStages;
+          next_origin(org);
           wait_full(bar_k + s, (j / kStages) & 1);
           wait_full(bar_v + sp, ((j - 1) / kStages) & 1);
           take_turn();
@@ -501,7 +550,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
           pass_turn(false);
           warpgroup_wait<1>();
           warpgroup_fence_operand(acc_s);
-          softmax(j, corr);
+          softmax(org, corr);
           warpgroup_wait<0>();
           fence_pv();
           release(sp);
@@ -518,15 +567,18 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
         release(sl);
       }
     } else {
+      int org[R];
+      cta.kv_origin(j_first, org);
       for (int j = j_first; j <= j_last; ++j) {
         const int s = j % kStages;
         const int phase = (j / kStages) & 1;
         float corr[2];
+        if (j > j_first) next_origin(org);
         wait_full(bar_k + s, phase);
         issue_qk(s);
         warpgroup_wait<0>();
         warpgroup_fence_operand(acc_s);
-        softmax(j, corr);
+        softmax(org, corr);
         rescale_o(corr);
         convert_p();
         wait_full(bar_v + s, phase);
