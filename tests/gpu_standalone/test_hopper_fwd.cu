@@ -38,16 +38,18 @@
 FASTNA_HOPPER_FOR_ALL(FASTNA_HOPPER_DECL)
 // bf16 variants (INST_VARIANT): 1 Signal::kThread (cp.async K/V loads; the default is TMA), 2 pingpong schedule (TMA), 3 serial
 // schedule (TMA), 4 timing probe without mask / softmax (TMA; wrong results, benchmark only),
-// 5 (D=32) the D=64-style configuration: 128-key boxes, one CTA per SM (TMA).
+// 5 (D=32) the D=64-style configuration: 128-key boxes, one CTA per SM (TMA), 6 (2D) 8x8 KV boxes.
 #define FASTNA_HOPPER_FOR_VARIANTS(X)                                                              \
   X(1, bf16, 128, _v1) X(2, bf16, 128, _v1) X(3, bf16, 128, _v1) X(1, bf16, 128, _v2) X(2, bf16, 128, _v2) \
   X(3, bf16, 128, _v2) X(1, bf16, 128, _v3) X(2, bf16, 128, _v3) X(3, bf16, 128, _v3) X(1, bf16, 128, _v4) \
   X(2, bf16, 128, _v4) X(3, bf16, 128, _v4)                                                      \
-  X(1, bf16, 32, _v1) X(2, bf16, 32, _v1) X(3, bf16, 32, _v1) X(2, bf16, 32, _v4) X(2, bf16, 32, _v5)
+  X(1, bf16, 32, _v1) X(2, bf16, 32, _v1) X(3, bf16, 32, _v1) X(2, bf16, 32, _v4) X(2, bf16, 32, _v5) \
+  X(2, bf16, 32, _v3) X(2, bf16, 64, _v6)
 #ifdef FASTNA_HOPPER_SMALL_SET
 #undef FASTNA_HOPPER_FOR_VARIANTS
 #define FASTNA_HOPPER_FOR_VARIANTS(X) \
-  X(3, bf16, 128, _v3) X(1, bf16, 32, _v1) X(2, bf16, 32, _v1) X(3, bf16, 32, _v1) X(2, bf16, 32, _v4) X(2, bf16, 32, _v5)
+  X(3, bf16, 128, _v3) X(1, bf16, 32, _v1) X(2, bf16, 32, _v1) X(3, bf16, 32, _v1) X(2, bf16, 32, _v4) X(2, bf16, 32, _v5) \
+  X(2, bf16, 32, _v3) X(2, bf16, 64, _v6)
 #endif
 FASTNA_HOPPER_FOR_VARIANTS(FASTNA_HOPPER_DECL_V)
 // sm80 instances (instance.cu, declared in common.hpp) compared in the benchmark.
@@ -103,6 +105,8 @@ int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fas
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kSerial>;
 #elif INST_VARIANT == 4
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kOverlap, hp::Signal::kTma, true>;
+#elif INST_VARIANT == 6
+  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, fastna::fused::Box<INST_RANK, 8, 8>>;
 #elif INST_VARIANT == 5
   using KB5 = typename hp::DefaultKBox<INST_RANK, 64>::type;
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB5, hp::DefaultStages<INST_DIM, KB5::kSize>::value,
@@ -169,7 +173,7 @@ static Case mk(const std::string& name, int rank, std::vector<int> L, std::vecto
 enum class Impl { kHopper, kSm80, kVariant };
 static int g_variant = 0;
 static const char* variant_name(int v) {
-  static const char* names[] = {"hopper", "cpasync", "pingpong", "serial", "nosoftmax", "kv128x1"};
+  static const char* names[] = {"hopper", "cpasync", "pingpong", "serial", "nosoftmax", "kv128x1", "kv8x8"};
   return names[v];
 }
 
@@ -417,7 +421,7 @@ static void bench_all(const Case& c, int iters) {
   CK(cudaGetLastError());
   CK(cudaDeviceSynchronize());
   const double t_h = bench_one<R>(Impl::kHopper, c, iters, dq, dk, dv, dout);
-  for (g_variant = 1; g_variant <= 5; ++g_variant)
+  for (g_variant = 1; g_variant <= 6; ++g_variant)
     if (has_variant(R, c.bf16, c.D, g_variant)) bench_one<R>(Impl::kVariant, c, iters, dq, dk, dv, dout);
   g_variant = 0;
   const double t_s = bench_one<R>(Impl::kSm80, c, iters, dq, dk, dv, dout);
@@ -477,7 +481,7 @@ int main(int argc, char** argv) {
       ++total;
       if (!run_any(c)) ++fails;
     }
-    for (g_variant = 1; g_variant <= 5; ++g_variant)
+    for (g_variant = 1; g_variant <= 6; ++g_variant)
       for (auto& c : cs)
         if (g_variant != 4 && has_variant(c.rank, c.bf16, c.D, g_variant)) {
           ++total;
