@@ -36,8 +36,8 @@
   X(2, bf16, 64) X(1, bf16, 128) X(2, bf16, 128) X(3, bf16, 128)
 #endif
 FASTNA_HOPPER_FOR_ALL(FASTNA_HOPPER_DECL)
-// bf16 variants (INST_VARIANT): 1 Signal::kThread (cp.async K/V loads; the default is TMA), 2 pingpong schedule (TMA), 3 serial
-// schedule (TMA), 4 timing probe without mask / softmax (TMA; wrong results, benchmark only),
+// bf16 variants (INST_VARIANT): 1 Signal::kThread (cp.async K/V loads; the default is TMA), 2 pingpong schedule (TMA), 3 the
+// other of serial / overlap (serial at D >= 64, overlap at D=32 whose default is serial; TMA), 4 timing probe without mask / softmax (TMA; wrong results, benchmark only),
 // 5 (D=32) the D=64-style configuration: 128-key boxes, one CTA per SM (TMA), 6 (2D) 8x8 KV boxes.
 #define FASTNA_HOPPER_FOR_VARIANTS(X)                                                              \
   X(1, bf16, 128, _v1) X(2, bf16, 128, _v1) X(3, bf16, 128, _v1) X(1, bf16, 128, _v2) X(2, bf16, 128, _v2) \
@@ -102,7 +102,10 @@ int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fas
 #elif INST_VARIANT == 2
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kPingpong>;
 #elif INST_VARIANT == 3
-  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kSerial>;
+  // The other schedule than the default: serial where the default is overlap, overlap at D=32.
+  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt,
+                         Base::Traits::kSchedule == hp::Schedule::kSerial ? hp::Schedule::kOverlap
+                                                                          : hp::Schedule::kSerial>;
 #elif INST_VARIANT == 4
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kOverlap, hp::Signal::kTma, true>;
 #elif INST_VARIANT == 6
@@ -173,7 +176,7 @@ static Case mk(const std::string& name, int rank, std::vector<int> L, std::vecto
 enum class Impl { kHopper, kSm80, kVariant };
 static int g_variant = 0;
 static const char* variant_name(int v) {
-  static const char* names[] = {"hopper", "cpasync", "pingpong", "serial", "nosoftmax", "kv128x1", "kv8x8"};
+  static const char* names[] = {"hopper", "cpasync", "pingpong", "altsched", "nosoftmax", "kv128x1", "kv8x8"};
   return names[v];
 }
 

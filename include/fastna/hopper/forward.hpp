@@ -23,7 +23,7 @@ namespace hopper {
 
 template <int Rank, class Element, int HeadDim, class QBox = typename DefaultQBox<Rank>::type,
           class KBox = typename DefaultKBox<Rank, HeadDim>::type,
-          int Stages = DefaultStages<HeadDim, KBox::kSize>::value, Schedule Sched = Schedule::kOverlap,
+          int Stages = DefaultStages<HeadDim, KBox::kSize>::value, Schedule Sched = DefaultSchedule<HeadDim>::value,
           Signal Sig = Signal::kTma, bool SkipSoftmax = false, int CtasPerSm = 0>
 class Forward {
  public:
