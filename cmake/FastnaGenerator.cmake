@@ -32,8 +32,10 @@
 # hopper_fwd (the sm90a fused forward, include/fastna/hopper) is registered in the instance list
 # as fused_fwd tile `hopper`, so the fused forward's binding, checks and tests run it.  Only for
 # the arch 90a, float16/bfloat16 and the head dims in FASTNA_HOPPER_HEAD_DIMS that are also in
-# FASTNA_HEAD_DIMS; any other arch yields no hopper instance (not an error).
-set(FASTNA_HOPPER_HEAD_DIMS "64;128")
+# FASTNA_HEAD_DIMS; any other arch yields no hopper instance (not an error).  Head dim 32 (NAT /
+# DiNAT) runs two CTAs per SM with 64-key boxes; 256 (64-key boxes, 2 stages) is listed too and
+# is built when FASTNA_HEAD_DIMS has it (not in its default).
+set(FASTNA_HOPPER_HEAD_DIMS "32;64;128;256")
 
 set(FASTNA_TEMPLATE_DIR "${CMAKE_CURRENT_LIST_DIR}/templates")
 

@@ -12,14 +12,23 @@ BUILD="${BUILD:-/tmp/fastna_hopper_standalone}"
 mkdir -p "$BUILD"
 gencode="-gencode=arch=compute_90a,code=sm_90a"
 flags="-std=c++17 -O3 --expt-relaxed-constexpr $gencode -I$root/include -I$CUTLASS_INCLUDE -I$here"
+# HOPPER_SET=small: the quicker instance set of test_hopper_fwd.cu (FASTNA_HOPPER_SMALL_SET).
+if [ "${HOPPER_SET:-}" = small ]; then
+  flags="$flags -DFASTNA_HOPPER_SMALL_SET"
+  HOPPER_INSTS="r1_f16_32 r1_bf16_32 r2_f16_32 r2_bf16_32 r3_f16_32 r3_bf16_32 r2_bf16_64 r1_bf16_128 r2_bf16_128 r3_bf16_128"
+  HOPPER_VARIANTS="r3_bf16_128_v3 r1_bf16_32_v1 r2_bf16_32_v1 r3_bf16_32_v1 r2_bf16_32_v4 r2_bf16_32_v5 r2_bf16_32_v3 r2_bf16_64_v6"
+  HOPPER_SM80="r2_bf16_32 r2_bf16_64"
+fi
 hopper="${HOPPER_INSTS:-}"
 if [ -z "$hopper" ]; then
-  for r in 1 2 3; do for e in f16 bf16; do for d in 64 128; do hopper="$hopper r${r}_${e}_${d}"; done; done; done
+  for r in 1 2 3; do for e in f16 bf16; do for d in 32 64 128; do hopper="$hopper r${r}_${e}_${d}"; done; done; done
+  hopper="$hopper r1_bf16_256 r2_bf16_256 r3_bf16_256"
 fi
-# bf16 D=128 variants 1..4 (see test_hopper_fwd.cu), as r<R>_bf16_128_v<n>
-variants="r1_bf16_128_v1 r2_bf16_128_v1 r3_bf16_128_v1 r1_bf16_128_v2 r2_bf16_128_v2 r3_bf16_128_v2
-          r1_bf16_128_v3 r2_bf16_128_v3 r3_bf16_128_v3 r1_bf16_128_v4 r2_bf16_128_v4 r3_bf16_128_v4"
-sm80="r1_bf16_128 r2_bf16_128 r3_bf16_128"  # the benchmark's sm80 comparison instances
+# bf16 variants (see test_hopper_fwd.cu FASTNA_HOPPER_FOR_VARIANTS), as r<R>_bf16_<D>_v<n>
+variants="${HOPPER_VARIANTS-r1_bf16_128_v1 r2_bf16_128_v1 r3_bf16_128_v1 r1_bf16_128_v2 r2_bf16_128_v2 r3_bf16_128_v2
+          r1_bf16_128_v3 r2_bf16_128_v3 r3_bf16_128_v3 r1_bf16_128_v4 r2_bf16_128_v4 r3_bf16_128_v4
+          r1_bf16_32_v1 r2_bf16_32_v1 r3_bf16_32_v1 r2_bf16_32_v4 r2_bf16_32_v5 r2_bf16_32_v3 r2_bf16_64_v6}"
+sm80="${HOPPER_SM80-r1_bf16_128 r2_bf16_128 r3_bf16_128 r2_bf16_32 r2_bf16_64}"  # the benchmark's sm80 comparison instances
 jobs=""
 for t in $hopper; do jobs="$jobs h_$t"; done
 for t in $variants; do jobs="$jobs v_$t"; done

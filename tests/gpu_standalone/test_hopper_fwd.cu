@@ -22,19 +22,42 @@
                                    void* out, const int64_t* so, float* lse, cudaStream_t stream);
 // Hopper instances built by run_hopper.sh (keep in sync with its HOPPER_INSTS).
 #define FASTNA_HOPPER_FOR_ALL(X)                                                      \
+  X(1, f16, 32) X(1, bf16, 32) X(2, f16, 32) X(2, bf16, 32) X(3, f16, 32) X(3, bf16, 32) \
   X(1, f16, 64) X(1, f16, 128) X(1, bf16, 64) X(1, bf16, 128)                         \
   X(2, f16, 64) X(2, f16, 128) X(2, bf16, 64) X(2, bf16, 128)                         \
-  X(3, f16, 64) X(3, f16, 128) X(3, bf16, 64) X(3, bf16, 128)
+  X(3, f16, 64) X(3, f16, 128) X(3, bf16, 64) X(3, bf16, 128)                         \
+  X(1, bf16, 256) X(2, bf16, 256) X(3, bf16, 256)
+#ifdef FASTNA_HOPPER_SMALL_SET
+// A quicker build (run_hopper.sh with HOPPER_SET=small): head dim 32 everywhere, D=64/128 for
+// regressions; cases without a built instance are skipped.
+#undef FASTNA_HOPPER_FOR_ALL
+#define FASTNA_HOPPER_FOR_ALL(X)                                                             \
+  X(1, f16, 32) X(1, bf16, 32) X(2, f16, 32) X(2, bf16, 32) X(3, f16, 32) X(3, bf16, 32) \
+  X(2, bf16, 64) X(1, bf16, 128) X(2, bf16, 128) X(3, bf16, 128)
+#endif
 FASTNA_HOPPER_FOR_ALL(FASTNA_HOPPER_DECL)
-// bf16 D=128 variants (INST_VARIANT): 1 Signal::kThread (cp.async K/V loads; the default is TMA), 2 pingpong schedule (TMA), 3 serial
-// schedule (TMA), 4 timing probe without mask / softmax (TMA; wrong results, benchmark only).
+// bf16 variants (INST_VARIANT): 1 Signal::kThread (cp.async K/V loads; the default is TMA), 2 pingpong schedule (TMA), 3 the
+// other of serial / overlap (serial at D >= 64, overlap at D=32 whose default is serial; TMA), 4 timing probe without mask / softmax (TMA; wrong results, benchmark only),
+// 5 (D=32) the D=64-style configuration: 128-key boxes, one CTA per SM (TMA), 6 (2D) 8x8 KV boxes.
 #define FASTNA_HOPPER_FOR_VARIANTS(X)                                                              \
   X(1, bf16, 128, _v1) X(2, bf16, 128, _v1) X(3, bf16, 128, _v1) X(1, bf16, 128, _v2) X(2, bf16, 128, _v2) \
   X(3, bf16, 128, _v2) X(1, bf16, 128, _v3) X(2, bf16, 128, _v3) X(3, bf16, 128, _v3) X(1, bf16, 128, _v4) \
-  X(2, bf16, 128, _v4) X(3, bf16, 128, _v4)
+  X(2, bf16, 128, _v4) X(3, bf16, 128, _v4)                                                      \
+  X(1, bf16, 32, _v1) X(2, bf16, 32, _v1) X(3, bf16, 32, _v1) X(2, bf16, 32, _v4) X(2, bf16, 32, _v5) \
+  X(2, bf16, 32, _v3) X(2, bf16, 64, _v6)
+#ifdef FASTNA_HOPPER_SMALL_SET
+#undef FASTNA_HOPPER_FOR_VARIANTS
+#define FASTNA_HOPPER_FOR_VARIANTS(X) \
+  X(3, bf16, 128, _v3) X(1, bf16, 32, _v1) X(2, bf16, 32, _v1) X(3, bf16, 32, _v1) X(2, bf16, 32, _v4) X(2, bf16, 32, _v5) \
+  X(2, bf16, 32, _v3) X(2, bf16, 64, _v6)
+#endif
 FASTNA_HOPPER_FOR_VARIANTS(FASTNA_HOPPER_DECL_V)
 // sm80 instances (instance.cu, declared in common.hpp) compared in the benchmark.
-#define FASTNA_SM80_FOR_BENCH(X) X(1, bf16, 128) X(2, bf16, 128) X(3, bf16, 128)
+#ifdef FASTNA_HOPPER_SMALL_SET
+#define FASTNA_SM80_FOR_BENCH(X) X(2, bf16, 32) X(2, bf16, 64)
+#else
+#define FASTNA_SM80_FOR_BENCH(X) X(1, bf16, 128) X(2, bf16, 128) X(3, bf16, 128) X(2, bf16, 32) X(2, bf16, 64)
+#endif
 
 #ifdef INST_RANK
 // ------------------------------------------------------------------ one hopper instance
@@ -79,9 +102,18 @@ int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fas
 #elif INST_VARIANT == 2
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kPingpong>;
 #elif INST_VARIANT == 3
-  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kSerial>;
+  // The other schedule than the default: serial where the default is overlap, overlap at D=32.
+  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt,
+                         Base::Traits::kSchedule == hp::Schedule::kSerial ? hp::Schedule::kOverlap
+                                                                          : hp::Schedule::kSerial>;
 #elif INST_VARIANT == 4
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kOverlap, hp::Signal::kTma, true>;
+#elif INST_VARIANT == 6
+  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, fastna::fused::Box<INST_RANK, 8, 8>>;
+#elif INST_VARIANT == 5
+  using KB5 = typename hp::DefaultKBox<INST_RANK, 64>::type;
+  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB5, hp::DefaultStages<INST_DIM, KB5::kSize>::value,
+                         hp::Schedule::kOverlap, hp::Signal::kTma, false, 1>;
 #else
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM>;
 #endif
@@ -144,7 +176,7 @@ static Case mk(const std::string& name, int rank, std::vector<int> L, std::vecto
 enum class Impl { kHopper, kSm80, kVariant };
 static int g_variant = 0;
 static const char* variant_name(int v) {
-  static const char* names[] = {"hopper", "cpasync", "pingpong", "serial", "nosoftmax"};
+  static const char* names[] = {"hopper", "cpasync", "pingpong", "altsched", "nosoftmax", "kv128x1", "kv8x8"};
   return names[v];
 }
 
@@ -175,6 +207,25 @@ static int dispatch(Impl impl, const Case& c, const fastna::NaProblem<R>& p, con
   return 3;  // no instance
 }
 
+
+// Whether the default hopper instance (rank, dtype, D) is built.
+static bool has_hopper(int rank, bool bf16, int D) {
+  bool found = false;
+#define XHAS(RR, EE, DD) found = found || (RR == rank && DD == D && (std::strcmp(#EE, "bf16") == 0) == bf16);
+  FASTNA_HOPPER_FOR_ALL(XHAS)
+#undef XHAS
+  return found;
+}
+
+// Whether the variant instance (rank, dtype, D, g_variant) is built.
+static bool has_variant(int rank, bool bf16, int D, int v) {
+  bool found = false;
+#define XHAS(RR, EE, DD, TAG) \
+  found = found || (RR == rank && DD == D && (std::strcmp(#EE, "bf16") == 0) == bf16 && std::atoi(#TAG + 2) == v);
+  FASTNA_HOPPER_FOR_VARIANTS(XHAS)
+#undef XHAS
+  return found;
+}
 
 template <int R>
 static bool run_case(const Case& c, Impl impl) {
@@ -373,8 +424,8 @@ static void bench_all(const Case& c, int iters) {
   CK(cudaGetLastError());
   CK(cudaDeviceSynchronize());
   const double t_h = bench_one<R>(Impl::kHopper, c, iters, dq, dk, dv, dout);
-  for (g_variant = 1; g_variant <= 4; ++g_variant)
-    bench_one<R>(Impl::kVariant, c, iters, dq, dk, dv, dout);
+  for (g_variant = 1; g_variant <= 6; ++g_variant)
+    if (has_variant(R, c.bf16, c.D, g_variant)) bench_one<R>(Impl::kVariant, c, iters, dq, dk, dv, dout);
   g_variant = 0;
   const double t_s = bench_one<R>(Impl::kSm80, c, iters, dq, dk, dv, dout);
   if (t_h > 0 && t_s > 0)
@@ -397,8 +448,9 @@ int main(int argc, char** argv) {
   int fails = 0, total = 0;
   if (do_test) {
     std::vector<Case> cs;
-    for (int D : {64, 128})
+    for (int D : {32, 64, 128, 256})
       for (int bf : {0, 1}) {
+        if (D == 256 && !bf) continue;  // D=256: bf16 instances only
         const std::string tag = std::string(" D") + std::to_string(D);
         // 1D: multi-box, ring wrap-around (many KV tiles), odd/even K, stride, dilation, causal, GQA
         cs.push_back(mk("1d L1000 K301" + tag, 1, {1000}, {301}, {1}, {1}, {0}, 1, 2, 2, D, bf));
@@ -428,12 +480,13 @@ int main(int argc, char** argv) {
         cs.push_back(mk("3d 10x9x26 K4x4x12 s2x2x3 d1x1x2 causal=(0,1,0)" + tag, 3, {10, 9, 26}, {4, 4, 12}, {2, 2, 3}, {1, 1, 2}, {0, 1, 0}, 1, 2, 2, D, bf));
       }
     for (auto& c : cs) {
+      if (!has_hopper(c.rank, c.bf16, c.D)) continue;
       ++total;
       if (!run_any(c)) ++fails;
     }
-    for (g_variant = 1; g_variant <= 3; ++g_variant)
+    for (g_variant = 1; g_variant <= 6; ++g_variant)
       for (auto& c : cs)
-        if (c.bf16 && c.D == 128) {
+        if (g_variant != 4 && has_variant(c.rank, c.bf16, c.D, g_variant)) {
           ++total;
           if (!run_any(c, Impl::kVariant)) ++fails;
         }
@@ -441,6 +494,10 @@ int main(int argc, char** argv) {
     std::printf("SUMMARY: %d/%d passed\n", total - fails, total);
   }
   if (do_bench) {
+    // Small-window anchors (DESIGN.md section 4): nat, dinat (B=32, 4 heads, D=32), nat-13.
+    bench_all<2>(mk("nat 56x56 K7x7 B32 H4 D32", 2, {56, 56}, {7, 7}, {1, 1}, {1, 1}, {0, 0}, 32, 4, 4, 32, true), 50);
+    bench_all<2>(mk("dinat 56x56 K7x7 d4x4 B32 H4 D32", 2, {56, 56}, {7, 7}, {1, 1}, {4, 4}, {0, 0}, 32, 4, 4, 32, true), 50);
+    bench_all<2>(mk("nat-13 64x64 K13x13 B4 H8 D64", 2, {64, 64}, {13, 13}, {1, 1}, {1, 1}, {0, 0}, 4, 8, 8, 64, true), 50);
     // Anchor cases (DESIGN.md section 4): B=1, bf16, D=128.
     bench_all<1>(mk("1d 32768 K2048 H1", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 1, 1, 128, true), 30);
     bench_all<1>(mk("1d-strided 32768 K2048 s256 H1", 1, {32768}, {2048}, {256}, {1}, {0}, 1, 1, 1, 128, true), 30);

@@ -22,12 +22,12 @@ namespace fastna {
 namespace hopper {
 
 template <int Rank, class Element, int HeadDim, class QBox = typename DefaultQBox<Rank>::type,
-          class KBox = typename DefaultKBox<Rank>::type,
-          int Stages = DefaultStages<HeadDim, KBox::kSize>::value, Schedule Sched = Schedule::kOverlap,
-          Signal Sig = Signal::kTma, bool SkipSoftmax = false>
+          class KBox = typename DefaultKBox<Rank, HeadDim>::type,
+          int Stages = DefaultStages<HeadDim, KBox::kSize>::value, Schedule Sched = DefaultSchedule<HeadDim>::value,
+          Signal Sig = Signal::kTma, bool SkipSoftmax = false, int CtasPerSm = 0>
 class Forward {
  public:
-  using Traits = ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Stages, Sched, Sig, SkipSoftmax>;
+  using Traits = ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Stages, Sched, Sig, SkipSoftmax, CtasPerSm>;
   using Params = fused::ForwardParams<Rank, Element>;
   // The sm80 op with the same query box: its can_implement / to_params / grid_shape depend on
   // the problem and the query box extents only.
@@ -66,9 +66,10 @@ class Forward {
     params.base = Sm80Op::to_params(args);
     if constexpr (Traits::kSignal == Signal::kTma) {
       TmaDims dv;
-      params.use_tma = make_kv_tensor_map<Element, Rank, KBox>(args.k, args.problem, HeadDim, &params.tma_k,
-                                                               &params.tma_dims) &&
-                       make_kv_tensor_map<Element, Rank, KBox>(args.v, args.problem, HeadDim, &params.tma_v, &dv) &&
+      params.use_tma = make_kv_tensor_map<Element, Rank, KBox, Traits::kTmaInner>(args.k, args.problem, HeadDim,
+                                                                                  &params.tma_k, &params.tma_dims) &&
+                       make_kv_tensor_map<Element, Rank, KBox, Traits::kTmaInner>(args.v, args.problem, HeadDim,
+                                                                                  &params.tma_v, &dv) &&
                        dv.batch_dim == params.tma_dims.batch_dim && dv.batch_mul == params.tma_dims.batch_mul;
     }
     return params;

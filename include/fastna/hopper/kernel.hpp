@@ -55,6 +55,24 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+// window_local / group_length / key_range_for_query_tile with division-free fast paths for the
+// common stride 1 (non-causal) and dilation 1 (uniform branches; same results).  Every consumer
+// thread evaluates a dozen windows per CTA, and a small-window CTA has little else to do.
+__device__ __forceinline__ Range window_fast(AxisParams const& p, int i, int glen) {
+  if (p.stride == 1 && !p.causal) {
+    const int start = imax(imin(i - p.kernel / 2, glen - p.kernel), 0);
+    return Range{start, start + p.kernel};
+  }
+  return window_local(p, i, glen);
+}
+__device__ __forceinline__ int group_length_fast(AxisParams const& p, int g) {
+  return p.dilation == 1 ? p.length : group_length(p, g);
+}
+__device__ __forceinline__ Range key_range_fast(AxisParams const& p, Range q, int glen) {
+  if (q.empty()) return Range{0, 0};
+  return Range{window_fast(p, q.begin, glen).begin, window_fast(p, q.end - 1, glen).end};
+}
+
 // CTA coordinates: blockIdx.x enumerates (dilation group, box) per axis, last axis fastest.
 template <class QBox, class KBox, int R>
 struct CtaBox {
@@ -68,6 +86,12 @@ struct CtaBox {
 #pragma unroll
     for (int a = R - 1; a >= 0; --a) {
       const int tpg = tiles_per_group[a];
+      if (prob.axis[a].dilation == 1) {  // no dilation: one division fewer
+        group[a] = 0;
+        q0[a] = (bx % tpg) * QBox::extent(a);
+        bx /= tpg;
+        continue;
+      }
       const int n = prob.axis[a].dilation * tpg;
       const int idx = bx % n;
       bx /= n;
@@ -78,10 +102,10 @@ struct CtaBox {
     n_kv = 1;
 #pragma unroll
     for (int a = 0; a < R; ++a) {
-      glen[a] = group_length(prob.axis[a], group[a]);
+      glen[a] = group_length_fast(prob.axis[a], group[a]);
       empty = empty || (q0[a] >= glen[a]);
       qlim[a] = imin(q0[a] + QBox::extent(a), glen[a]);
-      krange[a] = key_range_for_query_tile(prob.axis[a], Range{q0[a], qlim[a]}, glen[a]);
+      krange[a] = key_range_fast(prob.axis[a], Range{q0[a], qlim[a]}, glen[a]);
       n_ktiles[a] = (krange[a].size() + KBox::extent(a) - 1) / KBox::extent(a);
       n_kv *= n_ktiles[a];
     }
@@ -103,7 +127,7 @@ struct CtaBox {
 }  // namespace detail
 
 template <class Traits>
-__global__ void __launch_bounds__(Traits::kThreads, 1)
+__global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
     fna_hopper_forward_kernel(__grid_constant__ HopperParams<Traits::kRank, typename Traits::Element> const hparams) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using namespace cute;
@@ -176,19 +200,20 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           cta.kv_origin(j, origin);
           int c[5] = {0, h_kv, 0, 0, 0};
 #pragma unroll
-          for (int a = 0; a < R; ++a) c[2 + (R - 1 - a)] = origin[a];
+          for (int a = 0; a < R; ++a) c[2 + (R - 1 - a)] = origin[a] * prob.axis[a].dilation + cta.group[a];
           if (hparams.tma_dims.batch_dim == 3) c[3] += b * hparams.tma_dims.batch_mul;
           else c[4] += b * hparams.tma_dims.batch_mul;
           cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(bar_k + s, kBytes);
+          constexpr int kIn = Traits::kTmaInner;
 #pragma unroll
-          for (int half = 0; half < kHeadDim / 64; ++half)
-            detail::tma_load_5d(&hparams.tma_k, bar_k + s, smem_k + s * Traits::kElemsKV + half * kBlockN * 64,
-                                64 * half, c[1], c[2], c[3], c[4]);
+          for (int half = 0; half < kHeadDim / kIn; ++half)
+            detail::tma_load_5d(&hparams.tma_k, bar_k + s, smem_k + s * Traits::kElemsKV + half * kBlockN * kIn,
+                                kIn * half, c[1], c[2], c[3], c[4]);
           cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(bar_v + s, kBytes);
 #pragma unroll
-          for (int half = 0; half < kHeadDim / 64; ++half)
-            detail::tma_load_5d(&hparams.tma_v, bar_v + s, smem_v + s * Traits::kElemsKV + half * kBlockN * 64,
-                                64 * half, c[1], c[2], c[3], c[4]);
+          for (int half = 0; half < kHeadDim / kIn; ++half)
+            detail::tma_load_5d(&hparams.tma_v, bar_v + s, smem_v + s * Traits::kElemsKV + half * kBlockN * kIn,
+                                kIn * half, c[1], c[2], c[3], c[4]);
         }
       }
     } else if constexpr (Traits::kSignal != Signal::kWarp) {
@@ -287,7 +312,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       QBox::unflatten(row, row_off[v1]);
 #pragma unroll
       for (int a = 0; a < R; ++a) {
-        const Range w = window_local(prob.axis[a], cta.q0[a] + row_off[v1][a], cta.glen[a]);
+        const Range w = detail::window_fast(prob.axis[a], cta.q0[a] + row_off[v1][a], cta.glen[a]);
         wbeg[v1][a] = w.begin;
         wend[v1][a] = w.end;
       }
@@ -302,6 +327,52 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     }
     int klim[R];
     cta.kv_limit(klim);
+    // Per axis, the keys inside every window of the warpgroup's rows ([start of the last row's
+    // window, end of the first row's): tile_fully_inside, hoisted out of the box loop) and the end
+    // of the CTA's box grid.  A box needs no mask when it lies inside on every axis and is not
+    // clipped by the key range.  Small-window CTAs run few, cheap boxes, so per-box integer work
+    // (divisions in window_local / kv_origin) is a large share of their instructions.
+    int in_lo[R], in_hi[R], kend[R];
+#pragma unroll
+    for (int a = 0; a < R; ++a) {
+      if (wg_rows[a].empty()) {
+        in_lo[a] = INT32_MIN / 2;
+        in_hi[a] = klim[a];
+      } else {
+        in_lo[a] = detail::window_fast(prob.axis[a], wg_rows[a].end - 1, cta.glen[a]).begin;
+        in_hi[a] = imin(detail::window_fast(prob.axis[a], wg_rows[a].begin, cta.glen[a]).end, klim[a]);
+      }
+      kend[a] = cta.krange[a].begin + cta.n_ktiles[a] * KBox::extent(a);
+    }
+    // Origin of the next KV box in the CTA's order (last axis fastest), without divisions.
+    auto next_origin = [&](int (&o)[R]) {
+#pragma unroll
+      for (int a = R - 1; a >= 0; --a) {
+        o[a] += KBox::extent(a);
+        if (a == 0 || o[a] < kend[a]) break;
+        o[a] = cta.krange[a].begin;
+      }
+    };
+    // KV boxes this warpgroup's rows see: the CTA's boxes are ordered with axis 0 outermost and
+    // the warpgroups split the query box along axis 0 (same extents on the other axes), so they
+    // are one contiguous run [j_first, j_last] -- those whose axis-0 tile meets the key range of
+    // the warpgroup's own rows.  The others are only waited for and released (drain): with
+    // small windows (nat: 8x8 boxes over a 22x14 halo) each warpgroup skips a third of them.
+    // Pingpong needs both warpgroups to take the same number of turns: no skipping there.
+    int j_first = 0, j_last = n_kv - 1;
+    if constexpr (Traits::kSchedule != Schedule::kPingpong) {
+      const Range kr = detail::key_range_fast(prob.axis[0], wg_rows[0], cta.glen[0]);
+      if (kr.empty() || n_kv == 0) {
+        j_first = n_kv;
+        j_last = n_kv - 1;
+      } else {
+        const int inner = n_kv / cta.n_ktiles[0];
+        const int t_lo = imax((kr.begin - cta.krange[0].begin) / KBox::extent(0), 0);
+        const int t_hi = imin((kr.end - 1 - cta.krange[0].begin) / KBox::extent(0), cta.n_ktiles[0] - 1);
+        j_first = t_lo * inner;
+        j_last = (t_hi + 1) * inner - 1;
+      }
+    }
 
     float row_max[2] = {-INFINITY, -INFINITY};
     float row_sum[2] = {0.f, 0.f};
@@ -346,21 +417,17 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     // Mask KV box j (unless fully inside every window of this warpgroup's rows), update the running
     // max, turn acc_s into unnormalized probabilities (fp32, in place) and return the factor that
     // rescales the earlier O and row sums.
-    auto softmax = [&](int j, float (&corr)[2]) {
+    auto softmax = [&](int const (&origin)[R], float (&corr)[2]) {
       if constexpr (Traits::kSkipSoftmax) {
         corr[0] = corr[1] = 1.f;
         row_max[0] = row_max[1] = 0.f;
         row_sum[0] = row_sum[1] = 1.f;
         return;
       }
-      int origin[R];
-      cta.kv_origin(j, origin);
       bool full = true;
 #pragma unroll
-      for (int a = 0; a < R; ++a) {
-        const Range kt{origin[a], imin(origin[a] + KBox::extent(a), klim[a])};
-        full = full && (kt.size() == KBox::extent(a)) && tile_fully_inside(prob.axis[a], wg_rows[a], kt, cta.glen[a]);
-      }
+      for (int a = 0; a < R; ++a)
+        full = full && (in_lo[a] <= origin[a]) && (origin[a] + KBox::extent(a) <= in_hi[a]);
       if (!full) {
 #pragma unroll
         for (int v1 = 0; v1 < 2; ++v1) {
@@ -447,22 +514,34 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       Barrier::wait(bar, phase);
       cutlass::arch::fence_view_async_shared();
     };
+    // A box this warpgroup does not need: wait until it has landed (so that a later wait on the
+    // same stage sees the right phase) and release it.
+    auto drain = [&](int j) {
+      const int s = j % kStages, ph = (j / kStages) & 1;
+      Barrier::wait(bar_k + s, ph);
+      Barrier::wait(bar_v + s, ph);
+      release(s);
+    };
     wait_full(bar_q, 0);
+    for (int j = 0; j < j_first; ++j) drain(j);
     if constexpr (Traits::kSchedule != Schedule::kSerial) {
       // Software pipeline: S_j = Q K_j^T and O += P_{j-1} V_{j-1} are in flight together; the
       // softmax of S_j runs while the tensor cores finish P_{j-1} V_{j-1}.
-      if (n_kv > 0) {
+      if (j_first <= j_last) {
         float corr[2];
-        wait_full(bar_k, 0);
+        int org[R];
+        cta.kv_origin(j_first, org);
+        wait_full(bar_k + j_first % kStages, (j_first / kStages) & 1);
         take_turn();
-        issue_qk(0);
+        issue_qk(j_first % kStages);
         pass_turn(false);
         warpgroup_wait<0>();
         warpgroup_fence_operand(acc_s);
-        softmax(0, corr);
+        softmax(org, corr);
         convert_p();
-        for (int j = 1; j < n_kv; ++j) {
+        for (int j = j_first + 1; j <= j_last; ++j) {
           const int s = j % kStages, sp = (j - 1) % kStages;
+          next_origin(org);
           wait_full(bar_k + s, (j / kStages) & 1);
           wait_full(bar_v + sp, ((j - 1) / kStages) & 1);
           take_turn();
@@ -471,15 +550,15 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           pass_turn(false);
           warpgroup_wait<1>();
           warpgroup_fence_operand(acc_s);
-          softmax(j, corr);
+          softmax(org, corr);
           warpgroup_wait<0>();
           fence_pv();
           release(sp);
           rescale_o(corr);
           convert_p();
         }
-        const int sl = (n_kv - 1) % kStages;
-        wait_full(bar_v + sl, ((n_kv - 1) / kStages) & 1);
+        const int sl = j_last % kStages;
+        wait_full(bar_v + sl, (j_last / kStages) & 1);
         take_turn();
         issue_pv(sl);
         pass_turn(true);
@@ -488,15 +567,18 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         release(sl);
       }
     } else {
-      for (int j = 0; j < n_kv; ++j) {
+      int org[R];
+      cta.kv_origin(j_first, org);
+      for (int j = j_first; j <= j_last; ++j) {
         const int s = j % kStages;
         const int phase = (j / kStages) & 1;
         float corr[2];
+        if (j > j_first) next_origin(org);
         wait_full(bar_k + s, phase);
         issue_qk(s);
         warpgroup_wait<0>();
         warpgroup_fence_operand(acc_s);
-        softmax(j, corr);
+        softmax(org, corr);
         rescale_o(corr);
         convert_p();
         wait_full(bar_v + s, phase);
@@ -535,6 +617,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         params.lse[(int64_t(b) * n_tokens + flatten(coord, prob.axis)) * prob.heads + h] = lse;
       }
     }
+    // Boxes past this warpgroup's run: released after the stores (the producer and the other
+    // warpgroup may still need them; the CTA must not retire with copies in flight).
+    for (int j = j_last + 1; j < n_kv; ++j) drain(j);
   }
 #endif
 }

@@ -28,12 +28,26 @@ template <int Rank> struct DefaultQBox;
 template <> struct DefaultQBox<1> { using type = Box<1, 128>; };
 template <> struct DefaultQBox<2> { using type = Box<2, 16, 8>; };
 template <> struct DefaultQBox<3> { using type = Box<3, 2, 8, 8>; };
-template <int Rank> struct DefaultKBox;
-template <> struct DefaultKBox<1> { using type = Box<1, 128>; };
-template <> struct DefaultKBox<2> { using type = Box<2, 16, 8>; };
-template <> struct DefaultKBox<3> { using type = Box<3, 2, 8, 8>; };
+// Head dim 32 (NAT/DiNAT-style small windows) and 256 use 64-key boxes: at D=32 the consumers
+// must fit 104 registers (two CTAs per SM, kCtasPerSm) and a 7x7 window's 22x14 key halo is
+// covered by six 8x8 boxes (384 keys) of which each warpgroup visits only the four its own rows
+// see (256 keys per query instead of 512); at D=256 a 128-key stage would not fit shared memory.
+template <int Rank, bool Small> struct KBoxFor;
+template <> struct KBoxFor<1, false> { using type = Box<1, 128>; };
+template <> struct KBoxFor<2, false> { using type = Box<2, 16, 8>; };
+template <> struct KBoxFor<3, false> { using type = Box<3, 2, 8, 8>; };
+template <> struct KBoxFor<1, true> { using type = Box<1, 64>; };
+template <> struct KBoxFor<2, true> { using type = Box<2, 8, 8>; };
+template <> struct KBoxFor<3, true> { using type = Box<3, 1, 8, 8>; };
+template <int Rank, int HeadDim = 64>
+struct DefaultKBox {
+  using type = typename KBoxFor<Rank, HeadDim == 32 || HeadDim == 256>::type;
+};
 
-// Swizzle atoms: 128-byte rows when the head dim allows it (64 elements of 16 bits).
+// Swizzle atoms: 128-byte rows when the head dim allows it (64 elements of 16 bits), else
+// 64-byte rows (D=32: one SW64 atom column, (8 tokens, 32) K-major / (32, 8 tokens) MN-major --
+// the same physical layout for K and V, and what a TMA box with a 64-byte inner extent and
+// CU_TENSOR_MAP_SWIZZLE_64B writes).
 template <class Element, int HeadDim>
 struct SmemAtoms {
   static_assert(HeadDim % 32 == 0, "head dim: multiple of 32");
@@ -41,6 +55,8 @@ struct SmemAtoms {
                                cute::GMMA::Layout_K_SW64_Atom<Element>>;
   using MN = std::conditional_t<HeadDim % 64 == 0, cute::GMMA::Layout_MN_SW128_Atom<Element>,
                                 cute::GMMA::Layout_MN_SW64_Atom<Element>>;
+  // Columns per swizzle atom = inner extent of one TMA copy (D=128: two copies per box).
+  static constexpr int kInner = HeadDim % 64 == 0 ? 64 : 32;
 };
 
 // Consumer schedules.
@@ -63,7 +79,8 @@ enum class Signal {
 };
 
 template <int Rank_, class Element_, int HeadDim_, class QBox_, class KBox_, int Stages_,
-          Schedule Schedule_ = Schedule::kOverlap, Signal Signal_ = Signal::kThread, bool SkipSoftmax_ = false>
+          Schedule Schedule_ = Schedule::kOverlap, Signal Signal_ = Signal::kThread, bool SkipSoftmax_ = false,
+          int CtasPerSm_ = 0>
 struct ForwardTraits {
   using Element = Element_;
   using QBox = QBox_;
@@ -90,9 +107,20 @@ struct ForwardTraits {
 
   static constexpr int kConsumerWarpgroups = 2;
   static constexpr int kThreads = 128 * (kConsumerWarpgroups + 1);
-  // Register split after setmaxnreg: 128 * kProducerRegs + 256 * kConsumerRegs <= 384 * 168.
-  static constexpr int kProducerRegs = 40;
-  static constexpr int kConsumerRegs = 232;
+  // CTAs per SM (__launch_bounds__ min blocks).  Head dim 32: two, so that one CTA's prologue
+  // (barrier init, Q load, first KV box) and epilogue hide under the other's math -- small-window
+  // CTAs (nat: 6 KV boxes of 64 keys) are mostly latency.  Needs 64-key boxes (S, P and O
+  // accumulators: 32 + 16 + 16 registers).
+  // CtasPerSm_ = 0: this default; 1 or 2 to override (benchmark variants).
+  static constexpr int kCtasPerSm = CtasPerSm_ != 0 ? CtasPerSm_ : (kHeadDim == 32 ? 2 : 1);
+  // Register split after setmaxnreg: 128 * kProducerRegs + 256 * kConsumerRegs <= 384 * R, with
+  // R = 168 (one CTA per SM) or 80 (two) the per-thread count the launch bounds give every warp.
+  static constexpr int kProducerRegs = kCtasPerSm == 2 ? 32 : 40;
+  static constexpr int kConsumerRegs = kCtasPerSm == 2 ? 104 : 232;
+  static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= kThreads * ((65536 / (kThreads * kCtasPerSm)) / 8 * 8),
+                "setmaxnreg split exceeds the registers the launch bounds give the CTA");
+  // Two CTAs per SM leave the consumers 104 registers: 64-key boxes fit without spills at D=32
+  // (128-key boxes spill; benchmark variant only).
 
   using MmaAtomQK = decltype(cute::GMMA::ss_op_selector<Element, Element, float,
                                                          cute::Shape<cute::_64, cute::Int<kBlockN>, cute::Int<kHeadDim>>>());
@@ -128,12 +156,22 @@ struct ForwardTraits {
   static constexpr size_t kSmemBytes = kOffBar + 8 * kNumBarriers;
   static_assert(kOffK % 1024 == 0 && kOffV % 1024 == 0, "buffers must stay 1024-byte aligned");
   static_assert(kSmemBytes <= 227 * 1024, "shared memory: at most 227 KB per CTA");
+  static_assert(kCtasPerSm == 1 || kSmemBytes * kCtasPerSm <= 227 * 1024, "shared memory: two CTAs per SM");
+  static constexpr int kTmaInner = SmemAtoms<Element, kHeadDim>::kInner;
 
   // Producer copies: 16-byte chunks, consecutive threads along one token's head dim.
   static constexpr int kProducerThreads = 128;
   static constexpr int kChunksPerRow = kHeadDim / 8;
   static_assert(kProducerThreads % kChunksPerRow == 0, "chunk mapping: threads must cover whole rows");
   static constexpr int kRowsPerPass = kProducerThreads / kChunksPerRow;
+};
+
+// Default consumer schedule: serial at head dim 32 (nat / dinat, H100: 7% faster than overlap
+// with two CTAs per SM -- the other CTA fills the gaps, and the serial loop issues fewer
+// instructions), overlap elsewhere.
+template <int HeadDim>
+struct DefaultSchedule {
+  static constexpr Schedule value = HeadDim == 32 ? Schedule::kSerial : Schedule::kOverlap;
 };
 
 // As many stages as fit 227 KB, at most 4.  The overlapped schedule releases stage j-1 only

@@ -1,12 +1,16 @@
-// TMA (bulk tensor copy) loads of KV boxes, for problems without dilation.
+// TMA (bulk tensor copy) loads of KV boxes.
 //
-// Without dilation a KV box is a dense box of the [B, *spatial, H, D] view, so one tensor map
-// covers it: dims (innermost first) D, H, the spatial axes last to first, B -- at most 5, so in
-// 3D the batch is merged into the first spatial axis (needs stride_batch == L0 * stride0; keys a
-// box reads past L0 belong to the next batch item but lie outside every window, so are masked).
-// The inner box extent is 64 elements (128 bytes, the SW128 span): a D=128 box is two copies,
-// one per 64-column half, which is exactly how the K-major / MN-major SW128 smem layouts of
-// kernel_traits.hpp store the halves.  Keys past an axis end are zero-filled by the TMA unit.
+// A KV box is a box of the [B, *spatial, H, D] view -- strided by the dilation on every axis
+// (the box's keys of one dilation group are d apart) -- so one tensor map covers it: dims
+// (innermost first) D, H, the spatial axes last to first, B -- at most 5, so in 3D the batch is
+// merged into the first spatial axis (needs stride_batch == L0 * stride0; keys a box reads past
+// L0 belong to the next batch item but lie outside every window, so are masked).  Dilation d is
+// the map's element stride on that axis (box extent E * d, coordinate loc * d + group; TMA needs
+// d <= 8 and E * d <= 256, else the kernel falls back to cp.async).  The inner box extent is
+// Inner elements (64: 128 bytes, SW128; 32 at head dim 32: 64 bytes, SW64), the span of one
+// swizzle atom column: a D=128 box is two copies, one per 64-column half, which is exactly how
+// the K-major / MN-major smem layouts of kernel_traits.hpp store the halves.  Keys past an axis
+// end are zero-filled by the TMA unit.
 #pragma once
 
 #include <cuda.h>
@@ -27,18 +31,20 @@ struct TmaDims {
   int batch_mul = 1;
 };
 
-// Host: tensor map of one K or V view.  False (use cp.async) when the problem has dilation,
-// the head dim is not a multiple of 64, or the strides do not fit.
-template <class Element, int Rank, class KBox>
+// Host: tensor map of one K or V view.  False (use cp.async) when the head dim is not a
+// multiple of Inner, a dilation is above 8 or makes a box extent exceed 256, or the strides do
+// not fit.
+template <class Element, int Rank, class KBox, int Inner = 64>
 bool make_kv_tensor_map(TokenTensor<Element const, Rank> const& t, NaProblem<Rank> const& p, int head_dim,
                         CUtensorMap* map, TmaDims* dims) {
   static_assert(sizeof(Element) == 2, "16-bit elements");
-  if (head_dim % 64 != 0) return false;
+  static_assert(Inner == 64 || Inner == 32, "inner box: one SW128 (64) or SW64 (32) atom column");
+  if (head_dim % Inner != 0) return false;
   for (int a = 0; a < Rank; ++a)
-    if (p.axis[a].dilation != 1) return false;
+    if (p.axis[a].dilation > 8 || KBox::extent(a) * p.axis[a].dilation > 256) return false;
   cuuint64_t size[5] = {1, 1, 1, 1, 1};
   cuuint64_t stride[4] = {0, 0, 0, 0};  // bytes, dims 1..4
-  cuuint32_t box[5] = {64, 1, 1, 1, 1};
+  cuuint32_t box[5] = {Inner, 1, 1, 1, 1};
   cuuint32_t estride[5] = {1, 1, 1, 1, 1};
   size[0] = head_dim;
   size[1] = p.heads_kv;
@@ -47,7 +53,8 @@ bool make_kv_tensor_map(TokenTensor<Element const, Rank> const& t, NaProblem<Ran
   for (int a = Rank - 1; a >= 0; --a, ++d) {
     size[d] = p.axis[a].length;
     stride[d - 1] = t.stride_spatial[a] * 2;
-    box[d] = KBox::extent(a);
+    box[d] = KBox::extent(a) * p.axis[a].dilation;
+    estride[d] = p.axis[a].dilation;
   }
   if (Rank < 3) {
     size[d] = p.batch;
@@ -76,7 +83,7 @@ bool make_kv_tensor_map(TokenTensor<Element const, Rank> const& t, NaProblem<Ran
                                        : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
   CUresult r = cutlass::call_cuTensorMapEncodeTiled(
       map, type, 5, const_cast<void*>(static_cast<void const*>(t.ptr)), size, stride, box, estride,
-      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_INTERLEAVE_NONE, Inner == 64 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
       CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   return r == CUDA_SUCCESS;
 }

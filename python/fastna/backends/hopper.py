@@ -3,7 +3,9 @@ warp-specialized producer streaming K/V boxes into a multi-stage ring, two consu
 warpgroups of 64 query rows each; benchmarks/NOTES_hopper.md).
 
 It is compiled as the fused forward's tile "hopper" (cmake/templates/hopper_fwd.cu.in; only in
-sm_90a builds, for the head dims FastnaGenerator.cmake lists), so everything around the kernel
+sm_90a builds, for the head dims in both FASTNA_HOPPER_HEAD_DIMS (cmake/FastnaGenerator.cmake:
+32, 64, 128; 256 also supported by the kernel) and FASTNA_HEAD_DIMS; head dim 32 runs two CTAs
+per SM with 64-key boxes, for NAT/DiNAT's small windows), so everything around the kernel
 is the fused backend's: argument checks, zero-padding of head dims the build lacks and of
 Dv != D, additional KV tokens merged through the lse, and the backward (the fused sm80-class
 backward kernel on the saved out / lse; a Hopper backward does not exist yet).
