@@ -40,6 +40,8 @@ FASTNA_SM80_BWD_DECL(3, bf16, 128)
 
 #ifdef INST_RANK
 // ------------------------------------------------------------------ one instance
+#include <cstdlib>
+
 #include "fastna/hopper/backward.hpp"
 
 #define f16 cutlass::half_t
@@ -86,6 +88,7 @@ int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM)(int which, const fa
   if (Op::can_implement(args) != cutlass::Status::kSuccess) return 1;
   typename Op::Params dkv, pdq;
   if (!Op::to_params(args, workspace, &dkv, &pdq)) return 1;
+  if (const char* dbg = std::getenv("FASTNA_BWD_DEBUG")) dkv.debug = pdq.debug = std::atoi(dbg);
   const int64_t rows = int64_t(p.batch) * p.num_tokens() * p.heads;
   if (which & 1)
     fastna::hopper::fna_hopper_bwd_preprocess_kernel<R, Elem, INST_DIM>
@@ -138,6 +141,8 @@ int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM)(int which, const fa
 
 
 static int g_which = 7;
+static const char* g_only = nullptr;  // --only SUBSTR: test cases whose name contains it
+static const char* g_skip = nullptr;  // --skip SUBSTR
 template <int R>
 static int dispatch(const Case& c, const fastna::NaProblem<R>& p, const int64_t* sq, const int64_t* sk,
                     const void* q, const void* k, const void* v, const void* o, const void* dout, const float* lse,
@@ -413,7 +418,10 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--test-only")) do_bench = false;
     if (!std::strcmp(argv[i], "--bench-only")) do_test = false;
+    if (!std::strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
+    if (!std::strcmp(argv[i], "--skip") && i + 1 < argc) g_skip = argv[++i];
   }
+  if (const char* w = std::getenv("FASTNA_BWD_WHICH")) g_which = std::atoi(w);
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
@@ -464,7 +472,12 @@ int main(int argc, char** argv) {
     cs.push_back(mk("3d 6x20x18 K3x9x9 s1x2x3 GQA2/1 B2", 3, {6, 20, 18}, {3, 9, 9}, {1, 2, 3}, {1, 1, 1}, {0, 0, 0}, 2, 2, 1, 64, true));
     for (auto& c : cs)
       if (c.D == 32) c.D = 64;  // the Hopper backward: head dims 64 and 128
+    cs.push_back(mk("1d L600 K200 (full tiles) bf16 128", 1, {600}, {200}, {1}, {1}, {0}, 1, 2, 2, 128, true));
+    cs.push_back(mk("1d L600 K200 (full tiles) f16 128", 1, {600}, {200}, {1}, {1}, {0}, 1, 2, 2, 128, false));
+    cs.push_back(mk("1d L600 K200 (full tiles) bf16 64", 1, {600}, {200}, {1}, {1}, {0}, 1, 2, 2, 64, true));
     for (auto& c : cs) {
+      if (g_only && c.name.find(g_only) == std::string::npos) continue;
+      if (g_skip && c.name.find(g_skip) != std::string::npos) continue;
       if (!have_instance(c)) {
         std::printf("%-52s SKIP (no instance)\n", c.name.c_str());
         ++skipped;

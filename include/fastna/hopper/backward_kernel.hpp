@@ -137,6 +137,7 @@ struct HopperBwdParams {
   int last_pad = 0;             // Lp_last: the last axis' length rounded up to 4
   int32_t row_tiles_per_group[Rank];
   int32_t col_tiles_per_group[Rank];
+  int debug = 0;                // bit 0: never skip the mask (diagnostics)
 };
 
 namespace detail {
@@ -457,7 +458,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       // Mask of this tile (unless every pair of the warpgroup's rows x the tile is a neighbor pair).
       int origin[R];
       col_origin(it / group_size, origin);
-      bool full = kDq || wg_rows_full;
+      bool full = (kDq || wg_rows_full) && !(hp.debug & 1);
 #pragma unroll
       for (int a = 0; a < R; ++a) {
         const Range ct{origin[a], imin(origin[a] + ColBox::extent(a), clim[a])};
