@@ -31,7 +31,8 @@
 namespace fastna {
 namespace hopper {
 
-// Host: fp32 head-major [B, H, L0, .., Lp_last] tensor map with box (column tile extents, 1, 1).
+// Host: fp32 head-major [B, H, L0, .., Lp_last] tensor map with box (column tile extents, 1, 1),
+// the last extent widened by 4 (boxes start at origins rounded down to 4: 16-byte aligned).
 template <int Rank, class ColBox>
 bool make_head_major_map(float const* ptr, NaProblem<Rank> const& p, int last_pad, CUtensorMap* map) {
   cuuint64_t size[5] = {1, 1, 1, 1, 1};
@@ -41,7 +42,7 @@ bool make_head_major_map(float const* ptr, NaProblem<Rank> const& p, int last_pa
   int d = 0;
   for (int a = Rank - 1; a >= 0; --a, ++d) {
     size[d] = a == Rank - 1 ? last_pad : p.axis[a].length;
-    box[d] = ColBox::extent(a);
+    box[d] = ColBox::extent(a) + (a == Rank - 1 ? 4 : 0);
   }
   size[d++] = p.heads;
   size[d++] = p.batch;

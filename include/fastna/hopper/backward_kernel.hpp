@@ -105,22 +105,28 @@ struct BackwardTraits {
   static constexpr size_t kOffB1 = kOffA2 + sizeof(Element) * size_t(kElemsA);
   static constexpr size_t kOffB2 = kOffB1 + sizeof(Element) * size_t(kStages) * kElemsB;
   static constexpr size_t kOffLse = kOffB2 + sizeof(Element) * size_t(kStages) * kElemsB;
-  static constexpr size_t kOffDelta = kOffLse + (kDq ? 0 : sizeof(float) * size_t(kStages) * kBlockN);
-  static constexpr size_t kOffBar = kOffDelta + (kDq ? 0 : sizeof(float) * size_t(kStages) * kBlockN);
+  // lse2 / delta boxes: the last axis widened by 4 (the box starts at the tile origin rounded
+  // down to a multiple of 4 floats: a TMA box must start 16-byte aligned in global memory).
+  static constexpr int kStatRow = ColBox::extent(kRank - 1) + 4;
+  static constexpr int kStatOuter = kBlockN / ColBox::extent(kRank - 1);
+  static constexpr int kStatStage = (kStatOuter * kStatRow + 31) / 32 * 32;  // floats, 128-byte multiple
+  static constexpr size_t kOffDelta = kOffLse + (kDq ? 0 : sizeof(float) * size_t(kStages) * kStatStage);
+  static constexpr size_t kOffBar = kOffDelta + (kDq ? 0 : sizeof(float) * size_t(kStages) * kStatStage);
   static constexpr int kNumBarriers = 1 + 2 * kStages;  // resident, full[S], empty[S]
   static constexpr size_t kSmemBytes = kOffBar + 8 * kNumBarriers;
   static_assert(kOffA2 % 1024 == 0 && kOffB1 % 1024 == 0 && kOffB2 % 1024 == 0, "1024-byte aligned buffers");
-  static_assert(kOffLse % 128 == 0 && (sizeof(float) * kBlockN) % 128 == 0, "TMA destinations: 128-byte aligned");
+  static_assert(kOffLse % 128 == 0, "TMA destinations: 128-byte aligned");
+  static_assert(kStatRow <= 256, "TMA box extent");
   static_assert(kSmemBytes <= 227 * 1024, "shared memory: at most 227 KB per CTA");
 
   static constexpr uint32_t kBytesB = sizeof(Element) * kElemsB;
-  static constexpr uint32_t kBytesStage = 2 * kBytesB + (kDq ? 0 : 2 * sizeof(float) * kBlockN);
+  static constexpr uint32_t kBytesStage = 2 * kBytesB + (kDq ? 0 : 2 * sizeof(float) * kStatOuter * kStatRow);
 };
 
 template <int HeadDim, int BlockN, bool Dq>
 struct DefaultBwdStages {
   static constexpr int kFree = 227 * 1024 - 2 * 128 * HeadDim * 2 - 1024;
-  static constexpr int kFit = kFree / (2 * BlockN * HeadDim * 2 + (Dq ? 0 : 2 * 4 * BlockN));
+  static constexpr int kFit = kFree / (2 * BlockN * HeadDim * 2 + (Dq ? 0 : 2 * 4 * 2 * BlockN));
   static constexpr int value = kFit > 4 ? 4 : kFit;
 };
 
@@ -331,10 +337,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           int l[5] = {0, 0, 0, 0, 0};
 #pragma unroll
           for (int a = 0; a < R; ++a) l[R - 1 - a] = origin[a];
+          l[0] &= ~3;  // 16-byte aligned box start; the consumers add origin % 4
           l[R] = head;
           l[R + 1] = b;
-          detail::tma_load_5d(&hp.tma_lse, bar_full + s, smem_lse + s * kBlockN, l[0], l[1], l[2], l[3], l[4]);
-          detail::tma_load_5d(&hp.tma_delta, bar_full + s, smem_delta + s * kBlockN, l[0], l[1], l[2], l[3], l[4]);
+          detail::tma_load_5d(&hp.tma_lse, bar_full + s, smem_lse + s * Traits::kStatStage, l[0], l[1], l[2], l[3], l[4]);
+          detail::tma_load_5d(&hp.tma_delta, bar_full + s, smem_delta + s * Traits::kStatStage, l[0], l[1], l[2], l[3],
+                              l[4]);
         }
       }
     }
@@ -481,8 +489,11 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           m[v1].build(lo, hi, quad);
         }
       }
-      float const* col_lse2 = smem_lse + s * kBlockN + 2 * quad;    // column 8 v2 + 2 quad + v0
-      float const* col_delta = smem_delta + s * kBlockN + 2 * quad;
+      // Column (v2, v0): last-axis offset 8 (v2 % kSlots) + 2 quad + v0, outer position v2 / kSlots.
+      constexpr int kSlots = ColBox::extent(R - 1) / 8;
+      const int stat0 = 2 * quad + (origin[R - 1] & 3);
+      float const* col_lse2 = smem_lse + s * Traits::kStatStage + stat0;
+      float const* col_delta = smem_delta + s * Traits::kStatStage + stat0;
 
       // P = exp2(S scale log2e - lse2) in place (masked: exactly 0).
       warpgroup_wait<1>();
@@ -496,7 +507,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             const int i = v0 + 2 * v1 + 4 * v2;
             float l2;
             if constexpr (kDq) l2 = row_lse2[v1];
-            else l2 = col_lse2[8 * v2 + v0];
+            else l2 = col_lse2[(v2 / kSlots) * Traits::kStatRow + 8 * (v2 % kSlots) + v0];
             const float p = detail::bwd_exp2(fmaf(acc_s(i), scale_log2, -l2));
             acc_s(i) = m[v1].test(v2, v0) ? p : 0.f;
           }
@@ -526,7 +537,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             const int i = v0 + 2 * v1 + 4 * v2;
             float d;
             if constexpr (kDq) d = row_delta[v1];
-            else d = col_delta[8 * v2 + v0];
+            else d = col_delta[(v2 / kSlots) * Traits::kStatRow + 8 * (v2 % kSlots) + v0];
             const float ds = acc_s(i) * (acc_dp(i) - d);
             rdS(i) = static_cast<Element>(m[v1].test(v2, v0) ? ds : 0.f);
           }
