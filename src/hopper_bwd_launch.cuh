@@ -34,7 +34,7 @@ void run_hopper_backward(const LaunchParams& lp, const char* name) {
   args.dq = fused_view<Element, Rank>(lp.dq);
   args.dk = fused_view<Element, Rank>(lp.dk);
   args.dv = fused_view<Element, Rank>(lp.dv);
-  const cutlass::Status st = Op::can_implement(args);
+  const cutlass::Status st = Op::can_implement_problem(args);  // tensor maps: to_params below
   if (st != cutlass::Status::kSuccess) {
     // Invalid problems raise in the sm80 path's own can_implement; unsupported ones run there.
     using Box = typename fused::DefaultBox<Rank>::type;

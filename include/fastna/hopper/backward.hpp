@@ -21,6 +21,7 @@
 #include <cutlass/cutlass.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "fastna/fused/backward.hpp"
 #include "fastna/hopper/backward_kernel.hpp"
@@ -30,6 +31,78 @@
 
 namespace fastna {
 namespace hopper {
+
+namespace detail {
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point, looked up once (CUTLASS's
+// call_cuTensorMapEncodeTiled looks it up on every call: ~10 maps per backward made that a
+// visible host cost on small problems).
+inline CUresult encode_tiled(CUtensorMap* map, CUtensorMapDataType type, cuuint32_t rank, void* addr,
+                             cuuint64_t const* size, cuuint64_t const* stride, cuuint32_t const* box,
+                             cuuint32_t const* estride, CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2) {
+  using Fn = decltype(&cuTensorMapEncodeTiled);
+  static Fn const fn = []() -> Fn {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      return nullptr;
+    return reinterpret_cast<Fn>(p);
+  }();
+  if (fn == nullptr) return CUDA_ERROR_NOT_SUPPORTED;
+  return fn(map, type, rank, addr, size, stride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, l2,
+            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+}
+
+}  // namespace detail
+
+// Host: tensor map of a token view [B, *spatial, heads, D] with box (64, 1, Box extents, 1): the
+// forward's make_kv_tensor_map (tma.hpp) for any head count, through the cached encoder.
+template <class Element, int Rank, class Box>
+bool make_token_map(TokenTensor<Element const, Rank> const& t, NaProblem<Rank> const& p, int heads, int head_dim,
+                    CUtensorMap* map, TmaDims* dims) {
+  static_assert(sizeof(Element) == 2, "16-bit elements");
+  if (head_dim % 64 != 0) return false;
+  for (int a = 0; a < Rank; ++a)
+    if (p.axis[a].dilation != 1) return false;
+  cuuint64_t size[5] = {1, 1, 1, 1, 1};
+  cuuint64_t stride[4] = {0, 0, 0, 0};
+  cuuint32_t box[5] = {64, 1, 1, 1, 1};
+  cuuint32_t estride[5] = {1, 1, 1, 1, 1};
+  size[0] = head_dim;
+  size[1] = heads;
+  stride[0] = t.stride_head * 2;
+  int d = 2;
+  for (int a = Rank - 1; a >= 0; --a, ++d) {
+    size[d] = p.axis[a].length;
+    stride[d - 1] = t.stride_spatial[a] * 2;
+    box[d] = Box::extent(a);
+  }
+  if (Rank < 3) {
+    size[d] = p.batch;
+    stride[d - 1] = t.stride_batch * 2;
+    dims->batch_dim = d;
+    dims->batch_mul = 1;
+    ++d;
+  } else {
+    if (p.batch > 1 && t.stride_batch != int64_t(p.axis[0].length) * t.stride_spatial[0]) return false;
+    size[4] = cuuint64_t(p.axis[0].length) * p.batch;
+    dims->batch_dim = 4;
+    dims->batch_mul = p.axis[0].length;
+  }
+  for (; d < 5; ++d) size[d] = 1;
+  if (size[1] == 1) stride[0] = cuuint64_t(head_dim) * 2;
+  for (int i = 2; i < 5; ++i)
+    if (size[i] == 1) stride[i - 1] = stride[i - 2] * size[i - 1];
+  for (int i = 0; i < 4; ++i)
+    if (stride[i] % 16 != 0 || stride[i] >= (cuuint64_t(1) << 40)) return false;
+  if (reinterpret_cast<uintptr_t>(t.ptr) % 16 != 0) return false;
+  const CUtensorMapDataType type = std::is_same<Element, cutlass::bfloat16_t>::value
+                                       ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                       : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  return detail::encode_tiled(map, type, 5, const_cast<void*>(static_cast<void const*>(t.ptr)), size, stride, box,
+                              estride, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B) == CUDA_SUCCESS;
+}
 
 // Host: fp32 head-major [B, H, L0, .., Lp_last] tensor map with box (column tile extents, 1, 1),
 // the last extent widened by 4 (boxes start at origins rounded down to 4: 16-byte aligned).
@@ -54,11 +127,9 @@ bool make_head_major_map(float const* ptr, NaProblem<Rank> const& p, int last_pa
   for (int i = 0; i < 4; ++i)
     if (stride[i] % 16 != 0 || stride[i] >= (cuuint64_t(1) << 40)) return false;
   if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0) return false;
-  CUresult r = cutlass::call_cuTensorMapEncodeTiled(
-      map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 5, const_cast<void*>(static_cast<void const*>(ptr)), size, stride, box,
-      estride, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
-      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  return r == CUDA_SUCCESS;
+  return detail::encode_tiled(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 5, const_cast<void*>(static_cast<void const*>(ptr)),
+                              size, stride, box, estride, CU_TENSOR_MAP_SWIZZLE_NONE,
+                              CU_TENSOR_MAP_L2_PROMOTION_L2_128B) == CUDA_SUCCESS;
 }
 
 template <int Rank, class Element, int HeadDim, class RowBox = typename DefaultQBox<Rank>::type,
@@ -75,8 +146,9 @@ class Backward {
 
   static int last_pad(NaProblem<Rank> const& p) { return (p.axis[Rank - 1].length + 3) / 4 * 4; }
 
-  // Conditions of the problem alone (no tensor maps encoded).
-  static cutlass::Status can_implement(Arguments const& args) {
+  // Everything can_implement checks except the tensor maps (to_params encodes them and returns
+  // false where one cannot be made).
+  static cutlass::Status can_implement_problem(Arguments const& args) {
     cutlass::Status st = Sm80Op::can_implement(args);
     if (st != cutlass::Status::kSuccess) return st;
     NaProblem<Rank> const& p = args.problem;
@@ -87,6 +159,12 @@ class Backward {
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
     cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
     if (major != 9 || minor != 0) return cutlass::Status::kErrorArchMismatch;
+    return cutlass::Status::kSuccess;
+  }
+
+  static cutlass::Status can_implement(Arguments const& args) {
+    cutlass::Status st = can_implement_problem(args);
+    if (st != cutlass::Status::kSuccess) return st;
     // The tensor maps of the six token views (workspace maps are checked in to_params).
     Params probe{};
     if (!token_maps(args, &probe)) return cutlass::Status::kErrorNotSupported;
@@ -103,18 +181,17 @@ class Backward {
   // Encodes the token tensor maps of both kernels into `dkv` / `dq` (the same TmaDims).
   static bool token_maps(Arguments const& args, Params* dkv, Params* dq = nullptr) {
     NaProblem<Rank> const& p = args.problem;
-    NaProblem<Rank> pq = p;
-    pq.heads_kv = p.heads;  // make_kv_tensor_map maps heads_kv heads: the query-side views have H
+    const int H = p.heads, Hk = p.heads_kv;
     TmaDims d[6];
-    bool ok = make_kv_tensor_map<Element, Rank, RowBox>(args.k, p, HeadDim, &dkv->tma_a1, &d[0]) &&
-              make_kv_tensor_map<Element, Rank, RowBox>(args.v, p, HeadDim, &dkv->tma_a2, &d[1]) &&
-              make_kv_tensor_map<Element, Rank, ColBox>(args.q, pq, HeadDim, &dkv->tma_b1, &d[2]) &&
-              make_kv_tensor_map<Element, Rank, ColBox>(args.dout, pq, HeadDim, &dkv->tma_b2, &d[3]);
+    bool ok = make_token_map<Element, Rank, RowBox>(args.k, p, Hk, HeadDim, &dkv->tma_a1, &d[0]) &&
+              make_token_map<Element, Rank, RowBox>(args.v, p, Hk, HeadDim, &dkv->tma_a2, &d[1]) &&
+              make_token_map<Element, Rank, ColBox>(args.q, p, H, HeadDim, &dkv->tma_b1, &d[2]) &&
+              make_token_map<Element, Rank, ColBox>(args.dout, p, H, HeadDim, &dkv->tma_b2, &d[3]);
     if (ok && dq != nullptr) {
-      ok = make_kv_tensor_map<Element, Rank, RowBox>(args.q, pq, HeadDim, &dq->tma_a1, &d[4]) &&
-           make_kv_tensor_map<Element, Rank, RowBox>(args.dout, pq, HeadDim, &dq->tma_a2, &d[5]) &&
-           make_kv_tensor_map<Element, Rank, ColBox>(args.k, p, HeadDim, &dq->tma_b1, &d[4]) &&
-           make_kv_tensor_map<Element, Rank, ColBox>(args.v, p, HeadDim, &dq->tma_b2, &d[5]);
+      ok = make_token_map<Element, Rank, RowBox>(args.q, p, H, HeadDim, &dq->tma_a1, &d[4]) &&
+           make_token_map<Element, Rank, RowBox>(args.dout, p, H, HeadDim, &dq->tma_a2, &d[5]) &&
+           make_token_map<Element, Rank, ColBox>(args.k, p, Hk, HeadDim, &dq->tma_b1, &d[4]) &&
+           make_token_map<Element, Rank, ColBox>(args.v, p, Hk, HeadDim, &dq->tma_b2, &d[5]);
     }
     for (int i = 1; ok && i < (dq ? 6 : 4); ++i)
       ok = d[i].batch_dim == d[0].batch_dim && d[i].batch_mul == d[0].batch_mul;
