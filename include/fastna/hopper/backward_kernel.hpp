@@ -439,37 +439,29 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       if (ctid % 32 == 0) Barrier::arrive(bar_empty + stage);
     };
 
-    // S = A1 B1^T and dP = A2 B2^T of stage `st`: two commit groups.
-    auto issue_sdp = [&](int st) {
+    if (n_it > 0) Barrier::wait(bar_res, 0);
+    for (int it = 0; it < n_it; ++it) {
+      const int s = it % kStages;
+      Barrier::wait(bar_full + s, (it / kStages) & 1);
+
+      // S = A1 B1^T, dP = A2 B2^T
       warpgroup_fence_operand(acc_s);
       warpgroup_fence_operand(acc_dp);
       warpgroup_arrive();
       mma_s.accumulate_ = GMMA::ScaleOut::Zero;
 #pragma unroll
       for (int kk = 0; kk < size<2>(tSrA1); ++kk) {
-        cute::gemm(mma_s, tSrA1(_, _, kk), tSrB1(_, _, kk, st), acc_s);
+        cute::gemm(mma_s, tSrA1(_, _, kk), tSrB1(_, _, kk, s), acc_s);
         mma_s.accumulate_ = GMMA::ScaleOut::One;
       }
       warpgroup_commit_batch();
       mma_s.accumulate_ = GMMA::ScaleOut::Zero;
 #pragma unroll
       for (int kk = 0; kk < size<2>(tSrA2); ++kk) {
-        cute::gemm(mma_s, tSrA2(_, _, kk), tSrB2(_, _, kk, st), acc_dp);
+        cute::gemm(mma_s, tSrA2(_, _, kk), tSrB2(_, _, kk, s), acc_dp);
         mma_s.accumulate_ = GMMA::ScaleOut::One;
       }
       warpgroup_commit_batch();
-    };
-
-    // Software pipeline: S / dP of tile it+1 are issued right behind dV / dK (dQ) of tile it, so
-    // the tensor cores have queued work while this warpgroup computes P and dS (the S / dP
-    // accumulators are free once P and dS are converted to 16 bits in rP / rdS).
-    if (n_it > 0) {
-      Barrier::wait(bar_res, 0);
-      Barrier::wait(bar_full, 0);
-      issue_sdp(0);
-    }
-    for (int it = 0; it < n_it; ++it) {
-      const int s = it % kStages;
 
       // Mask of this tile (unless every pair of the warpgroup's rows x the tile is a neighbor pair).
       int origin[R];
@@ -557,14 +549,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 #pragma unroll
       for (int kk = 0; kk < kBlockN / 16; ++kk) cute::gemm(mma_g, tGrdS(_, _, kk), tGrB1(_, _, kk, s), acc1);
       warpgroup_commit_batch();
-      if (it + 1 < n_it) {
-        const int sn = (it + 1) % kStages;
-        Barrier::wait(bar_full + sn, ((it + 1) / kStages) & 1);
-        issue_sdp(sn);
-        warpgroup_wait<2>();  // dV / dK (dQ) of tile it; S / dP of tile it+1 may run on
-      } else {
-        warpgroup_wait<0>();
-      }
+      warpgroup_wait<0>();
       warpgroup_fence_operand(acc1);
 #pragma unroll
       for (int i = 0; i < size(rdS32); ++i) warpgroup_fence_operand(rdS32(i));
