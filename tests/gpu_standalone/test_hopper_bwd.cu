@@ -17,8 +17,10 @@
 // Type-erased call into one Backward<Rank, Element, HeadDim> instance.  sq: strides of the
 // q-shaped tensors (q, out, dout, dq); sk: of the kv-shaped ones (k, v, dk, dv); Rank + 3 each.
 // Returns 0 on success, 1 if can_implement refused, 2 on a launch error.
-#define FASTNA_BWD_DECL(R, E, D)                                                                       \
-  int hopper_bwd_r##R##_##E##_d##D(int which, const fastna::NaProblem<R>& p, const int64_t* sq, const int64_t* sk,   \
+#define FASTNA_BWD_DECL(R, E, D) FASTNA_BWD_DECL_V(R, E, D, )
+#define FASTNA_BWD_DECL_V1(R, E, D) FASTNA_BWD_DECL_V(R, E, D, _v1)
+#define FASTNA_BWD_DECL_V(R, E, D, TAG)                                                                \
+  int hopper_bwd_r##R##_##E##_d##D##TAG(int which, const fastna::NaProblem<R>& p, const int64_t* sq, const int64_t* sk,   \
                                   const void* q, const void* k, const void* v, const void* o,            \
                                   const void* dout, const float* lse, void* dq, void* dk, void* dv,     \
                                   void* workspace, size_t* ws_bytes, cudaStream_t stream);
@@ -28,6 +30,9 @@
   X(1, f16, 64) X(1, f16, 128) X(1, bf16, 64) X(1, bf16, 128) X(2, f16, 64) X(2, f16, 128) \
   X(2, bf16, 64) X(2, bf16, 128) X(3, f16, 64) X(3, f16, 128) X(3, bf16, 64) X(3, bf16, 128)
 FASTNA_BWD_INSTANCES(FASTNA_BWD_DECL)
+// Variant 1 (INST_VARIANT=1, symbols *_v1): SkipEmpty = true (warpgroups skip column tiles outside
+// their own rows' column range), for every instance above.
+FASTNA_BWD_INSTANCES(FASTNA_BWD_DECL_V1)
 // sm80 instances (test_fused_bwd.cu) for the benchmark.
 #define FASTNA_SM80_BWD_DECL(R, E, D)                                                                  \
   int fused_bwd_r##R##_##E##_d##D(const fastna::NaProblem<R>& p, const int64_t* sq, const int64_t* sk,   \
@@ -49,8 +54,12 @@ FASTNA_SM80_BWD_DECL(3, bf16, 128)
 using Elem = INST_ELEM;
 #undef f16
 #undef bf16
-#define CAT_(a, b, c, d, e, f) a##b##c##d##e##f
-#define CAT(a, b, c, d, e, f) CAT_(a, b, c, d, e, f)
+#define CAT_(a, b, c, d, e, f, g) a##b##c##d##e##f##g
+#define CAT(a, b, c, d, e, f, g) CAT_(a, b, c, d, e, f, g)
+#ifndef INST_VARIANT
+#define INST_VARIANT 0
+#define INST_TAG
+#endif
 
 template <int R, class T>
 static fastna::TokenTensor<T, R> view(const void* p, const int64_t* s) {
@@ -63,13 +72,14 @@ static fastna::TokenTensor<T, R> view(const void* p, const int64_t* s) {
   return t;
 }
 
-int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM)(int which, const fastna::NaProblem<INST_RANK>& p, const int64_t* sq,
+int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(int which, const fastna::NaProblem<INST_RANK>& p, const int64_t* sq,
                                                             const int64_t* sk, const void* q, const void* k,
                                                             const void* v, const void* o, const void* dout,
                                                             const float* lse, void* dq, void* dk, void* dv,
                                                             void* workspace, size_t* ws_bytes, cudaStream_t stream) {
   constexpr int R = INST_RANK;
-  using Op = fastna::hopper::Backward<R, Elem, INST_DIM>;
+  using Op = fastna::hopper::Backward<R, Elem, INST_DIM, typename fastna::hopper::DefaultQBox<R>::type,
+                                      typename fastna::hopper::DefaultBwdColBox<R>::type, INST_VARIANT == 1>;
   typename Op::Arguments args;
   args.problem = p;
   args.q = view<R, Elem const>(q, sq);
@@ -141,6 +151,7 @@ int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM)(int which, const fa
 
 
 static int g_which = 7;
+static int g_variant = 0;  // 1: the *_v1 instances (SkipEmpty)
 static const char* g_only = nullptr;  // --only SUBSTR: test cases whose name contains it
 static const char* g_skip = nullptr;  // --skip SUBSTR
 template <int R>
@@ -150,7 +161,8 @@ static int dispatch(const Case& c, const fastna::NaProblem<R>& p, const int64_t*
   const char* e = c.bf16 ? "bf16" : "f16";
 #define X(RR, EE, DD)                                                                                \
   if (RR == R && c.D == DD && std::strcmp(e, #EE) == 0)                                             \
-    return hopper_bwd_r##RR##_##EE##_d##DD(g_which, *reinterpret_cast<const fastna::NaProblem<RR>*>(&p), sq, sk, q, k, v, o, \
+    return (g_variant ? hopper_bwd_r##RR##_##EE##_d##DD##_v1 : hopper_bwd_r##RR##_##EE##_d##DD)(                      \
+        g_which, *reinterpret_cast<const fastna::NaProblem<RR>*>(&p), sq, sk, q, k, v, o,                               \
                                           dout, lse, dq, dk, dv, ws, ws_bytes, st);
   FASTNA_BWD_INSTANCES(X)
 #undef X
@@ -400,11 +412,21 @@ static void bench(const Case& c, int iters) {
     };
   };
   const double t_s = time_it([&]() { return sm80_bwd(R, &p, sq, sk, q, k, v, o, dout, lse, dq, dk, dv, ws, nullptr); });
+  const int variant0 = g_variant;
+  g_variant = 1;
+  const double t_v = time_it(hop(7));
+  const double t_vpre = time_it(hop(1));
+  const double t_vdkv = time_it(hop(3));
+  const double t_vdq = time_it(hop(5));
+  g_variant = 0;
   const double t_h = time_it(hop(7));
   const double t_pre = time_it(hop(1));
   const double t_dkv = time_it(hop(3));
   const double t_dq = time_it(hop(5));
   g_which = 7;
+  g_variant = variant0;
+  std::printf("BENCH %-44s variant 1 (SkipEmpty) %8.3f ms (dkdv %.3f, dq %.3f) | default / v1 %.3f\n", c.name.c_str(), t_v,
+              t_vdkv - t_vpre, t_vdq - t_vpre, t_h / t_v);
   const double win = 2.0 * double(c.B) * N * double(p.window_size()) * c.D * c.H;
   std::printf("BENCH %-44s sm80 %8.3f ms | hopper %8.3f ms (pre %.3f, dkdv %.3f, dq %.3f) | %.2fx | hopper %.0f TFLOP/s at 5 GEMMs\n",
               c.name.c_str(), t_s, t_h, t_pre, t_dkv - t_pre, t_dq - t_pre, t_s / t_h, 5 * win / (t_h * 1e-3) / 1e12);
@@ -420,6 +442,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--bench-only")) do_test = false;
     if (!std::strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
     if (!std::strcmp(argv[i], "--skip") && i + 1 < argc) g_skip = argv[++i];
+    if (!std::strcmp(argv[i], "--variant") && i + 1 < argc) g_variant = std::atoi(argv[++i]);
   }
   if (const char* w = std::getenv("FASTNA_BWD_WHICH")) g_which = std::atoi(w);
   cudaDeviceProp prop;

@@ -133,13 +133,13 @@ bool make_head_major_map(float const* ptr, NaProblem<Rank> const& p, int last_pa
 }
 
 template <int Rank, class Element, int HeadDim, class RowBox = typename DefaultQBox<Rank>::type,
-          class ColBox = typename DefaultBwdColBox<Rank>::type>
+          class ColBox = typename DefaultBwdColBox<Rank>::type, bool SkipEmpty = false>
 class Backward {
  public:
   using DkvTraits = BackwardTraits<Rank, Element, HeadDim, RowBox, ColBox, false,
-                                   DefaultBwdStages<HeadDim, ColBox::kSize, false>::value>;
+                                   DefaultBwdStages<HeadDim, ColBox::kSize, false>::value, SkipEmpty>;
   using DqTraits = BackwardTraits<Rank, Element, HeadDim, RowBox, ColBox, true,
-                                  DefaultBwdStages<HeadDim, ColBox::kSize, true>::value>;
+                                  DefaultBwdStages<HeadDim, ColBox::kSize, true>::value, SkipEmpty>;
   using Sm80Op = fused::Backward<Rank, Element, HeadDim>;
   using Arguments = typename Sm80Op::Arguments;
   using Params = HopperBwdParams<Rank, Element>;
