@@ -35,7 +35,12 @@
 # FASTNA_HEAD_DIMS; any other arch yields no hopper instance (not an error).  Head dim 32 (NAT /
 # DiNAT) runs two CTAs per SM with 64-key boxes; 256 (64-key boxes, 2 stages) is listed too and
 # is built when FASTNA_HEAD_DIMS has it (not in its default).
+# hopper_bwd (the sm90a fused backward, include/fastna/hopper/backward*.hpp) follows the same
+# rules for its own head dims and is registered as fused_bwd tile `hopper`: the fused backward's
+# binding picks it when the forward ran tile `hopper` (problems it does not take, and head dims
+# it has no instance of, run the sm80 backward).
 set(FASTNA_HOPPER_HEAD_DIMS "32;64;128;256")
+set(FASTNA_HOPPER_BWD_HEAD_DIMS "64;128")
 
 set(FASTNA_TEMPLATE_DIR "${CMAKE_CURRENT_LIST_DIR}/templates")
 
@@ -99,7 +104,7 @@ function(fastna_generate_instances)
       message(FATAL_ERROR "fastna: bad head dim '${_hd}' in FASTNA_HEAD_DIMS (multiples of 32 up to 256)")
     endif()
   endforeach()
-  foreach(_fk IN ITEMS fused_fwd fused_bwd gemm_na hopper_fwd)
+  foreach(_fk IN ITEMS fused_fwd fused_bwd gemm_na hopper_fwd hopper_bwd)
     if(_fk IN_LIST ARG_KERNELS)
       if(NOT ARG_HEAD_DIMS)
         message(FATAL_ERROR "fastna: FASTNA_KERNELS has ${_fk} but FASTNA_HEAD_DIMS is empty")
@@ -116,10 +121,10 @@ function(fastna_generate_instances)
     string(REGEX MATCH "^[0-9]+" _sm "${_arch}")
     foreach(_kernel IN LISTS ARG_KERNELS)
       set(_fused OFF)
-      if(_kernel STREQUAL "hopper_fwd" AND NOT _arch STREQUAL "90a")
+      if(_kernel MATCHES "^hopper_" AND NOT _arch STREQUAL "90a")
         continue()  # wgmma / setmaxnreg: sm_90a only
       endif()
-      if(_kernel MATCHES "^fused_" OR _kernel STREQUAL "gemm_na" OR _kernel STREQUAL "hopper_fwd")
+      if(_kernel MATCHES "^fused_" OR _kernel STREQUAL "gemm_na" OR _kernel MATCHES "^hopper_")
         set(_fused ON)
         if(_sm LESS 80)
           message(STATUS "fastna: ${_kernel} needs sm80 or newer: no instances for arch ${_arch}")
@@ -146,8 +151,12 @@ function(fastna_generate_instances)
             endif()
             set(_variants "")
             foreach(_hd IN LISTS ARG_HEAD_DIMS)
-              if(_kernel STREQUAL "hopper_fwd")
-                if(_hd IN_LIST FASTNA_HOPPER_HEAD_DIMS)
+              if(_kernel MATCHES "^hopper_")
+                set(_hopper_dims ${FASTNA_HOPPER_HEAD_DIMS})
+                if(_kernel STREQUAL "hopper_bwd")
+                  set(_hopper_dims ${FASTNA_HOPPER_BWD_HEAD_DIMS})
+                endif()
+                if(_hd IN_LIST _hopper_dims)
                   list(APPEND _variants "${_hd}|hopper|-|-")
                 endif()
                 continue()
@@ -177,6 +186,8 @@ function(fastna_generate_instances)
             set(_registered ${_kernel})
             if(_kernel STREQUAL "hopper_fwd")
               set(_registered fused_fwd)
+            elseif(_kernel STREQUAL "hopper_bwd")
+              set(_registered fused_bwd)
             endif()
             string(APPEND _inc "FASTNA_INSTANCE(${_registered}, ${_rank}, ${_dtype}, ${FASTNA_HEAD_DIM}, "
                                "${FASTNA_TILE}, ${_arch}, ${FASTNA_INSTANCE_NAME})\n")

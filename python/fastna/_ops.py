@@ -162,9 +162,12 @@ def na_backward(dout: Optional[Tensor], dlse: Optional[Tensor], q: Tensor, k: Te
         grads = naive._backward_impl(q, k, v, ek, ev, aux, dout, pd)
     elif backend in ("fused", "hopper") and ek is None:
         # The fused backward kernel straight on the saved out/lse (None: it does not take
-        # this call, and the generic recomputation below runs).
+        # this call, and the generic recomputation below runs).  backend "hopper" asks for the
+        # sm90a backward (fused_bwd tile "hopper"; the binding runs the sm80 one where that
+        # tile is not compiled or does not take the problem).
         from .backends import fused
-        g3 = fused.op_backward(q, k, v, out, lse, params, dout, dlse)
+        g3 = fused.op_backward(q, k, v, out, lse, params, dout, dlse,
+                               tile="hopper" if backend == "hopper" else "default")
         grads = None if g3 is None else tuple(g3) + (None, None)
     elif backend == "gemm" and ek is None:
         from .backends import gemm

@@ -405,12 +405,14 @@ class _FusedNA(torch.autograd.Function):
         return dq, dk, dv, None, None
 
 
-def op_backward(q, k, v, out, lse, params, dout, dlse):
+def op_backward(q, k, v, out, lse, params, dout, dlse, tile="default"):
     """The custom op's (fastna._ops.na_backward) backward for backend "fused" without
     additional KV tokens: the fused backward kernel on the op's saved out and lse, without
     recomputing the forward.  Returns (dq, dk, dv), or None when the fused backward does not
     take the call (FASTNA_FUSED_BACKWARD forcing another mode, no fused_bwd instance, ...):
-    the caller then differentiates forward() as for any backend.
+    the caller then differentiates forward() as for any backend.  `tile` names the fused_bwd
+    tile to ask for ("hopper": the sm90a backward); the binding uses the default boxes when
+    that tile is not compiled for (rank, dtype, P).
 
     out [B, *S, H, Dv] and lse [B, *S, H] are what forward() returned: the kernel's out (at
     the padded head dim P) sliced to Dv, and its lse; the padded columns of the kernel's out
@@ -430,7 +432,7 @@ def op_backward(q, k, v, out, lse, params, dout, dlse):
         return None
     outp = _fit(_pad_last(out.to(q.dtype), P))
     doutp = None if dout is None else _pad_last(dout.to(q.dtype), P)
-    pd = _params_dict(params, qp, kp, vp, "default")
+    pd = _params_dict(params, qp, kp, vp, tile)
     dq, dk, dv = _fused_backward(qp, kp, vp, outp, lse, pd, doutp, dlse)
     if P != D:
         dq, dk = dq[..., :D], dk[..., :D]

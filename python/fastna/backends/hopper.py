@@ -7,8 +7,11 @@ sm_90a builds, for the head dims in both FASTNA_HOPPER_HEAD_DIMS (cmake/FastnaGe
 32, 64, 128; 256 also supported by the kernel) and FASTNA_HEAD_DIMS; head dim 32 runs two CTAs
 per SM with 64-key boxes, for NAT/DiNAT's small windows), so everything around the kernel
 is the fused backend's: argument checks, zero-padding of head dims the build lacks and of
-Dv != D, additional KV tokens merged through the lse, and the backward (the fused sm80-class
-backward kernel on the saved out / lse; a Hopper backward does not exist yet).
+Dv != D, additional KV tokens merged through the lse, and the backward: the fused backward on
+the saved out / lse with tile "hopper", i.e. the sm90a backward (include/fastna/hopper/
+backward.hpp, cmake/templates/hopper_bwd.cu.in: wgmma + TMA dK/dV and dQ kernels, deterministic)
+where it is compiled and takes the problem, else (dilation, layouts no TMA map accepts, builds
+without hopper_bwd) the sm80-class backward kernels -- same results, only slower.
 
 backend=None tries this backend first; it declines (so "fused" runs) on devices other than
 compute capability 9.0, in builds without sm_90a, and for head dims without a Hopper instance.

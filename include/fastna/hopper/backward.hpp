@@ -1,0 +1,281 @@
+// Device-level API of the sm90a (Hopper) fused neighborhood-attention backward pass.
+//
+//   using Op = fastna::hopper::Backward<2, cutlass::bfloat16_t, 128>;
+//   Op::Arguments args{problem, q, k, v, out, dout, lse, dq, dk, dv};   // fused::Backward's
+//   if (Op::can_implement(args) == cutlass::Status::kSuccess) {
+//     void* ws;  cudaMalloc(&ws, Op::get_workspace_size(args));
+//     Op::run(args, stream, ws);
+//   }
+//
+// Same semantics and Arguments as fastna::fused::Backward (the sm80 backward); deterministic, no
+// atomics.  Additional restrictions (can_implement returns kErrorNotSupported, callers run the
+// sm80 backward instead): dilation 1 on every axis and a layout every TMA tensor map accepts
+// (16-byte aligned strides; in 3D with B > 1 a batch stride of L0 * stride0), head dim 64 or 128,
+// a compute-capability 9.0 device (kErrorArchMismatch).  Workspace: lse2 and delta, fp32
+// head-major [B, H, L0, .., L_last rounded up to 4] each.
+#pragma once
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+#include <cutlass/cuda_host_adapter.hpp>
+#include <cutlass/cutlass.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "fastna/fused/backward.hpp"
+#include "fastna/hopper/backward_kernel.hpp"
+#include "fastna/hopper/kernel_traits.hpp"
+#include "fastna/hopper/tma.hpp"
+#include "fastna/problem.hpp"
+
+namespace fastna {
+namespace hopper {
+
+namespace detail {
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point, looked up once (CUTLASS's
+// call_cuTensorMapEncodeTiled looks it up on every call: ~10 maps per backward made that a
+// visible host cost on small problems).
+inline CUresult encode_tiled(CUtensorMap* map, CUtensorMapDataType type, cuuint32_t rank, void* addr,
+                             cuuint64_t const* size, cuuint64_t const* stride, cuuint32_t const* box,
+                             cuuint32_t const* estride, CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2) {
+  using Fn = decltype(&cuTensorMapEncodeTiled);
+  static Fn const fn = []() -> Fn {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      return nullptr;
+    return reinterpret_cast<Fn>(p);
+  }();
+  if (fn == nullptr) return CUDA_ERROR_NOT_SUPPORTED;
+  return fn(map, type, rank, addr, size, stride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, l2,
+            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+}
+
+}  // namespace detail
+
+// Host: tensor map of a token view [B, *spatial, heads, D] with box (64, 1, Box extents, 1): the
+// forward's make_kv_tensor_map (tma.hpp) for any head count, through the cached encoder.
+template <class Element, int Rank, class Box>
+bool make_token_map(TokenTensor<Element const, Rank> const& t, NaProblem<Rank> const& p, int heads, int head_dim,
+                    CUtensorMap* map, TmaDims* dims) {
+  static_assert(sizeof(Element) == 2, "16-bit elements");
+  if (head_dim % 64 != 0) return false;
+  for (int a = 0; a < Rank; ++a)
+    if (p.axis[a].dilation != 1) return false;
+  cuuint64_t size[5] = {1, 1, 1, 1, 1};
+  cuuint64_t stride[4] = {0, 0, 0, 0};
+  cuuint32_t box[5] = {64, 1, 1, 1, 1};
+  cuuint32_t estride[5] = {1, 1, 1, 1, 1};
+  size[0] = head_dim;
+  size[1] = heads;
+  stride[0] = t.stride_head * 2;
+  int d = 2;
+  for (int a = Rank - 1; a >= 0; --a, ++d) {
+    size[d] = p.axis[a].length;
+    stride[d - 1] = t.stride_spatial[a] * 2;
+    box[d] = Box::extent(a);
+  }
+  if (Rank < 3) {
+    size[d] = p.batch;
+    stride[d - 1] = t.stride_batch * 2;
+    dims->batch_dim = d;
+    dims->batch_mul = 1;
+    ++d;
+  } else {
+    if (p.batch > 1 && t.stride_batch != int64_t(p.axis[0].length) * t.stride_spatial[0]) return false;
+    size[4] = cuuint64_t(p.axis[0].length) * p.batch;
+    dims->batch_dim = 4;
+    dims->batch_mul = p.axis[0].length;
+  }
+  for (; d < 5; ++d) size[d] = 1;
+  if (size[1] == 1) stride[0] = cuuint64_t(head_dim) * 2;
+  for (int i = 2; i < 5; ++i)
+    if (size[i] == 1) stride[i - 1] = stride[i - 2] * size[i - 1];
+  for (int i = 0; i < 4; ++i)
+    if (stride[i] % 16 != 0 || stride[i] >= (cuuint64_t(1) << 40)) return false;
+  if (reinterpret_cast<uintptr_t>(t.ptr) % 16 != 0) return false;
+  const CUtensorMapDataType type = std::is_same<Element, cutlass::bfloat16_t>::value
+                                       ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                       : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  return detail::encode_tiled(map, type, 5, const_cast<void*>(static_cast<void const*>(t.ptr)), size, stride, box,
+                              estride, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B) == CUDA_SUCCESS;
+}
+
+// Host: fp32 head-major [B, H, L0, .., Lp_last] tensor map with box (column tile extents, 1, 1),
+// the last extent widened by 4 (boxes start at origins rounded down to 4: 16-byte aligned).
+template <int Rank, class ColBox>
+bool make_head_major_map(float const* ptr, NaProblem<Rank> const& p, int last_pad, CUtensorMap* map) {
+  cuuint64_t size[5] = {1, 1, 1, 1, 1};
+  cuuint64_t stride[4] = {0, 0, 0, 0};
+  cuuint32_t box[5] = {1, 1, 1, 1, 1};
+  cuuint32_t estride[5] = {1, 1, 1, 1, 1};
+  int d = 0;
+  for (int a = Rank - 1; a >= 0; --a, ++d) {
+    size[d] = a == Rank - 1 ? last_pad : p.axis[a].length;
+    box[d] = ColBox::extent(a) + (a == Rank - 1 ? 4 : 0);
+  }
+  size[d++] = p.heads;
+  size[d++] = p.batch;
+  cuuint64_t st = 4;
+  for (int i = 1; i < 5; ++i) {
+    st *= size[i - 1];
+    stride[i - 1] = st;
+  }
+  for (int i = 0; i < 4; ++i)
+    if (stride[i] % 16 != 0 || stride[i] >= (cuuint64_t(1) << 40)) return false;
+  if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0) return false;
+  return detail::encode_tiled(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 5, const_cast<void*>(static_cast<void const*>(ptr)),
+                              size, stride, box, estride, CU_TENSOR_MAP_SWIZZLE_NONE,
+                              CU_TENSOR_MAP_L2_PROMOTION_L2_128B) == CUDA_SUCCESS;
+}
+
+template <int Rank, class Element, int HeadDim, class RowBox = typename DefaultQBox<Rank>::type,
+          class ColBox = typename DefaultBwdColBox<Rank>::type, bool SkipEmpty = false>
+class Backward {
+ public:
+  using DkvTraits = BackwardTraits<Rank, Element, HeadDim, RowBox, ColBox, false,
+                                   DefaultBwdStages<HeadDim, ColBox::kSize, false>::value, SkipEmpty>;
+  using DqTraits = BackwardTraits<Rank, Element, HeadDim, RowBox, ColBox, true,
+                                  DefaultBwdStages<HeadDim, ColBox::kSize, true>::value, SkipEmpty>;
+  using Sm80Op = fused::Backward<Rank, Element, HeadDim>;
+  using Arguments = typename Sm80Op::Arguments;
+  using Params = HopperBwdParams<Rank, Element>;
+
+  static int last_pad(NaProblem<Rank> const& p) { return (p.axis[Rank - 1].length + 3) / 4 * 4; }
+
+  // Everything can_implement checks except the tensor maps (to_params encodes them and returns
+  // false where one cannot be made).
+  static cutlass::Status can_implement_problem(Arguments const& args) {
+    cutlass::Status st = Sm80Op::can_implement(args);
+    if (st != cutlass::Status::kSuccess) return st;
+    NaProblem<Rank> const& p = args.problem;
+    for (int a = 0; a < Rank; ++a)
+      if (p.axis[a].dilation != 1) return cutlass::Status::kErrorNotSupported;
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return cutlass::Status::kErrorInternal;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    if (major != 9 || minor != 0) return cutlass::Status::kErrorArchMismatch;
+    return cutlass::Status::kSuccess;
+  }
+
+  static cutlass::Status can_implement(Arguments const& args) {
+    cutlass::Status st = can_implement_problem(args);
+    if (st != cutlass::Status::kSuccess) return st;
+    // The tensor maps of the six token views (workspace maps are checked in to_params).
+    Params probe{};
+    if (!token_maps(args, &probe)) return cutlass::Status::kErrorNotSupported;
+    return cutlass::Status::kSuccess;
+  }
+
+  static size_t get_workspace_size(Arguments const& args) {
+    NaProblem<Rank> const& p = args.problem;
+    size_t n = size_t(p.batch) * p.heads * last_pad(p);
+    for (int a = 0; a < Rank - 1; ++a) n *= p.axis[a].length;
+    return 2 * sizeof(float) * n;
+  }
+
+  // Encodes the token tensor maps of both kernels into `dkv` / `dq` (the same TmaDims).
+  static bool token_maps(Arguments const& args, Params* dkv, Params* dq = nullptr) {
+    NaProblem<Rank> const& p = args.problem;
+    const int H = p.heads, Hk = p.heads_kv;
+    TmaDims d[6];
+    bool ok = make_token_map<Element, Rank, RowBox>(args.k, p, Hk, HeadDim, &dkv->tma_a1, &d[0]) &&
+              make_token_map<Element, Rank, RowBox>(args.v, p, Hk, HeadDim, &dkv->tma_a2, &d[1]) &&
+              make_token_map<Element, Rank, ColBox>(args.q, p, H, HeadDim, &dkv->tma_b1, &d[2]) &&
+              make_token_map<Element, Rank, ColBox>(args.dout, p, H, HeadDim, &dkv->tma_b2, &d[3]);
+    if (ok && dq != nullptr) {
+      ok = make_token_map<Element, Rank, RowBox>(args.q, p, H, HeadDim, &dq->tma_a1, &d[4]) &&
+           make_token_map<Element, Rank, RowBox>(args.dout, p, H, HeadDim, &dq->tma_a2, &d[5]) &&
+           make_token_map<Element, Rank, ColBox>(args.k, p, Hk, HeadDim, &dq->tma_b1, &d[4]) &&
+           make_token_map<Element, Rank, ColBox>(args.v, p, Hk, HeadDim, &dq->tma_b2, &d[5]);
+    }
+    for (int i = 1; ok && i < (dq ? 6 : 4); ++i)
+      ok = d[i].batch_dim == d[0].batch_dim && d[i].batch_mul == d[0].batch_mul;
+    if (ok) {
+      dkv->tma_dims = d[0];
+      if (dq) dq->tma_dims = d[0];
+    }
+    return ok;
+  }
+
+  static int32_t tiles_per_group(AxisParams const& ax, int extent) {
+    const int32_t max_group = (ax.length + ax.dilation - 1) / ax.dilation;
+    return (max_group + extent - 1) / extent;
+  }
+
+  // Both kernels' parameters; false when a tensor map cannot be encoded.
+  static bool to_params(Arguments const& args, void* workspace, Params* dkv, Params* dq) {
+    *dkv = Params{};
+    *dq = Params{};
+    if (!token_maps(args, dkv, dq)) return false;
+    NaProblem<Rank> const& p = args.problem;
+    const int lp = last_pad(p);
+    const size_t half = get_workspace_size(args) / (2 * sizeof(float));
+    float* lse2 = static_cast<float*>(workspace);
+    float* delta = lse2 + half;
+    if (!make_head_major_map<Rank, ColBox>(lse2, p, lp, &dkv->tma_lse) ||
+        !make_head_major_map<Rank, ColBox>(delta, p, lp, &dkv->tma_delta))
+      return false;
+    for (Params* pp : {dkv, dq}) {
+      pp->base = Sm80Op::to_params(args, nullptr);
+      pp->lse2_t = lse2;
+      pp->delta_t = delta;
+      pp->last_pad = lp;
+    }
+    for (int a = 0; a < Rank; ++a) {
+      const int32_t rows = tiles_per_group(p.axis[a], RowBox::extent(a));
+      dkv->row_tiles_per_group[a] = dq->row_tiles_per_group[a] = rows;
+      dkv->col_tiles_per_group[a] = dq->col_tiles_per_group[a] = tiles_per_group(p.axis[a], ColBox::extent(a));
+    }
+    return true;
+  }
+
+  static dim3 grid(NaProblem<Rank> const& p, bool dq) {
+    int64_t x = 1;
+    for (int a = 0; a < Rank; ++a) x *= int64_t(p.axis[a].dilation) * tiles_per_group(p.axis[a], RowBox::extent(a));
+    return dim3(static_cast<unsigned>(x), static_cast<unsigned>(dq ? p.heads : p.heads_kv),
+                static_cast<unsigned>(p.batch));
+  }
+
+  static cutlass::Status run(Arguments const& args, cudaStream_t stream, void* workspace) {
+    cutlass::Status st = can_implement(args);
+    if (st != cutlass::Status::kSuccess) return st;
+    if (workspace == nullptr) return cutlass::Status::kErrorWorkspaceNull;
+    Params dkv, dq;
+    if (!to_params(args, workspace, &dkv, &dq)) return cutlass::Status::kErrorNotSupported;
+    return launch<DkvTraits, DqTraits, void>(args.problem, dkv, dq, stream);
+  }
+
+  // The three launches with the given (possibly internal-linkage) traits and preprocess tag.
+  template <class DkvT, class DqT, class Tag>
+  static cutlass::Status launch(NaProblem<Rank> const& p, Params const& dkv, Params const& dq, cudaStream_t stream) {
+    const int64_t rows = int64_t(p.batch) * p.num_tokens() * p.heads;
+    fna_hopper_bwd_preprocess_kernel<Rank, Element, HeadDim, Tag>
+        <<<static_cast<unsigned>((rows + 3) / 4), 128, 0, stream>>>(dkv);
+    if (cudaGetLastError() != cudaSuccess) return cutlass::Status::kErrorInternal;
+    {
+      auto kernel = fna_hopper_bwd_kernel<DkvT>;
+      constexpr int smem = static_cast<int>(DkvT::kSmemBytes);
+      if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
+        return cutlass::Status::kErrorInternal;
+      kernel<<<grid(p, false), DkvT::kThreads, smem, stream>>>(dkv);
+      if (cudaGetLastError() != cudaSuccess) return cutlass::Status::kErrorInternal;
+    }
+    {
+      auto kernel = fna_hopper_bwd_kernel<DqT>;
+      constexpr int smem = static_cast<int>(DqT::kSmemBytes);
+      if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
+        return cutlass::Status::kErrorInternal;
+      kernel<<<grid(p, true), DqT::kThreads, smem, stream>>>(dq);
+      if (cudaGetLastError() != cudaSuccess) return cutlass::Status::kErrorInternal;
+    }
+    return cutlass::Status::kSuccess;
+  }
+};
+
+}  // namespace hopper
+}  // namespace fastna

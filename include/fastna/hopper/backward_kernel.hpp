@@ -1,0 +1,625 @@
+// Fused neighborhood-attention backward kernels for sm90a: wgmma + TMA + warp specialization.
+//
+// Three launches, no atomics (deterministic by construction), the decomposition of the sm80
+// backward (include/fastna/fused/backward_kernel.hpp):
+//   1. fna_hopper_bwd_preprocess_kernel: delta = rowsum(dO * O) - dlse and lse2 = lse * log2(e)
+//      per (query, head), written head-major [B, H, L0, .., L_last padded to 4] (fp32) so that a
+//      query tile's 64 values are one TMA box (the last axis padded: 16-byte row strides).
+//   2. dK/dV (kDq = false): one CTA per 128-key box (group-local) x kv head x batch.  Rows = keys
+//      (K, V resident in shared memory), columns = 64-query tiles of the box's inverse
+//      neighborhood (query_range_for_key_tile) for every query head of the GQA group, streamed
+//      with lse2 / delta by TMA.  Per tile: S^T = K Q^T and dP^T = V dO^T (wgmma SS),
+//      P^T = exp2(S^T scale log2e - lse2), dS^T = P^T (dP^T - delta), dV += P^T dO and
+//      dK += dS^T Q (wgmma RS, P^T / dS^T from registers; Q / dO read MN-major).
+//   3. dQ (kDq = true): one CTA per 128-query box x head x batch.  Rows = queries (Q, dO
+//      resident, lse2 / delta of the thread's rows in registers), columns = 64-key tiles of
+//      key_range_for_query_tile.  Per tile: S = Q K^T, dP = dO V^T (SS), P, dS as above,
+//      dQ += dS K (RS, K read MN-major).
+// Both main kernels: warpgroup 0 = producer (one thread issues every TMA copy into a kStages
+// ring; "full" barriers complete on transaction bytes, "empty" barriers take one arrival per
+// consumer warp), warpgroups 1, 2 = consumers of 64 rows each (the row box is halved along its
+// first axis, so each warpgroup's rows are a box and skip the mask on tiles fully inside their
+// windows).  TMA needs dilation 1 and a 16-byte aligned strided layout (tma.hpp); other problems
+// run the sm80 backward (backward.hpp decides on the host).
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cute/arch/mma_sm90_gmma.hpp>
+#include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
+#include <cutlass/numeric_types.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "fastna/fused/backward_kernel.hpp"  // fused::BackwardParams
+#include "fastna/hopper/kernel_traits.hpp"   // Box, SmemAtoms, DefaultQBox
+#include "fastna/hopper/mask.hpp"
+#include "fastna/hopper/tma.hpp"
+#include "fastna/index_math.hpp"
+#include "fastna/problem.hpp"
+
+namespace fastna {
+namespace hopper {
+
+// Column tiles of the backward (64 positions; last extent a multiple of 8 for RowMask).
+template <int Rank> struct DefaultBwdColBox;
+template <> struct DefaultBwdColBox<1> { using type = Box<1, 64>; };
+template <> struct DefaultBwdColBox<2> { using type = Box<2, 8, 8>; };
+template <> struct DefaultBwdColBox<3> { using type = Box<3, 1, 8, 8>; };
+
+template <int Rank_, class Element_, int HeadDim_, class RowBox_, class ColBox_, bool Dq_, int Stages_,
+          bool SkipEmpty_ = false>
+struct BackwardTraits {
+  using Element = Element_;
+  using RowBox = RowBox_;
+  using ColBox = ColBox_;
+  static constexpr int kRank = Rank_;
+  static constexpr int kHeadDim = HeadDim_;
+  static constexpr int kStages = Stages_;
+  static constexpr bool kDq = Dq_;
+  // A warpgroup skips the column tiles outside its own rows' column range (the union over the
+  // row box is wider by the box extent): exactly the tiles whose every pair is masked, so the
+  // results are unchanged.  Not yet measured on a GPU: off by default.
+  static constexpr bool kSkipEmpty = SkipEmpty_;
+  static_assert(RowBox::kRank == kRank && ColBox::kRank == kRank, "box rank must match problem rank");
+  static_assert(kHeadDim == 64 || kHeadDim == 128, "Hopper backward: head dim 64 or 128 (TMA, SW128)");
+
+  static constexpr int kBlockM = RowBox::kSize;  // rows: 2 warpgroups x 64
+  static constexpr int kBlockN = ColBox::kSize;  // columns per streamed tile
+  static_assert(kBlockM == 128, "row box: 128 tokens");
+  static_assert(RowBox::extent(0) % 2 == 0, "row box splits in halves along its first axis");
+  static_assert(kBlockN % 16 == 0 && kBlockN <= 128, "column tile: multiple of 16, at most 128");
+  static_assert(ColBox::extent(kRank - 1) % 8 == 0, "column tile: last extent a multiple of 8");
+  static_assert(ColBox::extent(kRank - 1) <= 64 || kRank == 1, "column tile: last extent <= 64 in 2D/3D");
+  static_assert(kBlockN / ColBox::extent(kRank - 1) <= 32, "column tile: at most 32 outer positions");
+
+  static constexpr int kConsumerWarpgroups = 2;
+  static constexpr int kThreads = 128 * (kConsumerWarpgroups + 1);
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = 240;
+
+  // S = A1 B1^T and dP = A2 B2^T (both K-major); G += dS B (B read MN-major: (head dim, column)).
+  using MmaAtomS = decltype(cute::GMMA::ss_op_selector<Element, Element, float,
+                                                        cute::Shape<cute::_64, cute::Int<kBlockN>, cute::Int<kHeadDim>>>());
+  using MmaAtomG = decltype(cute::GMMA::rs_op_selector<Element, Element, float,
+                                                        cute::Shape<cute::_64, cute::Int<kHeadDim>, cute::Int<kBlockN>>,
+                                                        cute::GMMA::Major::K, cute::GMMA::Major::MN>());
+  using WarpgroupLayout = cute::Layout<cute::Shape<cute::Int<kConsumerWarpgroups>, cute::_1, cute::_1>>;
+  using TiledMmaS = decltype(cute::make_tiled_mma(MmaAtomS{}, WarpgroupLayout{}));
+  using TiledMmaG = decltype(cute::make_tiled_mma(MmaAtomG{}, WarpgroupLayout{}));
+
+  using SmemLayoutA = decltype(cute::tile_to_shape(typename SmemAtoms<Element, kHeadDim>::K{},
+                                                   cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>>{}));
+  using SmemLayoutB = decltype(cute::tile_to_shape(typename SmemAtoms<Element, kHeadDim>::K{},
+                                                   cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>, cute::Int<kStages>>{}));
+  // The same bytes as SmemLayoutB read as (head dim, column): token-first MN-major atoms, so each
+  // 64-column half is one dense (token, 64) block, what a TMA box with a 128-byte inner extent
+  // writes (as the forward's V, kernel_traits.hpp).
+  using SmemLayoutBt = decltype(cute::tile_to_shape(typename SmemAtoms<Element, kHeadDim>::MN{},
+                                                    cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockN>, cute::Int<kStages>>{},
+                                                    cute::Step<cute::_2, cute::_1, cute::_3>{}));
+
+  static constexpr int kElemsA = kBlockM * kHeadDim;
+  static constexpr int kElemsB = kBlockN * kHeadDim;  // one stage of B1 or B2
+
+  // Shared memory: A1 | A2 | B1 stages | B2 stages | lse2 stages | delta stages | mbarriers.
+  static constexpr size_t kOffA1 = 0;
+  static constexpr size_t kOffA2 = kOffA1 + sizeof(Element) * size_t(kElemsA);
+  static constexpr size_t kOffB1 = kOffA2 + sizeof(Element) * size_t(kElemsA);
+  static constexpr size_t kOffB2 = kOffB1 + sizeof(Element) * size_t(kStages) * kElemsB;
+  static constexpr size_t kOffLse = kOffB2 + sizeof(Element) * size_t(kStages) * kElemsB;
+  // lse2 / delta boxes: the last axis widened by 4 (the box starts at the tile origin rounded
+  // down to a multiple of 4 floats: a TMA box must start 16-byte aligned in global memory).
+  static constexpr int kStatRow = ColBox::extent(kRank - 1) + 4;
+  static constexpr int kStatOuter = kBlockN / ColBox::extent(kRank - 1);
+  static constexpr int kStatStage = (kStatOuter * kStatRow + 31) / 32 * 32;  // floats, 128-byte multiple
+  static constexpr size_t kOffDelta = kOffLse + (kDq ? 0 : sizeof(float) * size_t(kStages) * kStatStage);
+  static constexpr size_t kOffBar = kOffDelta + (kDq ? 0 : sizeof(float) * size_t(kStages) * kStatStage);
+  static constexpr int kNumBarriers = 1 + 2 * kStages;  // resident, full[S], empty[S]
+  static constexpr size_t kSmemBytes = kOffBar + 8 * kNumBarriers;
+  static_assert(kOffA2 % 1024 == 0 && kOffB1 % 1024 == 0 && kOffB2 % 1024 == 0, "1024-byte aligned buffers");
+  static_assert(kOffLse % 128 == 0, "TMA destinations: 128-byte aligned");
+  static_assert(kStatRow <= 256, "TMA box extent");
+  static_assert(kSmemBytes <= 227 * 1024, "shared memory: at most 227 KB per CTA");
+
+  static constexpr uint32_t kBytesB = sizeof(Element) * kElemsB;
+  static constexpr uint32_t kBytesStage = 2 * kBytesB + (kDq ? 0 : 2 * sizeof(float) * kStatOuter * kStatRow);
+};
+
+template <int HeadDim, int BlockN, bool Dq>
+struct DefaultBwdStages {
+  static constexpr int kFree = 227 * 1024 - 2 * 128 * HeadDim * 2 - 1024;
+  static constexpr int kFit = kFree / (2 * BlockN * HeadDim * 2 + (Dq ? 0 : 2 * 4 * 2 * BlockN));
+  static constexpr int value = kFit > 4 ? 4 : kFit;
+};
+
+// Kernel parameters: the sm80 backward's, the tensor maps, and the head-major lse2 / delta.
+template <int Rank, class Element>
+struct HopperBwdParams {
+  CUtensorMap tma_a1, tma_a2;   // resident rows: dK/dV: K, V (row box); dQ: Q, dO
+  CUtensorMap tma_b1, tma_b2;   // streamed columns: dK/dV: Q, dO (column tile); dQ: K, V
+  CUtensorMap tma_lse, tma_delta;  // fp32 head-major, column tile (dK/dV only)
+  fused::BackwardParams<Rank, Element> base;
+  TmaDims tma_dims;             // batch folding of the token maps (same for all four)
+  float* lse2_t = nullptr;      // [B, H, L0, .., Lp_last]
+  float* delta_t = nullptr;
+  int last_pad = 0;             // Lp_last: the last axis' length rounded up to 4
+  int32_t row_tiles_per_group[Rank];
+  int32_t col_tiles_per_group[Rank];
+  int debug = 0;                // bit 0: never skip the mask (diagnostics)
+};
+
+namespace detail {
+
+template <int Rank>
+__device__ __forceinline__ int64_t head_major_index(NaProblem<Rank> const& p, int b, int h, int const (&coord)[Rank],
+                                                    int last_pad) {
+  int64_t idx = int64_t(b) * p.heads + h;
+#pragma unroll
+  for (int a = 0; a < Rank - 1; ++a) idx = idx * p.axis[a].length + coord[a];
+  return idx * last_pad + coord[Rank - 1];
+}
+
+__device__ __forceinline__ float bwd_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+}  // namespace detail
+
+// ------------------------------------------------------------------ preprocess
+// One warp per (batch, token, head) row; 16-byte loads along the head dim.  dlse (a gradient into
+// the logsumexp) is folded into delta as in the sm80 preprocess.
+template <int Rank, class Element, int HeadDim, class Tag = void>
+__global__ void __launch_bounds__(128) fna_hopper_bwd_preprocess_kernel(HopperBwdParams<Rank, Element> const hp) {
+  constexpr int kChunks = HeadDim / 8;
+  static_assert(kChunks <= 32, "head dim <= 256");
+  auto const& params = hp.base;
+  const int lane = threadIdx.x % 32;
+  const NaProblem<Rank>& p = params.problem;
+  const int64_t n_tokens = p.num_tokens();
+  const int64_t rows = int64_t(p.batch) * n_tokens * p.heads;
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (row >= rows) return;
+  const int h = static_cast<int>(row % p.heads);
+  const int64_t t = row / p.heads;
+  const int64_t n = t % n_tokens;
+  const int b = static_cast<int>(t / n_tokens);
+  int32_t coord[Rank];
+  unflatten(n, p.axis, coord);
+  float acc = 0.f;
+  if (lane < kChunks) {
+    const uint4 ov = *reinterpret_cast<uint4 const*>(params.out.at(b, coord, h) + lane * 8);
+    const uint4 gv = *reinterpret_cast<uint4 const*>(params.dout.at(b, coord, h) + lane * 8);
+    Element const* oe = reinterpret_cast<Element const*>(&ov);
+    Element const* ge = reinterpret_cast<Element const*>(&gv);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc += static_cast<float>(oe[i]) * static_cast<float>(ge[i]);
+  }
+#pragma unroll
+  for (int m = 16; m >= 1; m >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, m);
+  if (lane == 0) {
+    int c[Rank];
+#pragma unroll
+    for (int a = 0; a < Rank; ++a) c[a] = coord[a];
+    const int64_t o = detail::head_major_index(p, b, h, c, hp.last_pad);
+    hp.delta_t[o] = params.dlse != nullptr ? acc - params.dlse[row] : acc;
+    hp.lse2_t[o] = params.lse[row] * fused::detail::kLog2e;
+  }
+}
+
+// ------------------------------------------------------------------ dK/dV and dQ
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads, 1)
+    fna_hopper_bwd_kernel(__grid_constant__ HopperBwdParams<Traits::kRank, typename Traits::Element> const hp) {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using namespace cute;
+  using Element = typename Traits::Element;
+  using RowBox = typename Traits::RowBox;
+  using ColBox = typename Traits::ColBox;
+  using Barrier = cutlass::arch::ClusterBarrier;
+  constexpr int R = Traits::kRank;
+  constexpr bool kDq = Traits::kDq;
+  constexpr int kBlockM = Traits::kBlockM;
+  constexpr int kBlockN = Traits::kBlockN;
+  constexpr int kHeadDim = Traits::kHeadDim;
+  constexpr int kStages = Traits::kStages;
+  auto const& params = hp.base;
+
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  Element* smem_a1 = reinterpret_cast<Element*>(smem_raw + Traits::kOffA1);
+  Element* smem_a2 = reinterpret_cast<Element*>(smem_raw + Traits::kOffA2);
+  Element* smem_b1 = reinterpret_cast<Element*>(smem_raw + Traits::kOffB1);
+  Element* smem_b2 = reinterpret_cast<Element*>(smem_raw + Traits::kOffB2);
+  float* smem_lse = reinterpret_cast<float*>(smem_raw + Traits::kOffLse);
+  float* smem_delta = reinterpret_cast<float*>(smem_raw + Traits::kOffDelta);
+  uint64_t* bars = reinterpret_cast<uint64_t*>(smem_raw + Traits::kOffBar);
+  uint64_t* bar_res = bars;
+  uint64_t* bar_full = bars + 1;
+  uint64_t* bar_empty = bars + 1 + kStages;
+
+  const NaProblem<R>& prob = params.problem;
+  const int b = blockIdx.z;
+  // dK/dV: blockIdx.y = kv head, columns over the GQA group's heads; dQ: the query head.
+  const int h_row = blockIdx.y;
+  const int group_size = kDq ? 1 : prob.heads / prob.heads_kv;
+  const int h_kv_dq = kDq ? prob.kv_head(h_row) : h_row;
+
+  // Row box (group-local) and the column range it pairs with.
+  int group[R], r0[R], rlim[R], glen[R], n_ct[R];
+  Range cr[R];
+  int n_col = 1;
+  {
+    int bx = blockIdx.x;
+#pragma unroll
+    for (int a = R - 1; a >= 0; --a) {
+      const int tpg = hp.row_tiles_per_group[a];
+      const int n = prob.axis[a].dilation * tpg;
+      const int idx = bx % n;
+      bx /= n;
+      group[a] = idx / tpg;
+      r0[a] = (idx % tpg) * RowBox::extent(a);
+    }
+    bool empty = false;
+#pragma unroll
+    for (int a = 0; a < R; ++a) {
+      glen[a] = group_length(prob.axis[a], group[a]);
+      empty = empty || (r0[a] >= glen[a]);
+      rlim[a] = imin(r0[a] + RowBox::extent(a), glen[a]);
+      cr[a] = kDq ? key_range_for_query_tile(prob.axis[a], Range{r0[a], rlim[a]}, glen[a])
+                  : query_range_for_key_tile(prob.axis[a], Range{r0[a], rlim[a]}, glen[a]);
+      n_ct[a] = cr[a].empty() ? 0 : (cr[a].size() + ColBox::extent(a) - 1) / ColBox::extent(a);
+      n_col *= n_ct[a];
+    }
+    if (empty) return;  // uniform over the CTA
+  }
+  const int n_it = n_col * group_size;
+  auto col_origin = [&](int t, int (&origin)[R]) {
+#pragma unroll
+    for (int a = R - 1; a >= 0; --a) {
+      origin[a] = cr[a].begin + (t % n_ct[a]) * ColBox::extent(a);
+      t /= n_ct[a];
+    }
+  };
+
+  const int warpgroup = threadIdx.x / 128;
+  if (threadIdx.x == 0) {
+    Barrier::init(bar_res, 1);
+    for (int s = 0; s < kStages; ++s) {
+      Barrier::init(bar_full + s, 1);
+      Barrier::init(bar_empty + s, 128 * Traits::kConsumerWarpgroups / 32);
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (warpgroup == 0) {
+    // ================================ producer ================================
+    cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
+    if (threadIdx.x == 0 && n_it > 0) {
+      using TxBarrier = cutlass::arch::ClusterTransactionBarrier;
+      auto token_coords = [&](int const (&origin)[R], int head, int (&c)[5]) {
+        c[0] = 0;
+        c[1] = head;
+        c[2] = c[3] = c[4] = 0;
+#pragma unroll
+        for (int a = 0; a < R; ++a) c[2 + (R - 1 - a)] = origin[a];
+        if (hp.tma_dims.batch_dim == 3) c[3] += b * hp.tma_dims.batch_mul;
+        else c[4] += b * hp.tma_dims.batch_mul;
+      };
+      {
+        int c[5];
+        token_coords(r0, h_row, c);
+        TxBarrier::arrive_and_expect_tx(bar_res, 2 * sizeof(Element) * Traits::kElemsA);
+#pragma unroll
+        for (int half = 0; half < kHeadDim / 64; ++half) {
+          detail::tma_load_5d(&hp.tma_a1, bar_res, smem_a1 + half * kBlockM * 64, 64 * half, c[1], c[2], c[3], c[4]);
+          detail::tma_load_5d(&hp.tma_a2, bar_res, smem_a2 + half * kBlockM * 64, 64 * half, c[1], c[2], c[3], c[4]);
+        }
+      }
+      for (int it = 0; it < n_it; ++it) {
+        const int s = it % kStages;
+        if (it >= kStages) Barrier::wait(bar_empty + s, ((it / kStages) - 1) & 1);
+        int origin[R];
+        col_origin(it / group_size, origin);
+        // dK/dV: columns are query tiles of head h; dQ: key tiles of the kv head.
+        const int head = kDq ? h_kv_dq : h_row * group_size + it % group_size;
+        int c[5];
+        token_coords(origin, head, c);
+        TxBarrier::arrive_and_expect_tx(bar_full + s, Traits::kBytesStage);
+#pragma unroll
+        for (int half = 0; half < kHeadDim / 64; ++half) {
+          detail::tma_load_5d(&hp.tma_b1, bar_full + s, smem_b1 + s * Traits::kElemsB + half * kBlockN * 64, 64 * half,
+                              c[1], c[2], c[3], c[4]);
+          detail::tma_load_5d(&hp.tma_b2, bar_full + s, smem_b2 + s * Traits::kElemsB + half * kBlockN * 64, 64 * half,
+                              c[1], c[2], c[3], c[4]);
+        }
+        if constexpr (!kDq) {
+          // fp32 head-major [B, H, L0, .., Lp_last]: dims (Lp_last, .., L0, H, B).
+          int l[5] = {0, 0, 0, 0, 0};
+#pragma unroll
+          for (int a = 0; a < R; ++a) l[R - 1 - a] = origin[a];
+          l[0] &= ~3;  // 16-byte aligned box start; the consumers add origin % 4
+          l[R] = head;
+          l[R + 1] = b;
+          detail::tma_load_5d(&hp.tma_lse, bar_full + s, smem_lse + s * Traits::kStatStage, l[0], l[1], l[2], l[3], l[4]);
+          detail::tma_load_5d(&hp.tma_delta, bar_full + s, smem_delta + s * Traits::kStatStage, l[0], l[1], l[2], l[3],
+                              l[4]);
+        }
+      }
+    }
+  } else {
+    // ================================ consumers ================================
+    cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
+    const int ctid = threadIdx.x - 128;
+    const int wg = ctid / 128;
+    const int quad = ctid % 4;
+
+    typename Traits::TiledMmaS mma_s;
+    typename Traits::TiledMmaG mma_g;
+    auto thr_s = mma_s.get_thread_slice(ctid);
+    auto thr_g = mma_g.get_thread_slice(ctid);
+    Tensor sA1 = make_tensor(make_smem_ptr(smem_a1), typename Traits::SmemLayoutA{});
+    Tensor sA2 = make_tensor(make_smem_ptr(smem_a2), typename Traits::SmemLayoutA{});
+    Tensor sB1 = make_tensor(make_smem_ptr(smem_b1), typename Traits::SmemLayoutB{});
+    Tensor sB2 = make_tensor(make_smem_ptr(smem_b2), typename Traits::SmemLayoutB{});
+    Tensor sB1t = make_tensor(make_smem_ptr(smem_b1), typename Traits::SmemLayoutBt{});
+    Tensor sB2t = make_tensor(make_smem_ptr(smem_b2), typename Traits::SmemLayoutBt{});
+    Tensor tSrA1 = thr_s.partition_fragment_A(sA1);   // (MMA, 1, D/16)
+    Tensor tSrA2 = thr_s.partition_fragment_A(sA2);
+    Tensor tSrB1 = thr_s.partition_fragment_B(sB1);   // (MMA, 1, D/16, stage)
+    Tensor tSrB2 = thr_s.partition_fragment_B(sB2);
+    Tensor tGrB1 = thr_g.partition_fragment_B(sB1t);  // (MMA, D/.., N/16, stage)
+    Tensor tGrB2 = thr_g.partition_fragment_B(sB2t);
+
+    // acc1: dK (dK/dV) or dQ; acc2: dV (dK/dV only).
+    Tensor acc1 = partition_fragment_C(mma_g, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+    Tensor acc2 = partition_fragment_C(mma_g, Shape<Int<kBlockM>, Int<kDq ? 64 : kHeadDim>>{});
+    clear(acc1);
+    clear(acc2);
+    Tensor acc_s = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
+    Tensor acc_dp = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
+    static_assert(decltype(size(acc_s))::value == kBlockN / 2, "S accumulator: ((2,2,N/8),1,1)");
+    static_assert(decltype(size(acc1))::value == kHeadDim / 2, "G accumulator: ((2,2,D/8),1,1)");
+    Tensor rP = make_tensor<Element>(Layout<Shape<Int<kBlockN / 2>>>{});
+    Tensor rdS = make_tensor<Element>(Layout<Shape<Int<kBlockN / 2>>>{});
+    Tensor rP32 = recast<uint32_t>(rP);
+    Tensor rdS32 = recast<uint32_t>(rdS);
+    // The S accumulator ((2,2,N/8)) read as the A operand ((2,2,2), 1, N/16) of G += dS B.
+    using ALayout = Layout<Shape<Shape<_2, _2, _2>, _1, Int<kBlockN / 16>>, Stride<Stride<_1, _2, _4>, _0, _8>>;
+    Tensor tGrP = make_tensor(rP.data(), ALayout{});
+    Tensor tGrdS = make_tensor(rdS.data(), ALayout{});
+
+    // This thread's two rows (slot v1 = 0, 1): windows (dQ: keys of the query; dK/dV: queries
+    // of the key, the inverse window), validity, and for dQ the row's lse2 / delta.
+    int wbeg[2][R], wend[2][R], row_off[2][R];
+    float row_lse2[2] = {INFINITY, INFINITY}, row_delta[2] = {0.f, 0.f};
+#pragma unroll
+    for (int v1 = 0; v1 < 2; ++v1) {
+      const int row = 64 * wg + 16 * ((ctid % 128) / 32) + (ctid % 32) / 4 + 8 * v1;
+      RowBox::unflatten(row, row_off[v1]);
+      bool valid = true;
+      int loc[R], coord[R];
+#pragma unroll
+      for (int a = 0; a < R; ++a) {
+        loc[a] = r0[a] + row_off[v1][a];
+        valid = valid && (loc[a] < rlim[a]);
+        coord[a] = loc[a] * prob.axis[a].dilation + group[a];
+      }
+#pragma unroll
+      for (int a = 0; a < R; ++a) {
+        Range w{0, 0};
+        if (valid) w = kDq ? window_local(prob.axis[a], loc[a], glen[a]) : inverse_window_local(prob.axis[a], loc[a], glen[a]);
+        wbeg[v1][a] = w.begin;
+        wend[v1][a] = w.end;
+      }
+      if constexpr (kDq) {
+        if (valid) {
+          const int64_t o = detail::head_major_index(prob, b, h_row, coord, hp.last_pad);
+          row_lse2[v1] = hp.lse2_t[o];
+          row_delta[v1] = hp.delta_t[o];
+        }
+      }
+    }
+    // The warpgroup's rows are a box: the first axis halves.
+    Range wg_rows[R];
+    bool wg_rows_full = true;
+#pragma unroll
+    for (int a = 0; a < R; ++a) {
+      const int half = (a == 0) ? RowBox::extent(0) / 2 : RowBox::extent(a);
+      const int begin = r0[a] + ((a == 0) ? wg * half : 0);
+      wg_rows[a] = Range{begin, imin(begin + half, rlim[a])};
+      wg_rows_full = wg_rows_full && (wg_rows[a].size() == half);
+    }
+    int clim[R];
+#pragma unroll
+    for (int a = 0; a < R; ++a) clim[a] = cr[a].end;
+    // The warpgroup's own column range (kSkipEmpty): the union of its rows' windows.
+    Range wg_cr[R];
+    if constexpr (Traits::kSkipEmpty) {
+#pragma unroll
+      for (int a = 0; a < R; ++a)
+        wg_cr[a] = wg_rows[a].empty() ? Range{0, 0}
+                   : kDq ? key_range_for_query_tile(prob.axis[a], wg_rows[a], glen[a])
+                         : query_range_for_key_tile(prob.axis[a], wg_rows[a], glen[a]);
+    }
+    const float scale_log2 = params.scale_log2;
+
+    auto release = [&](int stage) {
+      __syncwarp();
+      if (ctid % 32 == 0) Barrier::arrive(bar_empty + stage);
+    };
+
+    if (n_it > 0) Barrier::wait(bar_res, 0);
+    for (int it = 0; it < n_it; ++it) {
+      const int s = it % kStages;
+      Barrier::wait(bar_full + s, (it / kStages) & 1);
+      if constexpr (Traits::kSkipEmpty) {
+        // Skipped only after the full wait: the empty arrival then belongs to this use of stage s.
+        int o[R];
+        col_origin(it / group_size, o);
+        bool none = false;
+#pragma unroll
+        for (int a = 0; a < R; ++a)
+          none = none || imax(o[a], wg_cr[a].begin) >= imin(imin(o[a] + ColBox::extent(a), clim[a]), wg_cr[a].end);
+        if (none) {
+          release(s);
+          continue;
+        }
+      }
+
+      // S = A1 B1^T, dP = A2 B2^T
+      warpgroup_fence_operand(acc_s);
+      warpgroup_fence_operand(acc_dp);
+      warpgroup_arrive();
+      mma_s.accumulate_ = GMMA::ScaleOut::Zero;
+#pragma unroll
+      for (int kk = 0; kk < size<2>(tSrA1); ++kk) {
+        cute::gemm(mma_s, tSrA1(_, _, kk), tSrB1(_, _, kk, s), acc_s);
+        mma_s.accumulate_ = GMMA::ScaleOut::One;
+      }
+      warpgroup_commit_batch();
+      mma_s.accumulate_ = GMMA::ScaleOut::Zero;
+#pragma unroll
+      for (int kk = 0; kk < size<2>(tSrA2); ++kk) {
+        cute::gemm(mma_s, tSrA2(_, _, kk), tSrB2(_, _, kk, s), acc_dp);
+        mma_s.accumulate_ = GMMA::ScaleOut::One;
+      }
+      warpgroup_commit_batch();
+
+      // Mask of this tile (unless every pair of the warpgroup's rows x the tile is a neighbor pair).
+      int origin[R];
+      col_origin(it / group_size, origin);
+      bool full = (kDq || wg_rows_full) && !(hp.debug & 1);
+#pragma unroll
+      for (int a = 0; a < R; ++a) {
+        const Range ct{origin[a], imin(origin[a] + ColBox::extent(a), clim[a])};
+        full = full && (ct.size() == ColBox::extent(a)) &&
+               (kDq ? tile_fully_inside(prob.axis[a], wg_rows[a], ct, glen[a])
+                    : tile_fully_inside(prob.axis[a], ct, wg_rows[a], glen[a]));
+      }
+      detail::RowMask<ColBox, R> m[2];
+#pragma unroll
+      for (int v1 = 0; v1 < 2; ++v1) {
+        if (full) {
+          m[v1].last[0] = m[v1].last[1] = m[v1].outer = 0xffffffffu;
+        } else {
+          int lo[R], hi[R];
+#pragma unroll
+          for (int a = 0; a < R; ++a) {
+            lo[a] = wbeg[v1][a] - origin[a];
+            hi[a] = wend[v1][a] - origin[a];
+          }
+          m[v1].build(lo, hi, quad);
+        }
+      }
+      // Column (v2, v0): last-axis offset 8 (v2 % kSlots) + 2 quad + v0, outer position v2 / kSlots.
+      constexpr int kSlots = ColBox::extent(R - 1) / 8;
+      const int stat0 = 2 * quad + (origin[R - 1] & 3);
+      float const* col_lse2 = smem_lse + s * Traits::kStatStage + stat0;
+      float const* col_delta = smem_delta + s * Traits::kStatStage + stat0;
+
+      // P = exp2(S scale log2e - lse2) in place (masked: exactly 0).
+      warpgroup_wait<1>();
+      warpgroup_fence_operand(acc_s);
+#pragma unroll
+      for (int v2 = 0; v2 < kBlockN / 8; ++v2)
+#pragma unroll
+        for (int v1 = 0; v1 < 2; ++v1)
+#pragma unroll
+          for (int v0 = 0; v0 < 2; ++v0) {
+            const int i = v0 + 2 * v1 + 4 * v2;
+            float l2;
+            if constexpr (kDq) l2 = row_lse2[v1];
+            else l2 = col_lse2[(v2 / kSlots) * Traits::kStatRow + 8 * (v2 % kSlots) + v0];
+            const float p = detail::bwd_exp2(fmaf(acc_s(i), scale_log2, -l2));
+            acc_s(i) = m[v1].test(v2, v0) ? p : 0.f;
+          }
+      if constexpr (!kDq) {
+        // dV += P^T dO, issued while dS is computed.
+#pragma unroll
+        for (int i = 0; i < kBlockN / 2; ++i) rP(i) = static_cast<Element>(acc_s(i));
+        warpgroup_fence_operand(acc2);
+#pragma unroll
+        for (int i = 0; i < size(rP32); ++i) warpgroup_fence_operand(rP32(i));
+        warpgroup_arrive();
+#pragma unroll
+        for (int kk = 0; kk < kBlockN / 16; ++kk) cute::gemm(mma_g, tGrP(_, _, kk), tGrB2(_, _, kk, s), acc2);
+        warpgroup_commit_batch();
+        warpgroup_wait<1>();  // dP (committed before dV)
+      } else {
+        warpgroup_wait<0>();
+      }
+      warpgroup_fence_operand(acc_dp);
+      // dS = P (dP - delta)
+#pragma unroll
+      for (int v2 = 0; v2 < kBlockN / 8; ++v2)
+#pragma unroll
+        for (int v1 = 0; v1 < 2; ++v1)
+#pragma unroll
+          for (int v0 = 0; v0 < 2; ++v0) {
+            const int i = v0 + 2 * v1 + 4 * v2;
+            float d;
+            if constexpr (kDq) d = row_delta[v1];
+            else d = col_delta[(v2 / kSlots) * Traits::kStatRow + 8 * (v2 % kSlots) + v0];
+            const float ds = acc_s(i) * (acc_dp(i) - d);
+            rdS(i) = static_cast<Element>(m[v1].test(v2, v0) ? ds : 0.f);
+          }
+      // G += dS B1 (dK += dS^T Q, or dQ += dS K)
+      warpgroup_fence_operand(acc1);
+#pragma unroll
+      for (int i = 0; i < size(rdS32); ++i) warpgroup_fence_operand(rdS32(i));
+      warpgroup_arrive();
+#pragma unroll
+      for (int kk = 0; kk < kBlockN / 16; ++kk) cute::gemm(mma_g, tGrdS(_, _, kk), tGrB1(_, _, kk, s), acc1);
+      warpgroup_commit_batch();
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(acc1);
+#pragma unroll
+      for (int i = 0; i < size(rdS32); ++i) warpgroup_fence_operand(rdS32(i));
+      if constexpr (!kDq) {
+        warpgroup_fence_operand(acc2);
+#pragma unroll
+        for (int i = 0; i < size(rP32); ++i) warpgroup_fence_operand(rP32(i));
+      }
+      release(s);
+    }
+
+    // ---- epilogue: direct 4-byte stores of (row, 2 columns) ----
+    const float scale = prob.scale;
+#pragma unroll
+    for (int v1 = 0; v1 < 2; ++v1) {
+      bool valid = true;
+      int coord[R];
+#pragma unroll
+      for (int a = 0; a < R; ++a) {
+        const int loc = r0[a] + row_off[v1][a];
+        valid = valid && (loc < rlim[a]);
+        coord[a] = loc * prob.axis[a].dilation + group[a];
+      }
+      if (!valid) continue;
+      Element* dst1 = (kDq ? params.dq.at(b, coord, h_row) : params.dk.at(b, coord, h_row)) + 2 * quad;
+#pragma unroll
+      for (int v2 = 0; v2 < kHeadDim / 8; ++v2) {
+        Element pair[2] = {static_cast<Element>(acc1(2 * v1 + 4 * v2) * scale),
+                           static_cast<Element>(acc1(1 + 2 * v1 + 4 * v2) * scale)};
+        *reinterpret_cast<uint32_t*>(dst1 + 8 * v2) = *reinterpret_cast<uint32_t const*>(pair);
+      }
+      if constexpr (!kDq) {
+        Element* dst2 = params.dv.at(b, coord, h_row) + 2 * quad;
+#pragma unroll
+        for (int v2 = 0; v2 < kHeadDim / 8; ++v2) {
+          Element pair[2] = {static_cast<Element>(acc2(2 * v1 + 4 * v2)), static_cast<Element>(acc2(1 + 2 * v1 + 4 * v2))};
+          *reinterpret_cast<uint32_t*>(dst2 + 8 * v2) = *reinterpret_cast<uint32_t const*>(pair);
+        }
+      }
+    }
+  }
+#endif
+}
+
+}  // namespace hopper
+}  // namespace fastna

@@ -1,0 +1,524 @@
+// Standalone GPU test + benchmark of fastna::hopper::Backward (sm90a), side by side with the
+// sm80 fastna::fused::Backward.  Build/run: tests/gpu_standalone/run_hopper_bwd.sh.
+//
+// This one file is compiled several times: with -DINST_RANK=.. -DINST_ELEM=.. -DINST_DIM=.. it is
+// one hopper Backward instance (hopper_bwd_r<R>_<elem>_d<D>); without, it is the driver.  The sm80
+// instances (fused_bwd_r2_bf16_d128, ..) come from test_fused_bwd.cu compiled with -DINST_*.
+// Cases the Hopper backward does not take (dilation) must be refused by can_implement (rc 1):
+// they count as passed "(refused)" -- the binding runs the sm80 backward for them.
+//
+// Correctness: random inputs (never zeros), gradients poisoned with NaN, lse computed by the CPU
+// reference, CPU reference of the gradients in double written literally from DESIGN.md section 1
+// (per query: softmax over its neighbors found with is_neighbor on every axis).
+#include <cuda_runtime.h>
+#include <cstdint>
+#include "fastna/problem.hpp"
+
+// Type-erased call into one Backward<Rank, Element, HeadDim> instance.  sq: strides of the
+// q-shaped tensors (q, out, dout, dq); sk: of the kv-shaped ones (k, v, dk, dv); Rank + 3 each.
+// Returns 0 on success, 1 if can_implement refused, 2 on a launch error.
+#define FASTNA_BWD_DECL(R, E, D) FASTNA_BWD_DECL_V(R, E, D, )
+#define FASTNA_BWD_DECL_V1(R, E, D) FASTNA_BWD_DECL_V(R, E, D, _v1)
+#define FASTNA_BWD_DECL_V(R, E, D, TAG)                                                                \
+  int hopper_bwd_r##R##_##E##_d##D##TAG(int which, const fastna::NaProblem<R>& p, const int64_t* sq, const int64_t* sk,   \
+                                  const void* q, const void* k, const void* v, const void* o,            \
+                                  const void* dout, const float* lse, void* dq, void* dk, void* dv,     \
+                                  void* workspace, size_t* ws_bytes, cudaStream_t stream);
+
+// which: bit 0 preprocess, bit 1 dK/dV kernel, bit 2 dQ kernel (7 = the whole backward).
+#define FASTNA_BWD_INSTANCES(X)                                                               \
+  X(1, f16, 64) X(1, f16, 128) X(1, bf16, 64) X(1, bf16, 128) X(2, f16, 64) X(2, f16, 128) \
+  X(2, bf16, 64) X(2, bf16, 128) X(3, f16, 64) X(3, f16, 128) X(3, bf16, 64) X(3, bf16, 128)
+FASTNA_BWD_INSTANCES(FASTNA_BWD_DECL)
+// Variant 1 (INST_VARIANT=1, symbols *_v1): SkipEmpty = true (warpgroups skip column tiles outside
+// their own rows' column range), for every instance above.
+FASTNA_BWD_INSTANCES(FASTNA_BWD_DECL_V1)
+// sm80 instances (test_fused_bwd.cu) for the benchmark.
+#define FASTNA_SM80_BWD_DECL(R, E, D)                                                                  \
+  int fused_bwd_r##R##_##E##_d##D(const fastna::NaProblem<R>& p, const int64_t* sq, const int64_t* sk,   \
+                                  const void* q, const void* k, const void* v, const void* o,            \
+                                  const void* dout, const float* lse, void* dq, void* dk, void* dv,     \
+                                  void* workspace, size_t* ws_bytes, cudaStream_t stream);
+FASTNA_SM80_BWD_DECL(1, bf16, 128)
+FASTNA_SM80_BWD_DECL(2, bf16, 128)
+FASTNA_SM80_BWD_DECL(3, bf16, 128)
+
+#ifdef INST_RANK
+// ------------------------------------------------------------------ one instance
+#include <cstdlib>
+
+#include "fastna/hopper/backward.hpp"
+
+#define f16 cutlass::half_t
+#define bf16 cutlass::bfloat16_t
+using Elem = INST_ELEM;
+#undef f16
+#undef bf16
+#define CAT_(a, b, c, d, e, f, g) a##b##c##d##e##f##g
+#define CAT(a, b, c, d, e, f, g) CAT_(a, b, c, d, e, f, g)
+#ifndef INST_VARIANT
+#define INST_VARIANT 0
+#define INST_TAG
+#endif
+
+template <int R, class T>
+static fastna::TokenTensor<T, R> view(const void* p, const int64_t* s) {
+  fastna::TokenTensor<T, R> t;
+  t.ptr = reinterpret_cast<T*>(const_cast<void*>(p));
+  t.stride_batch = s[0];
+  for (int a = 0; a < R; ++a) t.stride_spatial[a] = s[1 + a];
+  t.stride_head = s[R + 1];
+  t.stride_dim = s[R + 2];
+  return t;
+}
+
+int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(int which, const fastna::NaProblem<INST_RANK>& p, const int64_t* sq,
+                                                            const int64_t* sk, const void* q, const void* k,
+                                                            const void* v, const void* o, const void* dout,
+                                                            const float* lse, void* dq, void* dk, void* dv,
+                                                            void* workspace, size_t* ws_bytes, cudaStream_t stream) {
+  constexpr int R = INST_RANK;
+  using Op = fastna::hopper::Backward<R, Elem, INST_DIM, typename fastna::hopper::DefaultQBox<R>::type,
+                                      typename fastna::hopper::DefaultBwdColBox<R>::type, INST_VARIANT == 1>;
+  typename Op::Arguments args;
+  args.problem = p;
+  args.q = view<R, Elem const>(q, sq);
+  args.k = view<R, Elem const>(k, sk);
+  args.v = view<R, Elem const>(v, sk);
+  args.out = view<R, Elem const>(o, sq);
+  args.dout = view<R, Elem const>(dout, sq);
+  args.lse = lse;
+  args.dq = view<R, Elem>(dq, sq);
+  args.dk = view<R, Elem>(dk, sk);
+  args.dv = view<R, Elem>(dv, sk);
+  if (ws_bytes != nullptr) {
+    *ws_bytes = Op::get_workspace_size(args);
+    return 0;
+  }
+  if (Op::can_implement(args) != cutlass::Status::kSuccess) return 1;
+  typename Op::Params dkv, pdq;
+  if (!Op::to_params(args, workspace, &dkv, &pdq)) return 1;
+  if (const char* dbg = std::getenv("FASTNA_BWD_DEBUG")) dkv.debug = pdq.debug = std::atoi(dbg);
+  const int64_t rows = int64_t(p.batch) * p.num_tokens() * p.heads;
+  if (which & 1)
+    fastna::hopper::fna_hopper_bwd_preprocess_kernel<R, Elem, INST_DIM>
+        <<<static_cast<unsigned>((rows + 3) / 4), 128, 0, stream>>>(dkv);
+  if (which & 2) {
+    using T = typename Op::DkvTraits;
+    auto kernel = fastna::hopper::fna_hopper_bwd_kernel<T>;
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(T::kSmemBytes));
+    kernel<<<Op::grid(p, false), T::kThreads, T::kSmemBytes, stream>>>(dkv);
+  }
+  if (which & 4) {
+    using T = typename Op::DqTraits;
+    auto kernel = fastna::hopper::fna_hopper_bwd_kernel<T>;
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(T::kSmemBytes));
+    kernel<<<Op::grid(p, true), T::kThreads, T::kSmemBytes, stream>>>(pdq);
+  }
+  return cudaGetLastError() == cudaSuccess ? 0 : 2;
+}
+
+#else
+// ------------------------------------------------------------------ driver
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "fastna/index_math.hpp"
+
+#define CK(x)                                                                                  \
+  do {                                                                                         \
+    cudaError_t e_ = (x);                                                                      \
+    if (e_ != cudaSuccess) {                                                                   \
+      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__);    \
+      std::exit(1);                                                                            \
+    }                                                                                          \
+  } while (0)
+
+#include "case.hpp"
+#include "half_bits.hpp"
+
+
+
+
+
+static int g_which = 7;
+static int g_variant = 0;  // 1: the *_v1 instances (SkipEmpty)
+static const char* g_only = nullptr;  // --only SUBSTR: test cases whose name contains it
+static const char* g_skip = nullptr;  // --skip SUBSTR
+template <int R>
+static int dispatch(const Case& c, const fastna::NaProblem<R>& p, const int64_t* sq, const int64_t* sk,
+                    const void* q, const void* k, const void* v, const void* o, const void* dout, const float* lse,
+                    void* dq, void* dk, void* dv, void* ws, size_t* ws_bytes, cudaStream_t st) {
+  const char* e = c.bf16 ? "bf16" : "f16";
+#define X(RR, EE, DD)                                                                                \
+  if (RR == R && c.D == DD && std::strcmp(e, #EE) == 0)                                             \
+    return (g_variant ? hopper_bwd_r##RR##_##EE##_d##DD##_v1 : hopper_bwd_r##RR##_##EE##_d##DD)(                      \
+        g_which, *reinterpret_cast<const fastna::NaProblem<RR>*>(&p), sq, sk, q, k, v, o,                               \
+                                          dout, lse, dq, dk, dv, ws, ws_bytes, st);
+  FASTNA_BWD_INSTANCES(X)
+#undef X
+  return 3;  // no instance
+}
+
+static bool have_instance(const Case& c) {
+  const char* e = c.bf16 ? "bf16" : "f16";
+#define X(RR, EE, DD) \
+  if (RR == c.rank && c.D == DD && std::strcmp(e, #EE) == 0) return true;
+  FASTNA_BWD_INSTANCES(X)
+#undef X
+  return false;
+}
+
+template <int R>
+static int run_case(const Case& c) {
+  auto p = make_problem<R>(c);
+  const int64_t N = p.num_tokens();
+  const int B = c.B, H = c.H, Hk = c.Hkv, D = c.D;
+  std::mt19937 rng(4321 + c.D + 7 * c.H + int(N));
+  std::uniform_real_distribution<float> U(-1.f, 1.f);
+  auto rnd = [&]() {
+    float x;
+    do x = U(rng); while (std::fabs(x) < 1e-3f);
+    return x;
+  };
+  const size_t qe = size_t(B) * N * H * D, ke = size_t(B) * N * Hk * D;
+  // logical [B][N][h][D] == contiguous layout
+  std::vector<uint16_t> rq(qe), rk(ke), rv(ke), rdo(qe), ro(qe);
+  std::vector<float> hq(qe), hk(ke), hv(ke), hdo(qe);
+  for (size_t i = 0; i < qe; ++i) { rq[i] = to_bits(rnd(), c.bf16); hq[i] = from_bits(rq[i], c.bf16); }
+  for (size_t i = 0; i < ke; ++i) { rk[i] = to_bits(rnd(), c.bf16); hk[i] = from_bits(rk[i], c.bf16); }
+  for (size_t i = 0; i < ke; ++i) { rv[i] = to_bits(rnd(), c.bf16); hv[i] = from_bits(rv[i], c.bf16); }
+  for (size_t i = 0; i < qe; ++i) { rdo[i] = to_bits(rnd(), c.bf16); hdo[i] = from_bits(rdo[i], c.bf16); }
+
+  // ---- CPU reference (double), literal ----
+  std::vector<float> lse(size_t(B) * N * H);
+  std::vector<double> gq(qe, 0.0), gk(ke, 0.0), gv(ke, 0.0);
+  const double scale = p.scale;
+  std::vector<int64_t> nb;
+  std::vector<double> P, dP, o(D);
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < H; ++h) {
+      const int hk_ = p.kv_head(h);
+      for (int64_t i = 0; i < N; ++i) {
+        int ci[3];
+        fastna::unflatten(i, p.axis, *reinterpret_cast<int32_t(*)[R]>(ci));
+        nb.clear();
+        for (int64_t j = 0; j < N; ++j) {
+          int cj[3];
+          fastna::unflatten(j, p.axis, *reinterpret_cast<int32_t(*)[R]>(cj));
+          bool ok = true;
+          for (int a = 0; a < R && ok; ++a) ok = fastna::is_neighbor(p.axis[a], ci[a], cj[a]);
+          if (ok) nb.push_back(j);
+        }
+        const size_t qi = ((size_t(b) * N + i) * H + h) * D;
+        P.assign(nb.size(), 0.0);
+        dP.assign(nb.size(), 0.0);
+        double mx = -1e300;
+        for (size_t t = 0; t < nb.size(); ++t) {
+          const size_t kj = ((size_t(b) * N + nb[t]) * Hk + hk_) * D;
+          double s = 0;
+          for (int x = 0; x < D; ++x) s += double(hq[qi + x]) * double(hk[kj + x]);
+          P[t] = s * scale;
+          mx = std::max(mx, P[t]);
+        }
+        double l = 0;
+        for (size_t t = 0; t < nb.size(); ++t) { P[t] = std::exp(P[t] - mx); l += P[t]; }
+        for (size_t t = 0; t < nb.size(); ++t) P[t] /= l;
+        lse[(size_t(b) * N + i) * H + h] = float(mx + std::log(l));
+        std::fill(o.begin(), o.end(), 0.0);
+        double sum_pdp = 0;
+        for (size_t t = 0; t < nb.size(); ++t) {
+          const size_t vj = ((size_t(b) * N + nb[t]) * Hk + hk_) * D;
+          double d = 0;
+          for (int x = 0; x < D; ++x) {
+            o[x] += P[t] * double(hv[vj + x]);
+            d += double(hdo[qi + x]) * double(hv[vj + x]);
+          }
+          dP[t] = d;
+          sum_pdp += P[t] * d;
+        }
+        for (int x = 0; x < D; ++x) ro[qi + x] = to_bits(o[x], c.bf16);
+        for (size_t t = 0; t < nb.size(); ++t) {
+          const size_t kj = ((size_t(b) * N + nb[t]) * Hk + hk_) * D;
+          const double ds = P[t] * (dP[t] - sum_pdp);
+          for (int x = 0; x < D; ++x) {
+            gv[kj + x] += P[t] * double(hdo[qi + x]);
+            gq[qi + x] += scale * ds * double(hk[kj + x]);
+            gk[kj + x] += scale * ds * double(hq[qi + x]);
+          }
+        }
+      }
+    }
+
+  // ---- GPU ----
+  int64_t sq[6], sk[6];
+  strides_for<R>(c, H, sq);
+  strides_for<R>(c, Hk, sk);
+  uint16_t *dq_in, *dk_in, *dv_in, *do_in, *o_in, *gdq, *gdk, *gdv;
+  float* dlse;
+  void* ws = nullptr;
+  CK(cudaMalloc(&dq_in, qe * 2)); CK(cudaMalloc(&do_in, qe * 2)); CK(cudaMalloc(&o_in, qe * 2));
+  CK(cudaMalloc(&dk_in, ke * 2)); CK(cudaMalloc(&dv_in, ke * 2));
+  CK(cudaMalloc(&gdq, qe * 2)); CK(cudaMalloc(&gdk, ke * 2)); CK(cudaMalloc(&gdv, ke * 2));
+  CK(cudaMalloc(&dlse, lse.size() * 4));
+  CK(cudaMemcpy(dq_in, rq.data(), qe * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dk_in, rk.data(), ke * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dv_in, rv.data(), ke * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(do_in, rdo.data(), qe * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(o_in, ro.data(), qe * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dlse, lse.data(), lse.size() * 4, cudaMemcpyHostToDevice));
+  size_t ws_bytes = 0;
+  dispatch<R>(c, p, sq, sk, dq_in, dk_in, dv_in, o_in, do_in, dlse, gdq, gdk, gdv, nullptr, &ws_bytes, 0);
+  CK(cudaMalloc(&ws, std::max<size_t>(ws_bytes, 16)));
+  CK(cudaMemset(ws, 0xff, ws_bytes));
+  std::vector<uint16_t> out_q[2], out_k[2], out_v[2];
+  int rc = 0;
+  for (int rep = 0; rep < 2 && rc == 0; ++rep) {
+    CK(cudaMemset(gdq, 0xff, qe * 2));  // NaN poison
+    CK(cudaMemset(gdk, 0xff, ke * 2));
+    CK(cudaMemset(gdv, 0xff, ke * 2));
+    rc = dispatch<R>(c, p, sq, sk, dq_in, dk_in, dv_in, o_in, do_in, dlse, gdq, gdk, gdv, ws, nullptr, 0);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    out_q[rep].resize(qe); out_k[rep].resize(ke); out_v[rep].resize(ke);
+    CK(cudaMemcpy(out_q[rep].data(), gdq, qe * 2, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(out_k[rep].data(), gdk, ke * 2, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(out_v[rep].data(), gdv, ke * 2, cudaMemcpyDeviceToHost));
+  }
+  cudaFree(dq_in); cudaFree(dk_in); cudaFree(dv_in); cudaFree(do_in); cudaFree(o_in);
+  cudaFree(gdq); cudaFree(gdk); cudaFree(gdv); cudaFree(dlse); cudaFree(ws);
+  bool dil = false;
+  for (int a = 0; a < R; ++a) dil = dil || c.Dil[a] > 1;
+  if (rc == 1 && dil) {
+    std::printf("%-52s %s D=%-3d PASS (refused: dilation, sm80 backward runs it)\n", c.name.c_str(),
+                c.bf16 ? "bf16" : "fp16", D);
+    return 0;
+  }
+  if (rc != 0) {
+    std::printf("%-52s FAIL (dispatch rc=%d)\n", c.name.c_str(), rc);
+    return 1;
+  }
+  bool nonfinite = false;
+  auto rel = [&](const std::vector<uint16_t>& g, const std::vector<double>& r) {
+    double e2 = 0, r2 = 0;
+    for (size_t i = 0; i < r.size(); ++i) {
+      const double x = from_bits(g[i], c.bf16);
+      if (!std::isfinite(x)) nonfinite = true;
+      e2 += (x - r[i]) * (x - r[i]);
+      r2 += r[i] * r[i];
+    }
+    return std::sqrt(e2 / std::max(r2, 1e-300));
+  };
+  const double eq = rel(out_q[0], gq), ek = rel(out_k[0], gk), ev = rel(out_v[0], gv);
+  const bool det = out_q[0] == out_q[1] && out_k[0] == out_k[1] && out_v[0] == out_v[1];
+  const double tol = c.bf16 ? 1e-2 : 3e-3;
+  const bool pass = !nonfinite && det && eq < tol && ek < tol && ev < tol;
+  std::printf("%-52s %s D=%-3d dq=%.2e dk=%.2e dv=%.2e %s%s%s\n", c.name.c_str(), c.bf16 ? "bf16" : "fp16", D, eq, ek,
+              ev, pass ? "PASS" : "FAIL", nonfinite ? " (non-finite)" : "", det ? "" : " (non-deterministic)");
+  return pass ? 0 : 1;
+}
+
+static Case mk(const char* name, int rank, std::vector<int> L, std::vector<int> K, std::vector<int> S,
+               std::vector<int> Dil, std::vector<int> C, int B, int H, int Hkv, int D, bool bf16) {
+  Case c{};
+  c.name = name;
+  c.rank = rank;
+  c.B = B; c.H = H; c.Hkv = Hkv; c.D = D; c.bf16 = bf16;
+  for (int a = 0; a < 3; ++a) {
+    c.L[a] = a < rank ? L[a] : 1;
+    c.K[a] = a < rank ? K[a] : 1;
+    c.S[a] = a < rank ? S[a] : 1;
+    c.Dil[a] = a < rank ? Dil[a] : 1;
+    c.C[a] = a < rank ? bool(C[a]) : false;
+  }
+  return c;
+}
+
+// ------------------------------------------------------------------ benchmark
+// bf16 D=128; lse = 0, out = random (timing only).  Hopper: the whole backward, then the
+// preprocess alone, preprocess + dK/dV, preprocess + dQ; sm80 backward (all three launches).
+static int sm80_bwd(int R, const void* p, const int64_t* sq, const int64_t* sk, const void* q, const void* k,
+                    const void* v, const void* o, const void* dout, const float* lse, void* dq, void* dk, void* dv,
+                    void* ws, size_t* wsb) {
+  if (R == 1) return fused_bwd_r1_bf16_d128(*static_cast<const fastna::NaProblem<1>*>(p), sq, sk, q, k, v, o, dout, lse, dq, dk, dv, ws, wsb, 0);
+  if (R == 2) return fused_bwd_r2_bf16_d128(*static_cast<const fastna::NaProblem<2>*>(p), sq, sk, q, k, v, o, dout, lse, dq, dk, dv, ws, wsb, 0);
+  return fused_bwd_r3_bf16_d128(*static_cast<const fastna::NaProblem<3>*>(p), sq, sk, q, k, v, o, dout, lse, dq, dk, dv, ws, wsb, 0);
+}
+
+template <int R>
+static void bench(const Case& c, int iters) {
+  auto p = make_problem<R>(c);
+  const int64_t N = p.num_tokens();
+  const size_t qe = size_t(c.B) * N * c.H * c.D, ke = size_t(c.B) * N * c.Hkv * c.D;
+  uint16_t *q, *k, *v, *o, *dout, *dq, *dk, *dv;
+  float* lse;
+  CK(cudaMalloc(&q, qe * 2)); CK(cudaMalloc(&o, qe * 2)); CK(cudaMalloc(&dout, qe * 2)); CK(cudaMalloc(&dq, qe * 2));
+  CK(cudaMalloc(&k, ke * 2)); CK(cudaMalloc(&v, ke * 2)); CK(cudaMalloc(&dk, ke * 2)); CK(cudaMalloc(&dv, ke * 2));
+  CK(cudaMalloc(&lse, size_t(c.B) * N * c.H * 4));
+  CK(cudaMemset(lse, 0, size_t(c.B) * N * c.H * 4));
+  {
+    std::vector<uint16_t> h(std::max(qe, ke) + 4);
+    std::mt19937 rng(7);
+    std::normal_distribution<float> Nd(0.f, 0.5f);
+    for (auto& x : h) x = to_bits(Nd(rng), c.bf16);
+    CK(cudaMemcpy(q, h.data(), qe * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dout, h.data() + 3, qe * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(o, h.data() + 4, qe * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(k, h.data() + 1, ke * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(v, h.data() + 2, ke * 2, cudaMemcpyHostToDevice));
+  }
+  int64_t sq[6], sk[6];
+  strides_for<R>(c, c.H, sq);
+  strides_for<R>(c, c.Hkv, sk);
+  size_t wsh = 0, wss = 0;
+  dispatch<R>(c, p, sq, sk, q, k, v, o, dout, lse, dq, dk, dv, nullptr, &wsh, 0);
+  sm80_bwd(R, &p, sq, sk, q, k, v, o, dout, lse, dq, dk, dv, nullptr, &wss);
+  void* ws;
+  CK(cudaMalloc(&ws, std::max(wsh, wss)));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  auto time_it = [&](auto&& fn) -> double {
+    if (fn() != 0) return -1.0;
+    CK(cudaDeviceSynchronize());
+    fn();
+    std::vector<float> ms;
+    for (int i = 0; i < iters; ++i) {
+      CK(cudaEventRecord(e0));
+      fn();
+      CK(cudaEventRecord(e1));
+      CK(cudaEventSynchronize(e1));
+      float t;
+      CK(cudaEventElapsedTime(&t, e0, e1));
+      ms.push_back(t);
+    }
+    CK(cudaGetLastError());
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+  };
+  auto hop = [&](int which) {
+    return [&, which]() {
+      g_which = which;
+      return dispatch<R>(c, p, sq, sk, q, k, v, o, dout, lse, dq, dk, dv, ws, nullptr, 0);
+    };
+  };
+  const double t_s = time_it([&]() { return sm80_bwd(R, &p, sq, sk, q, k, v, o, dout, lse, dq, dk, dv, ws, nullptr); });
+  const int variant0 = g_variant;
+  g_variant = 1;
+  const double t_v = time_it(hop(7));
+  const double t_vpre = time_it(hop(1));
+  const double t_vdkv = time_it(hop(3));
+  const double t_vdq = time_it(hop(5));
+  g_variant = 0;
+  const double t_h = time_it(hop(7));
+  const double t_pre = time_it(hop(1));
+  const double t_dkv = time_it(hop(3));
+  const double t_dq = time_it(hop(5));
+  g_which = 7;
+  g_variant = variant0;
+  std::printf("BENCH %-44s variant 1 (SkipEmpty) %8.3f ms (dkdv %.3f, dq %.3f) | default / v1 %.3f\n", c.name.c_str(), t_v,
+              t_vdkv - t_vpre, t_vdq - t_vpre, t_h / t_v);
+  const double win = 2.0 * double(c.B) * N * double(p.window_size()) * c.D * c.H;
+  std::printf("BENCH %-44s sm80 %8.3f ms | hopper %8.3f ms (pre %.3f, dkdv %.3f, dq %.3f) | %.2fx | hopper %.0f TFLOP/s at 5 GEMMs\n",
+              c.name.c_str(), t_s, t_h, t_pre, t_dkv - t_pre, t_dq - t_pre, t_s / t_h, 5 * win / (t_h * 1e-3) / 1e12);
+  cudaFree(q); cudaFree(k); cudaFree(v); cudaFree(o); cudaFree(dout); cudaFree(dq); cudaFree(dk); cudaFree(dv);
+  cudaFree(lse); cudaFree(ws);
+}
+
+int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  bool do_test = true, do_bench = true;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--test-only")) do_bench = false;
+    if (!std::strcmp(argv[i], "--bench-only")) do_test = false;
+    if (!std::strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
+    if (!std::strcmp(argv[i], "--skip") && i + 1 < argc) g_skip = argv[++i];
+    if (!std::strcmp(argv[i], "--variant") && i + 1 < argc) g_variant = std::atoi(argv[++i]);
+  }
+  if (const char* w = std::getenv("FASTNA_BWD_WHICH")) g_which = std::atoi(w);
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
+  int fails = 0, total = 0, skipped = 0;
+  if (do_test) {
+    std::vector<Case> cs;
+    // 1D
+    cs.push_back(mk("1d L100 K7", 1, {100}, {7}, {1}, {1}, {0}, 1, 2, 2, 64, false));
+    cs.push_back(mk("1d L131 K8 s3 d2 (even K, unequal groups) B2", 1, {131}, {8}, {3}, {2}, {0}, 2, 2, 2, 128, true));
+    cs.push_back(mk("1d L200 K33 d3 causal GQA4/2", 1, {200}, {33}, {1}, {3}, {1}, 1, 4, 2, 64, false));
+    cs.push_back(mk("1d L77 K77 (self-attn)", 1, {77}, {77}, {1}, {1}, {0}, 1, 2, 2, 128, true));
+    cs.push_back(mk("1d L90 K16 s16 causal (blocked) GQA2/1", 1, {90}, {16}, {16}, {1}, {1}, 1, 2, 1, 128, true));
+    cs.push_back(mk("1d L300 K64 s8 d2 causal", 1, {300}, {64}, {8}, {2}, {1}, 1, 1, 1, 64, false));
+    cs.push_back(mk("1d L150 K13 s5 GQA3/1", 1, {150}, {13}, {5}, {1}, {0}, 2, 3, 1, 128, true));
+    cs.push_back(mk("1d L600 K200 (full tiles)", 1, {600}, {200}, {1}, {1}, {0}, 1, 2, 2, 64, false));
+    // 2D
+    cs.push_back(mk("2d 20x23 K5x7", 2, {20, 23}, {5, 7}, {1, 1}, {1, 1}, {0, 0}, 1, 2, 2, 64, false));
+    cs.push_back(mk("2d 30x17 K6x4 s2x3 d2x3 GQA4/1", 2, {30, 17}, {6, 4}, {2, 3}, {2, 3}, {0, 0}, 1, 4, 1, 128, true));
+    for (int cc = 0; cc < 4; ++cc) {
+      static char nm[4][64];
+      std::snprintf(nm[cc], 64, "2d 19x21 K7x6 s1x2 d1x2 causal=(%d,%d)", cc & 1, (cc >> 1) & 1);
+      cs.push_back(mk(nm[cc], 2, {19, 21}, {7, 6}, {1, 2}, {1, 2}, {cc & 1, (cc >> 1) & 1}, 1, 2, 2,
+                      (cc & 1) ? 128 : 64, cc & 1));
+    }
+    cs.push_back(mk("2d 16x16 K16x16 (self-attn)", 2, {16, 16}, {16, 16}, {1, 1}, {1, 1}, {0, 0}, 1, 2, 2, 128, false));
+    cs.push_back(mk("2d 33x40 K9x12 s3x4 GQA2/1", 2, {33, 40}, {9, 12}, {3, 4}, {1, 1}, {0, 0}, 1, 2, 1, 64, false));
+    cs.push_back(mk("2d 24x26 K8x8 s8x8 causal=(1,1) (blocked) B2", 2, {24, 26}, {8, 8}, {8, 8}, {1, 1}, {1, 1}, 2, 2, 2, 128, true));
+    cs.push_back(mk("2d 64x48 K33x21 (full tiles)", 2, {64, 48}, {33, 21}, {1, 1}, {1, 1}, {0, 0}, 1, 1, 1, 64, false));
+    cs.push_back(mk("2d 45x38 K13x13 d2x3", 2, {45, 38}, {13, 11}, {1, 1}, {2, 3}, {0, 0}, 1, 2, 2, 128, false));
+    // 3D
+    cs.push_back(mk("3d 9x10x11 K3x5x4", 3, {9, 10, 11}, {3, 5, 4}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 2, 2, 32, false));
+    cs.push_back(mk("3d 8x12x13 K4x3x5 s2x1x3 d1x2x2 causal=(1,0,0) GQA2/1", 3, {8, 12, 13}, {4, 3, 5}, {2, 1, 3}, {1, 2, 2}, {1, 0, 0}, 1, 2, 1, 64, true));
+    for (int cc = 0; cc < 8; ++cc) {
+      static char nm[8][72];
+      std::snprintf(nm[cc], 72, "3d 7x9x10 K3x4x5 s1x2x1 d2x1x1 causal=(%d,%d,%d)", cc & 1, (cc >> 1) & 1, (cc >> 2) & 1);
+      const bool bf = (cc >> 1) & 1;
+      cs.push_back(mk(nm[cc], 3, {7, 9, 10}, {3, 4, 5}, {1, 2, 1}, {2, 1, 1}, {cc & 1, (cc >> 1) & 1, (cc >> 2) & 1}, 1, 2, 2,
+                      bf ? 64 : 32, bf));
+    }
+    cs.push_back(mk("3d 6x7x9 K6x7x9 (self-attn) GQA2/1", 3, {6, 7, 9}, {6, 7, 9}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 2, 1, 64, true));
+    cs.push_back(mk("3d 12x12x12 K9x9x9 (full tiles)", 3, {12, 12, 12}, {9, 9, 9}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 1, 1, 32, false));
+    // Larger cases: many column tiles per CTA (ring wrap-around), full tiles, GQA, batch.
+    cs.push_back(mk("1d L1000 K255 s4 GQA2/1 B2", 1, {1000}, {255}, {4}, {1}, {0}, 2, 2, 1, 128, true));
+    cs.push_back(mk("1d L700 K301 causal", 1, {700}, {301}, {1}, {1}, {1}, 1, 1, 1, 64, false));
+    cs.push_back(mk("2d 40x48 K21x17 GQA2/1 B2", 2, {40, 48}, {21, 17}, {1, 1}, {1, 1}, {0, 0}, 2, 2, 1, 128, true));
+    cs.push_back(mk("2d 36x44 K13x15 s2x3 causal=(1,0)", 2, {36, 44}, {13, 15}, {2, 3}, {1, 1}, {1, 0}, 1, 2, 2, 64, false));
+    cs.push_back(mk("3d 10x16x24 K5x7x9 causal=(1,0,0) B2", 3, {10, 16, 24}, {5, 7, 9}, {1, 1, 1}, {1, 1, 1}, {1, 0, 0}, 2, 2, 2, 128, true));
+    cs.push_back(mk("3d 6x20x18 K3x9x9 s1x2x3 GQA2/1 B2", 3, {6, 20, 18}, {3, 9, 9}, {1, 2, 3}, {1, 1, 1}, {0, 0, 0}, 2, 2, 1, 64, true));
+    for (auto& c : cs)
+      if (c.D == 32) c.D = 64;  // the Hopper backward: head dims 64 and 128
+    cs.push_back(mk("1d L600 K200 (full tiles) bf16 128", 1, {600}, {200}, {1}, {1}, {0}, 1, 2, 2, 128, true));
+    cs.push_back(mk("1d L600 K200 (full tiles) f16 128", 1, {600}, {200}, {1}, {1}, {0}, 1, 2, 2, 128, false));
+    cs.push_back(mk("1d L600 K200 (full tiles) bf16 64", 1, {600}, {200}, {1}, {1}, {0}, 1, 2, 2, 64, true));
+    for (auto& c : cs) {
+      if (g_only && c.name.find(g_only) == std::string::npos) continue;
+      if (g_skip && c.name.find(g_skip) != std::string::npos) continue;
+      if (!have_instance(c)) {
+        std::printf("%-52s SKIP (no instance)\n", c.name.c_str());
+        ++skipped;
+        continue;
+      }
+      ++total;
+      int f = c.rank == 1 ? run_case<1>(c) : (c.rank == 2 ? run_case<2>(c) : run_case<3>(c));
+      fails += f;
+    }
+    std::printf("SUMMARY: %d/%d passed (%d skipped)\n", total - fails, total, skipped);
+    std::fflush(stdout);
+  }
+  if (do_bench) {
+    bench<1>(mk("1d 32768 K2048 H1", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 1, 1, 128, true), 20);
+    bench<2>(mk("flux 256x256 K80x80 H24", 2, {256, 256}, {80, 80}, {1, 1}, {1, 1}, {0, 0}, 1, 24, 24, 128, true), 5);
+    bench<3>(mk("hunyuan 30x48x80 K18x24x24 H24", 3, {30, 48, 80}, {18, 24, 24}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 24, 24, 128, true), 3);
+    bench<3>(mk("video-causal-t 16x48x80 K8x16x24 cT H16", 3, {16, 48, 80}, {8, 16, 24}, {1, 1, 1}, {1, 1, 1}, {1, 0, 0}, 1, 16, 16, 128, true), 3);
+  }
+  return fails == 0 ? 0 : 1;
+}
+#endif
