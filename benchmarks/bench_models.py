@@ -252,6 +252,37 @@ def plot(rows, path):
     return None
 
 
+def write(out, header, rows, dev_name, baseline=None, plot_too=True):
+    """Renders the table (ratios vs `baseline`: default reference if it ran, else the first
+    backend that ran) and, with `out`, writes out/bench_models.{md,json[,png]}."""
+    names = list(dict.fromkeys(r["backend"] for r in rows))
+    ran = [b for b in names if any(r["backend"] == b and "img_s" in r for r in rows)]
+    baseline = baseline or ("reference" if "reference" in ran else (ran[0] if ran else "—"))
+    text = header + table(rows, baseline) + "\n"
+    if out:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "bench_models.md"), "w") as f:
+            f.write(text)
+        with open(os.path.join(out, "bench_models.json"), "w") as f:
+            json.dump(dict(device=dev_name, date=str(datetime.date.today()), commit=commit(),
+                           header=header, rows=rows), f, indent=1)
+        if plot_too:
+            err = plot(rows, os.path.join(out, "bench_models.png"))
+            if err:
+                print(f"note: {err}", file=sys.stderr)
+    return text
+
+
+def render(path, out, baseline=None):
+    """Table and plot again from a run's bench_models.json (e.g. one a device call returned
+    without its plot, or cut short by a time limit)."""
+    with open(path) as f:
+        d = json.load(f)
+    header = d.get("header") or (f"# Model throughput\n\n- GPU: {d['device']}\n- date: {d['date']}\n"
+                                 f"- commit: {d['commit']}\n\n")
+    return write(out, header, d["rows"], d["device"], baseline)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="nat_mini,nat_tiny,nat_small,nat_base,dinat_mini,"
@@ -273,9 +304,14 @@ def main(argv=None):
     ap.add_argument("--baseline", default=None, help="backend the ratios are relative to "
                                                      "(default: reference if run, else the first)")
     ap.add_argument("--out", default=None, help="output directory (markdown, json, png)")
+    ap.add_argument("--render", metavar="JSON", default=None,
+                    help="only re-render table and plot from a run's bench_models.json into --out")
     ap.add_argument("--no-tf32", action="store_true",
                     help="keep float32 matmuls in full fp32 (then the gemm backend declines fp32)")
     a = ap.parse_args(argv)
+    if a.render:
+        print(render(a.render, a.out or os.path.dirname(os.path.abspath(a.render)), a.baseline))
+        return 0
     # One TF32 setting for every float32 row: the gemm backend computes fp32 on TF32 tensor
     # cores and runs only while torch allows TF32 matmuls; the models' linear layers follow it.
     torch.backends.cuda.matmul.allow_tf32 = not a.no_tf32
@@ -303,20 +339,6 @@ def main(argv=None):
         if m not in ("infer", "train"):
             ap.error(f"--mode: {m!r} is neither infer nor train")
 
-    rows = []
-    total = len(models) * len(names) * len(dtypes) * len(modes)
-    i = 0
-    for name in models:
-        for mode in modes:
-            for dt in dtypes:
-                for b in names:
-                    i += 1
-                    print(f"[{i}/{total}] {name} {mode} {dt} {b}", file=sys.stderr, flush=True)
-                    rows.append(run_one(name, b, dt, mode, a, device))
-                    print(json.dumps(rows[-1]), flush=True)
-
-    ran = [b for b in names if any(r["backend"] == b and "img_s" in r for r in rows)]
-    baseline = a.baseline or ("reference" if "reference" in ran else (ran[0] if ran else "—"))
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     header = (f"# Model throughput at {a.res}x{a.res}\n\n"
               f"- GPU: {dev_name}\n- date: {datetime.date.today()}\n- commit: {commit()}\n"
@@ -328,18 +350,22 @@ def main(argv=None):
                                           f"{a.row_seconds:g} s per row (2..{a.iters}; column 'steps')")
               + "\n"
               f"- float32 matmuls (linear layers, the gemm backend) in TF32: {not a.no_tf32}\n\n")
-    text = header + table(rows, baseline) + "\n"
+    rows = []
+    total = len(models) * len(names) * len(dtypes) * len(modes)
+    i = 0
+    for name in models:
+        for mode in modes:
+            for dt in dtypes:
+                for b in names:
+                    i += 1
+                    print(f"[{i}/{total}] {name} {mode} {dt} {b}", file=sys.stderr, flush=True)
+                    rows.append(run_one(name, b, dt, mode, a, device))
+                    print(json.dumps(rows[-1]), flush=True)
+                    # After every row, so that a run cut short still leaves what it measured.
+                    text = write(a.out, header, rows, dev_name, a.baseline, plot_too=False)
+        master.cache_clear()
+    text = write(a.out, header, rows, dev_name, a.baseline, plot_too=True)
     print(text)
-    if a.out:
-        os.makedirs(a.out, exist_ok=True)
-        with open(os.path.join(a.out, "bench_models.md"), "w") as f:
-            f.write(text)
-        with open(os.path.join(a.out, "bench_models.json"), "w") as f:
-            json.dump(dict(device=dev_name, date=str(datetime.date.today()), commit=commit(),
-                           rows=rows), f, indent=1)
-        err = plot(rows, os.path.join(a.out, "bench_models.png"))
-        if err:
-            print(f"note: {err}", file=sys.stderr)
     return 0
 
 
