@@ -77,7 +77,7 @@ def fastna_fn(case, backend):
     return lambda q, k, v: fastna.neighborhood_attention(q, k, v, backend=backend, **kw)
 
 
-def run_case(case, backends, dtype, bwd):
+def run_case(case, backends, dtype, bwd, kernel_time=False):
     row = {"case": case.name, "flop_bound": case.flop_bound}
     inputs = make_inputs(case, dtype, bwd)
     contenders = {"cudnn": cudnn_fn}
@@ -94,6 +94,9 @@ def run_case(case, backends, dtype, bwd):
     for name, fn in contenders.items():
         try:
             row[name] = bench(step(fn, inputs, bwd))
+            if kernel_time and name in backends:
+                from bench_gemm import kernel_ms
+                row[f"{name} kernels"] = kernel_ms(step(fn, inputs, bwd))
         except Exception as e:
             row[f"{name}_error"] = repr(e)[:200]
         torch.cuda.empty_cache()
@@ -122,10 +125,13 @@ def main():
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--bwd", action="store_true", help="time forward+backward")
     ap.add_argument("--out", default=None, help="write the table (markdown) and raw rows (json)")
+    ap.add_argument("--kernel-time", action="store_true",
+                    help="also the fastna backends' GPU kernel time per call (torch.profiler): "
+                         "shows whether the do_bench time of a small case is host-bound")
     a = ap.parse_args()
     dtype = getattr(torch, a.dtype)
     backends = [b for b in a.backends.split(",") if b]
-    names = ["cudnn", "flex"] + backends
+    names = ["cudnn", "flex"] + backends + ([f"{b} kernels" for b in backends] if a.kernel_time else [])
     commit = os.environ.get("FASTNA_COMMIT") or subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     header = (f"# {'forward+backward' if a.bwd else 'forward'} latency, {a.dtype}\n\n"
@@ -134,7 +140,7 @@ def main():
               f"- command: python benchmarks/bench_fwd.py {' '.join(sys.argv[1:])}\n\n")
     rows = []
     for name in a.cases.split(","):
-        rows.append(run_case(BY_NAME[name], backends, dtype, a.bwd))
+        rows.append(run_case(BY_NAME[name], backends, dtype, a.bwd, a.kernel_time))
         print(json.dumps(rows[-1]), flush=True)
         # Rewritten after every case so a run cut short still leaves its finished rows.
         text = header + table(rows, names) + "\n"
