@@ -5,7 +5,7 @@
 # Needs the nvidia-cutlass wheel in .carry/ (the GPU machine has no network; pass carry=[".carry"]).
 # Writes $OUT/build.log (default ./gpu-out); FASTNA_CUDA_ARCHS defaults to 90a.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."  # also right when sourced
 OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-16}
 export FASTNA_CUDA_ARCHS=${FASTNA_CUDA_ARCHS:-90a}
