@@ -67,9 +67,10 @@ def run_problem(prob, dtype, backends):
     return row
 
 
-def kernel_ms(run, iters=10):
-    """GPU time of one call: the sum of its kernels' durations (torch.profiler), without the
-    host-side launch path that bounds small problems in the wall-clock column."""
+def kernel_rows(run, iters=10):
+    """[(GPU us per call, launches per call, kernel name)] of one call, largest first
+    (torch.profiler's kernel rows only: a CPU op's row repeats its kernels' time as its own
+    self device time, and summing every row counted each kernel twice in the 845029b table)."""
     run()
     torch.cuda.synchronize()
     acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
@@ -77,11 +78,15 @@ def kernel_ms(run, iters=10):
         for _ in range(iters):
             run()
         torch.cuda.synchronize()
-    # The kernel rows only: a CPU op's row repeats its kernels' time as its own self device
-    # time (summing every row counted each kernel twice in the 845029b table).
-    total_us = sum(e.self_device_time_total for e in prof.key_averages()
-                   if e.device_type == torch.autograd.DeviceType.CUDA)
-    return total_us / iters / 1e3
+    rows = [(e.self_device_time_total / iters, e.count // iters, e.key) for e in prof.key_averages()
+            if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0]
+    return sorted(rows, reverse=True)
+
+
+def kernel_ms(run, iters=10):
+    """GPU time of one call: the sum of its kernels' durations (torch.profiler), without the
+    host-side launch path that bounds small problems in the wall-clock column."""
+    return sum(us for us, _, _ in kernel_rows(run, iters)) / 1e3
 
 
 def gain(naive, gemm):

@@ -15,20 +15,7 @@ import fastna
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_fwd import step  # noqa: E402
-from bench_gemm import PROBLEMS  # noqa: E402
-
-
-def per_kernel(run, iters=5):
-    run()
-    torch.cuda.synchronize()
-    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-    with torch.profiler.profile(activities=acts) as prof:
-        for _ in range(iters):
-            run()
-        torch.cuda.synchronize()
-    rows = [(e.self_device_time_total / iters, e.count // iters, e.key) for e in prof.key_averages()
-            if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0]
-    return sorted(rows, reverse=True)
+from bench_gemm import PROBLEMS, kernel_rows  # noqa: E402
 
 
 def main():
@@ -49,7 +36,7 @@ def main():
                 inputs = [torch.randn(B, *shape, H, D, device="cuda", dtype=dtype,
                                       requires_grad=bwd) for _ in range(3)]
                 run = step(lambda q, k, v: fn(q, k, v, K, backend="gemm"), inputs, bwd)
-                rows = per_kernel(run)
+                rows = kernel_rows(run)
                 total = sum(r[0] for r in rows)
                 lines.append(f"## {name} {dt} {'fwd+bwd' if bwd else 'fwd'}: {total:.1f} us")
                 lines.append("")
