@@ -1,10 +1,12 @@
 // One fused-attention test case of the standalone GPU harnesses (test_fused.cu, test_fused_bwd.cu,
-// test_hopper_fwd.cu): the problem, and its contiguous [B, *spatial, heads, D] strides.
+// test_hopper_fwd.cu, test_hopper_bwd.cu): the problem, and its contiguous [B, *spatial, heads, D]
+// strides.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "fastna/problem.hpp"
 
@@ -50,4 +52,21 @@ static void strides_for(const Case& c, int heads, int64_t* s) {
     st *= c.L[a];
   }
   s[0] = st;
+}
+
+// A case of `rank` axes from per-axis lists (entries past the rank are ignored; unused axes get 1).
+static Case mk(const std::string& name, int rank, std::vector<int> L, std::vector<int> K, std::vector<int> S,
+               std::vector<int> Dil, std::vector<int> C, int B, int H, int Hkv, int D, bool bf16, bool packed = false) {
+  Case c{};
+  c.name = name;
+  c.rank = rank;
+  c.B = B; c.H = H; c.Hkv = Hkv; c.D = D; c.bf16 = bf16; c.packed = packed;
+  for (int a = 0; a < 3; ++a) {
+    c.L[a] = a < rank ? L[a] : 1;
+    c.K[a] = a < rank ? K[a] : 1;
+    c.S[a] = a < rank ? S[a] : 1;
+    c.Dil[a] = a < rank ? Dil[a] : 1;
+    c.C[a] = a < rank ? bool(C[a]) : false;
+  }
+  return c;
 }

@@ -220,22 +220,6 @@ static bool run_any(const Case& c) {
   return run_case<3>(c, false);
 }
 
-static Case mk(const char* name, int rank, std::vector<int> L, std::vector<int> K, std::vector<int> S,
-               std::vector<int> Dil, std::vector<int> C, int B, int H, int Hkv, int D, bool bf16, bool packed = false) {
-  Case c{};
-  c.name = name;
-  c.rank = rank;
-  c.B = B; c.H = H; c.Hkv = Hkv; c.D = D; c.bf16 = bf16; c.packed = packed;
-  for (int a = 0; a < 3; ++a) {
-    c.L[a] = a < rank ? L[a] : 1;
-    c.K[a] = a < rank ? K[a] : 1;
-    c.S[a] = a < rank ? S[a] : 1;
-    c.Dil[a] = a < rank ? Dil[a] : 1;
-    c.C[a] = a < rank ? bool(C[a]) : false;
-  }
-  return c;
-}
-
 // ---------------------------------------------------------------- benchmark
 template <int R>
 static void bench(const Case& c, int iters) {

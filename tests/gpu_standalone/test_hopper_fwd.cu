@@ -155,23 +155,6 @@ int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fas
   } while (0)
 
 
-static Case mk(const std::string& name, int rank, std::vector<int> L, std::vector<int> K, std::vector<int> S,
-               std::vector<int> Dil, std::vector<int> C, int B, int H, int Hkv, int D, bool bf16) {
-  Case c{};
-  c.name = name;
-  c.rank = rank;
-  c.B = B; c.H = H; c.Hkv = Hkv; c.D = D; c.bf16 = bf16;
-  for (int a = 0; a < 3; ++a) {
-    c.L[a] = a < rank ? L[a] : 1;
-    c.K[a] = a < rank ? K[a] : 1;
-    c.S[a] = a < rank ? S[a] : 1;
-    c.Dil[a] = a < rank ? Dil[a] : 1;
-    c.C[a] = a < rank ? bool(C[a]) : false;
-  }
-  return c;
-}
-
-
 // kHopper: default instance; kVariant: the bf16 D=128 variant g_variant (1..4); kSm80: fused::Forward.
 enum class Impl { kHopper, kSm80, kVariant };
 static int g_variant = 0;
