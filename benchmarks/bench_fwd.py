@@ -33,6 +33,28 @@ def bench(fn, warmup=25, rep=100):
     return do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
 
 
+def kernel_rows(run, iters=10):
+    """[(GPU us per call, launches per call, kernel name)] of one call, largest first
+    (torch.profiler's kernel rows only: a CPU op's row repeats its kernels' time as its own
+    self device time, and summing every row counted each kernel twice in the 845029b table)."""
+    run()
+    torch.cuda.synchronize()
+    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=acts) as prof:
+        for _ in range(iters):
+            run()
+        torch.cuda.synchronize()
+    rows = [(e.self_device_time_total / iters, e.count // iters, e.key) for e in prof.key_averages()
+            if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0]
+    return sorted(rows, reverse=True)
+
+
+def kernel_ms(run, iters=10):
+    """GPU time of one call: the sum of its kernels' durations (torch.profiler), without the
+    host-side launch path that bounds small problems in the wall-clock column."""
+    return sum(us for us, _, _ in kernel_rows(run, iters)) / 1e3
+
+
 def make_inputs(case, dtype, requires_grad):
     shape = (case.batch, *case.shape, case.heads, case.dim)
     return [torch.randn(shape, device="cuda", dtype=dtype, requires_grad=requires_grad)
@@ -95,7 +117,6 @@ def run_case(case, backends, dtype, bwd, kernel_time=False):
         try:
             row[name] = bench(step(fn, inputs, bwd))
             if kernel_time and name in backends:
-                from bench_gemm import kernel_ms
                 row[f"{name} kernels"] = kernel_ms(step(fn, inputs, bwd))
         except Exception as e:
             row[f"{name}_error"] = repr(e)[:200]

@@ -23,7 +23,7 @@ import torch
 import fastna
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_fwd import bench, step  # noqa: E402
+from bench_fwd import bench, kernel_ms, step  # noqa: E402
 
 # (name, spatial shape, kernel, batch, heads, head dim)
 PROBLEMS = [
@@ -65,28 +65,6 @@ def run_problem(prob, dtype, backends):
             del inputs
             torch.cuda.empty_cache()
     return row
-
-
-def kernel_rows(run, iters=10):
-    """[(GPU us per call, launches per call, kernel name)] of one call, largest first
-    (torch.profiler's kernel rows only: a CPU op's row repeats its kernels' time as its own
-    self device time, and summing every row counted each kernel twice in the 845029b table)."""
-    run()
-    torch.cuda.synchronize()
-    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-    with torch.profiler.profile(activities=acts) as prof:
-        for _ in range(iters):
-            run()
-        torch.cuda.synchronize()
-    rows = [(e.self_device_time_total / iters, e.count // iters, e.key) for e in prof.key_averages()
-            if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0]
-    return sorted(rows, reverse=True)
-
-
-def kernel_ms(run, iters=10):
-    """GPU time of one call: the sum of its kernels' durations (torch.profiler), without the
-    host-side launch path that bounds small problems in the wall-clock column."""
-    return sum(us for us, _, _ in kernel_rows(run, iters)) / 1e3
 
 
 def gain(naive, gemm):

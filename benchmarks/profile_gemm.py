@@ -14,8 +14,8 @@ import torch
 import fastna
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_fwd import step  # noqa: E402
-from bench_gemm import PROBLEMS, kernel_rows  # noqa: E402
+from bench_fwd import kernel_rows, step  # noqa: E402
+from bench_gemm import PROBLEMS  # noqa: E402
 
 
 def main():
