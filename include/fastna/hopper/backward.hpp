@@ -32,76 +32,14 @@
 namespace fastna {
 namespace hopper {
 
-namespace detail {
-
-// cuTensorMapEncodeTiled through the runtime's driver entry point, looked up once (CUTLASS's
-// call_cuTensorMapEncodeTiled looks it up on every call: ~10 maps per backward made that a
-// visible host cost on small problems).
-inline CUresult encode_tiled(CUtensorMap* map, CUtensorMapDataType type, cuuint32_t rank, void* addr,
-                             cuuint64_t const* size, cuuint64_t const* stride, cuuint32_t const* box,
-                             cuuint32_t const* estride, CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2) {
-  using Fn = decltype(&cuTensorMapEncodeTiled);
-  static Fn const fn = []() -> Fn {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
-        q != cudaDriverEntryPointSuccess)
-      return nullptr;
-    return reinterpret_cast<Fn>(p);
-  }();
-  if (fn == nullptr) return CUDA_ERROR_NOT_SUPPORTED;
-  return fn(map, type, rank, addr, size, stride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, l2,
-            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-}
-
-}  // namespace detail
-
 // Host: tensor map of a token view [B, *spatial, heads, D] with box (64, 1, Box extents, 1): the
-// forward's make_kv_tensor_map (tma.hpp) for any head count, through the cached encoder.
+// forward's (tma.hpp) for any head count; the backward takes no dilation.
 template <class Element, int Rank, class Box>
 bool make_token_map(TokenTensor<Element const, Rank> const& t, NaProblem<Rank> const& p, int heads, int head_dim,
                     CUtensorMap* map, TmaDims* dims) {
-  static_assert(sizeof(Element) == 2, "16-bit elements");
-  if (head_dim % 64 != 0) return false;
   for (int a = 0; a < Rank; ++a)
     if (p.axis[a].dilation != 1) return false;
-  cuuint64_t size[5] = {1, 1, 1, 1, 1};
-  cuuint64_t stride[4] = {0, 0, 0, 0};
-  cuuint32_t box[5] = {64, 1, 1, 1, 1};
-  cuuint32_t estride[5] = {1, 1, 1, 1, 1};
-  size[0] = head_dim;
-  size[1] = heads;
-  stride[0] = t.stride_head * 2;
-  int d = 2;
-  for (int a = Rank - 1; a >= 0; --a, ++d) {
-    size[d] = p.axis[a].length;
-    stride[d - 1] = t.stride_spatial[a] * 2;
-    box[d] = Box::extent(a);
-  }
-  if (Rank < 3) {
-    size[d] = p.batch;
-    stride[d - 1] = t.stride_batch * 2;
-    dims->batch_dim = d;
-    dims->batch_mul = 1;
-    ++d;
-  } else {
-    if (p.batch > 1 && t.stride_batch != int64_t(p.axis[0].length) * t.stride_spatial[0]) return false;
-    size[4] = cuuint64_t(p.axis[0].length) * p.batch;
-    dims->batch_dim = 4;
-    dims->batch_mul = p.axis[0].length;
-  }
-  for (; d < 5; ++d) size[d] = 1;
-  if (size[1] == 1) stride[0] = cuuint64_t(head_dim) * 2;
-  for (int i = 2; i < 5; ++i)
-    if (size[i] == 1) stride[i - 1] = stride[i - 2] * size[i - 1];
-  for (int i = 0; i < 4; ++i)
-    if (stride[i] % 16 != 0 || stride[i] >= (cuuint64_t(1) << 40)) return false;
-  if (reinterpret_cast<uintptr_t>(t.ptr) % 16 != 0) return false;
-  const CUtensorMapDataType type = std::is_same<Element, cutlass::bfloat16_t>::value
-                                       ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
-                                       : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-  return detail::encode_tiled(map, type, 5, const_cast<void*>(static_cast<void const*>(t.ptr)), size, stride, box,
-                              estride, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B) == CUDA_SUCCESS;
+  return make_kv_tensor_map<Element, Rank, Box, 64>(t, p, heads, head_dim, map, dims);
 }
 
 // Host: fp32 head-major [B, H, L0, .., Lp_last] tensor map with box (column tile extents, 1, 1),

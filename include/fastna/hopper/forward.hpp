@@ -66,9 +66,9 @@ class Forward {
     params.base = Sm80Op::to_params(args);
     if constexpr (Traits::kSignal == Signal::kTma) {
       TmaDims dv;
-      params.use_tma = make_kv_tensor_map<Element, Rank, KBox, Traits::kTmaInner>(args.k, args.problem, HeadDim,
+      params.use_tma = make_kv_tensor_map<Element, Rank, KBox, Traits::kTmaInner>(args.k, args.problem, args.problem.heads_kv, HeadDim,
                                                                                   &params.tma_k, &params.tma_dims) &&
-                       make_kv_tensor_map<Element, Rank, KBox, Traits::kTmaInner>(args.v, args.problem, HeadDim,
+                       make_kv_tensor_map<Element, Rank, KBox, Traits::kTmaInner>(args.v, args.problem, args.problem.heads_kv, HeadDim,
                                                                                   &params.tma_v, &dv) &&
                        dv.batch_dim == params.tma_dims.batch_dim && dv.batch_mul == params.tma_dims.batch_mul;
     }

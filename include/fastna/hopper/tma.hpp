@@ -25,18 +25,42 @@
 namespace fastna {
 namespace hopper {
 
+namespace detail {
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point, looked up once (CUTLASS's
+// call_cuTensorMapEncodeTiled looks it up on every call: ~10 maps per backward made that a
+// visible host cost on small problems).
+inline CUresult encode_tiled(CUtensorMap* map, CUtensorMapDataType type, cuuint32_t rank, void* addr,
+                             cuuint64_t const* size, cuuint64_t const* stride, cuuint32_t const* box,
+                             cuuint32_t const* estride, CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2) {
+  using Fn = decltype(&cuTensorMapEncodeTiled);
+  static Fn const fn = []() -> Fn {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      return nullptr;
+    return reinterpret_cast<Fn>(p);
+  }();
+  if (fn == nullptr) return CUDA_ERROR_NOT_SUPPORTED;
+  return fn(map, type, rank, addr, size, stride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, l2,
+            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+}
+
+}  // namespace detail
+
 struct TmaDims {
   // Batch folded into the outermost used coordinate: coordinate = origin + b * batch_mul.
   int batch_dim = 0;
   int batch_mul = 1;
 };
 
-// Host: tensor map of one K or V view.  False (use cp.async) when the head dim is not a
-// multiple of Inner, a dilation is above 8 or makes a box extent exceed 256, or the strides do
-// not fit.
+// Host: tensor map of one token view (K or V: heads = H_kv; the backward also maps Q and dO).
+// False (use cp.async) when the head dim is not a multiple of Inner, a dilation is above 8 or
+// makes a box extent exceed 256, or the strides do not fit.
 template <class Element, int Rank, class KBox, int Inner = 64>
-bool make_kv_tensor_map(TokenTensor<Element const, Rank> const& t, NaProblem<Rank> const& p, int head_dim,
-                        CUtensorMap* map, TmaDims* dims) {
+bool make_kv_tensor_map(TokenTensor<Element const, Rank> const& t, NaProblem<Rank> const& p, int heads,
+                        int head_dim, CUtensorMap* map, TmaDims* dims) {
   static_assert(sizeof(Element) == 2, "16-bit elements");
   static_assert(Inner == 64 || Inner == 32, "inner box: one SW128 (64) or SW64 (32) atom column");
   if (head_dim % Inner != 0) return false;
@@ -47,7 +71,7 @@ bool make_kv_tensor_map(TokenTensor<Element const, Rank> const& t, NaProblem<Ran
   cuuint32_t box[5] = {Inner, 1, 1, 1, 1};
   cuuint32_t estride[5] = {1, 1, 1, 1, 1};
   size[0] = head_dim;
-  size[1] = p.heads_kv;
+  size[1] = heads;
   stride[0] = t.stride_head * 2;
   int d = 2;
   for (int a = Rank - 1; a >= 0; --a, ++d) {
@@ -81,11 +105,9 @@ bool make_kv_tensor_map(TokenTensor<Element const, Rank> const& t, NaProblem<Ran
   const CUtensorMapDataType type = std::is_same<Element, cutlass::bfloat16_t>::value
                                        ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
                                        : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-  CUresult r = cutlass::call_cuTensorMapEncodeTiled(
-      map, type, 5, const_cast<void*>(static_cast<void const*>(t.ptr)), size, stride, box, estride,
-      CU_TENSOR_MAP_INTERLEAVE_NONE, Inner == 64 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  return r == CUDA_SUCCESS;
+  return detail::encode_tiled(map, type, 5, const_cast<void*>(static_cast<void const*>(t.ptr)), size, stride, box,
+                              estride, Inner == 64 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B,
+                              CU_TENSOR_MAP_L2_PROMOTION_L2_256B) == CUDA_SUCCESS;
 }
 
 namespace detail {
