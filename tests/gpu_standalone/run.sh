@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build and run the standalone fused-forward test + benchmark on a GPU machine.
-#   CUTLASS_INCLUDE=/path/to/cutlass/include tests/gpu_standalone/run.sh [--test-only|--bench-only]
+#   CUTLASS_INCLUDE=/path/to/cutlass/include tests/gpu_standalone/run.sh [--test-only|--bench-only] [--v3]
+# --v3: only the q128w8 tile's tests (with the default tile on the same cases) and benchmarks.
 # Env: ARCHS (default "80 90"), JOBS (default nproc), BUILD (default /tmp/fastna_gpu_standalone).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -20,10 +21,13 @@ compile_inst() {
   nvcc $flags -DINST_RANK=$r -DINST_ELEM=$e -DINST_DIM=$d -c "$here/instance.cu" -o "$BUILD/inst_$t.o"
 }
 compile_var() {  # r2_bf16_128_v1 -> variant 1 of the 2D D=128 instance
-  local t=$1; local e=${t#r2_}; e=${e%%_*}; local v=${t##*_v}
-  nvcc $flags -DINST_RANK=2 -DINST_ELEM=$e -DINST_DIM=128 -DINST_VARIANT=$v -DINST_TAG=_v$v -c "$here/instance.cu" -o "$BUILD/inst_$t.o"
+  local t=$1; local r=${t#r}; r=${r%%_*}; local rest=${t#r*_}; local e=${rest%%_*}; rest=${rest#*_}
+  local d=${rest%%_*}; local v=${t##*_v}
+  nvcc $flags -DINST_RANK=$r -DINST_ELEM=$e -DINST_DIM=$d -DINST_VARIANT=$v -DINST_TAG=_v$v -c "$here/instance.cu" -o "$BUILD/inst_$t.o"
 }
 for v in 1 2; do for e in f16 bf16; do insts="$insts r2_${e}_128_v$v"; done; done
+# variant 3: tile q128w8 (8 warps, 128-query box, 3 K/V stages), ranks 1 and 2, D 64 and 128
+for r in 1 2; do for e in f16 bf16; do for d in 64 128; do insts="$insts r${r}_${e}_${d}_v3"; done; done; done
 export -f compile_inst compile_var; export flags here BUILD
 start=$(date +%s)
 { echo main; for t in $insts; do echo $t; done; } | xargs -P "$JOBS" -I{} bash -c \
