@@ -36,9 +36,16 @@
 
 
 
-static int g_variant = 0;  // 0: default boxes; 1/2: the 2D D=128 variants, 3: q128w8 (common.hpp)
-static const char* vtag(int v) { return v == 1 ? "_v1" : (v == 2 ? "_v2" : "_v3"); }
-static const char* vlabel(int v) { return v == 0 ? "   " : (v == 1 ? " v1" : (v == 2 ? " v2" : " v3")); }
+// 0: default boxes; 1/2: the 2D D=128 variants, 3: q128w8, 4: 1D D=128 4-warp 128x32 (common.hpp)
+static int g_variant = 0;
+static const char* vtag(int v) {
+  static const char* t[] = {"", "_v1", "_v2", "_v3", "_v4"};
+  return t[v];
+}
+static const char* vlabel(int v) {
+  static const char* t[] = {"   ", " v1", " v2", " v3", " v4"};
+  return t[v];
+}
 
 template <int R>
 static int dispatch(const Case& c, const fastna::NaProblem<R>& p, const void* q, const int64_t* sq,
@@ -273,8 +280,9 @@ static void bench(const Case& c, int iters) {
 
 int main(int argc, char** argv) {
   bool do_test = true, do_bench = true;
-  bool only_v3 = false;  // --v3: only the q128w8 tests (and the default tile on the same cases) and
-                         // the benchmarks that compare it with the default / q16x8_kv4x8 tiles
+  // --v3: only the q128w8 (v3) and 1D 4-warp (v4) tests (and the default tile on the same cases)
+  // and the benchmarks that compare them with the default / q16x8_kv4x8 tiles
+  bool only_v3 = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--test-only")) do_bench = false;
     if (!std::strcmp(argv[i], "--bench-only")) do_test = false;
@@ -333,11 +341,13 @@ int main(int argc, char** argv) {
       ++total;
       if (!run_any(c)) ++fails;
     }
-    // the non-default box variants on every 2D D=128 case; q128w8 on every rank-1/2, D=64/128 case
-    for (int var = only_v3 ? 3 : 1; var <= 3; ++var) {
+    // the non-default box variants on every 2D D=128 case; q128w8 on every rank-1/2, D=64/128
+    // case; variant 4 on every 1D D=128 case
+    for (int var = only_v3 ? 3 : 1; var <= 4; ++var) {
       g_variant = var;
       for (auto& c : cs)
-        if ((var <= 2 && c.rank == 2 && c.D == 128) || (var == 3 && c.rank <= 2 && (c.D == 64 || c.D == 128))) {
+        if ((var <= 2 && c.rank == 2 && c.D == 128) || (var == 3 && c.rank <= 2 && (c.D == 64 || c.D == 128)) ||
+            (var == 4 && c.rank == 1 && c.D == 128)) {
           ++total;
           if (!run_any(c)) ++fails;
         }
@@ -357,12 +367,14 @@ int main(int argc, char** argv) {
       bench<2>(mk("flux-strided 256x256 K80x80 s16 H24", 2, {256, 256}, {80, 80}, {16, 16}, {1, 1}, {0, 0}, 1, 24, 24, 128, true), 7);
       bench<2>(mk("dense-equiv 2d 64x64 K64x64 H16", 2, {64, 64}, {64, 64}, {1, 1}, {1, 1}, {0, 0}, 1, 16, 16, 128, true), 10);
     }
-    // The 1D anchors (DESIGN.md section 4: B=1, 1 head, D=128, bf16): default tile vs q128w8.
-    for (int var : {0, 3}) {
+    // The 1D anchors (DESIGN.md section 4: B=1, 1 head, D=128, bf16): default tile vs q128w8
+    // (v3) vs the 4-warp 128x32 tile (v4, D=128 only).
+    for (int var : {0, 3, 4}) {
       g_variant = var;
       bench<1>(mk("1d 32768 K2048 H1 (B=1)", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 1, 1, 128, true), 50);
       bench<1>(mk("1d-strided 32768 K2048 s256 H1 (B=1)", 1, {32768}, {2048}, {256}, {1}, {0}, 1, 1, 1, 128, true), 50);
-      bench<1>(mk("1d 32768 K2048 H1 (B=1) D64", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 1, 1, 64, true), 50);
+      bench<1>(mk("1d 32768 K2048 H24 (B=1)", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 24, 24, 128, true), 10);
+      if (var != 4) bench<1>(mk("1d 32768 K2048 H1 (B=1) D64", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 1, 1, 64, true), 50);
       bench<1>(mk("dense-equiv 1d 8192 K8192 H16", 1, {8192}, {8192}, {1}, {1}, {0}, 1, 16, 16, 128, true), 10);
     }
     g_variant = 0;
