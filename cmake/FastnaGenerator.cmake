@@ -23,6 +23,10 @@
 #   q16x8_kv4x8    fused_fwd, rank 2, head dim 128 only: query box 16x8, KV box 4x8
 #                  (benchmarks/NOTES_fused.md); the backward of that forward uses fused_bwd's
 #                  default boxes (the forward's tile does not change out/lse)
+#   q128w8         fused_fwd, ranks 1 and 2, head dims 64 and 128: 128-query box (1D 128, 2D
+#                  16x8) on 8 warps of 16 query rows, 64-key KV box (1D 64, 2D 8x8), 3-stage
+#                  cp.async K/V pipeline (benchmarks/NOTES_fused.md); experimental, never picked
+#                  automatically (forward(..., tile="q128w8") / FASTNA_FUSED_TILE=q128w8)
 #
 # gemm_na (GEMM-based unfused NA: PN = qk, NN = av, IN = inverse neighborhood, one TU holding all
 # three for a rank x dtype x head dim x arch; include/fastna/gemm, src/gemm_launch.cuh) follows the
@@ -67,12 +71,20 @@ function(_fastna_dtype_cutlass dtype out)
   endif()
 endfunction()
 
-# Tile variants of a fused kernel for (rank, head dim): "name|QBox|KBox" entries.
+# Tile variants of a fused kernel for (rank, head dim): "name|QBox|KBox[|Warps|Stages]" entries
+# (Warps / Stages: fused_fwd's ForwardTraits parameters; left out = 0 / 2, the original tiles).
 function(_fastna_fused_tiles kernel rank hdim out)
   set(_default "typename fastna::fused::DefaultBox<${rank}>::type")
   set(_tiles "default|${_default}|${_default}")
   if(kernel STREQUAL "fused_fwd" AND rank EQUAL 2 AND hdim EQUAL 128)
     list(APPEND _tiles "q16x8_kv4x8|fastna::fused::Box<2, 16, 8>|fastna::fused::Box<2, 4, 8>")
+  endif()
+  if(kernel STREQUAL "fused_fwd" AND (hdim EQUAL 64 OR hdim EQUAL 128))
+    if(rank EQUAL 1)
+      list(APPEND _tiles "q128w8|fastna::fused::Box<1, 128>|fastna::fused::Box<1, 64>|8|3")
+    elseif(rank EQUAL 2)
+      list(APPEND _tiles "q128w8|fastna::fused::Box<2, 16, 8>|fastna::fused::Box<2, 8, 8>|8|3")
+    endif()
   endif()
   set(${out} "${_tiles}" PARENT_SCOPE)
 endfunction()
@@ -175,6 +187,13 @@ function(fastna_generate_instances)
             list(GET _parts 1 FASTNA_TILE)
             list(GET _parts 2 FASTNA_QBOX)
             list(GET _parts 3 FASTNA_KBOX)
+            set(FASTNA_WARPS 0)
+            set(FASTNA_STAGES 2)
+            list(LENGTH _parts _nparts)
+            if(_nparts GREATER 5)
+              list(GET _parts 4 FASTNA_WARPS)
+              list(GET _parts 5 FASTNA_STAGES)
+            endif()
             if(_fused)
               set(FASTNA_INSTANCE_NAME "${_kernel}_r${_rank}_${_dtype}_d${FASTNA_HEAD_DIM}_${FASTNA_TILE}_sm${_arch}")
             else()

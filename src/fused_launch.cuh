@@ -66,9 +66,9 @@ Arguments forward_arguments(const LaunchParams& lp) {
   return args;
 }
 
-template <int Rank, class Element, int HeadDim, class QBox, class KBox>
+template <int Rank, class Element, int HeadDim, class QBox, class KBox, int Warps = 0, int Stages = 2>
 void run_fused_forward(const LaunchParams& lp, const char* name) {
-  using Op = fused::Forward<Rank, Element, HeadDim, QBox, KBox>;
+  using Op = fused::Forward<Rank, Element, HeadDim, QBox, KBox, Warps, Stages>;
   using Traits = LocalTraits<typename Op::Traits>;
   const auto args = forward_arguments<typename Op::Arguments, Rank, Element>(lp);
   // module.cpp names the failing condition before dispatching; this is the last guard.

@@ -294,6 +294,38 @@ def test_no_padding_no_copy_and_tile_of_padded_dim(fake_kernel):
     assert fake_kernel[2]["pd"]["tile"] == "default"
 
 
+def test_wide_tile_only_on_request(fake_kernel, monkeypatch):
+    """q128w8 (8 warps, 128-query box) is compiled for ranks 1, 2 at head dims 64, 128 but never
+    picked automatically: only through tile= or FASTNA_FUSED_TILE."""
+    monkeypatch.setitem(DIMS, 64, {"default", fused.WIDE_TILE})
+    monkeypatch.setitem(DIMS, 128, {"default", fused.FAST_TILE, fused.WIDE_TILE})
+    monkeypatch.delenv("FASTNA_FUSED_TILE", raising=False)
+    assert fused._QBOX[fused.WIDE_TILE] == {1: (128,), 2: (16, 8)}
+    dev = torch.device("cpu")
+    # (the fake instance list is the same for every rank)
+    assert fused._pick_tile(1, torch.bfloat16, 64, dev) == "default"
+    assert fused._pick_tile(2, torch.bfloat16, 128, dev) == fused.FAST_TILE
+    assert fused._pick_tile(1, torch.bfloat16, 64, dev, fused.WIDE_TILE) == fused.WIDE_TILE
+    with pytest.raises(ValueError, match="q128w8.*not compiled"):
+        fused._pick_tile(1, torch.bfloat16, 32, dev, fused.WIDE_TILE)
+    monkeypatch.setenv("FASTNA_FUSED_TILE", fused.WIDE_TILE)
+    assert fused._pick_tile(2, torch.bfloat16, 128, dev) == fused.WIDE_TILE
+    assert fused._pick_tile(1, torch.bfloat16, 32, dev) == "default"   # not built there
+    # through forward(): the tile reaches the kernel, results are the reference's
+    q, k, v, _, _ = _inputs((300,), 2, 1, 64, 64, 0)
+    p = _args.normalize(q, k, v, 33, stride=4, dilation=2, is_causal=True)
+    out = fused.forward(q, k, v, p)
+    assert fake_kernel[-1]["pd"]["tile"] == fused.WIDE_TILE
+    torch.testing.assert_close(out, reference.attention(q, k, v, p), rtol=1e-10, atol=1e-10)
+    monkeypatch.delenv("FASTNA_FUSED_TILE")
+    fused.forward(q, k, v, p, tile=fused.WIDE_TILE)
+    assert fake_kernel[-1]["pd"]["tile"] == fused.WIDE_TILE
+    fused.forward(q, k, v, p)
+    assert fake_kernel[-1]["pd"]["tile"] == "default"
+    # the grid check knows the tile's query box (128 tokens per CTA in 1D)
+    assert fused._grid_ok(p, (300,), fused.WIDE_TILE)
+
+
 def test_zero_extra_tokens_and_empty_batch(fake_kernel):
     q, k, v, _, _ = _inputs((9,), 2, 1, 16, 8, 0)
     ek, ev = q.new_zeros(2, 0, 1, 16), q.new_zeros(2, 0, 1, 8)

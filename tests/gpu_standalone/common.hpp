@@ -20,7 +20,12 @@
 
 FASTNA_TEST_FOR_ALL(FASTNA_TEST_DECL)
 
-// Non-default box variants (see instance.cu): _v1 = query 16x8 / KV 8x8, _v2 = query 16x8 / KV 4x8.
+// Non-default box variants (see instance.cu): _v1 = query 16x8 / KV 8x8, _v2 = query 16x8 / KV 4x8,
+// _v3 = tile q128w8 (8 warps, 128-query box, 64-key KV box, 3 stages; ranks 1, 2 at D 64, 128),
+// _v4 = rank 1 only, 128-query box on 4 warps x 32 rows, 32-key KV box, 3 stages (harness only).
 #define FASTNA_TEST_FOR_VARIANTS(X) \
-  X(2, f16, 128, _v1) X(2, bf16, 128, _v1) X(2, f16, 128, _v2) X(2, bf16, 128, _v2)
+  X(2, f16, 128, _v1) X(2, bf16, 128, _v1) X(2, f16, 128, _v2) X(2, bf16, 128, _v2) \
+  X(1, f16, 64, _v3) X(1, f16, 128, _v3) X(1, bf16, 64, _v3) X(1, bf16, 128, _v3)   \
+  X(2, f16, 64, _v3) X(2, f16, 128, _v3) X(2, bf16, 64, _v3) X(2, bf16, 128, _v3)   \
+  X(1, f16, 128, _v4) X(1, bf16, 128, _v4)
 FASTNA_TEST_FOR_VARIANTS(FASTNA_TEST_DECL_V)

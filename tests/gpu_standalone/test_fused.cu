@@ -36,7 +36,16 @@
 
 
 
-static int g_variant = 0;  // 0: default boxes; 1/2: the 2D D=128 variants of common.hpp
+// 0: default boxes; 1/2: the 2D D=128 variants, 3: q128w8, 4: 1D D=128 4-warp 128x32 (common.hpp)
+static int g_variant = 0;
+static const char* vtag(int v) {
+  static const char* t[] = {"", "_v1", "_v2", "_v3", "_v4"};
+  return t[v];
+}
+static const char* vlabel(int v) {
+  static const char* t[] = {"   ", " v1", " v2", " v3", " v4"};
+  return t[v];
+}
 
 template <int R>
 static int dispatch(const Case& c, const fastna::NaProblem<R>& p, const void* q, const int64_t* sq,
@@ -44,7 +53,7 @@ static int dispatch(const Case& c, const fastna::NaProblem<R>& p, const void* q,
                     const int64_t* so, float* lse, cudaStream_t st) {
   const char* e = c.bf16 ? "bf16" : "f16";
 #define XV(RR, EE, DD, TAG)                                                                           \
-  if (g_variant != 0 && RR == R && c.D == DD && std::strcmp(e, #EE) == 0 && std::strcmp(#TAG, g_variant == 1 ? "_v1" : "_v2") == 0) \
+  if (g_variant != 0 && RR == R && c.D == DD && std::strcmp(e, #EE) == 0 && std::strcmp(#TAG, vtag(g_variant)) == 0) \
     return fused_fwd_r##RR##_##EE##_d##DD##TAG(*reinterpret_cast<const fastna::NaProblem<RR>*>(&p), q, sq, k, sk, v, sv, o, so, lse, st);
   FASTNA_TEST_FOR_VARIANTS(XV)
 #undef XV
@@ -208,7 +217,7 @@ static bool run_case(const Case& c, bool verbose) {
   const double rel = std::sqrt(err2 / ref2);
   const double tol = c.bf16 ? 1e-2 : 3e-3;
   const bool pass = !nonfinite && rel < tol && lse_err < 1e-3;
-  std::printf("%-44s%s %s D=%-3d rel_l2=%.3e lse_maxabs=%.3e %s%s\n", c.name.c_str(), g_variant == 0 ? "   " : (g_variant == 1 ? " v1" : " v2"), c.bf16 ? "bf16" : "fp16", D,
+  std::printf("%-44s%s %s D=%-3d rel_l2=%.3e lse_maxabs=%.3e %s%s\n", c.name.c_str(), vlabel(g_variant), c.bf16 ? "bf16" : "fp16", D,
               rel, lse_err, pass ? "PASS" : "FAIL", nonfinite ? " (non-finite output)" : "");
   (void)verbose;
   return pass;
@@ -265,15 +274,19 @@ static void bench(const Case& c, int iters) {
   const double med = ms[ms.size() / 2];
   const double flops = 4.0 * double(c.B) * N * double(p.window_size()) * c.D * c.H;
   std::printf("BENCH %-40s%s %s D=%d  median %.3f ms  (min %.3f)  %.1f TFLOP/s (4*B*N*window*D*H)\n", c.name.c_str(),
-              g_variant == 0 ? "   " : (g_variant == 1 ? " v1" : " v2"), c.bf16 ? "bf16" : "fp16", c.D, med, ms[0], flops / (med * 1e-3) / 1e12);
+              vlabel(g_variant), c.bf16 ? "bf16" : "fp16", c.D, med, ms[0], flops / (med * 1e-3) / 1e12);
   cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(dout);
 }
 
 int main(int argc, char** argv) {
   bool do_test = true, do_bench = true;
+  // --v3: only the q128w8 (v3) and 1D 4-warp (v4) tests (and the default tile on the same cases)
+  // and the benchmarks that compare them with the default / q16x8_kv4x8 tiles
+  bool only_v3 = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--test-only")) do_bench = false;
     if (!std::strcmp(argv[i], "--bench-only")) do_test = false;
+    if (!std::strcmp(argv[i], "--v3")) only_v3 = true;
   }
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
@@ -311,15 +324,30 @@ int main(int argc, char** argv) {
     }
     cs.push_back(mk("3d 6x7x9 K6x7x9 (self-attn) GQA2/1", 3, {6, 7, 9}, {6, 7, 9}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 2, 1, 128, true));
     cs.push_back(mk("3d 10x9x12 K4x4x6 s2x2x3 packed-qkv", 3, {10, 9, 12}, {4, 4, 6}, {2, 2, 3}, {1, 1, 2}, {0, 1, 0}, 1, 2, 2, 64, false, true));
+    // Larger cases for the 128-query tile (several KV boxes per CTA, so its 3-stage pipeline runs
+    // full, partial and single-box loops; border masking on both sides, odd strides).
+    cs.push_back(mk("1d L1000 K255 causal GQA4/2", 1, {1000}, {255}, {1}, {1}, {1}, 1, 4, 2, 128, true));
+    cs.push_back(mk("1d L2049 K513 s4 d2 (unequal groups)", 1, {2049}, {513}, {4}, {2}, {0}, 2, 2, 2, 64, false));
+    cs.push_back(mk("1d L777 K777 (self-attn)", 1, {777}, {777}, {1}, {1}, {0}, 1, 2, 1, 128, false));
+    cs.push_back(mk("1d L1500 K300 s37 causal", 1, {1500}, {300}, {37}, {1}, {1}, 1, 2, 2, 64, true));
+    cs.push_back(mk("1d L4096 K2048 s256 (strided anchor, small)", 1, {4096}, {2048}, {256}, {1}, {0}, 1, 1, 1, 128, true));
+    cs.push_back(mk("1d L333 K129 d2 packed-qkv", 1, {333}, {129}, {1}, {2}, {0}, 2, 2, 1, 128, true, true));
+    cs.push_back(mk("2d 45x50 K21x17 d1x2 causal=(1,0) GQA2/1", 2, {45, 50}, {21, 17}, {1, 1}, {1, 2}, {1, 0}, 1, 2, 1, 128, true));
+    cs.push_back(mk("2d 40x40 K40x40 (self-attn)", 2, {40, 40}, {40, 40}, {1, 1}, {1, 1}, {0, 0}, 1, 2, 2, 64, false));
+    cs.push_back(mk("2d 37x29 K11x13 s3x2 d2x1", 2, {37, 29}, {11, 13}, {3, 2}, {2, 1}, {0, 0}, 2, 2, 2, 64, true));
+    cs.push_back(mk("2d 33x35 K16x12 s8x4 causal=(0,1) packed-qkv", 2, {33, 35}, {16, 12}, {8, 4}, {1, 1}, {0, 1}, 1, 3, 1, 128, false, true));
     for (auto& c : cs) {
+      if (only_v3 && !(c.rank <= 2 && (c.D == 64 || c.D == 128))) continue;
       ++total;
       if (!run_any(c)) ++fails;
     }
-    // the non-default box variants on every 2D D=128 case
-    for (int var = 1; var <= 2; ++var) {
+    // the non-default box variants on every 2D D=128 case; q128w8 on every rank-1/2, D=64/128
+    // case; variant 4 on every 1D D=128 case
+    for (int var = only_v3 ? 3 : 1; var <= 4; ++var) {
       g_variant = var;
       for (auto& c : cs)
-        if (c.rank == 2 && c.D == 128) {
+        if ((var <= 2 && c.rank == 2 && c.D == 128) || (var == 3 && c.rank <= 2 && (c.D == 64 || c.D == 128)) ||
+            (var == 4 && c.rank == 1 && c.D == 128)) {
           ++total;
           if (!run_any(c)) ++fails;
         }
@@ -328,17 +356,28 @@ int main(int argc, char** argv) {
     std::printf("SUMMARY: %d/%d passed\n", total - fails, total);
   }
   if (do_bench) {
-    for (int var = 0; var <= 2; ++var) {
+    for (int var = 0; var <= 3; ++var) {
+      if (only_v3 && var == 1) continue;
       g_variant = var;
-      bench<2>(mk("2d 128x128 K13x13 H8", 2, {128, 128}, {13, 13}, {1, 1}, {1, 1}, {0, 0}, 1, 8, 8, 128, false), 20);
-      bench<2>(mk("2d 128x128 K13x13 H8", 2, {128, 128}, {13, 13}, {1, 1}, {1, 1}, {0, 0}, 1, 8, 8, 128, true), 20);
+      if (!only_v3) {
+        bench<2>(mk("2d 128x128 K13x13 H8", 2, {128, 128}, {13, 13}, {1, 1}, {1, 1}, {0, 0}, 1, 8, 8, 128, false), 20);
+        bench<2>(mk("2d 128x128 K13x13 H8", 2, {128, 128}, {13, 13}, {1, 1}, {1, 1}, {0, 0}, 1, 8, 8, 128, true), 20);
+      }
       bench<2>(mk("flux 256x256 K80x80 H24", 2, {256, 256}, {80, 80}, {1, 1}, {1, 1}, {0, 0}, 1, 24, 24, 128, true), 7);
       bench<2>(mk("flux-strided 256x256 K80x80 s16 H24", 2, {256, 256}, {80, 80}, {16, 16}, {1, 1}, {0, 0}, 1, 24, 24, 128, true), 7);
       bench<2>(mk("dense-equiv 2d 64x64 K64x64 H16", 2, {64, 64}, {64, 64}, {1, 1}, {1, 1}, {0, 0}, 1, 16, 16, 128, true), 10);
     }
+    // The 1D anchors (DESIGN.md section 4: B=1, 1 head, D=128, bf16): default tile vs q128w8
+    // (v3) vs the 4-warp 128x32 tile (v4, D=128 only).
+    for (int var : {0, 3, 4}) {
+      g_variant = var;
+      bench<1>(mk("1d 32768 K2048 H1 (B=1)", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 1, 1, 128, true), 50);
+      bench<1>(mk("1d-strided 32768 K2048 s256 H1 (B=1)", 1, {32768}, {2048}, {256}, {1}, {0}, 1, 1, 1, 128, true), 50);
+      bench<1>(mk("1d 32768 K2048 H24 (B=1)", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 24, 24, 128, true), 10);
+      if (var != 4) bench<1>(mk("1d 32768 K2048 H1 (B=1) D64", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 1, 1, 64, true), 50);
+      bench<1>(mk("dense-equiv 1d 8192 K8192 H16", 1, {8192}, {8192}, {1}, {1}, {0}, 1, 16, 16, 128, true), 10);
+    }
     g_variant = 0;
-    bench<1>(mk("1d 32768 K2048 H1 (B=1)", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 1, 1, 128, true), 20);
-    bench<1>(mk("dense-equiv 1d 8192 K8192 H16", 1, {8192}, {8192}, {1}, {1}, {0}, 1, 16, 16, 128, true), 10);
   }
   return fails == 0 ? 0 : 1;
 }

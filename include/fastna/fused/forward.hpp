@@ -21,11 +21,12 @@
 namespace fastna {
 namespace fused {
 
+// Warps / Stages: see ForwardTraits (0 / 2: the original 4-warp (or fewer) double-buffered tiles).
 template <int Rank, class Element, int HeadDim, class QBox = typename DefaultBox<Rank>::type,
-          class KBox = typename DefaultBox<Rank>::type>
+          class KBox = typename DefaultBox<Rank>::type, int Warps = 0, int Stages = 2>
 class Forward {
  public:
-  using Traits = ForwardTraits<Rank, Element, HeadDim, QBox, KBox>;
+  using Traits = ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Warps, Stages>;
   using Params = ForwardParams<Rank, Element>;
 
   struct Arguments {

@@ -156,6 +156,22 @@ __global__ void __launch_bounds__(Traits::kThreads)
                                                                  group, prob.axis, tid);
   }
   cp_async_fence();
+  // Deeper pipelines (kStages > 2): KV boxes 1 .. kStages - 2 too, one cp.async group each
+  // (empty groups past the last box keep the group count uniform).
+  if constexpr (Traits::kStages > 2) {
+#pragma unroll
+    for (int s = 1; s < Traits::kStages - 1; ++s) {
+      if (s < n_kv) {
+        int origin[R];
+        kv_origin(s, origin);
+        detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
+            params.k, b, h_kv, smem_k + s * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
+        detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
+            params.v, b, h_kv, smem_v + s * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
+      }
+      cp_async_fence();
+    }
+  }
 
   // ---- MMA partitions ----
   typename Traits::TiledMma tiled_mma;
@@ -218,20 +234,41 @@ __global__ void __launch_bounds__(Traits::kThreads)
   const float scale_log2 = params.scale_log2;
 
   // ---- mainloop over KV boxes ----
+  // kStages == 2: prefetch box j + 1 into the other buffer, wait for box j, barrier; a second
+  // barrier at the end of the iteration frees box j's buffer for the next prefetch.
+  // kStages > 2: wait for box j (groups committed so far: kStages - 1 + j, box j is group j),
+  // barrier (every warp is done with box j - 1, whose buffer (j - 1) % kStages is the one box
+  // j + kStages - 1 goes to), then prefetch that box: one barrier per KV box.
+  int stage = 0;                        // buffer of box j (kStages > 2)
+  [[maybe_unused]] int fill = Traits::kStages - 1;  // buffer of box j + kStages - 1 (kStages > 2)
   for (int j = 0; j < n_kv; ++j) {
-    const int stage = j & 1;
-    if (j + 1 < n_kv) {
-      int origin[R];
-      kv_origin(j + 1, origin);
-      const int ns = stage ^ 1;
-      detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
-          params.k, b, h_kv, smem_k + ns * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
-      detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
-          params.v, b, h_kv, smem_v + ns * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
+    if constexpr (Traits::kStages == 2) {
+      stage = j & 1;
+      if (j + 1 < n_kv) {
+        int origin[R];
+        kv_origin(j + 1, origin);
+        const int ns = stage ^ 1;
+        detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
+            params.k, b, h_kv, smem_k + ns * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
+        detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
+            params.v, b, h_kv, smem_v + ns * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
+      }
+      cp_async_fence();
+      cp_async_wait<1>();
+      __syncthreads();
+    } else {
+      cp_async_wait<Traits::kStages - 2>();
+      __syncthreads();
+      if (j + Traits::kStages - 1 < n_kv) {
+        int origin[R];
+        kv_origin(j + Traits::kStages - 1, origin);
+        detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
+            params.k, b, h_kv, smem_k + fill * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
+        detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
+            params.v, b, h_kv, smem_v + fill * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
+      }
+      cp_async_fence();
     }
-    cp_async_fence();
-    cp_async_wait<1>();
-    __syncthreads();
 
     Tensor sK = make_tensor(make_smem_ptr(smem_k + stage * Traits::kElemsKV), typename Traits::SmemLayoutKV{});
     Tensor sVt = make_tensor(make_smem_ptr(smem_v + stage * Traits::kElemsKV), typename Traits::SmemLayoutVt{});
@@ -328,7 +365,12 @@ __global__ void __launch_bounds__(Traits::kThreads)
       copy(copy_v, tOsVt(_, _, kk), tOrVt_v(_, _, kk));
       gemm(tiled_mma, tOrP(_, _, kk), tOrVt(_, _, kk), acc_o);
     }
-    __syncthreads();  // this stage is refilled by the next iteration's prefetch
+    if constexpr (Traits::kStages == 2) {
+      __syncthreads();  // this stage is refilled by the next iteration's prefetch
+    } else {
+      stage = (stage + 1 == Traits::kStages) ? 0 : stage + 1;
+      fill = (fill + 1 == Traits::kStages) ? 0 : fill + 1;
+    }
   }
   cp_async_wait<0>();
 

@@ -44,7 +44,12 @@ template <class Element> struct MmaAtomFor;
 template <> struct MmaAtomFor<cutlass::half_t> { using type = cute::SM80_16x8x16_F32F16F16F32_TN; };
 template <> struct MmaAtomFor<cutlass::bfloat16_t> { using type = cute::SM80_16x8x16_F32BF16BF16F32_TN; };
 
-template <int Rank_, class Element_, int HeadDim_, class QBox_, class KBox_>
+// Warps_: warps per CTA, each owning kBlockM / Warps_ query rows; 0 = automatic (16 rows per
+// warp for query boxes of 16..64 tokens, 4 warps for larger ones).  Stages_: K/V buffers in
+// shared memory (2 = double buffering with a barrier before and after each KV box, the
+// original pipeline; 3+ = a (Stages_ - 1)-deep cp.async prefetch with one barrier per KV box).
+// The defaults (0, 2) are the original tiles.
+template <int Rank_, class Element_, int HeadDim_, class QBox_, class KBox_, int Warps_ = 0, int Stages_ = 2>
 struct ForwardTraits {
   using Element = Element_;
   using QBox = QBox_;
@@ -58,11 +63,14 @@ struct ForwardTraits {
   static constexpr int kBlockN = KBox::kSize;  // keys per KV tile
   static_assert(kBlockM % 16 == 0 && kBlockM <= 128, "query box: 16..128 tokens, multiple of 16");
   static_assert(kBlockN % 16 == 0, "key box: multiple of 16 tokens");
-  // Each warp owns 16 (query box of 16..64 tokens) or kBlockM / 4 (larger boxes) query rows.
-  static constexpr int kWarps = kBlockM >= 64 ? 4 : kBlockM / 16;
+  // Each warp owns 16 (query box of 16..64 tokens) or kBlockM / 4 (larger boxes) query rows,
+  // unless Warps_ says otherwise.
+  static_assert(Warps_ >= 0 && Warps_ <= 8, "warps per CTA: 0 (automatic) or 1..8");
+  static constexpr int kWarps = Warps_ > 0 ? Warps_ : (kBlockM >= 64 ? 4 : kBlockM / 16);
   static_assert(kBlockM % (16 * kWarps) == 0, "query box must split into 16-row MMA tiles per warp");
   static constexpr int kThreads = 32 * kWarps;
-  static constexpr int kStages = 2;            // K/V double buffering
+  static_assert(Stages_ >= 2 && Stages_ <= 4, "K/V stages: 2..4");
+  static constexpr int kStages = Stages_;      // K/V buffers (2 = double buffering)
 
   using TiledMma = cute::TiledMMA<cute::MMA_Atom<typename MmaAtomFor<Element>::type>,
                                   cute::Layout<cute::Shape<cute::Int<kWarps>, cute::_1, cute::_1>>,
@@ -86,6 +94,7 @@ struct ForwardTraits {
   static constexpr int kElemsQ = kBlockM * kHeadDim;
   static constexpr int kElemsKV = kBlockN * kHeadDim;
   static constexpr size_t kSmemBytes = sizeof(Element) * (size_t(kElemsQ) + size_t(2 * kStages) * kElemsKV);
+  static_assert(kSmemBytes <= 227 * 1024, "shared memory: more than an SM has (fewer stages or a smaller box)");
 
   // Global -> shared copies: 16-byte chunks, consecutive threads along one token's head dim.
   static constexpr int kChunksPerRow = kHeadDim / 8;

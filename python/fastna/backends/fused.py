@@ -55,8 +55,10 @@ backward is called directly on the op's saved out/lse when there are no addition
 Tiles: every instance has the per-rank default boxes (1D 64, 2D 8x8, 3D 4x4x4 queries and
 keys).  For rank 2 and head dim 128 the build also holds "q16x8_kv4x8" (query box 16x8, KV
 box 4x8; faster on large windows per benchmarks/NOTES_fused.md, equal on 13x13), which is
-used when present.  FASTNA_FUSED_TILE=default (or a tile name) overrides that choice where
-the tile exists; forward(..., tile=...) asks for one explicitly.
+used when present.  Ranks 1 and 2 at head dims 64 and 128 also hold "q128w8" (128-query box
+on 8 warps of 16 rows, 64-key KV box, 3-stage K/V pipeline; experimental, for large windows),
+which is used only when asked for.  FASTNA_FUSED_TILE=default (or a tile name) overrides the
+automatic choice where the tile exists; forward(..., tile=...) asks for one explicitly.
 """
 from __future__ import annotations
 
@@ -79,8 +81,12 @@ NAIVE_BWD = "naive_bwd"
 BACKWARD_MODES = ("fused", "naive", "reference")
 MAX_GRID_YZ = 65535        # batch -> gridDim.z, heads -> gridDim.y
 FAST_TILE = "q16x8_kv4x8"
+# Experimental 8-warp tile (128-query box, 3-stage K/V pipeline; ranks 1 and 2, head dims 64
+# and 128): only on request (tile= / FASTNA_FUSED_TILE), never picked automatically.
+WIDE_TILE = "q128w8"
 # Query box extents of each tile (kernel_traits.hpp DefaultBox / the generator's variants).
-_QBOX = {"default": {1: (64,), 2: (8, 8), 3: (4, 4, 4)}, FAST_TILE: {2: (16, 8)}}
+_QBOX = {"default": {1: (64,), 2: (8, 8), 3: (4, 4, 4)}, FAST_TILE: {2: (16, 8)},
+         WIDE_TILE: {1: (128,), 2: (16, 8)}}
 
 
 
