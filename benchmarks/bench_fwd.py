@@ -33,6 +33,18 @@ def bench(fn, warmup=25, rep=100):
     return do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
 
 
+def bench_graph(fn, rep=100):
+    """Median ms of one call replayed from a CUDA graph: the GPU time of the call with the
+    host's launch path taken out -- for every contender alike (cuDNN, Flex, fastna).  The
+    1-head 1d anchors run 0.07-0.1 ms on the GPU while one eager call of torch SDPA or fastna
+    costs 100-220 us of Python/launch time on the H100 host, so eager timings of those cases
+    measure the host (benchmarks/NOTES.md, session 4)."""
+    from triton.testing import do_bench_cudagraph
+    fn()  # first call outside the capture: lazy init, compiled-kernel lookup, allocator warm-up
+    torch.cuda.synchronize()
+    return do_bench_cudagraph(fn, rep=rep, return_mode="median")
+
+
 def kernel_rows(run, iters=10):
     """[(GPU us per call, launches per call, kernel name)] of one call, largest first
     (torch.profiler's kernel rows only: a CPU op's row repeats its kernels' time as its own
@@ -99,7 +111,7 @@ def fastna_fn(case, backend):
     return lambda q, k, v: fastna.neighborhood_attention(q, k, v, backend=backend, **kw)
 
 
-def run_case(case, backends, dtype, bwd, kernel_time=False):
+def run_case(case, backends, dtype, bwd, kernel_time=False, graph=False):
     row = {"case": case.name, "flop_bound": case.flop_bound}
     inputs = make_inputs(case, dtype, bwd)
     contenders = {"cudnn": cudnn_fn}
@@ -116,6 +128,8 @@ def run_case(case, backends, dtype, bwd, kernel_time=False):
     for name, fn in contenders.items():
         try:
             row[name] = bench(step(fn, inputs, bwd))
+            if graph:
+                row[f"{name} graph"] = bench_graph(step(fn, inputs, bwd))
             if kernel_time and name in backends:
                 row[f"{name} kernels"] = kernel_ms(step(fn, inputs, bwd))
         except Exception as e:
@@ -125,15 +139,16 @@ def run_case(case, backends, dtype, bwd, kernel_time=False):
 
 
 def table(rows, names):
-    head = ["case", "FLOP bound"] + [f"{n} ms" for n in names] + [f"{n} vs cuDNN" for n in names if n != "cudnn"]
+    def base(n):  # graph timings are compared with cuDNN's graph timing
+        return "cudnn graph" if n.endswith(" graph") else "cudnn"
+    ratios = [n for n in names if n != base(n)]
+    head = ["case", "FLOP bound"] + [f"{n} ms" for n in names] + [f"{n} vs cuDNN" for n in ratios]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["case"], f"{r['flop_bound']:.1f}"]
         cells += [f"{r[n]:.3f}" if n in r else "—" for n in names]
-        for n in names:
-            if n == "cudnn":
-                continue
-            cells.append(f"{r['cudnn'] / r[n]:.2f}x" if n in r and "cudnn" in r else "—")
+        for n in ratios:
+            cells.append(f"{r[base(n)] / r[n]:.2f}x" if n in r and base(n) in r else "—")
         lines.append("| " + " | ".join(cells) + " |")
     errors = [f"- {r['case']}: {k[:-6]}: {v}" for r in rows for k, v in r.items() if k.endswith("_error")]
     return "\n".join(lines + ([""] + errors if errors else []))
@@ -149,10 +164,16 @@ def main():
     ap.add_argument("--kernel-time", action="store_true",
                     help="also the fastna backends' GPU kernel time per call (torch.profiler): "
                          "shows whether the do_bench time of a small case is host-bound")
+    ap.add_argument("--graph", action="store_true",
+                    help="also time every contender replayed from a CUDA graph (GPU time without "
+                         "the host's per-call launch path; ratios in the 'graph' columns compare "
+                         "graph with graph)")
     a = ap.parse_args()
     dtype = getattr(torch, a.dtype)
     backends = [b for b in a.backends.split(",") if b]
     names = ["cudnn", "flex"] + backends + ([f"{b} kernels" for b in backends] if a.kernel_time else [])
+    if a.graph:
+        names += [f"{n} graph" for n in ["cudnn", "flex"] + backends]
     commit = os.environ.get("FASTNA_COMMIT") or subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     header = (f"# {'forward+backward' if a.bwd else 'forward'} latency, {a.dtype}\n\n"
@@ -161,7 +182,7 @@ def main():
               f"- command: python benchmarks/bench_fwd.py {' '.join(sys.argv[1:])}\n\n")
     rows = []
     for name in a.cases.split(","):
-        rows.append(run_case(BY_NAME[name], backends, dtype, a.bwd, a.kernel_time))
+        rows.append(run_case(BY_NAME[name], backends, dtype, a.bwd, a.kernel_time, a.graph))
         print(json.dumps(rows[-1]), flush=True)
         # Rewritten after every case so a run cut short still leaves its finished rows.
         text = header + table(rows, names) + "\n"
