@@ -33,7 +33,7 @@ def bench(fn, warmup=25, rep=100):
     return do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
 
 
-def bench_graph(fn, rep=100):
+def bench_graph(fn, rep=50):
     """Median ms of one call replayed from a CUDA graph: the GPU time of the call with the
     host's launch path taken out -- for every contender alike (cuDNN, Flex, fastna).  The
     1-head 1d anchors run 0.07-0.1 ms on the GPU while one eager call of torch SDPA or fastna

@@ -16,7 +16,7 @@
 
 #include "fastna/fused/backward.hpp"
 #include "fastna/fused/forward.hpp"
-#include "launch_params.hpp"
+#include "launch_views.hpp"
 
 namespace fastna {
 namespace binding {
@@ -26,75 +26,6 @@ template <class Base>
 struct LocalTraits : Base {};
 
 struct LocalTag {};
-
-template <int Rank>
-NaProblem<Rank> fused_problem(const LaunchParams& lp) {
-  NaProblem<Rank> p;
-  p.batch = lp.batch;
-  p.heads = lp.heads;
-  p.heads_kv = lp.heads_kv;
-  p.dim = lp.dim;
-  p.dim_v = lp.dim_v;
-  p.num_extra = lp.num_extra;
-  p.scale = lp.scale;
-  for (int a = 0; a < Rank; ++a) p.axis[a] = lp.axis[a];
-  return p;
-}
-
-// [B, *spatial, H, D] strides in order: batch, spatial..., head, dim.
-template <typename E, int Rank>
-TokenTensor<E, Rank> fused_view(const TensorArg& t) {
-  TokenTensor<E, Rank> v;
-  v.ptr = reinterpret_cast<E*>(t.ptr);
-  v.stride_batch = t.strides[0];
-  for (int a = 0; a < Rank; ++a) v.stride_spatial[a] = t.strides[1 + a];
-  v.stride_head = t.strides[Rank + 1];
-  v.stride_dim = t.strides[Rank + 2];
-  return v;
-}
-
-// Forward Arguments (fused::Forward's, shared by hopper::Forward) from the binding's params.
-template <class Arguments, int Rank, class Element>
-Arguments forward_arguments(const LaunchParams& lp) {
-  Arguments args;
-  args.problem = fused_problem<Rank>(lp);
-  args.q = fused_view<Element const, Rank>(lp.q);
-  args.k = fused_view<Element const, Rank>(lp.k);
-  args.v = fused_view<Element const, Rank>(lp.v);
-  args.out = fused_view<Element, Rank>(lp.out);
-  args.lse = reinterpret_cast<float*>(lp.lse.ptr);
-  return args;
-}
-
-template <int Rank, class Element, int HeadDim, class QBox, class KBox, int Warps = 0, int Stages = 2>
-void run_fused_forward(const LaunchParams& lp, const char* name) {
-  using Op = fused::Forward<Rank, Element, HeadDim, QBox, KBox, Warps, Stages>;
-  using Traits = LocalTraits<typename Op::Traits>;
-  const auto args = forward_arguments<typename Op::Arguments, Rank, Element>(lp);
-  // module.cpp names the failing condition before dispatching; this is the last guard.
-  const cutlass::Status st = Op::can_implement(args);
-  if (st != cutlass::Status::kSuccess) {
-    throw std::invalid_argument(std::string("fastna: fused: ") + name + " cannot run this problem: " +
-                                cutlassGetStatusString(st));
-  }
-  auto kernel = fused::fna_forward_kernel<Traits>;
-  constexpr int smem = static_cast<int>(Traits::kSmemBytes);
-  cudaError_t err = cudaSuccess;
-  if (smem > 48 * 1024) {
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (err != cudaSuccess) {
-      throw std::runtime_error(std::string("fastna: fused: cannot set ") + std::to_string(smem) +
-                               " bytes of shared memory for " + name + ": " + cudaGetErrorString(err));
-    }
-  }
-  kernel<<<Op::grid_shape(args), Traits::kThreads, smem, reinterpret_cast<cudaStream_t>(lp.stream)>>>(
-      Op::to_params(args));
-  err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("fastna: fused: launch of ") + name + " failed: " +
-                             cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
-  }
-}
 
 inline void check_launch(const char* what, const char* name) {
   const cudaError_t err = cudaGetLastError();
@@ -114,6 +45,56 @@ void set_smem(Kernel kernel, int smem, const char* name) {
   }
 }
 
+// Forward Arguments (fused::Forward's, shared by hopper::Forward) from the binding's params.
+template <class Arguments, int Rank, class Element>
+Arguments forward_arguments(const LaunchParams& lp) {
+  Arguments args;
+  args.problem = problem_of<Rank>(lp);
+  args.q = token_view<Element const, Rank>(lp.q);
+  args.k = token_view<Element const, Rank>(lp.k);
+  args.v = token_view<Element const, Rank>(lp.v);
+  args.out = token_view<Element, Rank>(lp.out);
+  args.lse = reinterpret_cast<float*>(lp.lse.ptr);
+  return args;
+}
+
+// Backward Arguments (fused::Backward's, shared by hopper::Backward) from the binding's params.
+template <class Arguments, int Rank, class Element>
+Arguments backward_arguments(const LaunchParams& lp) {
+  Arguments args;
+  args.problem = problem_of<Rank>(lp);
+  args.q = token_view<Element const, Rank>(lp.q);
+  args.k = token_view<Element const, Rank>(lp.k);
+  args.v = token_view<Element const, Rank>(lp.v);
+  args.out = token_view<Element const, Rank>(lp.out);
+  args.dout = token_view<Element const, Rank>(lp.dout);
+  args.lse = reinterpret_cast<float const*>(lp.lse.ptr);
+  args.dlse = reinterpret_cast<float const*>(lp.dlse.ptr);
+  args.dq = token_view<Element, Rank>(lp.dq);
+  args.dk = token_view<Element, Rank>(lp.dk);
+  args.dv = token_view<Element, Rank>(lp.dv);
+  return args;
+}
+
+template <int Rank, class Element, int HeadDim, class QBox, class KBox, int Warps = 0, int Stages = 2>
+void run_fused_forward(const LaunchParams& lp, const char* name) {
+  using Op = fused::Forward<Rank, Element, HeadDim, QBox, KBox, Warps, Stages>;
+  using Traits = LocalTraits<typename Op::Traits>;
+  const auto args = forward_arguments<typename Op::Arguments, Rank, Element>(lp);
+  // module.cpp names the failing condition before dispatching; this is the last guard.
+  const cutlass::Status st = Op::can_implement(args);
+  if (st != cutlass::Status::kSuccess) {
+    throw std::invalid_argument(std::string("fastna: fused: ") + name + " cannot run this problem: " +
+                                cutlassGetStatusString(st));
+  }
+  auto kernel = fused::fna_forward_kernel<Traits>;
+  constexpr int smem = static_cast<int>(Traits::kSmemBytes);
+  set_smem(kernel, smem, name);
+  kernel<<<Op::grid_shape(args), Traits::kThreads, smem, reinterpret_cast<cudaStream_t>(lp.stream)>>>(
+      Op::to_params(args));
+  check_launch("launch", name);
+}
+
 // The fused backward: Backward::run's three launches (delta preprocess, dK/dV, dQ), with
 // internal-linkage template arguments.  lp.workspace (fp32 [B, N, H]) holds delta; when absent
 // it is allocated with cudaMallocAsync on the stream and freed after the launches.
@@ -122,18 +103,7 @@ void run_fused_backward(const LaunchParams& lp, const char* name) {
   using Op = fused::Backward<Rank, Element, HeadDim, QBox, KBox>;
   using DqTraits = LocalTraits<typename Op::DqTraits>;
   using DkvTraits = LocalTraits<typename Op::DkvTraits>;
-  typename Op::Arguments args;
-  args.problem = fused_problem<Rank>(lp);
-  args.q = fused_view<Element const, Rank>(lp.q);
-  args.k = fused_view<Element const, Rank>(lp.k);
-  args.v = fused_view<Element const, Rank>(lp.v);
-  args.out = fused_view<Element const, Rank>(lp.out);
-  args.dout = fused_view<Element const, Rank>(lp.dout);
-  args.lse = reinterpret_cast<float const*>(lp.lse.ptr);
-  args.dlse = reinterpret_cast<float const*>(lp.dlse.ptr);
-  args.dq = fused_view<Element, Rank>(lp.dq);
-  args.dk = fused_view<Element, Rank>(lp.dk);
-  args.dv = fused_view<Element, Rank>(lp.dv);
+  const auto args = backward_arguments<typename Op::Arguments, Rank, Element>(lp);
   const cutlass::Status st = Op::can_implement(args);
   if (st != cutlass::Status::kSuccess) {
     throw std::invalid_argument(std::string("fastna: fused: ") + name + " cannot run this problem: " +

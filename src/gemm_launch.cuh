@@ -19,7 +19,7 @@
 #include <type_traits>
 
 #include "fastna/gemm/device.hpp"
-#include "launch_params.hpp"
+#include "launch_views.hpp"
 
 namespace fastna {
 namespace binding {
@@ -28,32 +28,7 @@ namespace {
 template <class Base>
 struct GemmLocalTraits : Base {};
 
-template <int Rank>
-NaProblem<Rank> gemm_problem(const LaunchParams& lp) {
-  NaProblem<Rank> p;
-  p.batch = lp.batch;
-  p.heads = lp.heads;
-  p.heads_kv = lp.heads_kv;
-  p.dim = lp.dim;
-  p.dim_v = lp.dim_v;
-  p.num_extra = lp.num_extra;
-  p.scale = lp.scale;
-  for (int a = 0; a < Rank; ++a) p.axis[a] = lp.axis[a];
-  return p;
-}
-
 // [B, *spatial, H, D] strides in order: batch, spatial..., head, dim.
-template <typename E, int Rank>
-TokenTensor<E, Rank> gemm_view(const TensorArg& t) {
-  TokenTensor<E, Rank> v;
-  v.ptr = reinterpret_cast<E*>(t.ptr);
-  v.stride_batch = t.strides[0];
-  for (int a = 0; a < Rank; ++a) v.stride_spatial[a] = t.strides[1 + a];
-  v.stride_head = t.strides[Rank + 1];
-  v.stride_dim = t.strides[Rank + 2];
-  return v;
-}
-
 // attn: contiguous [B, N, H, W] or [B, *S, H, W] (module.cpp checks it): the batch, token and
 // head strides are the first, third-from-last and second-from-last.
 template <typename E>
@@ -260,9 +235,9 @@ void run_gemm_op(const LaunchParams& lp, const char* name) {
     using Op = gemm_na::PN<Rank, Element, HeadDim, Element, RowBox, InnerBox>;
     using Traits = GemmLocalTraits<typename Op::Traits>;
     typename Op::Arguments args;
-    args.problem = gemm_problem<Rank>(lp);
-    args.q = gemm_view<Element const, Rank>(lp.q);
-    args.k = gemm_view<Element const, Rank>(lp.k);
+    args.problem = problem_of<Rank>(lp);
+    args.q = token_view<Element const, Rank>(lp.q);
+    args.k = token_view<Element const, Rank>(lp.k);
     args.attn = gemm_attn<Element>(lp.attn);
     args.rpb = reinterpret_cast<Element const*>(lp.rpb.ptr);
     gemm_check_status(Op::can_implement(args), "PN", name);
@@ -276,10 +251,10 @@ void run_gemm_op(const LaunchParams& lp, const char* name) {
       using Traits = GemmLocalTraits<typename Op::Traits>;
       const char* op = kInv ? "IN" : "NN";
       typename Op::Arguments args;
-      args.problem = gemm_problem<Rank>(lp);
+      args.problem = problem_of<Rank>(lp);
       args.attn = gemm_attn<Element const>(lp.attn);
-      args.x = gemm_view<Element const, Rank>(kInv ? lp.dout : lp.v);
-      args.out = gemm_view<Element, Rank>(kInv ? lp.dv : lp.out);
+      args.x = token_view<Element const, Rank>(kInv ? lp.dout : lp.v);
+      args.out = token_view<Element, Rank>(kInv ? lp.dv : lp.out);
       args.head_dim = lp.dim_v;
       gemm_check_status(Op::can_implement(args), op, name);
       // The static shared arrays (NN row windows) come on top of the dynamic size (device.hpp).

@@ -13,7 +13,7 @@
 #include <string>
 
 #include "fastna/hopper/backward.hpp"
-#include "fused_launch.cuh"  // fused_problem, fused_view, LocalTraits, LocalTag, check_launch, run_fused_backward
+#include "fused_launch.cuh"  // backward_arguments, LocalTraits, LocalTag, run_fused_backward
 
 namespace fastna {
 namespace binding {
@@ -22,18 +22,7 @@ namespace {
 template <int Rank, class Element, int HeadDim>
 void run_hopper_backward(const LaunchParams& lp, const char* name) {
   using Op = hopper::Backward<Rank, Element, HeadDim>;
-  typename Op::Arguments args;
-  args.problem = fused_problem<Rank>(lp);
-  args.q = fused_view<Element const, Rank>(lp.q);
-  args.k = fused_view<Element const, Rank>(lp.k);
-  args.v = fused_view<Element const, Rank>(lp.v);
-  args.out = fused_view<Element const, Rank>(lp.out);
-  args.dout = fused_view<Element const, Rank>(lp.dout);
-  args.lse = reinterpret_cast<float const*>(lp.lse.ptr);
-  args.dlse = reinterpret_cast<float const*>(lp.dlse.ptr);
-  args.dq = fused_view<Element, Rank>(lp.dq);
-  args.dk = fused_view<Element, Rank>(lp.dk);
-  args.dv = fused_view<Element, Rank>(lp.dv);
+  const auto args = backward_arguments<typename Op::Arguments, Rank, Element>(lp);
   const cutlass::Status st = Op::can_implement_problem(args);  // tensor maps: to_params below
   if (st != cutlass::Status::kSuccess) {
     // Invalid problems raise in the sm80 path's own can_implement; unsupported ones run there.

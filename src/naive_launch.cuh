@@ -8,39 +8,13 @@
 #include <string>
 
 #include "fastna/naive/naive.cuh"
-#include "launch_params.hpp"
+#include "launch_views.hpp"
 
 namespace fastna {
 namespace binding {
 namespace {
 
-template <int Rank>
-NaProblem<Rank> make_problem(const LaunchParams& lp) {
-  NaProblem<Rank> p;
-  p.batch = lp.batch;
-  p.heads = lp.heads;
-  p.heads_kv = lp.heads_kv;
-  p.dim = lp.dim;
-  p.dim_v = lp.dim_v;
-  p.num_extra = lp.num_extra;
-  p.scale = lp.scale;
-  for (int a = 0; a < Rank; ++a) p.axis[a] = lp.axis[a];
-  return p;
-}
-
 // [B, *spatial, H, D] strides in order: batch, spatial..., head, dim.
-template <typename E, int Rank>
-TokenTensor<E, Rank> token_view(const TensorArg& t) {
-  TokenTensor<E, Rank> v;
-  v.ptr = reinterpret_cast<E*>(t.ptr);
-  if (!t.present()) return v;
-  v.stride_batch = t.strides[0];
-  for (int a = 0; a < Rank; ++a) v.stride_spatial[a] = t.strides[1 + a];
-  v.stride_head = t.strides[Rank + 1];
-  v.stride_dim = t.strides[Rank + 2];
-  return v;
-}
-
 template <typename E>
 ExtraTensor<E> extra_view(const TensorArg& t) {
   ExtraTensor<E> v;
@@ -83,7 +57,7 @@ void run_op(const char* name, const typename Op::Arguments& args_in, cudaStream_
 template <int Rank, typename T>
 void run_naive_forward(const LaunchParams& lp) {
   typename naive::Forward<Rank, T>::Arguments a;
-  a.problem = make_problem<Rank>(lp);
+  a.problem = problem_of<Rank>(lp);
   a.q = token_view<const T, Rank>(lp.q);
   a.k = token_view<const T, Rank>(lp.k);
   a.v = token_view<const T, Rank>(lp.v);
@@ -98,7 +72,7 @@ void run_naive_forward(const LaunchParams& lp) {
 template <int Rank, typename T>
 void run_naive_backward(const LaunchParams& lp) {
   typename naive::Backward<Rank, T>::Arguments a;
-  a.problem = make_problem<Rank>(lp);
+  a.problem = problem_of<Rank>(lp);
   a.q = token_view<const T, Rank>(lp.q);
   a.k = token_view<const T, Rank>(lp.k);
   a.v = token_view<const T, Rank>(lp.v);

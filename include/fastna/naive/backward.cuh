@@ -18,45 +18,6 @@ namespace naive {
 inline namespace FASTNA_NAIVE_NS {
 namespace detail {
 
-// dattn[b, n, h, w] = dout[b, n, h] . value(w); 0 for causal slots without a key.
-template <int Rank, typename T>
-__global__ void __launch_bounds__(kBlock)
-dp_kernel(NaProblem<Rank> p, TokenTensor<const T, Rank> dout, TokenTensor<const T, Rank> v,
-          ExtraTensor<const T> ev, float* __restrict__ dattn) {
-  const int32_t Kp = p.window_size();
-  const int32_t W = Kp + p.num_extra;
-  const int64_t N = p.num_tokens();
-  const int64_t total = int64_t(p.batch) * N * p.heads * W;
-  for (int64_t idx = global_thread(); idx < total; idx += grid_threads()) {
-    int64_t t = idx;
-    const int32_t w = static_cast<int32_t>(t % W); t /= W;
-    const int32_t h = static_cast<int32_t>(t % p.heads); t /= p.heads;
-    const int64_t n = t % N;
-    const int32_t b = static_cast<int32_t>(t / N);
-    int32_t coord[Rank];
-    unflatten(n, p.axis, coord);
-    const int32_t hk = p.kv_head(h);
-    const T* vp;
-    int64_t vs;
-    if (w < Kp) {
-      int32_t key[Rank];
-      if (!slot_key(p, query_window(p, coord), w, key)) {
-        dattn[idx] = 0.f;
-        continue;
-      }
-      vp = v.at(b, key, hk);
-      vs = v.stride_dim;
-    } else {
-      vp = ev.at(b, w - Kp, hk);
-      vs = ev.stride_dim;
-    }
-    const T* gp = dout.at(b, coord, h);
-    float acc = 0.f;
-    for (int32_t e = 0; e < p.dim_v; ++e) acc += to_float(gp[e * dout.stride_dim]) * to_float(vp[e * vs]);
-    dattn[idx] = acc;
-  }
-}
-
 // Per row: lse from the logits, then dattn <- dS = scale * P * (dP - sum(P * dP)) in place.
 template <int Unused = 0>
 __global__ void __launch_bounds__(kBlock)
@@ -266,15 +227,14 @@ class Backward {
     if (!attn) {
       float* logits = reinterpret_cast<float*>(ws);
       ws += detail::align_up(sizeof(float) * attn_elems);
-      detail::qk_kernel<Rank, T><<<grid_for(attn_elems), kBlock, 0, stream>>>(
-          p, args.q, args.k, args.extra_k, logits);
+      detail::launch_logits<Rank, T>(p, args.q, args.k, args.extra_k, logits, stream);
       if (!check()) return Status::kErrorCuda;
       attn = logits;
     }
     float* dattn = args.dattn ? args.dattn : reinterpret_cast<float*>(ws);
 
-    detail::dp_kernel<Rank, T><<<grid_for(attn_elems), kBlock, 0, stream>>>(
-        p, args.dout, args.v, args.extra_v, dattn);
+    detail::slot_dot_kernel<Rank, T><<<grid_for(attn_elems), kBlock, 0, stream>>>(
+        p, args.dout, args.v, args.extra_v, p.dim_v, 1.f, 0.f, dattn);
     if (!check()) return Status::kErrorCuda;
     detail::softmax_backward_kernel<><<<grid_for(rows), kBlock, 0, stream>>>(attn, dattn, lse, rows, W, p.scale);
     if (!check()) return Status::kErrorCuda;

@@ -131,12 +131,15 @@ __device__ __forceinline__ float row_logsumexp(const float* row, int32_t W) {
   return m + logf(s);
 }
 
-// attn[b, n, h, w] = scale * q[b, n, h] . key(w)  (fp32; -inf for causal slots with no key).
-// Used by the forward pass and by a backward pass that was not handed the forward's logits.
+// out[b, n, h, w] = scale * row[b, n, h] . slot(w), where slot(w) is the token of the query's
+// window slot w in `slots` (or additional token w - K in `extra`), over `length` channels;
+// `missing` for causal slots without a key.  The forward's logits are (q, k, dim, p.scale,
+// -inf); the backward's dP is (dout, v, dim_v, 1, 0).
 template <int Rank, typename T>
 __global__ void __launch_bounds__(kBlock)
-qk_kernel(NaProblem<Rank> p, TokenTensor<const T, Rank> q, TokenTensor<const T, Rank> k,
-          ExtraTensor<const T> ek, float* __restrict__ attn) {
+slot_dot_kernel(NaProblem<Rank> p, TokenTensor<const T, Rank> row, TokenTensor<const T, Rank> slots,
+                ExtraTensor<const T> extra, int32_t length, float scale, float missing,
+                float* __restrict__ out) {
   const int32_t Kp = p.window_size();
   const int32_t W = Kp + p.num_extra;
   const int64_t N = p.num_tokens();
@@ -150,24 +153,24 @@ qk_kernel(NaProblem<Rank> p, TokenTensor<const T, Rank> q, TokenTensor<const T, 
     int32_t coord[Rank];
     unflatten(n, p.axis, coord);
     const int32_t hk = p.kv_head(h);
-    const T* kp;
-    int64_t ks;
+    const T* sp;
+    int64_t ss;
     if (w < Kp) {
       int32_t key[Rank];
       if (!slot_key(p, query_window(p, coord), w, key)) {
-        attn[idx] = -INFINITY;
+        out[idx] = missing;
         continue;
       }
-      kp = k.at(b, key, hk);
-      ks = k.stride_dim;
+      sp = slots.at(b, key, hk);
+      ss = slots.stride_dim;
     } else {
-      kp = ek.at(b, w - Kp, hk);
-      ks = ek.stride_dim;
+      sp = extra.at(b, w - Kp, hk);
+      ss = extra.stride_dim;
     }
-    const T* qp = q.at(b, coord, h);
+    const T* rp = row.at(b, coord, h);
     float acc = 0.f;
-    for (int32_t d = 0; d < p.dim; ++d) acc += to_float(qp[d * q.stride_dim]) * to_float(kp[d * ks]);
-    attn[idx] = acc * p.scale;
+    for (int32_t e = 0; e < length; ++e) acc += to_float(rp[e * row.stride_dim]) * to_float(sp[e * ss]);
+    out[idx] = acc * scale;
   }
 }
 
@@ -193,6 +196,16 @@ template <int Rank>
 inline int64_t attn_elements(const NaProblem<Rank>& p) {
   return int64_t(p.batch) * p.num_tokens() * p.heads * (int64_t(p.window_size()) + p.num_extra);
 }
+
+// The forward's logits attn = scale * q . k (fp32; -inf for causal slots with no key), also
+// recomputed by a backward pass that was not handed them.
+template <int Rank, typename T>
+inline void launch_logits(const NaProblem<Rank>& p, TokenTensor<const T, Rank> q, TokenTensor<const T, Rank> k,
+                          ExtraTensor<const T> ek, float* attn, cudaStream_t stream) {
+  slot_dot_kernel<Rank, T><<<grid_for(attn_elements(p)), kBlock, 0, stream>>>(p, q, k, ek, p.dim, p.scale,
+                                                                              -INFINITY, attn);
+}
+
 template <int Rank>
 inline int64_t row_count(const NaProblem<Rank>& p) {
   return int64_t(p.batch) * p.num_tokens() * p.heads;

@@ -113,8 +113,7 @@ class Forward {
     const int64_t rows = detail::row_count(p);
     const int32_t W = p.window_size() + p.num_extra;
 
-    detail::qk_kernel<Rank, T><<<detail::grid_for(detail::attn_elements(p)), detail::kBlock, 0, stream>>>(
-        p, args.q, args.k, args.extra_k, attn);
+    detail::launch_logits<Rank, T>(p, args.q, args.k, args.extra_k, attn, stream);
     if (!check()) return Status::kErrorCuda;
     detail::row_lse_kernel<><<<detail::grid_for(rows), detail::kBlock, 0, stream>>>(attn, lse, rows, W);
     if (!check()) return Status::kErrorCuda;
