@@ -49,6 +49,15 @@ template <> struct DefaultBwdColBox<1> { using type = Box<1, 64>; };
 template <> struct DefaultBwdColBox<2> { using type = Box<2, 8, 8>; };
 template <> struct DefaultBwdColBox<3> { using type = Box<3, 1, 8, 8>; };
 
+// Key tiles of the dQ kernel: 128 keys (the forward's KV boxes).  The dQ kernel holds no dV
+// accumulator, so S / dP of 128 columns fit its registers (S, dP, dQ: 3 x 64 per thread): half
+// the column iterations of 64-key tiles, and S / dP as m64n128 wgmmas (fewer shared-memory bytes
+// per FLOP than m64n64).
+template <int Rank> struct DefaultBwdDqColBox;
+template <> struct DefaultBwdDqColBox<1> { using type = Box<1, 128>; };
+template <> struct DefaultBwdDqColBox<2> { using type = Box<2, 16, 8>; };
+template <> struct DefaultBwdDqColBox<3> { using type = Box<3, 2, 8, 8>; };
+
 template <int Rank_, class Element_, int HeadDim_, class RowBox_, class ColBox_, bool Dq_, int Stages_,
           bool SkipEmpty_ = false>
 struct BackwardTraits {
@@ -437,14 +446,14 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     int clim[R];
 #pragma unroll
     for (int a = 0; a < R; ++a) clim[a] = cr[a].end;
-    // The warpgroup's own column range (kSkipEmpty): the union of its rows' windows.
-    Range wg_cr[R];
+    // The warpgroup's own column range (kSkipEmpty): the union of its rows' windows.  The
+    // warpgroups split the row box along axis 0 only, so on every other axis it is the CTA's
+    // range, which every column tile meets: only axis 0 can make a tile empty.
+    Range wg_cr0{0, 0};
     if constexpr (Traits::kSkipEmpty) {
-#pragma unroll
-      for (int a = 0; a < R; ++a)
-        wg_cr[a] = wg_rows[a].empty() ? Range{0, 0}
-                   : kDq ? key_range_for_query_tile(prob.axis[a], wg_rows[a], glen[a])
-                         : query_range_for_key_tile(prob.axis[a], wg_rows[a], glen[a]);
+      if (!wg_rows[0].empty())
+        wg_cr0 = kDq ? key_range_for_query_tile(prob.axis[0], wg_rows[0], glen[0])
+                     : query_range_for_key_tile(prob.axis[0], wg_rows[0], glen[0]);
     }
     const float scale_log2 = params.scale_log2;
 
@@ -461,11 +470,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         // Skipped only after the full wait: the empty arrival then belongs to this use of stage s.
         int o[R];
         col_origin(it / group_size, o);
-        bool none = false;
-#pragma unroll
-        for (int a = 0; a < R; ++a)
-          none = none || imax(o[a], wg_cr[a].begin) >= imin(imin(o[a] + ColBox::extent(a), clim[a]), wg_cr[a].end);
-        if (none) {
+        if (imax(o[0], wg_cr0.begin) >= imin(imin(o[0] + ColBox::extent(0), clim[0]), wg_cr0.end)) {
           release(s);
           continue;
         }
