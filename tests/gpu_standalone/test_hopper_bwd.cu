@@ -22,6 +22,7 @@
 #define FASTNA_BWD_DECL(R, E, D) FASTNA_BWD_DECL_V(R, E, D, )
 #define FASTNA_BWD_DECL_V1(R, E, D) FASTNA_BWD_DECL_V(R, E, D, _v1)
 #define FASTNA_BWD_DECL_V2(R, E, D) FASTNA_BWD_DECL_V(R, E, D, _v2)
+#define FASTNA_BWD_DECL_BASE(R, E, D) FASTNA_BWD_DECL_V(R, E, D, _base)
 #define FASTNA_BWD_DECL_V(R, E, D, TAG)                                                                \
   FASTNA_WEAK int hopper_bwd_r##R##_##E##_d##D##TAG(int which, const fastna::NaProblem<R>& p, const int64_t* sq, const int64_t* sk,   \
                                   const void* q, const void* k, const void* v, const void* o,            \
@@ -41,8 +42,11 @@ FASTNA_BWD_INSTANCES(FASTNA_BWD_DECL)
 // Variant 1 (INST_VARIANT=1, symbols *_v1): SkipEmpty = true (warpgroups skip column tiles outside
 // their own rows' column range), for every instance above.
 FASTNA_BWD_INSTANCES(FASTNA_BWD_DECL_V1)
-// Variant 2 (INST_VARIANT=2, symbols *_v2): SkipEmpty and 128-key dQ tiles (DefaultBwdDqColBox).
+// Variant 2 (INST_VARIANT=2, symbols *_v2): 64-key dQ tiles (the dK/dV kernel's column box).
 FASTNA_BWD_INSTANCES(FASTNA_BWD_DECL_V2)
+// Variant "base" (symbols *_base): the library default compiled against another include folder
+// (run_hopper_bwd.sh BASE_INCLUDE, e.g. a checkout of the last measured commit): same-run baseline.
+FASTNA_BWD_INSTANCES(FASTNA_BWD_DECL_BASE)
 // sm80 instances (test_fused_bwd.cu) for the benchmark.
 #define FASTNA_SM80_BWD_DECL(R, E, D)                                                                  \
   FASTNA_WEAK int fused_bwd_r##R##_##E##_d##D(const fastna::NaProblem<R>& p, const int64_t* sq, const int64_t* sk,   \
@@ -89,11 +93,15 @@ int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(int which
                                                             const float* lse, void* dq, void* dk, void* dv,
                                                             void* workspace, size_t* ws_bytes, cudaStream_t stream) {
   constexpr int R = INST_RANK;
-  using Op = fastna::hopper::Backward<
-      R, Elem, INST_DIM, typename fastna::hopper::DefaultQBox<R>::type, typename fastna::hopper::DefaultBwdColBox<R>::type,
-      INST_VARIANT >= 1,
-      std::conditional_t<INST_VARIANT == 2, typename fastna::hopper::DefaultBwdDqColBox<R>::type,
-                         typename fastna::hopper::DefaultBwdColBox<R>::type>>;
+  using QBox = typename fastna::hopper::DefaultQBox<R>::type;
+  using ColBox = typename fastna::hopper::DefaultBwdColBox<R>::type;
+#if INST_VARIANT == 0
+  using Op = fastna::hopper::Backward<R, Elem, INST_DIM>;  // the library default
+#elif INST_VARIANT == 1
+  using Op = fastna::hopper::Backward<R, Elem, INST_DIM, QBox, ColBox, true>;
+#else
+  using Op = fastna::hopper::Backward<R, Elem, INST_DIM, QBox, ColBox, false, ColBox>;
+#endif
   typename Op::Arguments args;
   args.problem = p;
   args.q = view<R, Elem const>(q, sq);
@@ -166,7 +174,7 @@ int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(int which
 
 
 static int g_which = 7;
-static int g_variant = 0;  // 1: the *_v1 instances (SkipEmpty), 2: *_v2 (SkipEmpty + 128-key dQ tiles)
+static int g_variant = 0;  // 1: the *_v1 instances (SkipEmpty), 2: *_v2 (64-key dQ tiles), 3: *_base
 static const char* g_only = nullptr;  // --only SUBSTR: test cases whose name contains it
 static const char* g_skip = nullptr;  // --skip SUBSTR
 static const char* g_bench = nullptr;  // --bench SUBSTR: benchmark cases whose name contains it
@@ -181,7 +189,8 @@ static BwdFn<R> instance(const Case& c, int variant) {
 #define X(RR, EE, DD)                                                                             \
   if constexpr (RR == R)                                                                          \
     if (c.D == DD && std::strcmp(e, #EE) == 0)                                                    \
-      return variant == 2 ? hopper_bwd_r##RR##_##EE##_d##DD##_v2                                  \
+      return variant == 3   ? hopper_bwd_r##RR##_##EE##_d##DD##_base                              \
+             : variant == 2 ? hopper_bwd_r##RR##_##EE##_d##DD##_v2                                  \
              : variant == 1 ? hopper_bwd_r##RR##_##EE##_d##DD##_v1 : hopper_bwd_r##RR##_##EE##_d##DD;
   FASTNA_BWD_INSTANCES(X)
 #undef X
@@ -255,7 +264,7 @@ static void bench(const Case& c, int iters) {
   strides_for<R>(c, c.Hkv, sk);
   size_t wsh = 0, wss = 0;
   const int variant0 = g_variant;
-  for (int var = 0; var < 3; ++var) {  // the largest workspace of the built variants (the same today)
+  for (int var = 0; var < 4; ++var) {  // the largest workspace of the built variants (the same today)
     size_t w = 0;
     g_variant = var;
     dispatch<R>(c, p, sq, sk, q, k, v, o, dout, lse, dq, dk, dv, nullptr, &w, 0);
@@ -295,19 +304,21 @@ static void bench(const Case& c, int iters) {
   const double t_s = time_it([&]() { return sm80_bwd(R, &p, sq, sk, q, k, v, o, dout, lse, dq, dk, dv, ws, nullptr); });
   const double win = 2.0 * double(c.B) * N * double(p.window_size()) * c.D * c.H;
   std::printf("BENCH %-44s sm80 %8.3f ms%s\n", c.name.c_str(), t_s, t_s < 0 ? " (not built)" : "");
-  static const char* names[3] = {"default", "v1 SkipEmpty", "v2 SkipEmpty+dQ128"};
+  static const char* names[4] = {"default", "v1 SkipEmpty", "v2 dQ 64-key tiles", "base (BASE_INCLUDE)"};
   double t_def = -1.0;
-  for (int var = 0; var < 3; ++var) {
+  static const int order[4] = {3, 0, 1, 2};  // the baseline first, then the default
+  for (int oi = 0; oi < 4; ++oi) {
+    const int var = order[oi];
     if (instance<R>(c, var) == nullptr) continue;
     g_variant = var;
     const double t_h = time_it(hop(7));
     const double t_pre = time_it(hop(1));
     const double t_dkv = time_it(hop(3));
     const double t_dq = time_it(hop(5));
-    if (var == 0) t_def = t_h;
+    if (var == 3) t_def = t_h;
     // Issued-FLOP view: window FLOPs per GEMM (2 N |window| D H); dK/dV 4 GEMMs, dQ 3.
     std::printf("BENCH %-44s %-20s %8.3f ms (pre %.3f, dkdv %.3f, dq %.3f) | dkdv %.0f dq %.0f TFLOP/s (window) | "
-                "%.0f TFLOP/s at 5 GEMMs | default/this %.3f\n",
+                "%.0f TFLOP/s at 5 GEMMs | base/this %.3f\n",
                 c.name.c_str(), names[var], t_h, t_pre, t_dkv - t_pre, t_dq - t_pre,
                 4 * win / ((t_dkv - t_pre) * 1e-3) / 1e12, 3 * win / ((t_dq - t_pre) * 1e-3) / 1e12,
                 5 * win / (t_h * 1e-3) / 1e12, t_def > 0 ? t_def / t_h : 0.0);

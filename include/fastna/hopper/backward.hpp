@@ -72,7 +72,8 @@ bool make_head_major_map(float const* ptr, NaProblem<Rank> const& p, int last_pa
 
 // ColBox: the query tiles of the dK/dV kernel; DqColBox: the key tiles of the dQ kernel.
 template <int Rank, class Element, int HeadDim, class RowBox = typename DefaultQBox<Rank>::type,
-          class ColBox = typename DefaultBwdColBox<Rank>::type, bool SkipEmpty = false, class DqColBox = ColBox>
+          class ColBox = typename DefaultBwdColBox<Rank>::type, bool SkipEmpty = false,
+          class DqColBox = typename DefaultBwdDqColBox<Rank>::type>
 class Backward {
  public:
   using DkvTraits = BackwardTraits<Rank, Element, HeadDim, RowBox, ColBox, false,

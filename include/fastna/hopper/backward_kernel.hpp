@@ -32,6 +32,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "fastna/fused/backward_kernel.hpp"  // fused::BackwardParams
 #include "fastna/hopper/kernel_traits.hpp"   // Box, SmemAtoms, DefaultQBox
@@ -171,6 +172,33 @@ __device__ __forceinline__ int64_t head_major_index(NaProblem<Rank> const& p, in
   return idx * last_pad + coord[Rank - 1];
 }
 
+// The column tiles of a CTA in order (last axis fastest; dK/dV: the GQA group's heads innermost),
+// stepped without divisions: the producer and every consumer thread walk them once per CTA.
+template <int R, class ColBox>
+struct ColCursor {
+  int origin[R];  // group-local origin of the current tile
+  int head = 0;   // head within the GQA group (dK/dV), 0 for dQ
+
+  __device__ __forceinline__ explicit ColCursor(Range const (&cr)[R]) {
+#pragma unroll
+    for (int a = 0; a < R; ++a) origin[a] = cr[a].begin;
+  }
+  // Tiles start at cr.begin + k * extent for k < ceil(size / extent): origin < cr.end.
+  __device__ __forceinline__ void step(Range const (&cr)[R], int group_size) {
+    if (++head < group_size) return;
+    head = 0;
+    bool carry = true;
+#pragma unroll
+    for (int a = R - 1; a >= 0; --a) {
+      if (carry) {
+        origin[a] += ColBox::extent(a);
+        carry = a > 0 && origin[a] >= cr[a].end;
+        if (carry) origin[a] = cr[a].begin;
+      }
+    }
+  }
+};
+
 __device__ __forceinline__ float bwd_exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
@@ -286,13 +314,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     if (empty) return;  // uniform over the CTA
   }
   const int n_it = n_col * group_size;
-  auto col_origin = [&](int t, int (&origin)[R]) {
-#pragma unroll
-    for (int a = R - 1; a >= 0; --a) {
-      origin[a] = cr[a].begin + (t % n_ct[a]) * ColBox::extent(a);
-      t /= n_ct[a];
-    }
-  };
 
   const int warpgroup = threadIdx.x / 128;
   if (threadIdx.x == 0) {
@@ -329,13 +350,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           detail::tma_load_5d(&hp.tma_a2, bar_res, smem_a2 + half * kBlockM * 64, 64 * half, c[1], c[2], c[3], c[4]);
         }
       }
-      for (int it = 0; it < n_it; ++it) {
-        const int s = it % kStages;
-        if (it >= kStages) Barrier::wait(bar_empty + s, ((it / kStages) - 1) & 1);
-        int origin[R];
-        col_origin(it / group_size, origin);
+      detail::ColCursor<R, ColBox> cur(cr);
+      int s = 0, phase = 0;  // stage, and the parity of its current use
+      for (int it = 0; it < n_it; ++it, cur.step(cr, group_size)) {
+        if (it >= kStages) Barrier::wait(bar_empty + s, phase ^ 1);
+        int const (&origin)[R] = cur.origin;
         // dK/dV: columns are query tiles of head h; dQ: key tiles of the kv head.
-        const int head = kDq ? h_kv_dq : h_row * group_size + it % group_size;
+        const int head = kDq ? h_kv_dq : h_row * group_size + cur.head;
         int c[5];
         token_coords(origin, head, c);
         TxBarrier::arrive_and_expect_tx(bar_full + s, Traits::kBytesStage);
@@ -357,6 +378,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           detail::tma_load_5d(&hp.tma_lse, bar_full + s, smem_lse + s * Traits::kStatStage, l[0], l[1], l[2], l[3], l[4]);
           detail::tma_load_5d(&hp.tma_delta, bar_full + s, smem_delta + s * Traits::kStatStage, l[0], l[1], l[2], l[3],
                               l[4]);
+        }
+        if (++s == kStages) {
+          s = 0;
+          phase ^= 1;
         }
       }
     }
@@ -443,9 +468,31 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       wg_rows[a] = Range{begin, imin(begin + half, rlim[a])};
       wg_rows_full = wg_rows_full && (wg_rows[a].size() == half);
     }
-    int clim[R];
+    // Full tiles (no mask): per axis, the column positions that pair with every row of the
+    // warpgroup form one interval [full_lo, full_hi) (window starts and ends are monotone):
+    // dQ: the intersection of the rows' windows, [start(last row), end(first row));
+    // dK/dV: the queries whose window holds every key row, [inv(last key).begin, inv(first key).end).
+    // A tile is full iff it lies inside on every axis; full_hi is clamped to the column range, so a
+    // tile cut by its end never is.  Computed once: no per-tile window arithmetic.
+    int full_lo[R], full_hi[R];
+    {
+      const bool can = (kDq || wg_rows_full) && !(hp.debug & 1);
 #pragma unroll
-    for (int a = 0; a < R; ++a) clim[a] = cr[a].end;
+      for (int a = 0; a < R; ++a) {
+        Range f{0, 0};
+        if (can && !wg_rows[a].empty()) {
+          if constexpr (kDq) {
+            f = Range{window_local(prob.axis[a], wg_rows[a].end - 1, glen[a]).begin,
+                      window_local(prob.axis[a], wg_rows[a].begin, glen[a]).end};
+          } else {
+            f = Range{inverse_window_local(prob.axis[a], wg_rows[a].end - 1, glen[a]).begin,
+                      inverse_window_local(prob.axis[a], wg_rows[a].begin, glen[a]).end};
+          }
+        }
+        full_lo[a] = f.begin;
+        full_hi[a] = imin(f.end, cr[a].end);
+      }
+    }
     // The warpgroup's own column range (kSkipEmpty): the union of its rows' windows.  The
     // warpgroups split the row box along axis 0 only, so on every other axis it is the CTA's
     // range, which every column tile meets: only axis 0 can make a tile empty.
@@ -454,6 +501,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       if (!wg_rows[0].empty())
         wg_cr0 = kDq ? key_range_for_query_tile(prob.axis[0], wg_rows[0], glen[0])
                      : query_range_for_key_tile(prob.axis[0], wg_rows[0], glen[0]);
+      wg_cr0.end = imin(wg_cr0.end, cr[0].end);
     }
     const float scale_log2 = params.scale_log2;
 
@@ -463,14 +511,21 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     };
 
     if (n_it > 0) Barrier::wait(bar_res, 0);
-    for (int it = 0; it < n_it; ++it) {
-      const int s = it % kStages;
-      Barrier::wait(bar_full + s, (it / kStages) & 1);
+    detail::ColCursor<R, ColBox> cur(cr);
+    int s = 0, phase = 0;  // stage, and the parity of its current use
+    auto advance = [&]() {
+      cur.step(cr, group_size);
+      if (++s == kStages) {
+        s = 0;
+        phase ^= 1;
+      }
+    };
+    for (int it = 0; it < n_it; ++it, advance()) {
+      Barrier::wait(bar_full + s, phase);
+      int const (&origin)[R] = cur.origin;
       if constexpr (Traits::kSkipEmpty) {
         // Skipped only after the full wait: the empty arrival then belongs to this use of stage s.
-        int o[R];
-        col_origin(it / group_size, o);
-        if (imax(o[0], wg_cr0.begin) >= imin(imin(o[0] + ColBox::extent(0), clim[0]), wg_cr0.end)) {
+        if (imax(origin[0], wg_cr0.begin) >= imin(origin[0] + ColBox::extent(0), wg_cr0.end)) {
           release(s);
           continue;
         }
@@ -496,16 +551,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       warpgroup_commit_batch();
 
       // Mask of this tile (unless every pair of the warpgroup's rows x the tile is a neighbor pair).
-      int origin[R];
-      col_origin(it / group_size, origin);
-      bool full = (kDq || wg_rows_full) && !(hp.debug & 1);
+      bool full = true;
 #pragma unroll
-      for (int a = 0; a < R; ++a) {
-        const Range ct{origin[a], imin(origin[a] + ColBox::extent(a), clim[a])};
-        full = full && (ct.size() == ColBox::extent(a)) &&
-               (kDq ? tile_fully_inside(prob.axis[a], wg_rows[a], ct, glen[a])
-                    : tile_fully_inside(prob.axis[a], ct, wg_rows[a], glen[a]));
-      }
+      for (int a = 0; a < R; ++a) full = full && full_lo[a] <= origin[a] && origin[a] + ColBox::extent(a) <= full_hi[a];
       detail::RowMask<ColBox, R> m[2];
 #pragma unroll
       for (int v1 = 0; v1 < 2; ++v1) {
@@ -527,22 +575,28 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       float const* col_lse2 = smem_lse + s * Traits::kStatStage + stat0;
       float const* col_delta = smem_delta + s * Traits::kStatStage + stat0;
 
-      // P = exp2(S scale log2e - lse2) in place (masked: exactly 0).
+      // P = exp2(S scale log2e - lse2) in place (masked: exactly 0).  Full tiles (all of the
+      // strided anchors' tiles) take the loop without the per-element mask test.
       warpgroup_wait<1>();
       warpgroup_fence_operand(acc_s);
+      auto softmax = [&](auto masked) {
 #pragma unroll
-      for (int v2 = 0; v2 < kBlockN / 8; ++v2)
+        for (int v2 = 0; v2 < kBlockN / 8; ++v2)
 #pragma unroll
-        for (int v1 = 0; v1 < 2; ++v1)
+          for (int v1 = 0; v1 < 2; ++v1)
 #pragma unroll
-          for (int v0 = 0; v0 < 2; ++v0) {
-            const int i = v0 + 2 * v1 + 4 * v2;
-            float l2;
-            if constexpr (kDq) l2 = row_lse2[v1];
-            else l2 = col_lse2[(v2 / kSlots) * Traits::kStatRow + 8 * (v2 % kSlots) + v0];
-            const float p = detail::bwd_exp2(fmaf(acc_s(i), scale_log2, -l2));
-            acc_s(i) = m[v1].test(v2, v0) ? p : 0.f;
-          }
+            for (int v0 = 0; v0 < 2; ++v0) {
+              const int i = v0 + 2 * v1 + 4 * v2;
+              float l2;
+              if constexpr (kDq) l2 = row_lse2[v1];
+              else l2 = col_lse2[(v2 / kSlots) * Traits::kStatRow + 8 * (v2 % kSlots) + v0];
+              const float p = detail::bwd_exp2(fmaf(acc_s(i), scale_log2, -l2));
+              if constexpr (decltype(masked)::value) acc_s(i) = m[v1].test(v2, v0) ? p : 0.f;
+              else acc_s(i) = p;
+            }
+      };
+      if (full) softmax(std::false_type{});
+      else softmax(std::true_type{});
       if constexpr (!kDq) {
         // dV += P^T dO, issued while dS is computed.
 #pragma unroll
@@ -559,7 +613,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         warpgroup_wait<0>();
       }
       warpgroup_fence_operand(acc_dp);
-      // dS = P (dP - delta)
+      // dS = P (dP - delta): masked entries are exactly 0 already (P = 0, dP - delta finite: dP and
+      // delta of columns past the range are TMA zero fill), so no second mask test.
 #pragma unroll
       for (int v2 = 0; v2 < kBlockN / 8; ++v2)
 #pragma unroll
@@ -570,8 +625,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             float d;
             if constexpr (kDq) d = row_delta[v1];
             else d = col_delta[(v2 / kSlots) * Traits::kStatRow + 8 * (v2 % kSlots) + v0];
-            const float ds = acc_s(i) * (acc_dp(i) - d);
-            rdS(i) = static_cast<Element>(m[v1].test(v2, v0) ? ds : 0.f);
+            rdS(i) = static_cast<Element>(acc_s(i) * (acc_dp(i) - d));
           }
       // G += dS B1 (dK += dS^T Q, or dQ += dS K)
       warpgroup_fence_operand(acc1);
