@@ -24,7 +24,7 @@
 #define FASTNA_BWD_DECL_V2(R, E, D) FASTNA_BWD_DECL_V(R, E, D, _v2)
 #define FASTNA_BWD_DECL_BASE(R, E, D) FASTNA_BWD_DECL_V(R, E, D, _base)
 #define FASTNA_BWD_DECL_V(R, E, D, TAG)                                                                \
-  FASTNA_WEAK int hopper_bwd_r##R##_##E##_d##D##TAG(int which, const fastna::NaProblem<R>& p, const int64_t* sq, const int64_t* sk,   \
+  extern "C" FASTNA_WEAK int hopper_bwd_r##R##_##E##_d##D##TAG(int which, const fastna::NaProblem<R>& p, const int64_t* sq, const int64_t* sk,   \
                                   const void* q, const void* k, const void* v, const void* o,            \
                                   const void* dout, const float* lse, void* dq, void* dk, void* dv,     \
                                   void* workspace, size_t* ws_bytes, cudaStream_t stream);
@@ -46,6 +46,8 @@ FASTNA_BWD_INSTANCES(FASTNA_BWD_DECL_V1)
 FASTNA_BWD_INSTANCES(FASTNA_BWD_DECL_V2)
 // Variant "base" (symbols *_base): the library default compiled against another include folder
 // (run_hopper_bwd.sh BASE_INCLUDE, e.g. a checkout of the last measured commit): same-run baseline.
+// That TU is compiled with -Dfastna=fastna_base, so its kernels' template symbols differ from the
+// current ones (same names otherwise: the linker would keep one); the instances are extern "C".
 FASTNA_BWD_INSTANCES(FASTNA_BWD_DECL_BASE)
 // sm80 instances (test_fused_bwd.cu) for the benchmark.
 #define FASTNA_SM80_BWD_DECL(R, E, D)                                                                  \
