@@ -44,7 +44,7 @@ build_one() {
   elif [ "${kind#v}" != "$kind" ] || [ "$kind" = b ]; then
     local var=${kind#v} o="$BUILD/hop_$t.o" extra=""
     if [ "$var" != 0 ]; then o="$BUILD/hop_${t}_v$var.o"; extra="-DINST_VARIANT=$var -DINST_TAG=_v$var"; fi
-    if [ "$kind" = b ]; then o="$BUILD/hop_${t}_base.o"; extra="-I$BASE_INCLUDE -DINST_TAG=_base -Dfastna=fastna_base"; fi
+    if [ "$kind" = b ]; then o="$BUILD/hop_${t}_base.o"; extra="-I$BASE_INCLUDE -DINST_VARIANT=0 -DINST_TAG=_base -Dfastna=fastna_base"; fi
     nvcc $extra $flags --resource-usage -DINST_RANK=$r -DINST_ELEM=$e -DINST_DIM=$d -c -x cu "$here/test_hopper_bwd.cu" \
       -o "$o" 2>&1 | grep -E "error|registers|spill|Function properties for _Z" | sed "s/^/[$kind $t] /" || true
     test -f "$o"
