@@ -4,7 +4,8 @@
 // backward (include/fastna/fused/backward_kernel.hpp):
 //   1. fna_hopper_bwd_preprocess_kernel: delta = rowsum(dO * O) - dlse and lse2 = lse * log2(e)
 //      per (query, head), written head-major [B, H, L0, .., L_last padded to 4] (fp32) so that a
-//      query tile's 64 values are one TMA box (the last axis padded: 16-byte row strides).
+//      query tile's 64 values are one TMA box (the last axis padded: 16-byte row strides; the pad
+//      holds delta 0, lse2 +inf).
 //   2. dK/dV (kDq = false): one CTA per 128-key box (group-local) x kv head x batch.  Rows = keys
 //      (K, V resident in shared memory), columns = 64-query tiles of the box's inverse
 //      neighborhood (query_range_for_key_tile) for every query head of the GQA group, streamed
@@ -12,9 +13,9 @@
 //      P^T = exp2(S^T scale log2e - lse2), dS^T = P^T (dP^T - delta), dV += P^T dO and
 //      dK += dS^T Q (wgmma RS, P^T / dS^T from registers; Q / dO read MN-major).
 //   3. dQ (kDq = true): one CTA per 128-query box x head x batch.  Rows = queries (Q, dO
-//      resident, lse2 / delta of the thread's rows in registers), columns = 64-key tiles of
-//      key_range_for_query_tile.  Per tile: S = Q K^T, dP = dO V^T (SS), P, dS as above,
-//      dQ += dS K (RS, K read MN-major).
+//      resident, lse2 / delta of the thread's rows in registers), columns = key tiles
+//      (DefaultBwdDqColBox: 128 keys) of key_range_for_query_tile.  Per tile: S = Q K^T,
+//      dP = dO V^T (SS), P, dS as above, dQ += dS K (RS, K read MN-major).
 // Both main kernels: warpgroup 0 = producer (one thread issues every TMA copy into a kStages
 // ring; "full" barriers complete on transaction bytes, "empty" barriers take one arrival per
 // consumer warp), warpgroups 1, 2 = consumers of 64 rows each (the row box is halved along its
@@ -71,7 +72,8 @@ struct BackwardTraits {
   static constexpr bool kDq = Dq_;
   // A warpgroup skips the column tiles outside its own rows' column range (the union over the
   // row box is wider by the box extent): exactly the tiles whose every pair is masked, so the
-  // results are unchanged.  Not yet measured on a GPU: off by default.
+  // results are unchanged.  Off: slower on the H100 (benchmarks/NOTES_hopper.md, session 4: the
+  // extra live registers spill in 2D / 3D; hunyuan -11%, flux +7%).
   static constexpr bool kSkipEmpty = SkipEmpty_;
   static_assert(RowBox::kRank == kRank && ColBox::kRank == kRank, "box rank must match problem rank");
   static_assert(kHeadDim == 64 || kHeadDim == 128, "Hopper backward: head dim 64 or 128 (TMA, SW128)");
@@ -245,6 +247,16 @@ __global__ void __launch_bounds__(128) fna_hopper_bwd_preprocess_kernel(HopperBw
     const int64_t o = detail::head_major_index(p, b, h, c, hp.last_pad);
     hp.delta_t[o] = params.dlse != nullptr ? acc - params.dlse[row] : acc;
     hp.lse2_t[o] = params.lse[row] * fused::detail::kLog2e;
+    // The last axis' pad [L, Lp) lies inside the dK/dV kernel's lse2 / delta boxes (TMA zero-fills
+    // only past Lp): define it (delta 0, lse2 +inf: P = 0) so that dS = P (dP - delta) is exactly 0
+    // there without a mask test (the workspace is uninitialized memory).
+    const int last_len = p.axis[Rank - 1].length;
+    if (c[Rank - 1] == last_len - 1) {
+      for (int x = last_len; x < hp.last_pad; ++x) {
+        hp.delta_t[o + (x - c[Rank - 1])] = 0.f;
+        hp.lse2_t[o + (x - c[Rank - 1])] = INFINITY;
+      }
+    }
   }
 }
 
@@ -613,8 +625,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         warpgroup_wait<0>();
       }
       warpgroup_fence_operand(acc_dp);
-      // dS = P (dP - delta): masked entries are exactly 0 already (P = 0, dP - delta finite: dP and
-      // delta of columns past the range are TMA zero fill), so no second mask test.
+      // dS = P (dP - delta): masked entries are exactly 0 already (P = 0 and dP - delta finite: past
+      // the tensors' ends dO / V / delta are TMA zero fill, and the preprocess defines the last
+      // axis' pad of delta), so no second mask test.
 #pragma unroll
       for (int v2 = 0; v2 < kBlockN / 8; ++v2)
 #pragma unroll
