@@ -14,13 +14,17 @@
 #include <cstdint>
 #include "fastna/problem.hpp"
 
-// Type-erased call into one Backward<Rank, Element, HeadDim> instance.  sq: strides of the
+// Type-erased call into one Backward<Rank, Element, HeadDim> instance.  The driver declares every
+// instance weak: a build of a subset (run_hopper_bwd.sh HOPPER_INSTS / VARIANTS / SM80_INSTS)
+// links, and cases without their instance are skipped.  sq: strides of the
 // q-shaped tensors (q, out, dout, dq); sk: of the kv-shaped ones (k, v, dk, dv); Rank + 3 each.
 // Returns 0 on success, 1 if can_implement refused, 2 on a launch error.
 #define FASTNA_BWD_DECL(R, E, D) FASTNA_BWD_DECL_V(R, E, D, )
 #define FASTNA_BWD_DECL_V1(R, E, D) FASTNA_BWD_DECL_V(R, E, D, _v1)
+#define FASTNA_BWD_DECL_V2(R, E, D) FASTNA_BWD_DECL_V(R, E, D, _v2)
+#define FASTNA_BWD_DECL_BASE(R, E, D) FASTNA_BWD_DECL_V(R, E, D, _base)
 #define FASTNA_BWD_DECL_V(R, E, D, TAG)                                                                \
-  int hopper_bwd_r##R##_##E##_d##D##TAG(int which, const fastna::NaProblem<R>& p, const int64_t* sq, const int64_t* sk,   \
+  extern "C" FASTNA_WEAK int hopper_bwd_r##R##_##E##_d##D##TAG(int which, const fastna::NaProblem<R>& p, const int64_t* sq, const int64_t* sk,   \
                                   const void* q, const void* k, const void* v, const void* o,            \
                                   const void* dout, const float* lse, void* dq, void* dk, void* dv,     \
                                   void* workspace, size_t* ws_bytes, cudaStream_t stream);
@@ -29,13 +33,25 @@
 #define FASTNA_BWD_INSTANCES(X)                                                               \
   X(1, f16, 64) X(1, f16, 128) X(1, bf16, 64) X(1, bf16, 128) X(2, f16, 64) X(2, f16, 128) \
   X(2, bf16, 64) X(2, bf16, 128) X(3, f16, 64) X(3, f16, 128) X(3, bf16, 64) X(3, bf16, 128)
+#ifdef INST_RANK
+#define FASTNA_WEAK
+#else
+#define FASTNA_WEAK __attribute__((weak))
+#endif
 FASTNA_BWD_INSTANCES(FASTNA_BWD_DECL)
 // Variant 1 (INST_VARIANT=1, symbols *_v1): SkipEmpty = true (warpgroups skip column tiles outside
 // their own rows' column range), for every instance above.
 FASTNA_BWD_INSTANCES(FASTNA_BWD_DECL_V1)
+// Variant 2 (INST_VARIANT=2, symbols *_v2): 64-key dQ tiles (the dK/dV kernel's column box).
+FASTNA_BWD_INSTANCES(FASTNA_BWD_DECL_V2)
+// Variant "base" (symbols *_base): the library default compiled against another include folder
+// (run_hopper_bwd.sh BASE_INCLUDE, e.g. a checkout of the last measured commit): same-run baseline.
+// That TU is compiled with -Dfastna=fastna_base, so its kernels' template symbols differ from the
+// current ones (same names otherwise: the linker would keep one); the instances are extern "C".
+FASTNA_BWD_INSTANCES(FASTNA_BWD_DECL_BASE)
 // sm80 instances (test_fused_bwd.cu) for the benchmark.
 #define FASTNA_SM80_BWD_DECL(R, E, D)                                                                  \
-  int fused_bwd_r##R##_##E##_d##D(const fastna::NaProblem<R>& p, const int64_t* sq, const int64_t* sk,   \
+  FASTNA_WEAK int fused_bwd_r##R##_##E##_d##D(const fastna::NaProblem<R>& p, const int64_t* sq, const int64_t* sk,   \
                                   const void* q, const void* k, const void* v, const void* o,            \
                                   const void* dout, const float* lse, void* dq, void* dk, void* dv,     \
                                   void* workspace, size_t* ws_bytes, cudaStream_t stream);
@@ -46,6 +62,7 @@ FASTNA_SM80_BWD_DECL(3, bf16, 128)
 #ifdef INST_RANK
 // ------------------------------------------------------------------ one instance
 #include <cstdlib>
+#include <type_traits>
 
 #include "fastna/hopper/backward.hpp"
 
@@ -78,8 +95,15 @@ int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(int which
                                                             const float* lse, void* dq, void* dk, void* dv,
                                                             void* workspace, size_t* ws_bytes, cudaStream_t stream) {
   constexpr int R = INST_RANK;
-  using Op = fastna::hopper::Backward<R, Elem, INST_DIM, typename fastna::hopper::DefaultQBox<R>::type,
-                                      typename fastna::hopper::DefaultBwdColBox<R>::type, INST_VARIANT == 1>;
+  using QBox = typename fastna::hopper::DefaultQBox<R>::type;
+  using ColBox = typename fastna::hopper::DefaultBwdColBox<R>::type;
+#if INST_VARIANT == 0
+  using Op = fastna::hopper::Backward<R, Elem, INST_DIM>;  // the library default
+#elif INST_VARIANT == 1
+  using Op = fastna::hopper::Backward<R, Elem, INST_DIM, QBox, ColBox, true>;
+#else
+  using Op = fastna::hopper::Backward<R, Elem, INST_DIM, QBox, ColBox, false, ColBox>;
+#endif
   typename Op::Arguments args;
   args.problem = p;
   args.q = view<R, Elem const>(q, sq);
@@ -152,31 +176,42 @@ int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(int which
 
 
 static int g_which = 7;
-static int g_variant = 0;  // 1: the *_v1 instances (SkipEmpty)
+static int g_variant = 0;  // 1: the *_v1 instances (SkipEmpty), 2: *_v2 (64-key dQ tiles), 3: *_base
 static const char* g_only = nullptr;  // --only SUBSTR: test cases whose name contains it
 static const char* g_skip = nullptr;  // --skip SUBSTR
+static const char* g_bench = nullptr;  // --bench SUBSTR: benchmark cases whose name contains it
+// The instance of (rank, dtype, head dim) for variant g_variant; nullptr if not built.
+template <int R>
+using BwdFn = int (*)(int, const fastna::NaProblem<R>&, const int64_t*, const int64_t*, const void*, const void*,
+                      const void*, const void*, const void*, const float*, void*, void*, void*, void*, size_t*,
+                      cudaStream_t);
+template <int R>
+static BwdFn<R> instance(const Case& c, int variant) {
+  const char* e = c.bf16 ? "bf16" : "f16";
+#define X(RR, EE, DD)                                                                             \
+  if constexpr (RR == R)                                                                          \
+    if (c.D == DD && std::strcmp(e, #EE) == 0)                                                    \
+      return variant == 3   ? hopper_bwd_r##RR##_##EE##_d##DD##_base                              \
+             : variant == 2 ? hopper_bwd_r##RR##_##EE##_d##DD##_v2                                  \
+             : variant == 1 ? hopper_bwd_r##RR##_##EE##_d##DD##_v1 : hopper_bwd_r##RR##_##EE##_d##DD;
+  FASTNA_BWD_INSTANCES(X)
+#undef X
+  return nullptr;
+}
+
 template <int R>
 static int dispatch(const Case& c, const fastna::NaProblem<R>& p, const int64_t* sq, const int64_t* sk,
                     const void* q, const void* k, const void* v, const void* o, const void* dout, const float* lse,
                     void* dq, void* dk, void* dv, void* ws, size_t* ws_bytes, cudaStream_t st) {
-  const char* e = c.bf16 ? "bf16" : "f16";
-#define X(RR, EE, DD)                                                                                \
-  if (RR == R && c.D == DD && std::strcmp(e, #EE) == 0)                                             \
-    return (g_variant ? hopper_bwd_r##RR##_##EE##_d##DD##_v1 : hopper_bwd_r##RR##_##EE##_d##DD)(                      \
-        g_which, *reinterpret_cast<const fastna::NaProblem<RR>*>(&p), sq, sk, q, k, v, o,                               \
-                                          dout, lse, dq, dk, dv, ws, ws_bytes, st);
-  FASTNA_BWD_INSTANCES(X)
-#undef X
-  return 3;  // no instance
+  BwdFn<R> f = instance<R>(c, g_variant);
+  if (f == nullptr) return 3;  // no instance
+  return f(g_which, p, sq, sk, q, k, v, o, dout, lse, dq, dk, dv, ws, ws_bytes, st);
 }
 
 static bool have_instance(const Case& c) {
-  const char* e = c.bf16 ? "bf16" : "f16";
-#define X(RR, EE, DD) \
-  if (RR == c.rank && c.D == DD && std::strcmp(e, #EE) == 0) return true;
-  FASTNA_BWD_INSTANCES(X)
-#undef X
-  return false;
+  if (c.rank == 1) return instance<1>(c, g_variant) != nullptr;
+  if (c.rank == 2) return instance<2>(c, g_variant) != nullptr;
+  return instance<3>(c, g_variant) != nullptr;
 }
 
 // The Hopper backward refuses dilation (can_implement, rc 1): the binding runs the sm80 one.
@@ -197,6 +232,8 @@ static int run_case(const Case& c) {
 static int sm80_bwd(int R, const void* p, const int64_t* sq, const int64_t* sk, const void* q, const void* k,
                     const void* v, const void* o, const void* dout, const float* lse, void* dq, void* dk, void* dv,
                     void* ws, size_t* wsb) {
+  if ((R == 1 && !fused_bwd_r1_bf16_d128) || (R == 2 && !fused_bwd_r2_bf16_d128) || (R == 3 && !fused_bwd_r3_bf16_d128))
+    return 3;  // not built
   if (R == 1) return fused_bwd_r1_bf16_d128(*static_cast<const fastna::NaProblem<1>*>(p), sq, sk, q, k, v, o, dout, lse, dq, dk, dv, ws, wsb, 0);
   if (R == 2) return fused_bwd_r2_bf16_d128(*static_cast<const fastna::NaProblem<2>*>(p), sq, sk, q, k, v, o, dout, lse, dq, dk, dv, ws, wsb, 0);
   return fused_bwd_r3_bf16_d128(*static_cast<const fastna::NaProblem<3>*>(p), sq, sk, q, k, v, o, dout, lse, dq, dk, dv, ws, wsb, 0);
@@ -228,10 +265,17 @@ static void bench(const Case& c, int iters) {
   strides_for<R>(c, c.H, sq);
   strides_for<R>(c, c.Hkv, sk);
   size_t wsh = 0, wss = 0;
-  dispatch<R>(c, p, sq, sk, q, k, v, o, dout, lse, dq, dk, dv, nullptr, &wsh, 0);
+  const int variant0 = g_variant;
+  for (int var = 0; var < 4; ++var) {  // the largest workspace of the built variants (the same today)
+    size_t w = 0;
+    g_variant = var;
+    dispatch<R>(c, p, sq, sk, q, k, v, o, dout, lse, dq, dk, dv, nullptr, &w, 0);
+    wsh = std::max(wsh, w);
+  }
+  g_variant = variant0;
   sm80_bwd(R, &p, sq, sk, q, k, v, o, dout, lse, dq, dk, dv, nullptr, &wss);
   void* ws;
-  CK(cudaMalloc(&ws, std::max(wsh, wss)));
+  CK(cudaMalloc(&ws, std::max<size_t>(std::max(wsh, wss), 16)));
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
@@ -260,24 +304,29 @@ static void bench(const Case& c, int iters) {
     };
   };
   const double t_s = time_it([&]() { return sm80_bwd(R, &p, sq, sk, q, k, v, o, dout, lse, dq, dk, dv, ws, nullptr); });
-  const int variant0 = g_variant;
-  g_variant = 1;
-  const double t_v = time_it(hop(7));
-  const double t_vpre = time_it(hop(1));
-  const double t_vdkv = time_it(hop(3));
-  const double t_vdq = time_it(hop(5));
-  g_variant = 0;
-  const double t_h = time_it(hop(7));
-  const double t_pre = time_it(hop(1));
-  const double t_dkv = time_it(hop(3));
-  const double t_dq = time_it(hop(5));
+  const double win = 2.0 * double(c.B) * N * double(p.window_size()) * c.D * c.H;
+  std::printf("BENCH %-44s sm80 %8.3f ms%s\n", c.name.c_str(), t_s, t_s < 0 ? " (not built)" : "");
+  static const char* names[4] = {"default", "v1 SkipEmpty", "v2 dQ 64-key tiles", "base (BASE_INCLUDE)"};
+  double t_def = -1.0;
+  static const int order[4] = {3, 0, 1, 2};  // the baseline first, then the default
+  for (int oi = 0; oi < 4; ++oi) {
+    const int var = order[oi];
+    if (instance<R>(c, var) == nullptr) continue;
+    g_variant = var;
+    const double t_h = time_it(hop(7));
+    const double t_pre = time_it(hop(1));
+    const double t_dkv = time_it(hop(3));
+    const double t_dq = time_it(hop(5));
+    if (var == 3) t_def = t_h;
+    // Issued-FLOP view: window FLOPs per GEMM (2 N |window| D H); dK/dV 4 GEMMs, dQ 3.
+    std::printf("BENCH %-44s %-20s %8.3f ms (pre %.3f, dkdv %.3f, dq %.3f) | dkdv %.0f dq %.0f TFLOP/s (window) | "
+                "%.0f TFLOP/s at 5 GEMMs | base/this %.3f\n",
+                c.name.c_str(), names[var], t_h, t_pre, t_dkv - t_pre, t_dq - t_pre,
+                4 * win / ((t_dkv - t_pre) * 1e-3) / 1e12, 3 * win / ((t_dq - t_pre) * 1e-3) / 1e12,
+                5 * win / (t_h * 1e-3) / 1e12, t_def > 0 ? t_def / t_h : 0.0);
+  }
   g_which = 7;
   g_variant = variant0;
-  std::printf("BENCH %-44s variant 1 (SkipEmpty) %8.3f ms (dkdv %.3f, dq %.3f) | default / v1 %.3f\n", c.name.c_str(), t_v,
-              t_vdkv - t_vpre, t_vdq - t_vpre, t_h / t_v);
-  const double win = 2.0 * double(c.B) * N * double(p.window_size()) * c.D * c.H;
-  std::printf("BENCH %-44s sm80 %8.3f ms | hopper %8.3f ms (pre %.3f, dkdv %.3f, dq %.3f) | %.2fx | hopper %.0f TFLOP/s at 5 GEMMs\n",
-              c.name.c_str(), t_s, t_h, t_pre, t_dkv - t_pre, t_dq - t_pre, t_s / t_h, 5 * win / (t_h * 1e-3) / 1e12);
   cudaFree(q); cudaFree(k); cudaFree(v); cudaFree(o); cudaFree(dout); cudaFree(dq); cudaFree(dk); cudaFree(dv);
   cudaFree(lse); cudaFree(ws);
 }
@@ -291,6 +340,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
     if (!std::strcmp(argv[i], "--skip") && i + 1 < argc) g_skip = argv[++i];
     if (!std::strcmp(argv[i], "--variant") && i + 1 < argc) g_variant = std::atoi(argv[++i]);
+    if (!std::strcmp(argv[i], "--bench") && i + 1 < argc) g_bench = argv[++i];
   }
   if (const char* w = std::getenv("FASTNA_BWD_WHICH")) g_which = std::atoi(w);
   cudaDeviceProp prop;
@@ -362,10 +412,23 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
   if (do_bench) {
-    bench<1>(mk("1d 32768 K2048 H1", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 1, 1, 128, true), 20);
-    bench<2>(mk("flux 256x256 K80x80 H24", 2, {256, 256}, {80, 80}, {1, 1}, {1, 1}, {0, 0}, 1, 24, 24, 128, true), 5);
-    bench<3>(mk("hunyuan 30x48x80 K18x24x24 H24", 3, {30, 48, 80}, {18, 24, 24}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 24, 24, 128, true), 3);
-    bench<3>(mk("video-causal-t 16x48x80 K8x16x24 cT H16", 3, {16, 48, 80}, {8, 16, 24}, {1, 1, 1}, {1, 1, 1}, {1, 0, 0}, 1, 16, 16, 128, true), 3);
+    // The anchor cases of DESIGN.md section 4 (bf16, D=128, B=1); --bench SUBSTR picks some.
+    auto want = [](const char* n) { return g_bench == nullptr || std::strstr(n, g_bench) != nullptr; };
+    if (want("1d 32768 K2048 H1")) bench<1>(mk("1d 32768 K2048 H1", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 1, 1, 128, true), 20);
+    if (want("flux 256x256 K80x80 H24"))
+      bench<2>(mk("flux 256x256 K80x80 H24", 2, {256, 256}, {80, 80}, {1, 1}, {1, 1}, {0, 0}, 1, 24, 24, 128, true), 5);
+    if (want("flux-strided 256x256 K80x80 s16x16 H24"))
+      bench<2>(mk("flux-strided 256x256 K80x80 s16x16 H24", 2, {256, 256}, {80, 80}, {16, 16}, {1, 1}, {0, 0}, 1, 24, 24, 128,
+                  true), 5);
+    if (want("hunyuan 30x48x80 K18x24x24 H24"))
+      bench<3>(mk("hunyuan 30x48x80 K18x24x24 H24", 3, {30, 48, 80}, {18, 24, 24}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 24, 24,
+                  128, true), 3);
+    if (want("hunyuan-strided 30x48x80 K18x24x24 s16x8x8 H24"))
+      bench<3>(mk("hunyuan-strided 30x48x80 K18x24x24 s16x8x8 H24", 3, {30, 48, 80}, {18, 24, 24}, {16, 8, 8}, {1, 1, 1},
+                  {0, 0, 0}, 1, 24, 24, 128, true), 3);
+    if (want("video-causal-t 16x48x80 K8x16x24 cT H16"))
+      bench<3>(mk("video-causal-t 16x48x80 K8x16x24 cT H16", 3, {16, 48, 80}, {8, 16, 24}, {1, 1, 1}, {1, 1, 1}, {1, 0, 0}, 1, 16,
+                  16, 128, true), 3);
   }
   return fails == 0 ? 0 : 1;
 }

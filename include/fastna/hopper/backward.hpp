@@ -70,14 +70,16 @@ bool make_head_major_map(float const* ptr, NaProblem<Rank> const& p, int last_pa
                               CU_TENSOR_MAP_L2_PROMOTION_L2_128B) == CUDA_SUCCESS;
 }
 
+// ColBox: the query tiles of the dK/dV kernel; DqColBox: the key tiles of the dQ kernel.
 template <int Rank, class Element, int HeadDim, class RowBox = typename DefaultQBox<Rank>::type,
-          class ColBox = typename DefaultBwdColBox<Rank>::type, bool SkipEmpty = false>
+          class ColBox = typename DefaultBwdColBox<Rank>::type, bool SkipEmpty = false,
+          class DqColBox = typename DefaultBwdDqColBox<Rank>::type>
 class Backward {
  public:
   using DkvTraits = BackwardTraits<Rank, Element, HeadDim, RowBox, ColBox, false,
                                    DefaultBwdStages<HeadDim, ColBox::kSize, false>::value, SkipEmpty>;
-  using DqTraits = BackwardTraits<Rank, Element, HeadDim, RowBox, ColBox, true,
-                                  DefaultBwdStages<HeadDim, ColBox::kSize, true>::value, SkipEmpty>;
+  using DqTraits = BackwardTraits<Rank, Element, HeadDim, RowBox, DqColBox, true,
+                                  DefaultBwdStages<HeadDim, DqColBox::kSize, true>::value, SkipEmpty>;
   using Sm80Op = fused::Backward<Rank, Element, HeadDim>;
   using Arguments = typename Sm80Op::Arguments;
   using Params = HopperBwdParams<Rank, Element>;
@@ -128,8 +130,8 @@ class Backward {
     if (ok && dq != nullptr) {
       ok = make_token_map<Element, Rank, RowBox>(args.q, p, H, HeadDim, &dq->tma_a1, &d[4]) &&
            make_token_map<Element, Rank, RowBox>(args.dout, p, H, HeadDim, &dq->tma_a2, &d[5]) &&
-           make_token_map<Element, Rank, ColBox>(args.k, p, Hk, HeadDim, &dq->tma_b1, &d[4]) &&
-           make_token_map<Element, Rank, ColBox>(args.v, p, Hk, HeadDim, &dq->tma_b2, &d[5]);
+           make_token_map<Element, Rank, DqColBox>(args.k, p, Hk, HeadDim, &dq->tma_b1, &d[4]) &&
+           make_token_map<Element, Rank, DqColBox>(args.v, p, Hk, HeadDim, &dq->tma_b2, &d[5]);
     }
     for (int i = 1; ok && i < (dq ? 6 : 4); ++i)
       ok = d[i].batch_dim == d[0].batch_dim && d[i].batch_mul == d[0].batch_mul;
@@ -167,7 +169,8 @@ class Backward {
     for (int a = 0; a < Rank; ++a) {
       const int32_t rows = tiles_per_group(p.axis[a], RowBox::extent(a));
       dkv->row_tiles_per_group[a] = dq->row_tiles_per_group[a] = rows;
-      dkv->col_tiles_per_group[a] = dq->col_tiles_per_group[a] = tiles_per_group(p.axis[a], ColBox::extent(a));
+      dkv->col_tiles_per_group[a] = tiles_per_group(p.axis[a], ColBox::extent(a));
+      dq->col_tiles_per_group[a] = tiles_per_group(p.axis[a], DqColBox::extent(a));
     }
     return true;
   }

@@ -4,7 +4,8 @@
 // backward (include/fastna/fused/backward_kernel.hpp):
 //   1. fna_hopper_bwd_preprocess_kernel: delta = rowsum(dO * O) - dlse and lse2 = lse * log2(e)
 //      per (query, head), written head-major [B, H, L0, .., L_last padded to 4] (fp32) so that a
-//      query tile's 64 values are one TMA box (the last axis padded: 16-byte row strides).
+//      query tile's 64 values are one TMA box (the last axis padded: 16-byte row strides; the pad
+//      holds delta 0, lse2 +inf).
 //   2. dK/dV (kDq = false): one CTA per 128-key box (group-local) x kv head x batch.  Rows = keys
 //      (K, V resident in shared memory), columns = 64-query tiles of the box's inverse
 //      neighborhood (query_range_for_key_tile) for every query head of the GQA group, streamed
@@ -12,9 +13,9 @@
 //      P^T = exp2(S^T scale log2e - lse2), dS^T = P^T (dP^T - delta), dV += P^T dO and
 //      dK += dS^T Q (wgmma RS, P^T / dS^T from registers; Q / dO read MN-major).
 //   3. dQ (kDq = true): one CTA per 128-query box x head x batch.  Rows = queries (Q, dO
-//      resident, lse2 / delta of the thread's rows in registers), columns = 64-key tiles of
-//      key_range_for_query_tile.  Per tile: S = Q K^T, dP = dO V^T (SS), P, dS as above,
-//      dQ += dS K (RS, K read MN-major).
+//      resident, lse2 / delta of the thread's rows in registers), columns = key tiles
+//      (DefaultBwdDqColBox: 128 keys) of key_range_for_query_tile.  Per tile: S = Q K^T,
+//      dP = dO V^T (SS), P, dS as above, dQ += dS K (RS, K read MN-major).
 // Both main kernels: warpgroup 0 = producer (one thread issues every TMA copy into a kStages
 // ring; "full" barriers complete on transaction bytes, "empty" barriers take one arrival per
 // consumer warp), warpgroups 1, 2 = consumers of 64 rows each (the row box is halved along its
@@ -32,6 +33,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "fastna/fused/backward_kernel.hpp"  // fused::BackwardParams
 #include "fastna/hopper/kernel_traits.hpp"   // Box, SmemAtoms, DefaultQBox
@@ -49,6 +51,15 @@ template <> struct DefaultBwdColBox<1> { using type = Box<1, 64>; };
 template <> struct DefaultBwdColBox<2> { using type = Box<2, 8, 8>; };
 template <> struct DefaultBwdColBox<3> { using type = Box<3, 1, 8, 8>; };
 
+// Key tiles of the dQ kernel: 128 keys (the forward's KV boxes).  The dQ kernel holds no dV
+// accumulator, so S / dP of 128 columns fit its registers (S, dP, dQ: 3 x 64 per thread): half
+// the column iterations of 64-key tiles, and S / dP as m64n128 wgmmas (fewer shared-memory bytes
+// per FLOP than m64n64).
+template <int Rank> struct DefaultBwdDqColBox;
+template <> struct DefaultBwdDqColBox<1> { using type = Box<1, 128>; };
+template <> struct DefaultBwdDqColBox<2> { using type = Box<2, 16, 8>; };
+template <> struct DefaultBwdDqColBox<3> { using type = Box<3, 2, 8, 8>; };
+
 template <int Rank_, class Element_, int HeadDim_, class RowBox_, class ColBox_, bool Dq_, int Stages_,
           bool SkipEmpty_ = false>
 struct BackwardTraits {
@@ -61,7 +72,8 @@ struct BackwardTraits {
   static constexpr bool kDq = Dq_;
   // A warpgroup skips the column tiles outside its own rows' column range (the union over the
   // row box is wider by the box extent): exactly the tiles whose every pair is masked, so the
-  // results are unchanged.  Not yet measured on a GPU: off by default.
+  // results are unchanged.  Off: slower on the H100 (benchmarks/NOTES_hopper.md, session 4: the
+  // extra live registers spill in 2D / 3D; hunyuan -11%, flux +7%).
   static constexpr bool kSkipEmpty = SkipEmpty_;
   static_assert(RowBox::kRank == kRank && ColBox::kRank == kRank, "box rank must match problem rank");
   static_assert(kHeadDim == 64 || kHeadDim == 128, "Hopper backward: head dim 64 or 128 (TMA, SW128)");
@@ -162,6 +174,33 @@ __device__ __forceinline__ int64_t head_major_index(NaProblem<Rank> const& p, in
   return idx * last_pad + coord[Rank - 1];
 }
 
+// The column tiles of a CTA in order (last axis fastest; dK/dV: the GQA group's heads innermost),
+// stepped without divisions: the producer and every consumer thread walk them once per CTA.
+template <int R, class ColBox>
+struct ColCursor {
+  int origin[R];  // group-local origin of the current tile
+  int head = 0;   // head within the GQA group (dK/dV), 0 for dQ
+
+  __device__ __forceinline__ explicit ColCursor(Range const (&cr)[R]) {
+#pragma unroll
+    for (int a = 0; a < R; ++a) origin[a] = cr[a].begin;
+  }
+  // Tiles start at cr.begin + k * extent for k < ceil(size / extent): origin < cr.end.
+  __device__ __forceinline__ void step(Range const (&cr)[R], int group_size) {
+    if (++head < group_size) return;
+    head = 0;
+    bool carry = true;
+#pragma unroll
+    for (int a = R - 1; a >= 0; --a) {
+      if (carry) {
+        origin[a] += ColBox::extent(a);
+        carry = a > 0 && origin[a] >= cr[a].end;
+        if (carry) origin[a] = cr[a].begin;
+      }
+    }
+  }
+};
+
 __device__ __forceinline__ float bwd_exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
@@ -208,6 +247,16 @@ __global__ void __launch_bounds__(128) fna_hopper_bwd_preprocess_kernel(HopperBw
     const int64_t o = detail::head_major_index(p, b, h, c, hp.last_pad);
     hp.delta_t[o] = params.dlse != nullptr ? acc - params.dlse[row] : acc;
     hp.lse2_t[o] = params.lse[row] * fused::detail::kLog2e;
+    // The last axis' pad [L, Lp) lies inside the dK/dV kernel's lse2 / delta boxes (TMA zero-fills
+    // only past Lp): define it (delta 0, lse2 +inf: P = 0) so that dS = P (dP - delta) is exactly 0
+    // there without a mask test (the workspace is uninitialized memory).
+    const int last_len = p.axis[Rank - 1].length;
+    if (c[Rank - 1] == last_len - 1) {
+      for (int x = last_len; x < hp.last_pad; ++x) {
+        hp.delta_t[o + (x - c[Rank - 1])] = 0.f;
+        hp.lse2_t[o + (x - c[Rank - 1])] = INFINITY;
+      }
+    }
   }
 }
 
@@ -277,13 +326,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     if (empty) return;  // uniform over the CTA
   }
   const int n_it = n_col * group_size;
-  auto col_origin = [&](int t, int (&origin)[R]) {
-#pragma unroll
-    for (int a = R - 1; a >= 0; --a) {
-      origin[a] = cr[a].begin + (t % n_ct[a]) * ColBox::extent(a);
-      t /= n_ct[a];
-    }
-  };
 
   const int warpgroup = threadIdx.x / 128;
   if (threadIdx.x == 0) {
@@ -320,13 +362,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           detail::tma_load_5d(&hp.tma_a2, bar_res, smem_a2 + half * kBlockM * 64, 64 * half, c[1], c[2], c[3], c[4]);
         }
       }
-      for (int it = 0; it < n_it; ++it) {
-        const int s = it % kStages;
-        if (it >= kStages) Barrier::wait(bar_empty + s, ((it / kStages) - 1) & 1);
-        int origin[R];
-        col_origin(it / group_size, origin);
+      detail::ColCursor<R, ColBox> cur(cr);
+      int s = 0, phase = 0;  // stage, and the parity of its current use
+      for (int it = 0; it < n_it; ++it, cur.step(cr, group_size)) {
+        if (it >= kStages) Barrier::wait(bar_empty + s, phase ^ 1);
+        int const (&origin)[R] = cur.origin;
         // dK/dV: columns are query tiles of head h; dQ: key tiles of the kv head.
-        const int head = kDq ? h_kv_dq : h_row * group_size + it % group_size;
+        const int head = kDq ? h_kv_dq : h_row * group_size + cur.head;
         int c[5];
         token_coords(origin, head, c);
         TxBarrier::arrive_and_expect_tx(bar_full + s, Traits::kBytesStage);
@@ -348,6 +390,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           detail::tma_load_5d(&hp.tma_lse, bar_full + s, smem_lse + s * Traits::kStatStage, l[0], l[1], l[2], l[3], l[4]);
           detail::tma_load_5d(&hp.tma_delta, bar_full + s, smem_delta + s * Traits::kStatStage, l[0], l[1], l[2], l[3],
                               l[4]);
+        }
+        if (++s == kStages) {
+          s = 0;
+          phase ^= 1;
         }
       }
     }
@@ -434,17 +480,40 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       wg_rows[a] = Range{begin, imin(begin + half, rlim[a])};
       wg_rows_full = wg_rows_full && (wg_rows[a].size() == half);
     }
-    int clim[R];
+    // Full tiles (no mask): per axis, the column positions that pair with every row of the
+    // warpgroup form one interval [full_lo, full_hi) (window starts and ends are monotone):
+    // dQ: the intersection of the rows' windows, [start(last row), end(first row));
+    // dK/dV: the queries whose window holds every key row, [inv(last key).begin, inv(first key).end).
+    // A tile is full iff it lies inside on every axis; full_hi is clamped to the column range, so a
+    // tile cut by its end never is.  Computed once: no per-tile window arithmetic.
+    int full_lo[R], full_hi[R];
+    {
+      const bool can = (kDq || wg_rows_full) && !(hp.debug & 1);
 #pragma unroll
-    for (int a = 0; a < R; ++a) clim[a] = cr[a].end;
-    // The warpgroup's own column range (kSkipEmpty): the union of its rows' windows.
-    Range wg_cr[R];
+      for (int a = 0; a < R; ++a) {
+        Range f{0, 0};
+        if (can && !wg_rows[a].empty()) {
+          if constexpr (kDq) {
+            f = Range{window_local(prob.axis[a], wg_rows[a].end - 1, glen[a]).begin,
+                      window_local(prob.axis[a], wg_rows[a].begin, glen[a]).end};
+          } else {
+            f = Range{inverse_window_local(prob.axis[a], wg_rows[a].end - 1, glen[a]).begin,
+                      inverse_window_local(prob.axis[a], wg_rows[a].begin, glen[a]).end};
+          }
+        }
+        full_lo[a] = f.begin;
+        full_hi[a] = imin(f.end, cr[a].end);
+      }
+    }
+    // The warpgroup's own column range (kSkipEmpty): the union of its rows' windows.  The
+    // warpgroups split the row box along axis 0 only, so on every other axis it is the CTA's
+    // range, which every column tile meets: only axis 0 can make a tile empty.
+    Range wg_cr0{0, 0};
     if constexpr (Traits::kSkipEmpty) {
-#pragma unroll
-      for (int a = 0; a < R; ++a)
-        wg_cr[a] = wg_rows[a].empty() ? Range{0, 0}
-                   : kDq ? key_range_for_query_tile(prob.axis[a], wg_rows[a], glen[a])
-                         : query_range_for_key_tile(prob.axis[a], wg_rows[a], glen[a]);
+      if (!wg_rows[0].empty())
+        wg_cr0 = kDq ? key_range_for_query_tile(prob.axis[0], wg_rows[0], glen[0])
+                     : query_range_for_key_tile(prob.axis[0], wg_rows[0], glen[0]);
+      wg_cr0.end = imin(wg_cr0.end, cr[0].end);
     }
     const float scale_log2 = params.scale_log2;
 
@@ -454,18 +523,21 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     };
 
     if (n_it > 0) Barrier::wait(bar_res, 0);
-    for (int it = 0; it < n_it; ++it) {
-      const int s = it % kStages;
-      Barrier::wait(bar_full + s, (it / kStages) & 1);
+    detail::ColCursor<R, ColBox> cur(cr);
+    int s = 0, phase = 0;  // stage, and the parity of its current use
+    auto advance = [&]() {
+      cur.step(cr, group_size);
+      if (++s == kStages) {
+        s = 0;
+        phase ^= 1;
+      }
+    };
+    for (int it = 0; it < n_it; ++it, advance()) {
+      Barrier::wait(bar_full + s, phase);
+      int const (&origin)[R] = cur.origin;
       if constexpr (Traits::kSkipEmpty) {
         // Skipped only after the full wait: the empty arrival then belongs to this use of stage s.
-        int o[R];
-        col_origin(it / group_size, o);
-        bool none = false;
-#pragma unroll
-        for (int a = 0; a < R; ++a)
-          none = none || imax(o[a], wg_cr[a].begin) >= imin(imin(o[a] + ColBox::extent(a), clim[a]), wg_cr[a].end);
-        if (none) {
+        if (imax(origin[0], wg_cr0.begin) >= imin(origin[0] + ColBox::extent(0), wg_cr0.end)) {
           release(s);
           continue;
         }
@@ -491,16 +563,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       warpgroup_commit_batch();
 
       // Mask of this tile (unless every pair of the warpgroup's rows x the tile is a neighbor pair).
-      int origin[R];
-      col_origin(it / group_size, origin);
-      bool full = (kDq || wg_rows_full) && !(hp.debug & 1);
+      bool full = true;
 #pragma unroll
-      for (int a = 0; a < R; ++a) {
-        const Range ct{origin[a], imin(origin[a] + ColBox::extent(a), clim[a])};
-        full = full && (ct.size() == ColBox::extent(a)) &&
-               (kDq ? tile_fully_inside(prob.axis[a], wg_rows[a], ct, glen[a])
-                    : tile_fully_inside(prob.axis[a], ct, wg_rows[a], glen[a]));
-      }
+      for (int a = 0; a < R; ++a) full = full && full_lo[a] <= origin[a] && origin[a] + ColBox::extent(a) <= full_hi[a];
       detail::RowMask<ColBox, R> m[2];
 #pragma unroll
       for (int v1 = 0; v1 < 2; ++v1) {
@@ -522,22 +587,28 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       float const* col_lse2 = smem_lse + s * Traits::kStatStage + stat0;
       float const* col_delta = smem_delta + s * Traits::kStatStage + stat0;
 
-      // P = exp2(S scale log2e - lse2) in place (masked: exactly 0).
+      // P = exp2(S scale log2e - lse2) in place (masked: exactly 0).  Full tiles (all of the
+      // strided anchors' tiles) take the loop without the per-element mask test.
       warpgroup_wait<1>();
       warpgroup_fence_operand(acc_s);
+      auto softmax = [&](auto masked) {
 #pragma unroll
-      for (int v2 = 0; v2 < kBlockN / 8; ++v2)
+        for (int v2 = 0; v2 < kBlockN / 8; ++v2)
 #pragma unroll
-        for (int v1 = 0; v1 < 2; ++v1)
+          for (int v1 = 0; v1 < 2; ++v1)
 #pragma unroll
-          for (int v0 = 0; v0 < 2; ++v0) {
-            const int i = v0 + 2 * v1 + 4 * v2;
-            float l2;
-            if constexpr (kDq) l2 = row_lse2[v1];
-            else l2 = col_lse2[(v2 / kSlots) * Traits::kStatRow + 8 * (v2 % kSlots) + v0];
-            const float p = detail::bwd_exp2(fmaf(acc_s(i), scale_log2, -l2));
-            acc_s(i) = m[v1].test(v2, v0) ? p : 0.f;
-          }
+            for (int v0 = 0; v0 < 2; ++v0) {
+              const int i = v0 + 2 * v1 + 4 * v2;
+              float l2;
+              if constexpr (kDq) l2 = row_lse2[v1];
+              else l2 = col_lse2[(v2 / kSlots) * Traits::kStatRow + 8 * (v2 % kSlots) + v0];
+              const float p = detail::bwd_exp2(fmaf(acc_s(i), scale_log2, -l2));
+              if constexpr (decltype(masked)::value) acc_s(i) = m[v1].test(v2, v0) ? p : 0.f;
+              else acc_s(i) = p;
+            }
+      };
+      if (full) softmax(std::false_type{});
+      else softmax(std::true_type{});
       if constexpr (!kDq) {
         // dV += P^T dO, issued while dS is computed.
 #pragma unroll
@@ -554,7 +625,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         warpgroup_wait<0>();
       }
       warpgroup_fence_operand(acc_dp);
-      // dS = P (dP - delta)
+      // dS = P (dP - delta): masked entries are exactly 0 already (P = 0 and dP - delta finite: past
+      // the tensors' ends dO / V / delta are TMA zero fill, and the preprocess defines the last
+      // axis' pad of delta), so no second mask test.
 #pragma unroll
       for (int v2 = 0; v2 < kBlockN / 8; ++v2)
 #pragma unroll
@@ -565,8 +638,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             float d;
             if constexpr (kDq) d = row_delta[v1];
             else d = col_delta[(v2 / kSlots) * Traits::kStatRow + 8 * (v2 % kSlots) + v0];
-            const float ds = acc_s(i) * (acc_dp(i) - d);
-            rdS(i) = static_cast<Element>(m[v1].test(v2, v0) ? ds : 0.f);
+            rdS(i) = static_cast<Element>(acc_s(i) * (acc_dp(i) - d));
           }
       // G += dS B1 (dK += dS^T Q, or dQ += dS K)
       warpgroup_fence_operand(acc1);
