@@ -246,6 +246,8 @@ def _random_sweep(monkeypatch, dtypes, seed, n, n_min):
             cache[rank, dtype] = _built(rank, dtype)
         return cache[rank, dtype]
 
+    if not any(dims_of(r, dt) for r in (1, 2, 3) for dt in dtypes):
+        pytest.skip(f"no fused instance for {dtypes}")
     failures, ran, tries = [], 0, 0
     while ran < n and tries < 5000:
         tries += 1
@@ -825,8 +827,9 @@ def test_float32_selection_policy(monkeypatch):
     assert _rel(fastna.na2d(q, k, v, 3), ref) < OUT_TOL[torch.float32]
     # 16-bit inputs do not depend on the switch
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    qh, kh, vh = (t.half() for t in (q, k, v))
-    assert backends.select(None, qh, kh, vh, p) in (fused, hopper)
+    if D in _built(2, torch.float16):
+        qh, kh, vh = (t.half() for t in (q, k, v))
+        assert backends.select(None, qh, kh, vh, p) in (fused, hopper)
 
 
 def test_float32_error_vs_torch_tf32(monkeypatch):
@@ -857,7 +860,7 @@ def test_float32_rows_in_16_byte_chunks():
     g = torch.Generator(device="cuda").manual_seed(4)
     big = torch.randn(2, 9, 11, 2, D + 4, device="cuda", generator=g)
     q = big[..., :D]                                   # strides multiples of 4, not of 8
-    assert fused._aligned(q) and not fused._aligned(q.half())
+    assert fused._aligned(q) and not fused._aligned(big.half()[..., :D])
     k = torch.randn(2, 9, 11, 2, D, device="cuda", generator=g)
     _, _, msg = _compare(q, k, k, (3, 5), 1, 1, False)
     assert msg is None, msg
