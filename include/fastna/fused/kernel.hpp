@@ -72,28 +72,6 @@ __device__ __forceinline__ void load_box(TokenTensor<T, Rank> const& t, int b, i
   }
 }
 
-// TF32: rounds the 16-byte chunks of a box that this thread's load_box wrote (same mapping) to
-// TF32 in place, once its cp.async group has landed and before the barrier that publishes the
-// box; the MMA operands read from shared memory are then TF32 already (mma .tf32 would drop the
-// low mantissa bits: a truncation towards zero).  One cvt per element per CTA instead of one
-// per element per warp that reads it.
-template <class Traits, class Box, class SmemLayout>
-__device__ __forceinline__ void round_own_chunks_tf32(typename Traits::Element* smem, int tid) {
-  static_assert(Traits::kChunkElems == 4, "fp32 chunks");
-  const int chunk = tid % Traits::kChunksPerRow;
-  const int row0 = tid / Traits::kChunksPerRow;
-#pragma unroll
-  for (int r = row0; r < Box::kSize; r += Traits::kRowsPerPass) {
-    float4* p = reinterpret_cast<float4*>(smem + SmemLayout{}(r, chunk * Traits::kChunkElems));
-    float4 x = *p;
-    x.x = __uint_as_float(to_tf32(x.x).raw());
-    x.y = __uint_as_float(to_tf32(x.y).raw());
-    x.z = __uint_as_float(to_tf32(x.z).raw());
-    x.w = __uint_as_float(to_tf32(x.w).raw());
-    *p = x;
-  }
-}
-
 // A probability as the P V MMA's A operand: the input type (16-bit), or TF32 rounded to nearest.
 template <class SmemElement>
 __device__ __forceinline__ SmemElement to_operand(float p) {
@@ -279,16 +257,6 @@ __global__ void __launch_bounds__(Traits::kThreads)
   // kStages > 2: wait for box j (groups committed so far: kStages - 1 + j, box j is group j),
   // barrier (every warp is done with box j - 1, whose buffer (j - 1) % kStages is the one box
   // j + kStages - 1 goes to), then prefetch that box: one barrier per KV box.
-  // TF32: this thread's chunks of KV box j (and of Q with box 0) to TF32 once they landed.
-  auto round_landed = [&](int j, int stage) {
-    if constexpr (Traits::kTf32) {
-      if (j == 0) detail::round_own_chunks_tf32<Traits, QBox, typename Traits::SmemLayoutQ>(smem_q, tid);
-      detail::round_own_chunks_tf32<Traits, KBox, typename Traits::SmemLayoutKV>(
-          smem_k + stage * Traits::kElemsKV, tid);
-      detail::round_own_chunks_tf32<Traits, KBox, typename Traits::SmemLayoutKV>(
-          smem_v + stage * Traits::kElemsKV, tid);
-    }
-  };
   int stage = 0;                        // buffer of box j (kStages > 2)
   [[maybe_unused]] int fill = Traits::kStages - 1;  // buffer of box j + kStages - 1 (kStages > 2)
   for (int j = 0; j < n_kv; ++j) {
@@ -305,11 +273,9 @@ __global__ void __launch_bounds__(Traits::kThreads)
       }
       cp_async_fence();
       cp_async_wait<1>();
-      round_landed(j, stage);
       __syncthreads();
     } else {
       cp_async_wait<Traits::kStages - 2>();
-      round_landed(j, stage);
       __syncthreads();
       if (j + Traits::kStages - 1 < n_kv) {
         int origin[R];
@@ -333,6 +299,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
     for (int kk = 0; kk < size<2>(tSrQ); ++kk) {
       copy(copy_q, tSsQ(_, _, kk), tSrQ_v(_, _, kk));
       copy(copy_k, tSsK(_, _, kk), tSrK_v(_, _, kk));
+      if constexpr (Traits::kTf32) {
+        round_to_tf32(tSrQ(_, _, kk));
+        round_to_tf32(tSrK(_, _, kk));
+      }
       gemm(tiled_mma, tSrQ(_, _, kk), tSrK(_, _, kk), acc_s);
     }
 
@@ -423,7 +393,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
     } else {
       // m16n8k8 A operand ((2,2),M,N): value (a0, a1) = row g + 8 a0, K slot t + 4 a1; slot
       // t + 4 a1 holds key 2t + a1 (the accumulator's v0 = a1, v1 = a0), and sVt reads V in
-      // that key order (ForwardTraits::SmemLayoutVt).  V: 32-bit shared loads (TF32 already).
+      // that key order (ForwardTraits::SmemLayoutVt).  V: 32-bit shared loads, then TF32.
       Tensor tOrP = make_tensor(rP.data(),
                                 make_layout(make_shape(make_shape(_2{}, _2{}), Int<kM>{}, Int<kN>{}),
                                             make_stride(make_stride(_2{}, _1{}), _4{}, Int<4 * kM>{})));
@@ -431,6 +401,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
 #pragma unroll
       for (int kk = 0; kk < size<2>(tOrP); ++kk) {
         copy(tOsVt(_, _, kk), tOrVt(_, _, kk));
+        round_to_tf32(tOrVt(_, _, kk));
         gemm(tiled_mma, tOrP(_, _, kk), tOrVt(_, _, kk), acc_o);
       }
     }
