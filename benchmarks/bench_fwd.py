@@ -161,6 +161,9 @@ def main():
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--bwd", action="store_true", help="time forward+backward")
     ap.add_argument("--out", default=None, help="write the table (markdown) and raw rows (json)")
+    ap.add_argument("--allow-tf32", action="store_true",
+                    help="torch.backends.cuda.matmul.allow_tf32 = True: float32 on TF32 tensor "
+                         "cores (the gemm backend and backend=None's fused choice need it)")
     ap.add_argument("--kernel-time", action="store_true",
                     help="also the fastna backends' GPU kernel time per call (torch.profiler): "
                          "shows whether the do_bench time of a small case is host-bound")
@@ -170,6 +173,8 @@ def main():
                          "graph with graph)")
     a = ap.parse_args()
     dtype = getattr(torch, a.dtype)
+    if a.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
     backends = [b for b in a.backends.split(",") if b]
     names = ["cudnn", "flex"] + backends + ([f"{b} kernels" for b in backends] if a.kernel_time else [])
     if a.graph:

@@ -17,9 +17,13 @@
 # function the TU defines (void symbol(const LaunchParams&)).  Also sets <prefix>_INSTANCES to
 # the same tuples as "kernel|rank|dtype|head_dim|tile|arch" strings.
 #
-# Fused kernels (fused_fwd, fused_bwd) are instantiated only for float16/bfloat16 and archs >= 80
-# (sm80-class mma.sync kernels; compiled as-is for 90a etc.).  Their tile variants:
-#   default        the per-rank DefaultBox (kernel_traits.hpp): 1D 64, 2D 8x8, 3D 4x4x4
+# Fused kernels (fused_fwd, fused_bwd) are instantiated only for archs >= 80 (sm80-class mma.sync
+# kernels; compiled as-is for 90a etc.), fused_bwd for float16/bfloat16, fused_fwd also for
+# float32 (TF32 tensor cores, tile `default` only; fp32 gradients run the naive backward).
+# Their tile variants:
+#   default        the per-rank DefaultBox (kernel_traits.hpp): 1D 64, 2D 8x8, 3D 4x4x4; float32
+#                  at head dims > 128 uses 32-key KV boxes (1D 32, 2D 4x8, 3D 2x4x4) to fit
+#                  shared memory
 #   q16x8_kv4x8    fused_fwd, rank 2, head dim 128 only: query box 16x8, KV box 4x8
 #                  (benchmarks/NOTES_fused.md); the backward of that forward uses fused_bwd's
 #                  default boxes (the forward's tile does not change out/lse)
@@ -60,9 +64,12 @@ function(_fastna_dtype_ctype dtype out)
   endif()
 endfunction()
 
-# CUTLASS element type of the fused kernels; empty when the dtype has no fused instance.
-function(_fastna_dtype_cutlass dtype out)
-  if(dtype STREQUAL "float16")
+# CUTLASS element type of the fused kernels for (kernel, dtype); empty when the dtype has no
+# instance of that kernel (float32: fused_fwd and gemm_na, both on TF32 tensor cores).
+function(_fastna_dtype_cutlass kernel dtype out)
+  if(dtype STREQUAL "float32" AND (kernel STREQUAL "fused_fwd" OR kernel STREQUAL "gemm_na"))
+    set(${out} "float" PARENT_SCOPE)
+  elseif(dtype STREQUAL "float16")
     set(${out} "cutlass::half_t" PARENT_SCOPE)
   elseif(dtype STREQUAL "bfloat16")
     set(${out} "cutlass::bfloat16_t" PARENT_SCOPE)
@@ -71,10 +78,24 @@ function(_fastna_dtype_cutlass dtype out)
   endif()
 endfunction()
 
-# Tile variants of a fused kernel for (rank, head dim): "name|QBox|KBox[|Warps|Stages]" entries
-# (Warps / Stages: fused_fwd's ForwardTraits parameters; left out = 0 / 2, the original tiles).
-function(_fastna_fused_tiles kernel rank hdim out)
+# Tile variants of a fused kernel for (rank, dtype, head dim): "name|QBox|KBox[|Warps|Stages]"
+# entries (Warps / Stages: fused_fwd's ForwardTraits parameters; left out = 0 / 2, the original
+# tiles).
+function(_fastna_fused_tiles kernel rank dtype hdim out)
   set(_default "typename fastna::fused::DefaultBox<${rank}>::type")
+  if(dtype STREQUAL "float32")
+    # TF32 forward: the default tile only (build time); fp32 K/V boxes take twice the shared
+    # memory, so head dims > 128 halve the KV box (Q 64 x D + 2 stages of K and V <= 227 KiB).
+    set(_kbox "${_default}")
+    if(hdim GREATER 128)
+      set(_half_box_1 "fastna::fused::Box<1, 32>")
+      set(_half_box_2 "fastna::fused::Box<2, 4, 8>")
+      set(_half_box_3 "fastna::fused::Box<3, 2, 4, 4>")
+      set(_kbox "${_half_box_${rank}}")
+    endif()
+    set(${out} "default|${_default}|${_kbox}" PARENT_SCOPE)
+    return()
+  endif()
   set(_tiles "default|${_default}|${_default}")
   if(kernel STREQUAL "fused_fwd" AND rank EQUAL 2 AND hdim EQUAL 128)
     list(APPEND _tiles "q16x8_kv4x8|fastna::fused::Box<2, 16, 8>|fastna::fused::Box<2, 4, 8>")
@@ -122,7 +143,7 @@ function(fastna_generate_instances)
         message(FATAL_ERROR "fastna: FASTNA_KERNELS has ${_fk} but FASTNA_HEAD_DIMS is empty")
       endif()
       if(NOT "float16" IN_LIST ARG_DTYPES AND NOT "bfloat16" IN_LIST ARG_DTYPES
-         AND NOT (_fk STREQUAL "gemm_na" AND "float32" IN_LIST ARG_DTYPES))
+         AND NOT ((_fk STREQUAL "gemm_na" OR _fk STREQUAL "fused_fwd") AND "float32" IN_LIST ARG_DTYPES))
         message(WARNING "fastna: ${_fk} has no instance for FASTNA_DTYPES=${ARG_DTYPES}")
       endif()
     endif()
@@ -154,12 +175,9 @@ function(fastna_generate_instances)
           # include/fastna/naive/common.cuh), hence the per-arch inline namespace.
           set(FASTNA_ARCH_NS "sm${_arch}")
           if(_fused)
-            _fastna_dtype_cutlass(${_dtype} FASTNA_CUTLASS_TYPE)
-            if(_kernel STREQUAL "gemm_na" AND _dtype STREQUAL "float32")
-              set(FASTNA_CUTLASS_TYPE "float")  # computed on TF32 tensor cores
-            endif()
+            _fastna_dtype_cutlass(${_kernel} ${_dtype} FASTNA_CUTLASS_TYPE)
             if(NOT FASTNA_CUTLASS_TYPE)
-              continue()  # no fp32 fused kernels
+              continue()  # no fp32 instance of this kernel (fused_bwd, hopper_*)
             endif()
             set(_variants "")
             foreach(_hd IN LISTS ARG_HEAD_DIMS)
@@ -173,7 +191,7 @@ function(fastna_generate_instances)
                 endif()
                 continue()
               endif()
-              _fastna_fused_tiles(${_kernel} ${_rank} ${_hd} _tiles)
+              _fastna_fused_tiles(${_kernel} ${_rank} ${_dtype} ${_hd} _tiles)
               foreach(_t IN LISTS _tiles)
                 list(APPEND _variants "${_hd}|${_t}")
               endforeach()

@@ -236,7 +236,9 @@ std::string join_ints(const std::set<int>& v) {
   return s.empty() ? "none" : s;
 }
 
-void check_fused_view(const TensorArg& t, const char* name, int rank) {
+// 16-byte rows: strides in multiples of 8 elements (16-bit) or 4 (float32).
+void check_fused_view(const TensorArg& t, const char* name, int rank, const std::string& dtype) {
+  const int64_t vec = dtype == "float32" ? 4 : 8;
   if (!t.present()) throw py::value_error(std::string("fastna: fused: ") + name + " is required");
   const int nd = rank + 3;
   if (t.strides[nd - 1] != 1) {
@@ -247,20 +249,22 @@ void check_fused_view(const TensorArg& t, const char* name, int rank) {
     throw py::value_error(std::string("fastna: fused: ") + name + " data pointer is not 16-byte aligned");
   }
   for (int i = 0; i < nd - 1; ++i) {
-    if (t.strides[i] % 8 != 0) {
-      throw py::value_error(std::string("fastna: fused: ") + name + " strides must be multiples of 8 elements " +
-                            "(16 bytes), got stride " + std::to_string(t.strides[i]) + " on dim " +
-                            std::to_string(i));
+    if (t.strides[i] % vec != 0) {
+      throw py::value_error(std::string("fastna: fused: ") + name + " strides must be multiples of " +
+                            std::to_string(vec) + " elements (16 bytes) for " + dtype + ", got stride " +
+                            std::to_string(t.strides[i]) + " on dim " + std::to_string(i));
     }
   }
 }
 
 // Problem-level conditions shared by the fused forward and backward (ValueError naming the one
-// that failed); returns the dtype string.
-std::string fused_problem_checks(const py::dict& params, LaunchParams& lp) {
+// that failed); returns the dtype string.  float32 (parse_params takes float32, float16,
+// bfloat16): the forward only, on TF32 tensor cores.
+std::string fused_problem_checks(const py::dict& params, LaunchParams& lp, bool forward) {
   const std::string dtype = parse_params(params, lp);
-  if (dtype != "float16" && dtype != "bfloat16") {
-    throw py::value_error("fastna: fused: dtype " + dtype + " not supported (float16, bfloat16)");
+  if (!forward && dtype != "float16" && dtype != "bfloat16") {
+    throw py::value_error("fastna: fused: dtype " + dtype + " not supported by the fused backward (float16, "
+                          "bfloat16; float32 gradients run the naive backward)");
   }
   if (lp.dim_v != lp.dim) {
     throw py::value_error("fastna: fused: Dv != D (D=" + std::to_string(lp.dim) + ", Dv=" +
@@ -297,7 +301,7 @@ std::set<std::string> fused_tiles_checked(const char* kernel, const LaunchParams
 void fused_forward(const py::dict& params, py::object q, py::object k, py::object v, py::object out,
                    py::object lse, uintptr_t stream) {
   LaunchParams lp;
-  const std::string dtype = fused_problem_checks(params, lp);
+  const std::string dtype = fused_problem_checks(params, lp, true);
   const std::string tile = get_or<std::string>(params, "tile", "default");
   const int nd = lp.rank + 3;
   lp.q = tensor_arg(q, "q", nd);
@@ -305,10 +309,10 @@ void fused_forward(const py::dict& params, py::object q, py::object k, py::objec
   lp.v = tensor_arg(v, "v", nd);
   lp.out = tensor_arg(out, "out", nd);
   lp.lse = contiguous_arg(lse, "lse", lp, false);
-  check_fused_view(lp.q, "q", lp.rank);
-  check_fused_view(lp.k, "k", lp.rank);
-  check_fused_view(lp.v, "v", lp.rank);
-  check_fused_view(lp.out, "out", lp.rank);
+  check_fused_view(lp.q, "q", lp.rank, dtype);
+  check_fused_view(lp.k, "k", lp.rank, dtype);
+  check_fused_view(lp.v, "v", lp.rank, dtype);
+  check_fused_view(lp.out, "out", lp.rank, dtype);
   if (lp.lse.present() && lp.lse.ptr % 4 != 0) throw py::value_error("fastna: fused: lse is not 4-byte aligned");
 
   // Head dims and tiles compiled for this (rank, dtype), for the messages.
@@ -335,7 +339,7 @@ void fused_backward(const py::dict& params, py::object q, py::object k, py::obje
                     py::object dout, py::object lse, py::object dlse, py::object dq, py::object dk, py::object dv,
                     uintptr_t stream, py::object workspace) {
   LaunchParams lp;
-  const std::string dtype = fused_problem_checks(params, lp);
+  const std::string dtype = fused_problem_checks(params, lp, false);
   const int nd = lp.rank + 3;
   lp.q = tensor_arg(q, "q", nd);
   lp.k = tensor_arg(k, "k", nd);
@@ -348,14 +352,14 @@ void fused_backward(const py::dict& params, py::object q, py::object k, py::obje
   lp.lse = contiguous_arg(lse, "lse", lp, false);
   lp.dlse = contiguous_arg(dlse, "dlse", lp, false);
   lp.workspace = contiguous_arg(workspace, "workspace", lp, false);
-  check_fused_view(lp.q, "q", lp.rank);
-  check_fused_view(lp.k, "k", lp.rank);
-  check_fused_view(lp.v, "v", lp.rank);
-  check_fused_view(lp.out, "out", lp.rank);
-  check_fused_view(lp.dout, "dout", lp.rank);
-  check_fused_view(lp.dq, "dq", lp.rank);
-  check_fused_view(lp.dk, "dk", lp.rank);
-  check_fused_view(lp.dv, "dv", lp.rank);
+  check_fused_view(lp.q, "q", lp.rank, dtype);
+  check_fused_view(lp.k, "k", lp.rank, dtype);
+  check_fused_view(lp.v, "v", lp.rank, dtype);
+  check_fused_view(lp.out, "out", lp.rank, dtype);
+  check_fused_view(lp.dout, "dout", lp.rank, dtype);
+  check_fused_view(lp.dq, "dq", lp.rank, dtype);
+  check_fused_view(lp.dk, "dk", lp.rank, dtype);
+  check_fused_view(lp.dv, "dv", lp.rank, dtype);
   if (!lp.lse.present()) throw py::value_error("fastna: fused: lse is required by the backward");
   if (lp.lse.ptr % 4 != 0) throw py::value_error("fastna: fused: lse is not 4-byte aligned");
   if (lp.dlse.present() && lp.dlse.ptr % 4 != 0) throw py::value_error("fastna: fused: dlse is not 4-byte aligned");

@@ -356,3 +356,94 @@ def test_extras_chunked_through_forward(fake_kernel, monkeypatch):
     rgrads = torch.autograd.grad([rout, rlse], ref, [torch.ones_like(rout), torch.ones_like(rlse)])
     for a, b in zip(grads, rgrads):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+# ----------------------------------------------------------------- float32 (TF32) policy
+
+@pytest.fixture
+def fake_backends(monkeypatch):
+    """Only "fused" (its check() passing: the kernel takes the call) and the reference are
+    available; "hopper", "gemm" and "naive" are not."""
+    from fastna.backends import gemm, hopper, naive
+    monkeypatch.setattr(fused, "available", lambda: True)
+    monkeypatch.setattr(fused, "check", lambda *a, **kw: None)
+    for mod in (hopper, gemm, naive):
+        monkeypatch.setattr(mod, "available", lambda: False)
+
+
+@pytest.mark.parametrize("allow_tf32", [False, True])
+def test_float32_auto_selection_follows_allow_tf32(allow_tf32, fake_backends, monkeypatch):
+    """backend=None runs float32 on the fused (TF32) kernel only while torch allows TF32
+    matmuls; an explicit backend="fused" always does; 16-bit dtypes ignore the switch."""
+    from fastna import backends
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", allow_tf32)
+    q, k, v, _, _ = _inputs((8, 8), 2, 2, 32, 32, 0, dtype=torch.float32)
+    p = _args.normalize(q, k, v, 3)
+    want = fused if allow_tf32 else backends.reference
+    assert backends.select(None, q, k, v, p) is want
+    assert backends.select("fused", q, k, v, p) is fused
+    why = fused.check_auto(q, k, v, p)
+    assert (why is None) == allow_tf32
+    if why is not None:
+        assert "allow_tf32" in why and why.exc is TypeError
+    for dtype in (torch.float16, torch.bfloat16):
+        qh, kh, vh = (t.to(dtype) for t in (q, k, v))
+        assert fused.check_auto(qh, kh, vh, p) is None
+        assert backends.select(None, qh, kh, vh, p) is fused
+    # through the public API: the reference when declined, the (fake) kernel when taken
+    calls = []
+    monkeypatch.setattr(fused, "forward", lambda *a, **kw: calls.append(a[0].dtype) or a[0])
+    import fastna
+    fastna.na2d(q, k, v, 3)
+    assert calls == ([torch.float32] if allow_tf32 else [])
+
+
+def test_float32_dtype_checks(monkeypatch):
+    """fused.check takes float32 (TF32) and names float64; hopper declines float32 itself."""
+    from fastna.backends import hopper
+    monkeypatch.setattr(fused, "instances", lambda: [(2, "float32", 32, "default", 80, "80")])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    q, k, v, _, _ = _inputs((8, 8), 2, 2, 32, 32, 0)
+    p = _args.normalize(q, k, v, 3)
+    why = fused.check(q, k, v, p)                        # float64
+    assert why.exc is TypeError and "float16, bfloat16 and float32" in why
+    q32, k32, v32 = q.float(), k.float(), v.float()
+    why = fused.check(q32, k32, v32, p)                  # past the dtype: the CPU device
+    assert why.exc is ValueError and "CUDA tensors" in why
+    monkeypatch.setattr(fused, "check", lambda *a, **kw: None)   # say the kernel takes it
+    why = hopper.check(q32, k32, v32, p)
+    assert why.exc is TypeError and "float16 and bfloat16" in why and "backend='fused'" in why
+
+
+def test_float32_rows_are_4_element_chunks():
+    """16-byte rows: float32 strides in multiples of 4 elements, 16-bit ones of 8."""
+    big = torch.zeros(2, 10, 3, 36)
+    q = big[..., :32]                                   # strides (1080, 108, 36, 1)
+    assert fused._aligned(q) and fused._aligned(big)
+    assert not fused._aligned(big.half()[..., :32])
+    assert not fused._aligned(torch.zeros(2, 10, 3, 34)[..., :32])
+    assert not fused._aligned(torch.zeros(2, 10, 3, 33)[..., 1:])
+
+
+def test_float32_backward_falls_back_to_naive(monkeypatch):
+    """No fused_bwd instance exists for float32: the backward mode is "naive" (or "reference"
+    with a gradient into the lse), while 16-bit inputs take the fused backward."""
+    from fastna import _ext
+    monkeypatch.setattr(fused, "bwd_instances", lambda: [
+        (2, "float16", 32, "default", 80, "80"), (2, "bfloat16", 32, "default", 80, "80")])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (2**34, 2**35))
+    monkeypatch.setattr(_ext, "has_instance", lambda kernel, rank, dtype, device: True)
+    monkeypatch.delenv("FASTNA_FUSED_BACKWARD", raising=False)
+    cuda = torch.device("cuda", 0)
+    assert fused._bwd_head_dims(2, torch.float32, cuda) == set()
+    assert fused._bwd_head_dims(2, torch.float16, cuda) == {32}
+    # _fused_backward_ok reads the tensors' device: ask for the fake CUDA device's answer
+    real = fused._bwd_head_dims
+    monkeypatch.setattr(fused, "_bwd_head_dims", lambda r, dt, dev: real(r, dt, cuda))
+    for dtype, want in ((torch.float32, "naive"), (torch.float16, "fused")):
+        q, k, v, _, _ = _inputs((8, 8), 2, 2, 32, 32, 0, dtype=dtype)
+        p = _args.normalize(q, k, v, 3)
+        assert fused._backward_mode(q, k, p, False, v) == want
+        assert fused._backward_mode(q, k, p, True, v) == ("reference" if want == "naive" else want)

@@ -6,6 +6,8 @@ kernel forgets to write fail; NaN containment; a tensor of more than 2^31 elemen
 of every backward mode (FASTNA_FUSED_BACKWARD = fused: the fused backward kernel, naive,
 reference), a gradient sweep and bitwise determinism of the fused backward; additional KV
 tokens, head dims the build lacks and Dv != D (the wrapper's padding and lse merge).
+float32 (TF32 tensor cores) on the forward sweeps with TF32 tolerances, against torch's own TF32
+error, and its gradients (the naive backward) and backend=None policy (allow_tf32).
 """
 import itertools
 import math
@@ -26,8 +28,14 @@ pytestmark = [
 ]
 
 DTYPES = [torch.float16, torch.bfloat16]
-OUT_TOL = {torch.float16: 2e-3, torch.bfloat16: 1.5e-2}   # ||out - ref|| / ||ref||
-LSE_TOL = 1e-3                                              # max |lse - ref|
+# The forward also takes float32 (TF32 tensor cores: q, k, v, P rounded to a 10-bit mantissa).
+FWD_DTYPES = DTYPES + [torch.float32]
+OUT_TOL = {torch.float16: 2e-3, torch.bfloat16: 1.5e-2,     # ||out - ref|| / ||ref||
+           torch.float32: 2e-3}
+# max |lse - ref|.  float32: the reference sees the unrounded inputs, so the TF32 rounding of q
+# and k (relative 2^-11 each) moves every logit by ~4e-4 (std, unit-variance inputs): 4e-3 is
+# ~10 sigma over the largest sweep.  16-bit inputs are exact in the reference.
+LSE_TOL = {torch.float16: 1e-3, torch.bfloat16: 1e-3, torch.float32: 4e-3}
 BWD_TOL = {torch.float16: 1e-2, torch.bfloat16: 4e-2}
 
 
@@ -99,7 +107,7 @@ def _compare(q, k, v, kernel, stride, dilation, causal, tile=None):
     e_out = _rel(out, rout)
     e_lse = (lse.double() - rlse).abs().max().item()
     msg = None
-    if e_out > OUT_TOL[q.dtype] or e_lse > LSE_TOL:
+    if e_out > OUT_TOL[q.dtype] or e_lse > LSE_TOL[q.dtype]:
         msg = f"out rel err {e_out:.2e}, lse max err {e_lse:.2e}"
     return e_out, e_lse, msg
 
@@ -135,7 +143,7 @@ def _case_id(c):
 
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", FWD_DTYPES, ids=str)
 @pytest.mark.parametrize("D", _all_dims())
 def test_forward_sweep(case, dtype, D, monkeypatch):
     monkeypatch.setenv("FASTNA_POISON", "1")
@@ -150,7 +158,7 @@ def test_forward_sweep(case, dtype, D, monkeypatch):
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c[5] == c[6]][::2], ids=_case_id)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", FWD_DTYPES, ids=str)
 def test_forward_packed_qkv(case, dtype, monkeypatch):
     """q, k, v as slices of one [B, *S, H, 3, D] projection: read through strides."""
     monkeypatch.setenv("FASTNA_POISON", "1")
@@ -190,9 +198,9 @@ def test_forward_misaligned_and_size_one_dims(monkeypatch):
     assert msg is None, msg
 
 
-def _random_config(rng, dims_of):
+def _random_config(rng, dims_of, dtypes=DTYPES):
     rank = rng.choice([1, 2, 3])
-    dtype = rng.choice(DTYPES)
+    dtype = rng.choice(dtypes)
     dims = sorted(dims_of(rank, dtype))
     if not dims:
         return None
@@ -220,8 +228,17 @@ def _random_config(rng, dims_of):
 def test_forward_random_sweep(monkeypatch):
     """>= 500 seeded random problems (rank 1-3, K in [2, L], stride in [1, K], dilation in
     [1, L // K], random causal per axis, random GQA, head dim and tile); reports every failure."""
+    _random_sweep(monkeypatch, DTYPES, 20261126, 520, 500)
+
+
+def test_forward_random_sweep_float32(monkeypatch):
+    """The random sweep on float32 (TF32 tensor cores): >= 250 problems."""
+    _random_sweep(monkeypatch, [torch.float32], 20261127, 260, 250)
+
+
+def _random_sweep(monkeypatch, dtypes, seed, n, n_min):
     monkeypatch.setenv("FASTNA_POISON", "1")
-    rng = random.Random(20261126)
+    rng = random.Random(seed)
     cache = {}
 
     def dims_of(rank, dtype):
@@ -229,10 +246,12 @@ def test_forward_random_sweep(monkeypatch):
             cache[rank, dtype] = _built(rank, dtype)
         return cache[rank, dtype]
 
+    if not any(dims_of(r, dt) for r in (1, 2, 3) for dt in dtypes):
+        pytest.skip(f"no fused instance for {dtypes}")
     failures, ran, tries = [], 0, 0
-    while ran < 520 and tries < 5000:
+    while ran < n and tries < 5000:
         tries += 1
-        cfg = _random_config(rng, dims_of)
+        cfg = _random_config(rng, dims_of, dtypes)
         if cfg is None:
             continue
         ran += 1
@@ -245,7 +264,7 @@ def test_forward_random_sweep(monkeypatch):
             msg = f"{type(e).__name__}: {e}"
         if msg is not None:
             failures.append(f"{cfg}: {msg}")
-    assert ran >= 500, f"only {ran} configs had a compiled instance"
+    assert ran >= n_min, f"only {ran} configs had a compiled instance"
     assert not failures, f"{len(failures)}/{ran} configs failed:\n" + "\n".join(failures[:30])
 
 
@@ -273,7 +292,7 @@ def test_nan_query_stays_in_its_row(rank, monkeypatch):
     assert torch.isfinite(out[~bad]).all() and torch.isfinite(lse[~bad]).all()
     rout, rlse = reference.attention(clean.double(), k.double(), v.double(), p, return_lse=True)
     assert _rel(out[~bad], rout[~bad]) < OUT_TOL[dtype]
-    assert (lse[~bad].double() - rlse[~bad]).abs().max().item() < LSE_TOL
+    assert (lse[~bad].double() - rlse[~bad]).abs().max().item() < LSE_TOL[dtype]
 
 
 def test_more_than_2_31_elements():
@@ -306,7 +325,7 @@ def test_more_than_2_31_elements():
         ref_lse = torch.logsumexp(sc, 0)
         ref = torch.softmax(sc, 0) @ v[b, keys, h].double()
         assert _rel(out[b, i, h], ref) < OUT_TOL[dtype], (b, i, h)
-        assert abs(lse[b, i, h].item() - ref_lse.item()) < LSE_TOL, (b, i, h)
+        assert abs(lse[b, i, h].item() - ref_lse.item()) < LSE_TOL[dtype], (b, i, h)
     del q, k, v, out, lse
     torch.cuda.empty_cache()
 
@@ -394,15 +413,15 @@ def test_selected_by_default_and_declines():
     assert "fused" in fastna.available_backends()
     want = hopper if hopper.check(q, k, v, p) is None else fused
     assert backends.select(None, q, k, v, p) is want
-    # declined with a reason: float32, a head dim larger than every compiled one
-    assert "float16 and bfloat16" in fused.check(q.float(), k.float(), v.float(), p)
+    # declined with a reason: float64, a head dim larger than every compiled one
+    assert "float16, bfloat16 and float32" in fused.check(q.double(), k.double(), v.double(), p)
     big = max(_all_dims()) + 8
     qb = torch.randn(2, 8, 8, 2, big, device="cuda", dtype=dtype)
     assert f"head dim {big} not instantiated" in fused.check(qb, qb, qb, p)
     assert "no larger compiled head dim" in fused.check(qb, qb, qb, p)
     assert f"D={D}, Dv={big}" in fused.check(q, k, qb, p)
-    with pytest.raises(TypeError, match="backend='fused'.*float16 and bfloat16"):
-        fastna.na2d(q.float(), k.float(), v.float(), 3, backend="fused")
+    with pytest.raises(TypeError, match="backend='fused'.*float16, bfloat16 and float32"):
+        fastna.na2d(q.double(), k.double(), v.double(), 3, backend="fused")
     # accepted now: Dv != D, additional KV tokens, a head dim the build lacks (zero-padded)
     assert fused.check(q, k, v[..., :D // 2], p) is None
     ek = torch.randn(2, 3, 2, D, device="cuda", dtype=dtype)
@@ -449,8 +468,8 @@ def test_binding_errors_name_the_condition():
     with pytest.raises(ValueError, match="fused: stride_dim != 1"):
         C.fused_forward(pd(), ta(q, [8 * 8 * 2 * D, 8 * 2 * D, 2 * D, D, 2]), ta(q), ta(q),
                         ta(out), None, s)
-    with pytest.raises(ValueError, match="fused: dtype float32 not supported"):
-        C.fused_forward(pd(dtype="float32"), ta(q), ta(q), ta(q), ta(out), None, s)
+    with pytest.raises(ValueError, match="unsupported dtype 'float64'"):
+        C.fused_forward(pd(dtype="float64"), ta(q), ta(q), ta(q), ta(out), None, s)
     with pytest.raises(ValueError, match="fused: q data pointer is not 16-byte aligned"):
         C.fused_forward(pd(), (q.data_ptr() + 2, list(q.stride())), ta(q), ta(q), ta(out), None, s)
     with pytest.raises(ValueError, match="fused: tile 'nope' not instantiated"):
@@ -490,7 +509,7 @@ def _compare_x(q, k, v, ek, ev, kernel, stride, dilation, causal):
     if not (torch.isfinite(out).all() and torch.isfinite(lse).all()):
         return "non-finite out or lse"
     e_out, e_lse = _rel(out, rout), (lse.double() - rlse).abs().max().item()
-    if e_out > OUT_TOL[q.dtype] or e_lse > LSE_TOL:
+    if e_out > OUT_TOL[q.dtype] or e_lse > LSE_TOL[q.dtype]:
         return f"out rel err {e_out:.2e}, lse max err {e_lse:.2e}"
     return None
 
@@ -677,7 +696,7 @@ def test_fused_backward_binding_errors():
 
     call()  # valid (out = q is fine for the binding)
     torch.cuda.synchronize()
-    with pytest.raises(ValueError, match="dtype float32"):
+    with pytest.raises(ValueError, match="dtype float32 not supported by the fused backward"):
         call(pd={**pd, "dtype": "float32"})
     with pytest.raises(ValueError, match="Dv != D"):
         call(pd={**pd, "dim_v": D // 2})
@@ -772,3 +791,113 @@ def test_hopper_backward_sweep(case, dtype, D, monkeypatch):
         backend="hopper"), leaves, [dout, dlse])
     for name, a, b in zip("qkv", grads, again):
         assert torch.equal(a, b), name
+
+
+# ------------------------------------------------------------------ float32: TF32 tensor cores
+
+def _need_fp32(rank=2):
+    dims = sorted(_built(rank, torch.float32))
+    if not dims:
+        pytest.skip(f"no rank-{rank} float32 fused instance")
+    return dims
+
+
+def test_float32_selection_policy(monkeypatch):
+    """backend=None takes the fused TF32 kernel for float32 only while
+    torch.backends.cuda.matmul.allow_tf32; backend="fused" always runs it; "hopper" declines."""
+    D = _need_fp32()[0]
+    q, k, v = _inputs((9, 10), 2, 2, D, torch.float32, seed=3)
+    p = _args.normalize(q, k, v, 3, 1, 1, False, None, None, None)
+    assert fused.check(q, k, v, p) is None
+    why = hopper.check(q, k, v, p)
+    assert why is not None and why.exc is TypeError and "float16 and bfloat16" in why
+    with pytest.raises(TypeError, match="backend='hopper'.*float16 and bfloat16"):
+        fastna.na2d(q, k, v, 3, backend="hopper")
+    ref = reference.attention(q.double(), k.double(), v.double(), p)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    assert backends.select(None, q, k, v, p) not in (fused, hopper)
+    assert "allow_tf32" in fused.check_auto(q, k, v, p)
+    exact = fastna.na2d(q, k, v, 3)                        # naive: full fp32
+    assert _rel(exact, ref) < 1e-5
+    out = fastna.na2d(q, k, v, 3, backend="fused")         # explicit: TF32
+    assert out.dtype == torch.float32 and _rel(out, ref) < OUT_TOL[torch.float32]
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    assert fused.check_auto(q, k, v, p) is None
+    assert backends.select(None, q, k, v, p) is fused
+    assert _rel(fastna.na2d(q, k, v, 3), ref) < OUT_TOL[torch.float32]
+    # 16-bit inputs do not depend on the switch
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    if D in _built(2, torch.float16):
+        qh, kh, vh = (t.half() for t in (q, k, v))
+        assert backends.select(None, qh, kh, vh, p) in (fused, hopper)
+
+
+def test_float32_error_vs_torch_tf32(monkeypatch):
+    """Self attention (K = L) in float32: the fused kernel's error vs the float64 reference is
+    at most twice that of torch's own TF32 path (matmul with allow_tf32, softmax in fp32)."""
+    D = _need_fp32(1)[-1]
+    B, L, H = 2, 512, 4
+    q, k, v = _inputs((L,), H, H, D, torch.float32, seed=21, B=B)
+    p = _args.normalize(q, k, v, L, 1, 1, False, None, None, None)
+    out = fused.forward(q, k, v, p)
+    ref = reference.attention(q.double(), k.double(), v.double(), p)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))          # [B, H, L, D]
+    s = torch.matmul(qt, kt.transpose(-1, -2)) * p.scale
+    tout = torch.matmul(torch.softmax(s, -1), vt).transpose(1, 2)
+    e_fused, e_torch = _rel(out, ref), _rel(tout, ref)
+    print(f"float32 self attention L={L} D={D}: fused TF32 rel err {e_fused:.2e}, "
+          f"torch TF32 {e_torch:.2e}")
+    assert e_fused < OUT_TOL[torch.float32]
+    if e_torch > 1e-5:          # torch really ran TF32 (else it computed in full fp32)
+        assert e_fused < 2 * e_torch, (e_fused, e_torch)
+
+
+def test_float32_rows_in_16_byte_chunks():
+    """float32 views need strides in multiples of 4 elements (16 bytes), not 8: such a view is
+    read in place, a misaligned one copied, and the binding names the condition."""
+    D = _need_fp32()[0]
+    g = torch.Generator(device="cuda").manual_seed(4)
+    big = torch.randn(2, 9, 11, 2, D + 4, device="cuda", generator=g)
+    q = big[..., :D]                                   # strides multiples of 4, not of 8
+    assert fused._aligned(q) and not fused._aligned(big.half()[..., :D])
+    k = torch.randn(2, 9, 11, 2, D, device="cuda", generator=g)
+    _, _, msg = _compare(q, k, k, (3, 5), 1, 1, False)
+    assert msg is None, msg
+    off = torch.randn(2, 9, 11, 2, D + 1, device="cuda", generator=g)[..., 1:]
+    assert not fused._aligned(off)
+    _, _, msg = _compare(off, k, k, (3, 5), (1, 2), (2, 1), (True, False))
+    assert msg is None, msg
+    C = _ext.load()
+    p = _args.normalize(q, k, k, 3, 1, 1, False, None, None, None)
+    pd = fused._params_dict(p, q, k, k, "default")
+    bad = (big.data_ptr(), [9 * 11 * 2 * (D + 2), 11 * 2 * (D + 2), 2 * (D + 2), D + 2, 1])
+    with pytest.raises(ValueError, match="multiples of 4 elements \\(16 bytes\\) for float32"):
+        C.fused_forward(pd, bad, fused._targ(k), fused._targ(k), fused._targ(k), None,
+                        torch.cuda.current_stream().cuda_stream)
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=_case_id)
+@pytest.mark.parametrize("with_lse", [False, True])
+def test_float32_gradients(case, with_lse, monkeypatch, fused_bwd_calls):
+    """float32 has no fused backward: gradients run the naive one (fp32), or with a gradient
+    into the lse the reference's recomputation; both match the float64 reference closely."""
+    monkeypatch.setenv("FASTNA_POISON", "1")
+    monkeypatch.delenv("FASTNA_FUSED_BACKWARD", raising=False)
+    shape, kernel, stride, dilation, causal, H, Hkv = case
+    D = _need_fp32(len(shape))[0]
+    assert D not in _built_bwd(len(shape), torch.float32)
+    leaves = [t.requires_grad_() for t in _inputs(shape, H, Hkv, D, torch.float32, seed=8)]
+    kw = dict(stride=stride, dilation=dilation, is_causal=causal)
+    out, lse = fastna.neighborhood_attention(*leaves, kernel, backend="fused", return_lse=True,
+                                             **kw)
+    dout = torch.randn_like(out)
+    dlse = torch.randn_like(lse) if with_lse else None
+    outs = [out, lse] if with_lse else [out]
+    grads = torch.autograd.grad(outs, leaves, [dout] + ([dlse] if with_lse else []))
+    assert fused_bwd_calls == []
+    p = _args.normalize(*leaves, kernel, stride, dilation, causal, None, None, None)
+    for name, g, rg in zip("qkv", grads, _ref_grads(leaves, p, dout, dlse)):
+        assert torch.isfinite(g).all(), name
+        # the backward computes in fp32; the forward's TF32 out only enters through nothing
+        assert _rel(g, rg) < 1e-4, (name, _rel(g, rg))

@@ -1,6 +1,6 @@
 // Device-level API of the fused neighborhood-attention forward pass (sm80-class kernel).
 //
-//   using Op = fastna::fused::Forward<2, cutlass::bfloat16_t, 128>;
+//   using Op = fastna::fused::Forward<2, cutlass::bfloat16_t, 128>;   // or float: TF32 tensor cores
 //   Op::Arguments args{problem, q, k, v, out, lse};
 //   if (Op::can_implement(args) == cutlass::Status::kSuccess) Op::run(args, stream);
 //
@@ -103,14 +103,16 @@ class Forward {
     const int32_t max_group = (ax.length + ax.dilation - 1) / ax.dilation;
     return (max_group + extent - 1) / extent;
   }
-  // D contiguous, 16-byte aligned rows (cp.async / vector stores of 8 elements).
+  // D contiguous, 16-byte aligned rows (cp.async / vector stores of 16 bytes: 8 16-bit
+  // elements, 4 fp32).
   template <class T>
   static bool view_ok(TokenTensor<T, Rank> const& t) {
+    constexpr int kVec = Traits::kChunkElems;
     if (t.ptr == nullptr || t.stride_dim != 1) return false;
     if (reinterpret_cast<uintptr_t>(t.ptr) % 16 != 0) return false;
-    if (t.stride_batch % 8 != 0 || t.stride_head % 8 != 0) return false;
+    if (t.stride_batch % kVec != 0 || t.stride_head % kVec != 0) return false;
     for (int a = 0; a < Rank; ++a)
-      if (t.stride_spatial[a] % 8 != 0) return false;
+      if (t.stride_spatial[a] % kVec != 0) return false;
     return true;
   }
 };

@@ -1,4 +1,5 @@
 // Fused neighborhood-attention forward kernel (sm80-class: mma.sync + cp.async + ldmatrix).
+// fp16 / bf16 on m16n8k16 tensor cores, fp32 on TF32 ones (m16n8k8; ElementConfig<float>).
 //
 // One CTA = one query box (group-local coordinates of one dilation group) x one head x one
 // batch.  The KV loop visits the box of keys that the queries need (per-axis
@@ -14,10 +15,12 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "fastna/fused/kernel_traits.hpp"
 #include "fastna/index_math.hpp"
 #include "fastna/problem.hpp"
+#include "fastna/tf32.hpp"
 
 namespace fastna {
 namespace fused {
@@ -41,7 +44,8 @@ __device__ __forceinline__ void cp_async_16_zfill(void* smem, void const* gmem, 
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_size));
 }
 
-// Loads one box of tokens (rows) x HeadDim (cols) into swizzled shared memory.
+// Loads one box of tokens (rows) x HeadDim (cols) into swizzled shared memory, in 16-byte
+// chunks of Traits::kChunkElems elements.
 // origin/limit: group-local box origin and exclusive bound of valid positions per axis.
 template <class Traits, class Box, class SmemLayout, int Rank, class T>
 __device__ __forceinline__ void load_box(TokenTensor<T, Rank> const& t, int b, int h,
@@ -63,8 +67,18 @@ __device__ __forceinline__ void load_box(TokenTensor<T, Rank> const& t, int b, i
       valid = valid && (loc < limit[a]);
       coord[a] = loc * axis[a].dilation + group[a];
     }
-    T const* src = valid ? t.at(b, coord, h) + chunk * 8 : t.ptr;
-    cp_async_16_zfill(smem + SmemLayout{}(r, chunk * 8), src, valid);
+    T const* src = valid ? t.at(b, coord, h) + chunk * Traits::kChunkElems : t.ptr;
+    cp_async_16_zfill(smem + SmemLayout{}(r, chunk * Traits::kChunkElems), src, valid);
+  }
+}
+
+// A probability as the P V MMA's A operand: the input type (16-bit), or TF32 rounded to nearest.
+template <class SmemElement>
+__device__ __forceinline__ SmemElement to_operand(float p) {
+  if constexpr (std::is_same_v<SmemElement, cutlass::tfloat32_t>) {
+    return to_tf32(p);
+  } else {
+    return static_cast<SmemElement>(p);
   }
 }
 
@@ -86,6 +100,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
     fna_forward_kernel(ForwardParams<Traits::kRank, typename Traits::Element> const params) {
   using namespace cute;
   using Element = typename Traits::Element;
+  using SmemElement = typename Traits::SmemElement;  // Element, or tfloat32_t over fp32 bits
   using QBox = typename Traits::QBox;
   using KBox = typename Traits::KBox;
   constexpr int R = Traits::kRank;
@@ -176,9 +191,11 @@ __global__ void __launch_bounds__(Traits::kThreads)
   // ---- MMA partitions ----
   typename Traits::TiledMma tiled_mma;
   auto thr_mma = tiled_mma.get_thread_slice(tid);
-  Tensor sQ = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutQ{});
-  Tensor sK0 = make_tensor(make_smem_ptr(smem_k), typename Traits::SmemLayoutKV{});
-  Tensor sVt0 = make_tensor(make_smem_ptr(smem_v), typename Traits::SmemLayoutVt{});
+  // Shared memory as the MMA copies read it (TF32 view of the fp32 bits; identity for 16-bit).
+  auto mma_smem = [](Element* p) { return make_smem_ptr(reinterpret_cast<SmemElement*>(p)); };
+  Tensor sQ = make_tensor(mma_smem(smem_q), typename Traits::SmemLayoutQ{});
+  Tensor sK0 = make_tensor(mma_smem(smem_k), typename Traits::SmemLayoutKV{});
+  Tensor sVt0 = make_tensor(mma_smem(smem_v), typename Traits::SmemLayoutVt{});
 
   Tensor tSrQ = thr_mma.partition_fragment_A(sQ);    // (MMA, MMA_M, MMA_K)
   Tensor tSrK = thr_mma.partition_fragment_B(sK0);   // (MMA, MMA_N, MMA_K)
@@ -193,6 +210,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
   auto copy_k = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, tiled_mma);
   auto thr_copy_k = copy_k.get_thread_slice(tid);
   Tensor tSrK_v = thr_copy_k.retile_D(tSrK);
+  // V: ldmatrix.trans (16-bit); TF32 reads it with plain loads through thr_mma (mainloop).
   auto copy_v = make_tiled_copy_B(typename Traits::SmemCopyAtomT{}, tiled_mma);
   auto thr_copy_v = copy_v.get_thread_slice(tid);
   Tensor tOrVt_v = thr_copy_v.retile_D(tOrVt);
@@ -270,10 +288,9 @@ __global__ void __launch_bounds__(Traits::kThreads)
       cp_async_fence();
     }
 
-    Tensor sK = make_tensor(make_smem_ptr(smem_k + stage * Traits::kElemsKV), typename Traits::SmemLayoutKV{});
-    Tensor sVt = make_tensor(make_smem_ptr(smem_v + stage * Traits::kElemsKV), typename Traits::SmemLayoutVt{});
+    Tensor sK = make_tensor(mma_smem(smem_k + stage * Traits::kElemsKV), typename Traits::SmemLayoutKV{});
+    Tensor sVt = make_tensor(mma_smem(smem_v + stage * Traits::kElemsKV), typename Traits::SmemLayoutVt{});
     Tensor tSsK = thr_copy_k.partition_S(sK);
-    Tensor tOsVt = thr_copy_v.partition_S(sVt);
 
     // S = Q K^T
     Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
@@ -282,6 +299,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
     for (int kk = 0; kk < size<2>(tSrQ); ++kk) {
       copy(copy_q, tSsQ(_, _, kk), tSrQ_v(_, _, kk));
       copy(copy_k, tSsK(_, _, kk), tSrK_v(_, _, kk));
+      if constexpr (Traits::kTf32) {
+        round_to_tf32(tSrQ(_, _, kk));
+        round_to_tf32(tSrK(_, _, kk));
+      }
       gemm(tiled_mma, tSrQ(_, _, kk), tSrK(_, _, kk), acc_s);
     }
 
@@ -338,7 +359,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
         acc_o(1 + 2 * r + 4 * kM * n) *= corr;
       }
     }
-    Tensor rP = make_tensor<Element>(acc_s.layout());
+    Tensor rP = make_tensor<SmemElement>(acc_s.layout());
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       float sum = 0.f;
@@ -349,21 +370,40 @@ __global__ void __launch_bounds__(Traits::kThreads)
           const int i = v0 + 2 * r + 4 * kM * n;
           const float p = exp2f(acc_s(i) * scale_log2 - mscaled[r]);
           sum += p;
-          rP(i) = static_cast<Element>(p);
+          rP(i) = detail::to_operand<SmemElement>(p);
         }
       }
       row_sum[r] += sum;
     }
 
-    // O += P V: the S accumulator layout ((2,2),M,N) read as the A operand ((2,2,2),M,N/2).
-    Tensor tOrP = make_tensor(rP.data(),
-                              make_layout(make_shape(make_shape(_2{}, _2{}, _2{}), Int<kM>{}, Int<kN / 2>{}),
-                                          make_stride(make_stride(_1{}, _2{}, Int<4 * kM>{}), _4{},
-                                                      Int<8 * kM>{})));
+    // O += P V with P straight from the S accumulator ((2,2),M,N): value (v0, v1) of an
+    // m16n8 tile = row g + 8 v1, key 2t + v0 (g = lane / 4, t = lane % 4).
+    if constexpr (!Traits::kTf32) {
+      // m16n8k16 A operand ((2,2,2),M,N/2): two n8 tiles are one k16 block, keys in order.
+      Tensor tOrP = make_tensor(rP.data(),
+                                make_layout(make_shape(make_shape(_2{}, _2{}, _2{}), Int<kM>{}, Int<kN / 2>{}),
+                                            make_stride(make_stride(_1{}, _2{}, Int<4 * kM>{}), _4{},
+                                                        Int<8 * kM>{})));
+      Tensor tOsVt = thr_copy_v.partition_S(sVt);
 #pragma unroll
-    for (int kk = 0; kk < size<2>(tOrP); ++kk) {
-      copy(copy_v, tOsVt(_, _, kk), tOrVt_v(_, _, kk));
-      gemm(tiled_mma, tOrP(_, _, kk), tOrVt(_, _, kk), acc_o);
+      for (int kk = 0; kk < size<2>(tOrP); ++kk) {
+        copy(copy_v, tOsVt(_, _, kk), tOrVt_v(_, _, kk));
+        gemm(tiled_mma, tOrP(_, _, kk), tOrVt(_, _, kk), acc_o);
+      }
+    } else {
+      // m16n8k8 A operand ((2,2),M,N): value (a0, a1) = row g + 8 a0, K slot t + 4 a1; slot
+      // t + 4 a1 holds key 2t + a1 (the accumulator's v0 = a1, v1 = a0), and sVt reads V in
+      // that key order (ForwardTraits::SmemLayoutVt).  V: 32-bit shared loads, then TF32.
+      Tensor tOrP = make_tensor(rP.data(),
+                                make_layout(make_shape(make_shape(_2{}, _2{}), Int<kM>{}, Int<kN>{}),
+                                            make_stride(make_stride(_2{}, _1{}), _4{}, Int<4 * kM>{})));
+      Tensor tOsVt = thr_mma.partition_B(sVt);
+#pragma unroll
+      for (int kk = 0; kk < size<2>(tOrP); ++kk) {
+        copy(tOsVt(_, _, kk), tOrVt(_, _, kk));
+        round_to_tf32(tOrVt(_, _, kk));
+        gemm(tiled_mma, tOrP(_, _, kk), tOrVt(_, _, kk), acc_o);
+      }
     }
     if constexpr (Traits::kStages == 2) {
       __syncthreads();  // this stage is refilled by the next iteration's prefetch
@@ -374,7 +414,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
   }
   cp_async_wait<0>();
 
-  // ---- epilogue: normalize, lse, stage O through shared memory, 16-byte stores ----
+  // ---- epilogue: normalize, lse, stage O (Element) through shared memory, 16-byte stores ----
   const float scale = prob.scale;
   Tensor cO = make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{});
   Tensor tOcO = thr_mma.partition_C(cO);
@@ -425,8 +465,9 @@ __global__ void __launch_bounds__(Traits::kThreads)
         coord[a] = (q0[a] + off[a]) * prob.axis[a].dilation + group[a];
       }
       if (valid) {
-        const uint4 val = *reinterpret_cast<uint4 const*>(smem_q + typename Traits::SmemLayoutQ{}(r, chunk * 8));
-        *reinterpret_cast<uint4*>(params.out.at(b, coord, h) + chunk * 8) = val;
+        const uint4 val =
+            *reinterpret_cast<uint4 const*>(smem_q + typename Traits::SmemLayoutQ{}(r, chunk * Traits::kChunkElems));
+        *reinterpret_cast<uint4*>(params.out.at(b, coord, h) + chunk * Traits::kChunkElems) = val;
       }
     }
   }

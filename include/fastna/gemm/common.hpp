@@ -22,6 +22,7 @@
 #include "fastna/fused/kernel_traits.hpp"
 #include "fastna/index_math.hpp"
 #include "fastna/problem.hpp"
+#include "fastna/tf32.hpp"
 
 namespace fastna {
 namespace gemm_na {
@@ -179,48 +180,15 @@ __device__ __forceinline__ typename Traits::SmemElement* mma_smem(typename Trait
   return reinterpret_cast<typename Traits::SmemElement*>(p);
 }
 
-// Rounds fp32 operand fragments to TF32 (nearest, ties away; inf / NaN kept) in place.  mma
-// .tf32 would otherwise just drop the 13 low mantissa bits: a truncation whose error is twice as
-// large and always towards zero, so it does not average out over a dot product.
-template <class Frag>
-__device__ __forceinline__ void round_to_tf32(Frag&& frag) {
-  CUTE_UNROLL
-  for (int i = 0; i < cute::size(frag); ++i) {
-    uint32_t r;
-    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(__uint_as_float(frag(i).raw())));
-    frag(i) = cutlass::tfloat32_t::bitcast(r);
-  }
-}
-
 // Loads one box of tokens (rows) x HeadDim (cols) into swizzled shared memory with cp.async
-// (zero-filled outside `limit`).  16-bit: the fused forward's loader; fp32: the same with
-// 4-element chunks.
+// (zero-filled outside `limit`): the fused forward's loader (16-byte chunks of
+// Traits::kChunkElems elements).
 template <class Traits, class Box, class SmemLayout, int Rank, class T>
 __device__ __forceinline__ void load_box(TokenTensor<T, Rank> const& t, int b, int h,
                                          typename Traits::Element* smem, int const (&origin)[Rank],
                                          int const (&limit)[Rank], int const (&group)[Rank],
                                          AxisParams const (&axis)[Rank], int tid) {
-  if constexpr (!Traits::kTf32) {
-    fused::detail::load_box<Traits, Box, SmemLayout>(t, b, h, smem, origin, limit, group, axis, tid);
-  } else {
-    const int chunk = tid % Traits::kChunksPerRow;
-    const int row0 = tid / Traits::kChunksPerRow;
-#pragma unroll
-    for (int r = row0; r < Box::kSize; r += Traits::kRowsPerPass) {
-      int off[Rank];
-      Box::unflatten(r, off);
-      bool valid = true;
-      int coord[Rank];
-#pragma unroll
-      for (int a = 0; a < Rank; ++a) {
-        const int loc = origin[a] + off[a];
-        valid = valid && (loc < limit[a]);
-        coord[a] = loc * axis[a].dilation + group[a];
-      }
-      T const* src = valid ? t.at(b, coord, h) + chunk * Traits::kChunkElems : t.ptr;
-      fused::detail::cp_async_16_zfill(smem + SmemLayout{}(r, chunk * Traits::kChunkElems), src, valid);
-    }
-  }
+  fused::detail::load_box<Traits, Box, SmemLayout>(t, b, h, smem, origin, limit, group, axis, tid);
 }
 
 // cp.async of one 4-byte element (zero-filled when !pred; gmem must still be a valid address).

@@ -17,7 +17,8 @@ __all__ = ["KNOWN", "Reason", "available_backends", "get", "register", "select"]
 
 
 def register(module, priority: int = 0) -> None:
-    """Add a backend module (name, available, check, forward); priority 0 = tried first."""
+    """Add a backend module (name, available, check, forward; optional check_auto, a further
+    condition for backend=None only); priority 0 = tried first."""
     _MODULES[module.name] = module
     if module.name in _PRIORITY:
         _PRIORITY.remove(module.name)
@@ -51,6 +52,13 @@ def get(name):
     return mod
 
 
+def _auto_ok(mod, *args) -> bool:
+    """A backend's extra condition for automatic selection (check_auto, optional): e.g. the
+    fused backend's float32, which computes in TF32, only while torch allows TF32 matmuls."""
+    auto = getattr(mod, "check_auto", None)
+    return auto is None or auto(*args) is None
+
+
 def select(name, query, key, value, params, additional_keys=None, additional_values=None):
     """The backend module to run this call; raises if an explicitly named one cannot."""
     if name is not None:
@@ -63,6 +71,7 @@ def select(name, query, key, value, params, additional_keys=None, additional_val
     for n in _PRIORITY:
         mod = _MODULES.get(n)
         if mod is not None and mod.available() and \
-                mod.check(query, key, value, params, additional_keys, additional_values) is None:
+                mod.check(query, key, value, params, additional_keys, additional_values) is None \
+                and _auto_ok(mod, query, key, value, params, additional_keys, additional_values):
             return mod
     return reference  # unreachable in practice: the reference takes everything

@@ -1,7 +1,8 @@
 """The fused CUDA backend: fastna._C.fused_forward (sm80-class CuTe kernel, docs/INTERNALS.md).
 
 Forward: include/fastna/fused (one CTA per multi-dimensional query box, online softmax,
-neighborhood masking per KV box), float16/bfloat16, head dims compiled into the build
+neighborhood masking per KV box), float16/bfloat16, and float32 on TF32 tensor cores (below),
+head dims compiled into the build
 (FASTNA_HEAD_DIMS, default 32/64/128), Dv == D, no additional KV tokens; batch and heads up
 to 65535.  The wrapper widens that without new kernels:
 
@@ -23,8 +24,17 @@ to 65535.  The wrapper widens that without new kernels:
 Other problems are declined by check() with the reason, so backend=None falls through to the
 naive backend.
 
+float32 runs on TF32 tensor cores (mma.sync m16n8k8): q, k, v and the probabilities are rounded
+to TF32 (10-bit mantissa, round to nearest) in registers; accumulation, softmax, out and lse
+stay fp32 -- the precision of torch's matmuls with torch.backends.cuda.matmul.allow_tf32, i.e.
+relative errors around 1e-4 to 1e-3, not fp32 round-off.  backend="fused" with float32 inputs
+always runs it; backend=None picks it only while torch.backends.cuda.matmul.allow_tf32 is True
+(check_auto; otherwise float32 goes on to the next backend, "naive" computing in full fp32).
+Its gradients run the naive backward (fp32; there is no fp32 fused backward), or the
+reference's recomputation where the naive one cannot (a gradient into lse).
+
 Layout: the kernel reads 16-byte chunks, so q/k/v need a contiguous head dim, 16-byte aligned
-data pointers and strides that are multiples of 8 elements.  Slices of a packed qkv
+data pointers and strides that are multiples of 8 elements (16-bit) or 4 (float32).  Slices of a packed qkv
 projection ([B, *S, H, 3, D].unbind(-2), [B, *S, 3, H, D].unbind(-3)) meet that without a
 copy; a tensor that does not is copied (.contiguous()) before the call, which costs one read
 and write of it but keeps the call on the fused kernel.
@@ -33,7 +43,8 @@ Backward, in order of preference:
 
 - "fused": fastna._C.fused_backward (include/fastna/fused/backward.hpp: delta preprocess,
   dK/dV over inverse neighborhoods, dQ; default boxes whatever tile the forward used), when a
-  fused_bwd instance for (rank, dtype, the padded head dim P) runs on the device.  It reads the
+  fused_bwd instance for (rank, dtype, the padded head dim P) runs on the device (float16 /
+  bfloat16 only).  It reads the
   forward's out and lse (saved by the autograd node: one extra B*N*H*P output tensor kept
   alive) and takes a gradient into lse as its dlse input (dS = P (dP - (delta - dlse))), so
   return_lse gradients and the extras merge stay on it.  Workspace: one fp32 [B, *S, H] tensor
@@ -74,7 +85,7 @@ from . import _merge
 from ._base import Reason, alloc as _alloc
 
 name = "fused"
-DTYPES = (torch.float16, torch.bfloat16)
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)   # float32: TF32 tensor cores
 FWD = "fused_fwd"          # kernel name in build_info()
 BWD = "fused_bwd"
 NAIVE_BWD = "naive_bwd"
@@ -173,12 +184,23 @@ def check(query, key, value, params, additional_keys=None, additional_values=Non
         return Reason("backend 'fused' is not available in this build on this machine "
                       "(no CUDA device)")
     if query.dtype not in DTYPES:
-        return Reason(f"it supports float16 and bfloat16, got {query.dtype} (backend='naive' "
-                      f"takes float32, backend='reference' float64)", TypeError)
+        return Reason(f"it supports float16, bfloat16 and float32 (on TF32 tensor cores), got "
+                      f"{query.dtype} (backend='reference' takes float64)", TypeError)
     if query.device.type != "cuda":
         return Reason(f"it needs CUDA tensors, got query on {query.device}", ValueError)
     dims = _device_instances(params.rank, query.dtype, query.device)
     return _check_problem(query, value, params, dims)
+
+
+def check_auto(query, key, value, params, additional_keys=None, additional_values=None):
+    """backend=None's condition on top of check(): float32 (computed in TF32) only while
+    torch.backends.cuda.matmul.allow_tf32 is True, torch's own switch for TF32 matmuls, so
+    that nobody gets TF32 precision without asking for it (backend="fused" asks)."""
+    if query.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return Reason("float32 runs on TF32 tensor cores in the fused kernel; backend=None "
+                      "takes it only while torch.backends.cuda.matmul.allow_tf32 is True "
+                      "(or pass backend='fused')", TypeError)
+    return None
 
 
 def _head_dim_for(D: int, Dv: int, dims):
@@ -221,14 +243,17 @@ def _pick_tile(rank, dtype, D, device, tile=None):
 
 
 def _aligned(t) -> bool:
+    """16-byte aligned pointer, contiguous head dim, strides in whole 16-byte chunks (8
+    elements of 16 bits, 4 of float32)."""
     if t.data_ptr() % 16:
         return False
+    vec = 16 // t.element_size()
     if t.is_contiguous():
         # Every stride of a contiguous tensor is a multiple of the last dim (runs per call).
-        return t.shape[-1] % 8 == 0 or t.numel() == t.shape[-1]
+        return t.shape[-1] % vec == 0 or t.numel() == t.shape[-1]
     if t.stride(-1) != 1:
         return False
-    return all(s % 8 == 0 for n, s in zip(t.shape[:-1], t.stride()[:-1]) if n > 1)
+    return all(s % vec == 0 for n, s in zip(t.shape[:-1], t.stride()[:-1]) if n > 1)
 
 
 def _fit(t):
@@ -237,7 +262,7 @@ def _fit(t):
 
 def _targ(t):
     # A dimension of size 1 is never stepped along, so its stride is irrelevant: pass 0 so
-    # that the binding's multiple-of-8 check does not reject e.g. a sliced batch of one.
+    # that the binding's 16-byte-row check does not reject e.g. a sliced batch of one.
     return (t.data_ptr(), [0 if n == 1 else s for n, s in zip(t.shape, t.stride())])
 
 
@@ -461,6 +486,9 @@ def _pad_last(t, size):
 def forward(query, key, value, params, additional_keys=None, additional_values=None,
             return_lse=False, tile=None):
     """Runs the fused kernel; `tile` picks a compiled tile variant (None = automatic).
+
+    float32 inputs run on TF32 tensor cores (module docstring): out in float32 with TF32
+    precision (relative errors around 1e-4 to 1e-3).
 
     Head dims the build lacks and Dv != D are zero-padded to the smallest compiled head dim
     P >= max(D, Dv); additional KV tokens are attended with torch and merged through the

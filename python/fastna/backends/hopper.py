@@ -14,7 +14,8 @@ where it is compiled and takes the problem, else (dilation, layouts no TMA map a
 without hopper_bwd) the sm80-class backward kernels -- same results, only slower.
 
 backend=None tries this backend first; it declines (so "fused" runs) on devices other than
-compute capability 9.0, in builds without sm_90a, and for head dims without a Hopper instance.
+compute capability 9.0, in builds without sm_90a, for head dims without a Hopper instance, and
+for float32 (TypeError when asked for explicitly; backend "fused" runs float32 in TF32).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from ._base import Reason
 
 name = "hopper"
 TILE = "hopper"
+DTYPES = (torch.float16, torch.bfloat16)
 # Query box of the Hopper kernel (include/fastna/hopper/kernel_traits.hpp DefaultQBox).
 fused._QBOX[TILE] = {1: (128,), 2: (16, 8), 3: (2, 8, 8)}
 
@@ -56,6 +58,11 @@ def check(query, key, value, params, additional_keys=None, additional_values=Non
     why = fused.check(query, key, value, params, additional_keys, additional_values)
     if why is not None:
         return Reason(why.replace("backend 'fused'", "backend 'hopper'"), why.exc)
+    if query.dtype not in DTYPES:
+        # (the fused backend also takes float32, on TF32 tensor cores; this kernel does not)
+        return Reason(f"it supports float16 and bfloat16, got {query.dtype} (backend='fused' "
+                      f"runs float32 on TF32 tensor cores, backend='naive' in full float32)",
+                      TypeError)
     tiles = _tiles_by_dim(params.rank, query.dtype, query.device)
     hopper_dims = sorted(d for d, t in tiles.items() if TILE in t)
     if not hopper_dims:
