@@ -31,7 +31,7 @@ void run_hopper_forward(const LaunchParams& lp, const char* name) {
   auto kernel = hopper::fna_hopper_forward_kernel<Traits>;
   constexpr int smem = static_cast<int>(Traits::kSmemBytes);
   set_smem(kernel, smem, name);
-  kernel<<<Op::Sm80Op::grid_shape(args), Traits::kThreads, smem, reinterpret_cast<cudaStream_t>(lp.stream)>>>(
+  kernel<<<Op::grid_shape(args), Traits::kThreads, smem, reinterpret_cast<cudaStream_t>(lp.stream)>>>(
       Op::to_params(args));
   check_launch("launch", name);
 }

@@ -16,7 +16,8 @@ flags="-std=c++17 -O3 --expt-relaxed-constexpr $gencode -I$root/include -I$CUTLA
 if [ "${HOPPER_SET:-}" = small ]; then
   flags="$flags -DFASTNA_HOPPER_SMALL_SET"
   HOPPER_INSTS="r1_f16_32 r1_bf16_32 r2_f16_32 r2_bf16_32 r3_f16_32 r3_bf16_32 r2_bf16_64 r1_bf16_128 r2_bf16_128 r3_bf16_128"
-  HOPPER_VARIANTS="r3_bf16_128_v3 r1_bf16_32_v1 r2_bf16_32_v1 r3_bf16_32_v1 r2_bf16_32_v4 r2_bf16_32_v5 r2_bf16_32_v3 r2_bf16_64_v6"
+  HOPPER_VARIANTS="r3_bf16_128_v3 r1_bf16_32_v1 r2_bf16_32_v1 r3_bf16_32_v1 r2_bf16_32_v3 r1_bf16_128_v1 r1_bf16_128_v4
+                   r1_bf16_128_v7 r2_bf16_128_v7 r3_bf16_128_v7 r2_bf16_32_v8"
   HOPPER_SM80="r2_bf16_32 r2_bf16_64"
 fi
 hopper="${HOPPER_INSTS:-}"
@@ -27,7 +28,8 @@ fi
 # bf16 variants (see test_hopper_fwd.cu FASTNA_HOPPER_FOR_VARIANTS), as r<R>_bf16_<D>_v<n>
 variants="${HOPPER_VARIANTS-r1_bf16_128_v1 r2_bf16_128_v1 r3_bf16_128_v1 r1_bf16_128_v2 r2_bf16_128_v2 r3_bf16_128_v2
           r1_bf16_128_v3 r2_bf16_128_v3 r3_bf16_128_v3 r1_bf16_128_v4 r2_bf16_128_v4 r3_bf16_128_v4
-          r1_bf16_32_v1 r2_bf16_32_v1 r3_bf16_32_v1 r2_bf16_32_v4 r2_bf16_32_v5 r2_bf16_32_v3 r2_bf16_64_v6}"
+          r1_bf16_32_v1 r2_bf16_32_v1 r3_bf16_32_v1 r2_bf16_32_v4 r2_bf16_32_v5 r2_bf16_32_v3 r2_bf16_64_v6
+          r1_bf16_128_v7 r2_bf16_128_v7 r3_bf16_128_v7 r2_bf16_32_v8}"
 sm80="${HOPPER_SM80-r1_bf16_128 r2_bf16_128 r3_bf16_128 r2_bf16_32 r2_bf16_64}"  # the benchmark's sm80 comparison instances
 jobs=""
 for t in $hopper; do jobs="$jobs h_$t"; done

@@ -11,6 +11,9 @@
 #pragma once
 
 #include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
 #include <cutlass/cutlass.h>
 
 #include "fastna/fused/forward.hpp"  // fused::Forward: argument checks shared with the sm80 kernel
@@ -24,10 +27,10 @@ namespace hopper {
 template <int Rank, class Element, int HeadDim, class QBox = typename DefaultQBox<Rank>::type,
           class KBox = typename DefaultKBox<Rank, HeadDim>::type,
           int Stages = DefaultStages<HeadDim, KBox::kSize>::value, Schedule Sched = DefaultSchedule<HeadDim>::value,
-          Signal Sig = Signal::kTma, bool SkipSoftmax = false, int CtasPerSm = 0>
+          Signal Sig = Signal::kTma, bool SkipSoftmax = false, int CtasPerSm = 0, int Persistent = -1>
 class Forward {
  public:
-  using Traits = ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Stages, Sched, Sig, SkipSoftmax, CtasPerSm>;
+  using Traits = ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Stages, Sched, Sig, SkipSoftmax, CtasPerSm, Persistent>;
   using Params = fused::ForwardParams<Rank, Element>;
   // The sm80 op with the same query box: its can_implement / to_params / grid_shape depend on
   // the problem and the query box extents only.
@@ -42,12 +45,38 @@ class Forward {
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
     cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
     if (major != 9 || minor != 0) return cutlass::Status::kErrorArchMismatch;
+    if (num_tiles(args) > INT32_MAX) return cutlass::Status::kErrorInvalidProblem;  // int tile index
     return cutlass::Status::kSuccess;
   }
 
   static size_t get_workspace_size(Arguments const&) { return 0; }
 
-  static cutlass::Status run(Arguments const& args, cudaStream_t stream = nullptr, void* workspace = nullptr) {
+  // Query tiles (spatial boxes x heads x batch): the sm80 op's grid, flattened.
+  static int64_t num_tiles(Arguments const& args) {
+    const dim3 g = Sm80Op::grid_shape(args);
+    return int64_t(g.x) * g.y * g.z;
+  }
+
+  // 1-D grid.  Persistent (Traits::kPersistent): at most as many CTAs as fit the device at once
+  // (kCtasPerSm per SM); each loops over tiles blockIdx.x + k * gridDim.x, and its producer loads
+  // the next tile's Q and first KV boxes while the consumers finish the previous one.  Otherwise
+  // one tile per CTA (the kernel's tile loop runs once).
+  // max_ctas > 0 caps the persistent grid further (tests: many tiles per CTA on small problems).
+  static dim3 grid_shape(Arguments const& args, int max_ctas = 0) {
+    const int64_t tiles = num_tiles(args);
+    int64_t ctas = tiles;
+    if constexpr (Traits::kPersistent) {
+      int dev = 0, sms = 0;
+      if (cudaGetDevice(&dev) == cudaSuccess &&
+          cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && sms > 0)
+        ctas = std::min<int64_t>(tiles, int64_t(sms) * Traits::kCtasPerSm);
+      if (max_ctas > 0) ctas = std::min<int64_t>(ctas, max_ctas);
+    }
+    return dim3(static_cast<unsigned>(std::max<int64_t>(ctas, 1)));
+  }
+
+  static cutlass::Status run(Arguments const& args, cudaStream_t stream = nullptr, void* workspace = nullptr,
+                             int max_ctas = 0) {
     (void)workspace;
     cutlass::Status st = can_implement(args);
     if (st != cutlass::Status::kSuccess) return st;
@@ -55,7 +84,7 @@ class Forward {
     constexpr int smem = static_cast<int>(Traits::kSmemBytes);
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
       return cutlass::Status::kErrorInternal;
-    kernel<<<Sm80Op::grid_shape(args), Traits::kThreads, smem, stream>>>(to_params(args));
+    kernel<<<grid_shape(args, max_ctas), Traits::kThreads, smem, stream>>>(to_params(args));
     return cudaGetLastError() == cudaSuccess ? cutlass::Status::kSuccess : cutlass::Status::kErrorInternal;
   }
 
@@ -64,6 +93,8 @@ class Forward {
   static HopperParams<Rank, Element> to_params(Arguments const& args) {
     HopperParams<Rank, Element> params{};
     params.base = Sm80Op::to_params(args);
+    params.tiles_x = static_cast<int>(Sm80Op::grid_shape(args).x);
+    params.num_tiles = static_cast<int>(num_tiles(args));
     if constexpr (Traits::kSignal == Signal::kTma) {
       TmaDims dv;
       params.use_tma = make_kv_tensor_map<Element, Rank, KBox, Traits::kTmaInner>(args.k, args.problem, args.problem.heads_kv, HeadDim,
