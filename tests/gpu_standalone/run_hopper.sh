@@ -16,8 +16,8 @@ flags="-std=c++17 -O3 --expt-relaxed-constexpr $gencode -I$root/include -I$CUTLA
 if [ "${HOPPER_SET:-}" = small ]; then
   flags="$flags -DFASTNA_HOPPER_SMALL_SET"
   HOPPER_INSTS="r1_f16_32 r1_bf16_32 r2_f16_32 r2_bf16_32 r3_f16_32 r3_bf16_32 r2_bf16_64 r1_bf16_128 r2_bf16_128 r3_bf16_128"
-  HOPPER_VARIANTS="r3_bf16_128_v3 r1_bf16_32_v1 r2_bf16_32_v1 r3_bf16_32_v1 r2_bf16_32_v3 r1_bf16_128_v1 r1_bf16_128_v4
-                   r1_bf16_128_v7 r2_bf16_128_v7 r3_bf16_128_v7 r2_bf16_32_v8"
+  HOPPER_VARIANTS="r1_bf16_32_v1 r2_bf16_32_v1 r3_bf16_32_v1 r1_bf16_128_v1 r1_bf16_128_v2 r1_bf16_128_v4 r1_bf16_128_v7
+                   r1_bf16_128_v9 r2_bf16_128_v9 r3_bf16_128_v9 r2_bf16_32_v9 r1_bf16_128_v10"
   HOPPER_SM80="r2_bf16_32 r2_bf16_64"
 fi
 hopper="${HOPPER_INSTS:-}"
@@ -29,7 +29,8 @@ fi
 variants="${HOPPER_VARIANTS-r1_bf16_128_v1 r2_bf16_128_v1 r3_bf16_128_v1 r1_bf16_128_v2 r2_bf16_128_v2 r3_bf16_128_v2
           r1_bf16_128_v3 r2_bf16_128_v3 r3_bf16_128_v3 r1_bf16_128_v4 r2_bf16_128_v4 r3_bf16_128_v4
           r1_bf16_32_v1 r2_bf16_32_v1 r3_bf16_32_v1 r2_bf16_32_v4 r2_bf16_32_v5 r2_bf16_32_v3 r2_bf16_64_v6
-          r1_bf16_128_v7 r2_bf16_128_v7 r3_bf16_128_v7 r2_bf16_32_v8}"
+          r1_bf16_128_v7 r2_bf16_128_v8 r2_bf16_32_v8 r1_bf16_128_v9 r2_bf16_128_v9 r3_bf16_128_v9 r2_bf16_32_v9
+          r1_bf16_128_v10}"
 sm80="${HOPPER_SM80-r1_bf16_128 r2_bf16_128 r3_bf16_128 r2_bf16_32 r2_bf16_64}"  # the benchmark's sm80 comparison instances
 jobs=""
 for t in $hopper; do jobs="$jobs h_$t"; done

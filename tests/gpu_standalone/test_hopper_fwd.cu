@@ -39,21 +39,22 @@ FASTNA_HOPPER_FOR_ALL(FASTNA_HOPPER_DECL)
 // bf16 variants (INST_VARIANT): 1 Signal::kThread (cp.async K/V loads; the default is TMA), 2 pingpong schedule (TMA), 3 the
 // other of serial / overlap (serial at D >= 64, overlap at D=32 whose default is serial; TMA), 4 timing probe without mask / softmax (TMA; wrong results, benchmark only),
 // 5 (D=32) the D=64-style configuration: 128-key boxes, one CTA per SM (TMA), 6 (2D) 8x8 KV boxes,
-// 7 one tile per CTA (the default is persistent at one CTA per SM), 8 persistent (D=32's default is not).
+// 7 one tile per CTA (the 1D default is persistent at one CTA per SM), 8 persistent (2D, D=32: defaults are not),
+// 9 lazy rescale (Traits::kLazyRescale), 10 pingpong + lazy rescale.
 // g_max_ctas > 0 caps the persistent grid (tests: many tiles per CTA on small problems).
 #define FASTNA_HOPPER_FOR_VARIANTS(X)                                                              \
   X(1, bf16, 128, _v1) X(2, bf16, 128, _v1) X(3, bf16, 128, _v1) X(1, bf16, 128, _v2) X(2, bf16, 128, _v2) \
   X(3, bf16, 128, _v2) X(1, bf16, 128, _v3) X(2, bf16, 128, _v3) X(3, bf16, 128, _v3) X(1, bf16, 128, _v4) \
   X(2, bf16, 128, _v4) X(3, bf16, 128, _v4)                                                      \
   X(1, bf16, 32, _v1) X(2, bf16, 32, _v1) X(3, bf16, 32, _v1) X(2, bf16, 32, _v4) X(2, bf16, 32, _v5) \
-  X(2, bf16, 32, _v3) X(2, bf16, 64, _v6) X(1, bf16, 128, _v7) X(2, bf16, 128, _v7) X(3, bf16, 128, _v7) \
-  X(2, bf16, 32, _v8)
+  X(2, bf16, 32, _v3) X(2, bf16, 64, _v6) X(1, bf16, 128, _v7) X(2, bf16, 128, _v8) X(2, bf16, 32, _v8) \
+  X(1, bf16, 128, _v9) X(2, bf16, 128, _v9) X(3, bf16, 128, _v9) X(2, bf16, 32, _v9) X(1, bf16, 128, _v10)
 #ifdef FASTNA_HOPPER_SMALL_SET
 #undef FASTNA_HOPPER_FOR_VARIANTS
 #define FASTNA_HOPPER_FOR_VARIANTS(X) \
-  X(3, bf16, 128, _v3) X(1, bf16, 32, _v1) X(2, bf16, 32, _v1) X(3, bf16, 32, _v1) X(2, bf16, 32, _v3) \
-  X(1, bf16, 128, _v1) X(1, bf16, 128, _v4) X(1, bf16, 128, _v7) X(2, bf16, 128, _v7) X(3, bf16, 128, _v7) \
-  X(2, bf16, 32, _v8)
+  X(1, bf16, 32, _v1) X(2, bf16, 32, _v1) X(3, bf16, 32, _v1) X(1, bf16, 128, _v1) X(1, bf16, 128, _v2) \
+  X(1, bf16, 128, _v4) X(1, bf16, 128, _v7) X(1, bf16, 128, _v9) X(2, bf16, 128, _v9) X(3, bf16, 128, _v9) \
+  X(2, bf16, 32, _v9) X(1, bf16, 128, _v10)
 #endif
 FASTNA_HOPPER_FOR_VARIANTS(FASTNA_HOPPER_DECL_V)
 extern int g_max_ctas;  // defined by the driver
@@ -118,6 +119,12 @@ int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fas
 #elif INST_VARIANT == 7 || INST_VARIANT == 8
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, Base::Traits::kSchedule, hp::Signal::kTma, false, 0,
                          INST_VARIANT == 8 ? 1 : 0>;
+#elif INST_VARIANT == 9
+  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, Base::Traits::kSchedule, hp::Signal::kTma, false, 0, -1,
+                         true>;
+#elif INST_VARIANT == 10
+  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kPingpong, hp::Signal::kTma, false, 0, -1,
+                         true>;
 #elif INST_VARIANT == 5
   using KB5 = typename hp::DefaultKBox<INST_RANK, 64>::type;
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB5, hp::DefaultStages<INST_DIM, KB5::kSize>::value,
@@ -169,7 +176,7 @@ static int g_variant = 0;
 int g_max_ctas = 0;
 static const char* variant_name(int v) {
   static const char* names[] = {"hopper", "cpasync", "pingpong", "altsched", "nosoftmax", "kv128x1", "kv8x8",
-                                "nopersist", "persist"};
+                                "nopersist", "persist", "lazy", "pplazy"};
   return names[v];
 }
 
@@ -417,7 +424,7 @@ static void bench_all(const Case& c, int iters) {
   CK(cudaGetLastError());
   CK(cudaDeviceSynchronize());
   const double t_h = bench_one<R>(Impl::kHopper, c, iters, dq, dk, dv, dout);
-  for (g_variant = 1; g_variant <= 8; ++g_variant)
+  for (g_variant = 1; g_variant <= 10; ++g_variant)
     if (has_variant(R, c.bf16, c.D, g_variant)) bench_one<R>(Impl::kVariant, c, iters, dq, dk, dv, dout);
   g_variant = 0;
   const double t_s = bench_one<R>(Impl::kSm80, c, iters, dq, dk, dv, dout);
@@ -477,7 +484,7 @@ int main(int argc, char** argv) {
       ++total;
       if (!run_any(c)) ++fails;
     }
-    for (g_variant = 1; g_variant <= 8; ++g_variant)
+    for (g_variant = 1; g_variant <= 10; ++g_variant)
       for (auto& c : cs)
         if (g_variant != 4 && has_variant(c.rank, c.bf16, c.D, g_variant)) {
           ++total;
@@ -493,13 +500,15 @@ int main(int argc, char** argv) {
       std::printf("[grid<=3] ");
       if (!run_any(c)) ++fails;
     }
-    g_variant = 8;
-    for (auto& c : cs)
-      if (has_variant(c.rank, c.bf16, c.D, 8)) {
-        ++total;
-        std::printf("[grid<=3] ");
-        if (!run_any(c, Impl::kVariant)) ++fails;
-      }
+    for (int v : {2, 8, 9, 10}) {
+      g_variant = v;
+      for (auto& c : cs)
+        if (has_variant(c.rank, c.bf16, c.D, v)) {
+          ++total;
+          std::printf("[grid<=3] ");
+          if (!run_any(c, Impl::kVariant)) ++fails;
+        }
+    }
     g_variant = 0;
     g_max_ctas = 0;
     std::printf("SUMMARY: %d/%d passed\n", total - fails, total);

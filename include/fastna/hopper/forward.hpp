@@ -27,10 +27,12 @@ namespace hopper {
 template <int Rank, class Element, int HeadDim, class QBox = typename DefaultQBox<Rank>::type,
           class KBox = typename DefaultKBox<Rank, HeadDim>::type,
           int Stages = DefaultStages<HeadDim, KBox::kSize>::value, Schedule Sched = DefaultSchedule<HeadDim>::value,
-          Signal Sig = Signal::kTma, bool SkipSoftmax = false, int CtasPerSm = 0, int Persistent = -1>
+          Signal Sig = Signal::kTma, bool SkipSoftmax = false, int CtasPerSm = 0, int Persistent = -1,
+          bool LazyRescale = false>
 class Forward {
  public:
-  using Traits = ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Stages, Sched, Sig, SkipSoftmax, CtasPerSm, Persistent>;
+  using Traits = ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Stages, Sched, Sig, SkipSoftmax, CtasPerSm, Persistent,
+                               LazyRescale>;
   using Params = fused::ForwardParams<Rank, Element>;
   // The sm80 op with the same query box: its can_implement / to_params / grid_shape depend on
   // the problem and the query box extents only.
@@ -68,8 +70,12 @@ class Forward {
     if constexpr (Traits::kPersistent) {
       int dev = 0, sms = 0;
       if (cudaGetDevice(&dev) == cudaSuccess &&
-          cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && sms > 0)
-        ctas = std::min<int64_t>(tiles, int64_t(sms) * Traits::kCtasPerSm);
+          cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && sms > 0) {
+        const int64_t wave = int64_t(sms) * Traits::kCtasPerSm;
+        // Many waves: the per-CTA prologue is a small share and dynamic CTA order balances
+        // uneven tiles better (one tile per CTA; the kernel's loop runs once).
+        if (tiles <= Traits::kPersistentMaxWaves * wave) ctas = std::min<int64_t>(tiles, wave);
+      }
       if (max_ctas > 0) ctas = std::min<int64_t>(ctas, max_ctas);
     }
     return dim3(static_cast<unsigned>(std::max<int64_t>(ctas, 1)));

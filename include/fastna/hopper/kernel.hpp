@@ -458,12 +458,13 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
       // Mask KV box j (unless fully inside every window of this warpgroup's rows), update the running
       // max, turn acc_s into unnormalized probabilities (fp32, in place) and return the factor that
       // rescales the earlier O and row sums.
-      auto softmax = [&](int const (&origin)[R], float (&corr)[2]) {
+      // Returns whether O must be rescaled by corr (always, unless Traits::kLazyRescale; warp-uniform).
+      auto softmax = [&](int const (&origin)[R], float (&corr)[2]) -> bool {
         if constexpr (Traits::kSkipSoftmax) {
           corr[0] = corr[1] = 1.f;
           row_max[0] = row_max[1] = 0.f;
           row_sum[0] = row_sum[1] = 1.f;
-          return;
+          return false;
         }
         bool full = true;
 #pragma unroll
@@ -487,6 +488,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
                 if (!m.test(v2, v0)) acc_s(v0 + 2 * v1 + 4 * v2) = -INFINITY;
           }
         }
+        float mxs[2];
 #pragma unroll
         for (int v1 = 0; v1 < 2; ++v1) {
           float mx = row_max[v1];
@@ -495,10 +497,28 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
             mx = fmaxf(mx, acc_s(2 * v1 + 4 * v2));
             mx = fmaxf(mx, acc_s(1 + 2 * v1 + 4 * v2));
           }
-          mx = fused::detail::quad_max(mx);
+          mxs[v1] = fused::detail::quad_max(mx);
+        }
+        bool rescale = true;
+        if constexpr (Traits::kLazyRescale) {
+          bool grow = false;
+#pragma unroll
+          for (int v1 = 0; v1 < 2; ++v1) {
+            const float m_old = row_max[v1];
+            grow = grow || ((m_old == -INFINITY) ? (mxs[v1] != -INFINITY) : ((mxs[v1] - m_old) * scale_log2 > 8.f));
+          }
+          rescale = __any_sync(0xffffffffu, grow);
+          if (!rescale) {  // keep the stale offsets: every p <= 2^8
+            mxs[0] = row_max[0];
+            mxs[1] = row_max[1];
+          }
+        }
+#pragma unroll
+        for (int v1 = 0; v1 < 2; ++v1) {
+          const float mx = mxs[v1];
           // Rows without any key so far keep m = -inf: use 0 as the exponent offset (p = 0, no NaN).
           const float mscaled = (mx == -INFINITY) ? 0.f : mx * scale_log2;
-          corr[v1] = detail::fast_exp2(row_max[v1] * scale_log2 - mscaled);
+          corr[v1] = rescale ? detail::fast_exp2(row_max[v1] * scale_log2 - mscaled) : 1.f;
           row_max[v1] = mx;
           float sum = 0.f;
 #pragma unroll
@@ -511,6 +531,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
             }
           row_sum[v1] = row_sum[v1] * corr[v1] + sum;
         }
+        return rescale;
       };
 
       // A box this warpgroup does not need: wait until it has landed (so that a later wait on the
@@ -555,11 +576,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
             warpgroup_wait<1>();
             warpgroup_fence_operand(acc_s);
             if (j == j_last) release_q();
-            softmax(org, corr);
+            const bool rs = softmax(org, corr);
             warpgroup_wait<0>();
             fence_pv();
             release(sp);
-            rescale_o(corr);
+            if (rs) rescale_o(corr);
             convert_p();
           }
           const int sl = stage_of(j_last);
@@ -584,8 +605,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
           warpgroup_wait<0>();
           warpgroup_fence_operand(acc_s);
           if (j == j_last) release_q();
-          softmax(org, corr);
-          rescale_o(corr);
+          if (softmax(org, corr)) rescale_o(corr);
           convert_p();
           wait_full(bar_v + s, phase);
           issue_pv(s);

@@ -80,7 +80,7 @@ enum class Signal {
 
 template <int Rank_, class Element_, int HeadDim_, class QBox_, class KBox_, int Stages_,
           Schedule Schedule_ = Schedule::kOverlap, Signal Signal_ = Signal::kThread, bool SkipSoftmax_ = false,
-          int CtasPerSm_ = 0, int Persistent_ = -1>
+          int CtasPerSm_ = 0, int Persistent_ = -1, bool LazyRescale_ = false>
 struct ForwardTraits {
   using Element = Element_;
   using QBox = QBox_;
@@ -115,9 +115,19 @@ struct ForwardTraits {
   static constexpr int kCtasPerSm = CtasPerSm_ != 0 ? CtasPerSm_ : (kHeadDim == 32 ? 2 : 1);
   // Persistent CTAs (at most kCtasPerSm per SM, each looping over query tiles; the producer loads
   // the next tile's Q and first KV boxes under the current tile's last boxes and epilogue).
-  // Persistent_ = -1: on at one CTA per SM; at two (head dim 32) the other CTA already hides a
-  // CTA's prologue / epilogue, and the loop state spills at the 80-register bound.  0 / 1 force.
-  static constexpr bool kPersistent = Persistent_ < 0 ? kCtasPerSm == 1 : Persistent_ != 0;
+  // Persistent_ = -1: on in 1D at one CTA per SM (H100: 1d-strided 5% faster, 1d 4%); off in
+  // 2D / 3D (static round-robin tiles were 3-32% slower on flux / hunyuan / video-causal-t, whose
+  // tile costs differ -- masked and skipped boxes, causal -- where the hardware's dynamic CTA
+  // order balances better) and at two CTAs per SM (head dim 32: the other CTA already hides a
+  // CTA's prologue / epilogue; nat was 10% slower).  0 / 1 force it.  Forward::grid_shape also
+  // launches one tile per CTA when the problem has more than kPersistentMaxWaves waves.
+  static constexpr bool kPersistent = Persistent_ < 0 ? (kCtasPerSm == 1 && kRank == 1) : Persistent_ != 0;
+  static constexpr int kPersistentMaxWaves = 4;
+  // FA4-style lazy rescaling: the running row max (the exponent offset) is only raised when some
+  // row of the warp grows by more than 2^8 (probabilities stay <= 256: exact in fp32 sums and
+  // bf16/fp16 P), so the O rescale (D/2 multiplies per thread) and its exp2 are skipped on most
+  // boxes (a warp-uniform branch).  The final 1/l and LSE use the same offset: same results.
+  static constexpr bool kLazyRescale = LazyRescale_;
   // Register split after setmaxnreg: 128 * kProducerRegs + 256 * kConsumerRegs <= 384 * R, with
   // R = 168 (one CTA per SM) or 80 (two) the per-thread count the launch bounds give every warp.
   // ptxas compiles every warp's code within the launch-bound count R (168 / 80), so consumer
