@@ -35,6 +35,11 @@
   X(1, f16, 32) X(1, bf16, 32) X(2, f16, 32) X(2, bf16, 32) X(3, f16, 32) X(3, bf16, 32) \
   X(2, bf16, 64) X(1, bf16, 128) X(2, bf16, 128) X(3, bf16, 128)
 #endif
+#ifdef FASTNA_HOPPER_R1_SET
+// The 1D / anchor set (run_hopper.sh with HOPPER_SET=r1): bf16 D=128 r1-3 and nat's r2 D=32.
+#undef FASTNA_HOPPER_FOR_ALL
+#define FASTNA_HOPPER_FOR_ALL(X) X(1, bf16, 128) X(2, bf16, 128) X(3, bf16, 128) X(2, bf16, 32)
+#endif
 FASTNA_HOPPER_FOR_ALL(FASTNA_HOPPER_DECL)
 // bf16 variants (INST_VARIANT): 1 Signal::kThread (cp.async K/V loads; the default is TMA), 2 pingpong schedule (TMA), 3 the
 // other of serial / overlap (serial at D >= 64, overlap at D=32 whose default is serial; TMA), 4 timing probe without mask / softmax (TMA; wrong results, benchmark only),
@@ -56,11 +61,19 @@ FASTNA_HOPPER_FOR_ALL(FASTNA_HOPPER_DECL)
   X(1, bf16, 128, _v4) X(1, bf16, 128, _v7) X(1, bf16, 128, _v9) X(2, bf16, 128, _v9) X(3, bf16, 128, _v9) \
   X(2, bf16, 32, _v9) X(1, bf16, 128, _v10)
 #endif
+#ifdef FASTNA_HOPPER_R1_SET
+#undef FASTNA_HOPPER_FOR_VARIANTS
+#define FASTNA_HOPPER_FOR_VARIANTS(X) \
+  X(1, bf16, 128, _v2) X(1, bf16, 128, _v4) X(1, bf16, 128, _v7) X(1, bf16, 128, _v9) X(1, bf16, 128, _v10) \
+  X(2, bf16, 128, _v9) X(3, bf16, 128, _v9) X(2, bf16, 32, _v9)
+#endif
 FASTNA_HOPPER_FOR_VARIANTS(FASTNA_HOPPER_DECL_V)
 extern int g_max_ctas;  // defined by the driver
 // sm80 instances (instance.cu, declared in common.hpp) compared in the benchmark.
-#ifdef FASTNA_HOPPER_SMALL_SET
+#if defined(FASTNA_HOPPER_SMALL_SET)
 #define FASTNA_SM80_FOR_BENCH(X) X(2, bf16, 32) X(2, bf16, 64)
+#elif defined(FASTNA_HOPPER_R1_SET)
+#define FASTNA_SM80_FOR_BENCH(X)
 #else
 #define FASTNA_SM80_FOR_BENCH(X) X(1, bf16, 128) X(2, bf16, 128) X(3, bf16, 128) X(2, bf16, 32) X(2, bf16, 64)
 #endif
