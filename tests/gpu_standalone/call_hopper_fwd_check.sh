@@ -22,7 +22,7 @@ echo "builds: python rc=$prc harness rc=$hrc, $(( $(date +%s) - t0 )) s"; grep -
 B=/tmp/fastna_hopper_standalone/test_hopper_fwd
 if [ -x $B ]; then
   timeout ${TEST_LIMIT:-90} $B --test-only 2>&1 | tee "$OUT/harness_test.log" | grep -v " PASS$"
-  timeout ${BENCH_LIMIT:-120} $B --bench-only 2>&1 | grep -v "^RATIO" | tee "$OUT/harness_bench.log"
+  timeout ${BENCH_LIMIT:-120} $B --bench-only ${ONLY:+--only "$ONLY"} 2>&1 | grep -v "^RATIO" | tee "$OUT/harness_bench.log"
 fi
 [ $prc -eq 0 ] || { tail -30 "$OUT/build_py.log"; exit 1; }
 export PYTHONPATH=/tmp/fastna-cutlass${PYTHONPATH:+:$PYTHONPATH}

@@ -20,12 +20,11 @@ if [ "${HOPPER_SET:-}" = small ]; then
                    r1_bf16_128_v9 r2_bf16_128_v9 r3_bf16_128_v9 r2_bf16_32_v9 r1_bf16_128_v10"
   HOPPER_SM80="r2_bf16_32 r2_bf16_64"
 fi
-# HOPPER_SET=r1: the 1D / anchor set (bf16 D=128 r1-3, nat's r2 D=32, their schedule variants).
+# HOPPER_SET=r1: the 1D set (fp16/bf16 D=64/128, bf16 D=128 variants 7, 11, 12).
 if [ "${HOPPER_SET:-}" = r1 ]; then
   flags="$flags -DFASTNA_HOPPER_R1_SET"
-  HOPPER_INSTS="r1_bf16_128 r2_bf16_128 r3_bf16_128 r2_bf16_32"
-  HOPPER_VARIANTS="r1_bf16_128_v2 r1_bf16_128_v4 r1_bf16_128_v7 r1_bf16_128_v9 r1_bf16_128_v10 r2_bf16_128_v9
-                   r3_bf16_128_v9 r2_bf16_32_v9"
+  HOPPER_INSTS="r1_f16_64 r1_bf16_64 r1_f16_128 r1_bf16_128"
+  HOPPER_VARIANTS="r1_bf16_128_v7 r1_bf16_128_v11 r1_bf16_128_v12"
   HOPPER_SM80=""
 fi
 hopper="${HOPPER_INSTS:-}"
@@ -38,7 +37,7 @@ variants="${HOPPER_VARIANTS-r1_bf16_128_v1 r2_bf16_128_v1 r3_bf16_128_v1 r1_bf16
           r1_bf16_128_v3 r2_bf16_128_v3 r3_bf16_128_v3 r1_bf16_128_v4 r2_bf16_128_v4 r3_bf16_128_v4
           r1_bf16_32_v1 r2_bf16_32_v1 r3_bf16_32_v1 r2_bf16_32_v4 r2_bf16_32_v5 r2_bf16_32_v3 r2_bf16_64_v6
           r1_bf16_128_v7 r2_bf16_128_v8 r2_bf16_32_v8 r1_bf16_128_v9 r2_bf16_128_v9 r3_bf16_128_v9 r2_bf16_32_v9
-          r1_bf16_128_v10}"
+          r1_bf16_128_v10 r1_bf16_128_v11 r1_bf16_128_v12}"
 sm80="${HOPPER_SM80-r1_bf16_128 r2_bf16_128 r3_bf16_128 r2_bf16_32 r2_bf16_64}"  # the benchmark's sm80 comparison instances
 jobs=""
 for t in $hopper; do jobs="$jobs h_$t"; done

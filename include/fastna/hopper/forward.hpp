@@ -28,11 +28,15 @@ template <int Rank, class Element, int HeadDim, class QBox = typename DefaultQBo
           class KBox = typename DefaultKBox<Rank, HeadDim>::type,
           int Stages = DefaultStages<HeadDim, KBox::kSize>::value, Schedule Sched = DefaultSchedule<HeadDim>::value,
           Signal Sig = Signal::kTma, bool SkipSoftmax = false, int CtasPerSm = 0, int Persistent = -1,
-          bool LazyRescale = false>
+          bool LazyRescale = false, bool AutoPingpong = true, bool PrefetchQ = true>
 class Forward {
  public:
   using Traits = ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Stages, Sched, Sig, SkipSoftmax, CtasPerSm, Persistent,
-                               LazyRescale>;
+                               LazyRescale, PrefetchQ>;
+  // The same kernel with the pingpong schedule (the two consumer warpgroups take turns issuing
+  // their wgmmas).  run() takes it where use_pingpong says so.
+  using TraitsPingpong = ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Stages, Schedule::kPingpong, Sig, SkipSoftmax,
+                                       CtasPerSm, Persistent, LazyRescale, PrefetchQ>;
   using Params = fused::ForwardParams<Rank, Element>;
   // The sm80 op with the same query box: its can_implement / to_params / grid_shape depend on
   // the problem and the query box extents only.
@@ -52,6 +56,33 @@ class Forward {
   }
 
   static size_t get_workspace_size(Arguments const&) { return 0; }
+
+  // Pingpong instead of overlap (AutoPingpong, 1D, overlap schedule): where both consumer
+  // warpgroups of an interior query tile need the same KV boxes (large windows: 1d, 1d-strided,
+  // dense), so that pingpong's lack of per-warpgroup box skipping costs nothing; at least 4
+  // boxes.  H100: 1-3% faster there (NOTES_hopper.md); small 1D windows keep the skipping.
+  static constexpr bool kMayPingpong = AutoPingpong && Rank == 1 && Sched == Schedule::kOverlap;
+  static bool use_pingpong(Arguments const& args) {
+    if constexpr (!kMayPingpong) {
+      return false;
+    } else {
+      AxisParams const& ax = args.problem.axis[0];
+      const int glen = (ax.length + ax.dilation - 1) / ax.dilation;  // group 0: the longest
+      constexpr int kM = QBox::extent(0), kN = KBox::extent(0);
+      const int q0 = (glen / kM / 2) * kM;  // an interior tile
+      if (q0 + kM > glen) return false;
+      const int kb = window_local(ax, q0, glen).begin;
+      const int n_kv = (window_local(ax, q0 + kM - 1, glen).end - kb + kN - 1) / kN;
+      if (n_kv < 4) return false;
+      int lo[2], hi[2];
+      for (int wg = 0; wg < 2; ++wg) {
+        const int r0 = q0 + wg * kM / 2, r1 = r0 + kM / 2 - 1;
+        lo[wg] = std::max((window_local(ax, r0, glen).begin - kb) / kN, 0);
+        hi[wg] = std::min((window_local(ax, r1, glen).end - 1 - kb) / kN, n_kv - 1);
+      }
+      return lo[0] == lo[1] && hi[0] == hi[1];
+    }
+  }
 
   // Query tiles (spatial boxes x heads x batch): the sm80 op's grid, flattened.
   static int64_t num_tiles(Arguments const& args) {
@@ -86,7 +117,10 @@ class Forward {
     (void)workspace;
     cutlass::Status st = can_implement(args);
     if (st != cutlass::Status::kSuccess) return st;
+    static_assert(TraitsPingpong::kSmemBytes == Traits::kSmemBytes, "same shared memory");
     auto kernel = fna_hopper_forward_kernel<Traits>;
+    if constexpr (kMayPingpong)
+      if (use_pingpong(args)) kernel = fna_hopper_forward_kernel<TraitsPingpong>;
     constexpr int smem = static_cast<int>(Traits::kSmemBytes);
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
       return cutlass::Status::kErrorInternal;

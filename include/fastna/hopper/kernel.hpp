@@ -212,6 +212,17 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
           detail::load_box_async<Traits, QBox, kQThreadsTma>(params.q, b, h, q_dst, cta.q0, cta.qlim, cta.group,
                                                              prob.axis, ptid - 32);
           commit_to(bar_q);
+          if constexpr (Traits::kPrefetchQ) {
+            const int next = tile + gridDim.x;
+            if (next < hparams.num_tiles) {
+              int nbx, nh, nb;
+              tile_coords(next, nbx, nh, nb);
+              const detail::CtaBox<QBox, KBox, R> nc(prob, params.tiles_per_group, nbx);
+              if (!nc.empty)
+                detail::prefetch_box_l2<QBox, kQThreadsTma, kHeadDim>(params.q, nb, nh, nc.q0, nc.qlim, nc.group,
+                                                                      prob.axis, ptid - 32);
+            }
+          }
         } else if (ptid == 0) {
           // K/V boxes by TMA from one thread; it runs ahead into the next tile as the ring allows.
           constexpr uint32_t kBytes = sizeof(Element) * Traits::kElemsKV;

@@ -80,7 +80,7 @@ enum class Signal {
 
 template <int Rank_, class Element_, int HeadDim_, class QBox_, class KBox_, int Stages_,
           Schedule Schedule_ = Schedule::kOverlap, Signal Signal_ = Signal::kThread, bool SkipSoftmax_ = false,
-          int CtasPerSm_ = 0, int Persistent_ = -1, bool LazyRescale_ = false>
+          int CtasPerSm_ = 0, int Persistent_ = -1, bool LazyRescale_ = false, bool PrefetchQ_ = true>
 struct ForwardTraits {
   using Element = Element_;
   using QBox = QBox_;
@@ -128,6 +128,10 @@ struct ForwardTraits {
   // bf16/fp16 P), so the O rescale (D/2 multiplies per thread) and its exp2 are skipped on most
   // boxes (a warp-uniform branch).  The final 1/l and LSE use the same offset: same results.
   static constexpr bool kLazyRescale = LazyRescale_;
+  // Persistent CTAs with TMA K/V: the Q-loading producer warps prefetch the next tile's Q box
+  // into L2 right after issuing this tile's, so the copy that follows the q_empty barrier (the
+  // tile's last S = Q K^T) reads L2 instead of DRAM.
+  static constexpr bool kPrefetchQ = PrefetchQ_ && kPersistent;
   // Register split after setmaxnreg: 128 * kProducerRegs + 256 * kConsumerRegs <= 384 * R, with
   // R = 168 (one CTA per SM) or 80 (two) the per-thread count the launch bounds give every warp.
   // ptxas compiles every warp's code within the launch-bound count R (168 / 80), so consumer

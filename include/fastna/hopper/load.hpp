@@ -44,6 +44,32 @@ __device__ __forceinline__ void load_box_async(TokenTensor<T, Rank> const& t, in
   }
 }
 
+// Prefetch one box of tokens x head dim into L2 (no shared-memory copy): every 128-byte line
+// of each valid row.  Persistent CTAs warm the next tile's Q while the current tile computes.
+template <class Box, int Threads, int HeadDim, int Rank, class T>
+__device__ __forceinline__ void prefetch_box_l2(TokenTensor<T, Rank> const& t, int b, int h, int const (&origin)[Rank],
+                                                int const (&limit)[Rank], int const (&group)[Rank],
+                                                AxisParams const (&axis)[Rank], int tid) {
+  constexpr int kLineElems = 128 / sizeof(T);
+#pragma unroll 1
+  for (int r = tid; r < Box::kSize; r += Threads) {
+    int off[Rank];
+    Box::unflatten(r, off);
+    bool valid = true;
+    int coord[Rank];
+#pragma unroll
+    for (int a = 0; a < Rank; ++a) {
+      const int loc = origin[a] + off[a];
+      valid = valid && (loc < limit[a]);
+      coord[a] = loc * axis[a].dilation + group[a];
+    }
+    if (!valid) continue;
+    T const* row = t.at(b, coord, h);
+#pragma unroll
+    for (int c = 0; c < HeadDim; c += kLineElems) asm volatile("prefetch.global.L2 [%0];" ::"l"(row + c));
+  }
+}
+
 }  // namespace detail
 }  // namespace hopper
 }  // namespace fastna
