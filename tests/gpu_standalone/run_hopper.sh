@@ -20,10 +20,10 @@ if [ "${HOPPER_SET:-}" = small ]; then
                    r1_bf16_128_v9 r2_bf16_128_v9 r3_bf16_128_v9 r2_bf16_32_v9 r1_bf16_128_v10"
   HOPPER_SM80="r2_bf16_32 r2_bf16_64"
 fi
-# HOPPER_SET=r1: the 1D set (fp16/bf16 D=64/128, bf16 D=128 variants 7, 11, 12).
+# HOPPER_SET=r1: the 1D bf16 D=128 default and its variants 7, 11, 12.
 if [ "${HOPPER_SET:-}" = r1 ]; then
   flags="$flags -DFASTNA_HOPPER_R1_SET"
-  HOPPER_INSTS="r1_f16_64 r1_bf16_64 r1_f16_128 r1_bf16_128"
+  HOPPER_INSTS="r1_bf16_128"
   HOPPER_VARIANTS="r1_bf16_128_v7 r1_bf16_128_v11 r1_bf16_128_v12"
   HOPPER_SM80=""
 fi
