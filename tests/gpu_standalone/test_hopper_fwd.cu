@@ -36,7 +36,7 @@
   X(2, bf16, 64) X(1, bf16, 128) X(2, bf16, 128) X(3, bf16, 128)
 #endif
 #ifdef FASTNA_HOPPER_R1_SET
-// The 1D / anchor set (run_hopper.sh with HOPPER_SET=r1): bf16 D=128 r1-3 and nat's r2 D=32.
+// The 1D set (run_hopper.sh with HOPPER_SET=r1): the bf16 D=128 default and its variants 7, 11, 12.
 #undef FASTNA_HOPPER_FOR_ALL
 #define FASTNA_HOPPER_FOR_ALL(X) X(1, bf16, 128)
 #endif

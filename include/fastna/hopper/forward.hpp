@@ -57,11 +57,12 @@ class Forward {
 
   static size_t get_workspace_size(Arguments const&) { return 0; }
 
-  // Pingpong instead of overlap (AutoPingpong, 1D, overlap schedule): where both consumer
-  // warpgroups of an interior query tile need the same KV boxes (large windows: 1d, 1d-strided,
-  // dense), so that pingpong's lack of per-warpgroup box skipping costs nothing; at least 4
-  // boxes.  H100: 1-3% faster there (NOTES_hopper.md); small 1D windows keep the skipping.
-  static constexpr bool kMayPingpong = AutoPingpong && Rank == 1 && Sched == Schedule::kOverlap;
+  // Pingpong instead of overlap (AutoPingpong, 1D, overlap schedule, head dim 128 -- the one
+  // measured): where both consumer warpgroups of an interior query tile need the same KV boxes
+  // (large windows: 1d, 1d-strided, dense), so that pingpong's lack of per-warpgroup box skipping
+  // costs nothing; at least 4 boxes.  H100: 1-3% faster there (NOTES_hopper.md); small 1D
+  // windows keep the skipping.
+  static constexpr bool kMayPingpong = AutoPingpong && Rank == 1 && HeadDim == 128 && Sched == Schedule::kOverlap;
   static bool use_pingpong(Arguments const& args) {
     if constexpr (!kMayPingpong) {
       return false;
