@@ -146,9 +146,17 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
   constexpr int kBlockN = Traits::kBlockN;
   constexpr int kHeadDim = Traits::kHeadDim;
   constexpr int kStages = Traits::kStages;
-  // With TMA K/V loads, warps 1-3 of the producer load Q (warp 0's thread 0 issues the TMA
-  // copies and must never wait for a Q buffer, or the ring would stall across tiles).
-  constexpr int kQThreadsTma = Traits::kProducerThreads - 32;
+  // With TMA K/V loads, persistent CTAs load Q with warps 1-3 of the producer (warp 0's thread 0
+  // issues the TMA copies and must never wait for a Q buffer, or the ring would stall across
+  // tiles).  At two CTAs per SM (head dim 32, never persistent): all 128 producer threads, thread
+  // 0 before its TMA copies, row loop unrolled by 4 -- the pre-persistence code (nat's CTAs are
+  // short, their Q load is on the critical path; 96 threads / no unroll measured nat 0.160 ms
+  // vs 0.144 before, not A/B'd in one run).  Elsewhere the call-2-verified 96 / unroll 1 (at one
+  // CTA per SM the 128-thread form made the 3D consumers spill).
+  constexpr bool kQAll = !Traits::kPersistent && Traits::kCtasPerSm == 2;
+  constexpr int kQThreadsTma = kQAll ? Traits::kProducerThreads : Traits::kProducerThreads - 32;
+  constexpr int kQFirstTma = kQAll ? 0 : 32;            // first Q-loading producer thread
+  constexpr int kLoadUnroll = kQAll ? 4 : 1;           // persistent: fewer live addresses (spills)
 
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   Element* smem_q = reinterpret_cast<Element*>(smem_raw + Traits::kOffQ);
@@ -206,11 +214,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
       const int n_kv = cta.n_kv;
       const int h_kv = prob.kv_head(h);
       if (tma) {
-        if (ptid >= 32) {
+        if (ptid >= kQFirstTma) {
           // Q of this tile once both warpgroups' last S = Q K^T of the previous tile has completed.
           if (tile_iter > 0) Barrier::wait(bar_q_empty, (tile_iter - 1) & 1);
-          detail::load_box_async<Traits, QBox, kQThreadsTma>(params.q, b, h, q_dst, cta.q0, cta.qlim, cta.group,
-                                                             prob.axis, ptid - 32);
+          detail::load_box_async<Traits, QBox, kQThreadsTma, kLoadUnroll>(params.q, b, h, q_dst, cta.q0, cta.qlim,
+                                                                          cta.group, prob.axis, ptid - kQFirstTma);
           commit_to(bar_q);
           if constexpr (Traits::kPrefetchQ) {
             const int next = tile + gridDim.x;
@@ -220,10 +228,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
               const detail::CtaBox<QBox, KBox, R> nc(prob, params.tiles_per_group, nbx);
               if (!nc.empty)
                 detail::prefetch_box_l2<QBox, kQThreadsTma, kHeadDim>(params.q, nb, nh, nc.q0, nc.qlim, nc.group,
-                                                                      prob.axis, ptid - 32);
+                                                                      prob.axis, ptid - kQFirstTma);
             }
           }
-        } else if (ptid == 0) {
+        }
+        if (ptid == 0) {
           // K/V boxes by TMA from one thread; it runs ahead into the next tile as the ring allows.
           constexpr uint32_t kBytes = sizeof(Element) * Traits::kElemsKV;
           for (int j = 0; j < n_kv; ++j) {
@@ -255,8 +264,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
         // mbarriers (cp.async.mbarrier.arrive holds the phase open until this thread's earlier
         // copies have landed), so the producer never waits for its own copies.
         if (tile_iter > 0) Barrier::wait(bar_q_empty, (tile_iter - 1) & 1);
-        detail::load_box_async<Traits, QBox, Traits::kProducerThreads>(params.q, b, h, q_dst, cta.q0, cta.qlim,
-                                                                       cta.group, prob.axis, ptid);
+        detail::load_box_async<Traits, QBox, Traits::kProducerThreads, kLoadUnroll>(params.q, b, h, q_dst, cta.q0,
+                                                                                    cta.qlim, cta.group, prob.axis, ptid);
         commit_to(bar_q);
         int klim[R];
         cta.kv_limit(klim);
@@ -266,11 +275,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
           if (it >= kStages) Barrier::wait(bar_empty + s, ((it / kStages) - 1) & 1);
           int origin[R];
           cta.kv_origin(j, origin);
-          detail::load_box_async<Traits, KBox, Traits::kProducerThreads>(
+          detail::load_box_async<Traits, KBox, Traits::kProducerThreads, kLoadUnroll>(
               params.k, b, h_kv, [&](int r, int c) { return raw_pointer_cast(&sK(r, c, s)); }, origin, klim,
               cta.group, prob.axis, ptid);
           commit_to(bar_k + s);
-          detail::load_box_async<Traits, KBox, Traits::kProducerThreads>(
+          detail::load_box_async<Traits, KBox, Traits::kProducerThreads, kLoadUnroll>(
               params.v, b, h_kv, [&](int r, int c) { return raw_pointer_cast(&sVt(c, r, s)); }, origin, klim,
               cta.group, prob.axis, ptid);
           commit_to(bar_v + s);

@@ -18,8 +18,8 @@ namespace detail {
 
 // dst(row, col) -> Element* in shared memory.  origin/limit: group-local box origin and exclusive
 // bound of valid positions per axis; rows past the bound are zero-filled without a global read.
-// Threads: how many threads share the copy (tid in [0, Threads)).
-template <class Traits, class Box, int Threads, int Rank, class T, class Dst>
+// Threads: how many threads share the copy (tid in [0, Threads)); Unroll: of the row loop.
+template <class Traits, class Box, int Threads, int Unroll, int Rank, class T, class Dst>
 __device__ __forceinline__ void load_box_async(TokenTensor<T, Rank> const& t, int b, int h, Dst const& dst,
                                                int const (&origin)[Rank], int const (&limit)[Rank],
                                                int const (&group)[Rank], AxisParams const (&axis)[Rank], int tid) {
@@ -27,7 +27,7 @@ __device__ __forceinline__ void load_box_async(TokenTensor<T, Rank> const& t, in
   constexpr int kRowsPerPass = Threads / Traits::kChunksPerRow;
   const int chunk = tid % Traits::kChunksPerRow;
   const int row0 = tid / Traits::kChunksPerRow;
-#pragma unroll 1
+#pragma unroll Unroll
   for (int r = row0; r < Box::kSize; r += kRowsPerPass) {
     int off[Rank];
     Box::unflatten(r, off);
