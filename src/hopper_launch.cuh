@@ -28,10 +28,13 @@ void run_hopper_forward(const LaunchParams& lp, const char* name) {
     throw std::invalid_argument(std::string("fastna: hopper: ") + name + " cannot run this problem: " +
                                 cutlassGetStatusString(st));
   }
+  // 1D large windows: the pingpong build of the same kernel (Op::use_pingpong).
   auto kernel = hopper::fna_hopper_forward_kernel<Traits>;
+  if constexpr (Op::kMayPingpong)
+    if (Op::use_pingpong(args)) kernel = hopper::fna_hopper_forward_kernel<LocalTraits<typename Op::TraitsPingpong>>;
   constexpr int smem = static_cast<int>(Traits::kSmemBytes);
   set_smem(kernel, smem, name);
-  kernel<<<Op::Sm80Op::grid_shape(args), Traits::kThreads, smem, reinterpret_cast<cudaStream_t>(lp.stream)>>>(
+  kernel<<<Op::grid_shape(args), Traits::kThreads, smem, reinterpret_cast<cudaStream_t>(lp.stream)>>>(
       Op::to_params(args));
   check_launch("launch", name);
 }

@@ -121,6 +121,7 @@ CASES = [
     ((37,), 37, 1, 1, False, 1, 1),                  # K = L: self attention
     ((48,), 16, 16, 1, False, 2, 2),                 # stride = K: blocked attention
     ((130,), 2, 2, 1, False, 3, 3),                  # smallest kernel, size past two tiles
+    ((1200,), 1000, 1, 1, False, 2, 1),              # large window: hopper's 1D pingpong schedule
 ] + [
     ((9, 13), (3, 4), (2, 3), (2, 1), c, 4, 2)        # every causal combination in 2D
     for c in itertools.product([False, True], repeat=2)

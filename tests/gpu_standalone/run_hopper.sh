@@ -16,8 +16,16 @@ flags="-std=c++17 -O3 --expt-relaxed-constexpr $gencode -I$root/include -I$CUTLA
 if [ "${HOPPER_SET:-}" = small ]; then
   flags="$flags -DFASTNA_HOPPER_SMALL_SET"
   HOPPER_INSTS="r1_f16_32 r1_bf16_32 r2_f16_32 r2_bf16_32 r3_f16_32 r3_bf16_32 r2_bf16_64 r1_bf16_128 r2_bf16_128 r3_bf16_128"
-  HOPPER_VARIANTS="r3_bf16_128_v3 r1_bf16_32_v1 r2_bf16_32_v1 r3_bf16_32_v1 r2_bf16_32_v4 r2_bf16_32_v5 r2_bf16_32_v3 r2_bf16_64_v6"
+  HOPPER_VARIANTS="r1_bf16_32_v1 r2_bf16_32_v1 r3_bf16_32_v1 r1_bf16_128_v1 r1_bf16_128_v2 r1_bf16_128_v4 r1_bf16_128_v7
+                   r1_bf16_128_v9 r2_bf16_128_v9 r3_bf16_128_v9 r2_bf16_32_v9 r1_bf16_128_v10"
   HOPPER_SM80="r2_bf16_32 r2_bf16_64"
+fi
+# HOPPER_SET=r1: the 1D bf16 D=128 default and its variants 7, 11, 12.
+if [ "${HOPPER_SET:-}" = r1 ]; then
+  flags="$flags -DFASTNA_HOPPER_R1_SET"
+  HOPPER_INSTS="r1_bf16_128"
+  HOPPER_VARIANTS="r1_bf16_128_v7 r1_bf16_128_v11 r1_bf16_128_v12"
+  HOPPER_SM80=""
 fi
 hopper="${HOPPER_INSTS:-}"
 if [ -z "$hopper" ]; then
@@ -27,7 +35,9 @@ fi
 # bf16 variants (see test_hopper_fwd.cu FASTNA_HOPPER_FOR_VARIANTS), as r<R>_bf16_<D>_v<n>
 variants="${HOPPER_VARIANTS-r1_bf16_128_v1 r2_bf16_128_v1 r3_bf16_128_v1 r1_bf16_128_v2 r2_bf16_128_v2 r3_bf16_128_v2
           r1_bf16_128_v3 r2_bf16_128_v3 r3_bf16_128_v3 r1_bf16_128_v4 r2_bf16_128_v4 r3_bf16_128_v4
-          r1_bf16_32_v1 r2_bf16_32_v1 r3_bf16_32_v1 r2_bf16_32_v4 r2_bf16_32_v5 r2_bf16_32_v3 r2_bf16_64_v6}"
+          r1_bf16_32_v1 r2_bf16_32_v1 r3_bf16_32_v1 r2_bf16_32_v4 r2_bf16_32_v5 r2_bf16_32_v3 r2_bf16_64_v6
+          r1_bf16_128_v7 r2_bf16_128_v8 r2_bf16_32_v8 r1_bf16_128_v9 r2_bf16_128_v9 r3_bf16_128_v9 r2_bf16_32_v9
+          r1_bf16_128_v10 r1_bf16_128_v11 r1_bf16_128_v12}"
 sm80="${HOPPER_SM80-r1_bf16_128 r2_bf16_128 r3_bf16_128 r2_bf16_32 r2_bf16_64}"  # the benchmark's sm80 comparison instances
 jobs=""
 for t in $hopper; do jobs="$jobs h_$t"; done
@@ -55,6 +65,6 @@ start=$(date +%s)
 { echo main_x; for j in $jobs; do echo $j; done; } | xargs -P "$JOBS" -I{} bash -c 'build_one {}'
 # The driver references every declared instance; undeclared ones would fail to link, so the
 # default HOPPER_INSTS must cover FASTNA_HOPPER_FOR_ALL and the sm80 list FASTNA_SM80_FOR_BENCH.
-nvcc $gencode "$BUILD"/main.o "$BUILD"/hop_*.o "$BUILD"/sm80_*.o -o "$BUILD/test_hopper_fwd"
+nvcc $gencode "$BUILD"/main.o "$BUILD"/hop_*.o $(ls "$BUILD"/sm80_*.o 2>/dev/null) -o "$BUILD/test_hopper_fwd"
 echo "build: $(( $(date +%s) - start )) s"
 "$BUILD/test_hopper_fwd" "$@"

@@ -35,26 +35,45 @@
   X(1, f16, 32) X(1, bf16, 32) X(2, f16, 32) X(2, bf16, 32) X(3, f16, 32) X(3, bf16, 32) \
   X(2, bf16, 64) X(1, bf16, 128) X(2, bf16, 128) X(3, bf16, 128)
 #endif
+#ifdef FASTNA_HOPPER_R1_SET
+// The 1D set (run_hopper.sh with HOPPER_SET=r1): the bf16 D=128 default and its variants 7, 11, 12.
+#undef FASTNA_HOPPER_FOR_ALL
+#define FASTNA_HOPPER_FOR_ALL(X) X(1, bf16, 128)
+#endif
 FASTNA_HOPPER_FOR_ALL(FASTNA_HOPPER_DECL)
 // bf16 variants (INST_VARIANT): 1 Signal::kThread (cp.async K/V loads; the default is TMA), 2 pingpong schedule (TMA), 3 the
 // other of serial / overlap (serial at D >= 64, overlap at D=32 whose default is serial; TMA), 4 timing probe without mask / softmax (TMA; wrong results, benchmark only),
-// 5 (D=32) the D=64-style configuration: 128-key boxes, one CTA per SM (TMA), 6 (2D) 8x8 KV boxes.
+// 5 (D=32) the D=64-style configuration: 128-key boxes, one CTA per SM (TMA), 6 (2D) 8x8 KV boxes,
+// 7 one tile per CTA (the 1D default is persistent at one CTA per SM), 8 persistent (2D, D=32: defaults are not),
+// 9 lazy rescale (Traits::kLazyRescale), 10 pingpong + lazy rescale, 11 overlap only (the 1D default takes
+// pingpong where both warpgroups need the same boxes), 12 no L2 prefetch of the next tile's Q.
+// g_max_ctas > 0 caps the persistent grid (tests: many tiles per CTA on small problems).
 #define FASTNA_HOPPER_FOR_VARIANTS(X)                                                              \
   X(1, bf16, 128, _v1) X(2, bf16, 128, _v1) X(3, bf16, 128, _v1) X(1, bf16, 128, _v2) X(2, bf16, 128, _v2) \
   X(3, bf16, 128, _v2) X(1, bf16, 128, _v3) X(2, bf16, 128, _v3) X(3, bf16, 128, _v3) X(1, bf16, 128, _v4) \
   X(2, bf16, 128, _v4) X(3, bf16, 128, _v4)                                                      \
   X(1, bf16, 32, _v1) X(2, bf16, 32, _v1) X(3, bf16, 32, _v1) X(2, bf16, 32, _v4) X(2, bf16, 32, _v5) \
-  X(2, bf16, 32, _v3) X(2, bf16, 64, _v6)
+  X(2, bf16, 32, _v3) X(2, bf16, 64, _v6) X(1, bf16, 128, _v7) X(2, bf16, 128, _v8) X(2, bf16, 32, _v8) \
+  X(1, bf16, 128, _v9) X(2, bf16, 128, _v9) X(3, bf16, 128, _v9) X(2, bf16, 32, _v9) X(1, bf16, 128, _v10) \
+  X(1, bf16, 128, _v11) X(1, bf16, 128, _v12)
 #ifdef FASTNA_HOPPER_SMALL_SET
 #undef FASTNA_HOPPER_FOR_VARIANTS
 #define FASTNA_HOPPER_FOR_VARIANTS(X) \
-  X(3, bf16, 128, _v3) X(1, bf16, 32, _v1) X(2, bf16, 32, _v1) X(3, bf16, 32, _v1) X(2, bf16, 32, _v4) X(2, bf16, 32, _v5) \
-  X(2, bf16, 32, _v3) X(2, bf16, 64, _v6)
+  X(1, bf16, 32, _v1) X(2, bf16, 32, _v1) X(3, bf16, 32, _v1) X(1, bf16, 128, _v1) X(1, bf16, 128, _v2) \
+  X(1, bf16, 128, _v4) X(1, bf16, 128, _v7) X(1, bf16, 128, _v9) X(2, bf16, 128, _v9) X(3, bf16, 128, _v9) \
+  X(2, bf16, 32, _v9) X(1, bf16, 128, _v10)
+#endif
+#ifdef FASTNA_HOPPER_R1_SET
+#undef FASTNA_HOPPER_FOR_VARIANTS
+#define FASTNA_HOPPER_FOR_VARIANTS(X) X(1, bf16, 128, _v7) X(1, bf16, 128, _v11) X(1, bf16, 128, _v12)
 #endif
 FASTNA_HOPPER_FOR_VARIANTS(FASTNA_HOPPER_DECL_V)
+extern int g_max_ctas;  // defined by the driver
 // sm80 instances (instance.cu, declared in common.hpp) compared in the benchmark.
-#ifdef FASTNA_HOPPER_SMALL_SET
+#if defined(FASTNA_HOPPER_SMALL_SET)
 #define FASTNA_SM80_FOR_BENCH(X) X(2, bf16, 32) X(2, bf16, 64)
+#elif defined(FASTNA_HOPPER_R1_SET)
+#define FASTNA_SM80_FOR_BENCH(X)
 #else
 #define FASTNA_SM80_FOR_BENCH(X) X(1, bf16, 128) X(2, bf16, 128) X(3, bf16, 128) X(2, bf16, 32) X(2, bf16, 64)
 #endif
@@ -110,6 +129,18 @@ int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fas
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kOverlap, hp::Signal::kTma, true>;
 #elif INST_VARIANT == 6
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, fastna::fused::Box<INST_RANK, 8, 8>>;
+#elif INST_VARIANT == 7 || INST_VARIANT == 8
+  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, Base::Traits::kSchedule, hp::Signal::kTma, false, 0,
+                         INST_VARIANT == 8 ? 1 : 0>;
+#elif INST_VARIANT == 9
+  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, Base::Traits::kSchedule, hp::Signal::kTma, false, 0, -1,
+                         true>;
+#elif INST_VARIANT == 10
+  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kPingpong, hp::Signal::kTma, false, 0, -1,
+                         true>;
+#elif INST_VARIANT == 11 || INST_VARIANT == 12
+  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, Base::Traits::kSchedule, hp::Signal::kTma, false, 0, -1,
+                         false, INST_VARIANT != 11, INST_VARIANT != 12>;
 #elif INST_VARIANT == 5
   using KB5 = typename hp::DefaultKBox<INST_RANK, 64>::type;
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB5, hp::DefaultStages<INST_DIM, KB5::kSize>::value,
@@ -125,7 +156,7 @@ int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fas
   args.out = view<Elem, INST_RANK>(out, so);
   args.lse = lse;
   if (Op::can_implement(args) != cutlass::Status::kSuccess) return 1;
-  return Op::run(args, stream) == cutlass::Status::kSuccess ? 0 : 2;
+  return Op::run(args, stream, nullptr, g_max_ctas) == cutlass::Status::kSuccess ? 0 : 2;
 }
 
 #else
@@ -158,8 +189,10 @@ int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fas
 // kHopper: default instance; kVariant: the bf16 D=128 variant g_variant (1..4); kSm80: fused::Forward.
 enum class Impl { kHopper, kSm80, kVariant };
 static int g_variant = 0;
+int g_max_ctas = 0;
 static const char* variant_name(int v) {
-  static const char* names[] = {"hopper", "cpasync", "pingpong", "altsched", "nosoftmax", "kv128x1", "kv8x8"};
+  static const char* names[] = {"hopper", "cpasync", "pingpong", "altsched", "nosoftmax", "kv128x1", "kv8x8",
+                                "nopersist", "persist", "lazy", "pplazy", "overlap", "noprefq"};
   return names[v];
 }
 
@@ -407,7 +440,7 @@ static void bench_all(const Case& c, int iters) {
   CK(cudaGetLastError());
   CK(cudaDeviceSynchronize());
   const double t_h = bench_one<R>(Impl::kHopper, c, iters, dq, dk, dv, dout);
-  for (g_variant = 1; g_variant <= 6; ++g_variant)
+  for (g_variant = 1; g_variant <= 12; ++g_variant)
     if (has_variant(R, c.bf16, c.D, g_variant)) bench_one<R>(Impl::kVariant, c, iters, dq, dk, dv, dout);
   g_variant = 0;
   const double t_s = bench_one<R>(Impl::kSm80, c, iters, dq, dk, dv, dout);
@@ -442,6 +475,9 @@ int main(int argc, char** argv) {
         cs.push_back(mk("1d L200 K200 (self-attn)" + tag, 1, {200}, {200}, {1}, {1}, {0}, 1, 2, 2, D, bf));
         cs.push_back(mk("1d L600 K64 s64 causal (blocked)" + tag, 1, {600}, {64}, {64}, {1}, {1}, 1, 2, 1, D, bf));
         cs.push_back(mk("1d L900 K256 s32 d2 causal" + tag, 1, {900}, {256}, {32}, {2}, {1}, 1, 1, 1, D, bf));
+        // Large windows: both warpgroups need the same boxes (the 1D default takes pingpong).
+        cs.push_back(mk("1d L2000 K1500 GQA2/1 (pingpong)" + tag, 1, {2000}, {1500}, {1}, {1}, {0}, 1, 2, 1, D, bf));
+        cs.push_back(mk("1d L2560 K1024 s256 (pingpong)" + tag, 1, {2560}, {1024}, {256}, {1}, {0}, 1, 1, 1, D, bf));
         // 2D
         cs.push_back(mk("2d 40x37 K13x20" + tag, 2, {40, 37}, {13, 20}, {1, 1}, {1, 1}, {0, 0}, 1, 2, 2, D, bf));
         cs.push_back(mk("2d 45x33 K6x9 s2x3 d2x3 GQA4/1" + tag, 2, {45, 33}, {6, 9}, {2, 3}, {2, 3}, {0, 0}, 1, 4, 1, D, bf));
@@ -467,13 +503,33 @@ int main(int argc, char** argv) {
       ++total;
       if (!run_any(c)) ++fails;
     }
-    for (g_variant = 1; g_variant <= 6; ++g_variant)
+    for (g_variant = 1; g_variant <= 12; ++g_variant)
       for (auto& c : cs)
         if (g_variant != 4 && has_variant(c.rank, c.bf16, c.D, g_variant)) {
           ++total;
           if (!run_any(c, Impl::kVariant)) ++fails;
         }
     g_variant = 0;
+    // Persistent CTAs over many tiles each: the default instances again on a grid of 3 CTAs
+    // (ring stages and phases carried across tiles, heads and batch items, empty tiles skipped).
+    g_max_ctas = 3;
+    for (auto& c : cs) {
+      if (!has_hopper(c.rank, c.bf16, c.D)) continue;
+      ++total;
+      std::printf("[grid<=3] ");
+      if (!run_any(c)) ++fails;
+    }
+    for (int v : {2, 8, 9, 10, 11, 12}) {
+      g_variant = v;
+      for (auto& c : cs)
+        if (has_variant(c.rank, c.bf16, c.D, v)) {
+          ++total;
+          std::printf("[grid<=3] ");
+          if (!run_any(c, Impl::kVariant)) ++fails;
+        }
+    }
+    g_variant = 0;
+    g_max_ctas = 0;
     std::printf("SUMMARY: %d/%d passed\n", total - fails, total);
   }
   if (do_bench) {
@@ -484,6 +540,11 @@ int main(int argc, char** argv) {
     // Anchor cases (DESIGN.md section 4): B=1, bf16, D=128.
     bench_all<1>(mk("1d 32768 K2048 H1", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 1, 1, 128, true), 30);
     bench_all<1>(mk("1d-strided 32768 K2048 s256 H1", 1, {32768}, {2048}, {256}, {1}, {0}, 1, 1, 1, 128, true), 30);
+    // Per-CTA fixed cost vs per-KV-box cost: the same grid (256 CTAs) with 8 / 32 / 64 boxes each.
+    for (int kk : {1024, 4096, 8192})
+      bench_all<1>(mk("1d-strided 32768 K" + std::to_string(kk) + " s256 H1 (sweep)", 1, {32768}, {kk}, {256}, {1}, {0}, 1,
+                      1, 1, 128, true),
+                   30);
     bench_all<2>(mk("flux 256x256 K80x80 H24", 2, {256, 256}, {80, 80}, {1, 1}, {1, 1}, {0, 0}, 1, 24, 24, 128, true), 5);
     bench_all<2>(mk("flux-strided 256x256 K80x80 s16x16 H24", 2, {256, 256}, {80, 80}, {16, 16}, {1, 1}, {0, 0}, 1, 24, 24, 128, true), 5);
     bench_all<3>(mk("hunyuan 30x48x80 K18x24x24 H24", 3, {30, 48, 80}, {18, 24, 24}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 24, 24, 128, true), 3);

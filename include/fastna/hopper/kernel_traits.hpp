@@ -80,7 +80,7 @@ enum class Signal {
 
 template <int Rank_, class Element_, int HeadDim_, class QBox_, class KBox_, int Stages_,
           Schedule Schedule_ = Schedule::kOverlap, Signal Signal_ = Signal::kThread, bool SkipSoftmax_ = false,
-          int CtasPerSm_ = 0>
+          int CtasPerSm_ = 0, int Persistent_ = -1, bool LazyRescale_ = false, bool PrefetchQ_ = true>
 struct ForwardTraits {
   using Element = Element_;
   using QBox = QBox_;
@@ -113,10 +113,32 @@ struct ForwardTraits {
   // accumulators: 32 + 16 + 16 registers).
   // CtasPerSm_ = 0: this default; 1 or 2 to override (benchmark variants).
   static constexpr int kCtasPerSm = CtasPerSm_ != 0 ? CtasPerSm_ : (kHeadDim == 32 ? 2 : 1);
+  // Persistent CTAs (at most kCtasPerSm per SM, each looping over query tiles; the producer loads
+  // the next tile's Q and first KV boxes under the current tile's last boxes and epilogue).
+  // Persistent_ = -1: on in 1D at one CTA per SM (H100: 1d-strided 5% faster, 1d 4%); off in
+  // 2D / 3D (static round-robin tiles were 3-32% slower on flux / hunyuan / video-causal-t, whose
+  // tile costs differ -- masked and skipped boxes, causal -- where the hardware's dynamic CTA
+  // order balances better) and at two CTAs per SM (head dim 32: the other CTA already hides a
+  // CTA's prologue / epilogue; nat was 10% slower).  0 / 1 force it.  Forward::grid_shape also
+  // launches one tile per CTA when the problem has more than kPersistentMaxWaves waves.
+  static constexpr bool kPersistent = Persistent_ < 0 ? (kCtasPerSm == 1 && kRank == 1) : Persistent_ != 0;
+  static constexpr int kPersistentMaxWaves = 4;
+  // FA4-style lazy rescaling: the running row max (the exponent offset) is only raised when some
+  // row of the warp grows by more than 2^8 (probabilities stay <= 256: exact in fp32 sums and
+  // bf16/fp16 P), so the O rescale (D/2 multiplies per thread) and its exp2 are skipped on most
+  // boxes (a warp-uniform branch).  The final 1/l and LSE use the same offset: same results.
+  static constexpr bool kLazyRescale = LazyRescale_;
+  // Persistent CTAs with TMA K/V: the Q-loading producer warps prefetch the next tile's Q box
+  // into L2 right after issuing this tile's, so the copy that follows the q_empty barrier (the
+  // tile's last S = Q K^T) reads L2 instead of DRAM.
+  static constexpr bool kPrefetchQ = PrefetchQ_ && kPersistent;
   // Register split after setmaxnreg: 128 * kProducerRegs + 256 * kConsumerRegs <= 384 * R, with
   // R = 168 (one CTA per SM) or 80 (two) the per-thread count the launch bounds give every warp.
-  static constexpr int kProducerRegs = kCtasPerSm == 2 ? 32 : 40;
-  static constexpr int kConsumerRegs = kCtasPerSm == 2 ? 104 : 232;
+  // ptxas compiles every warp's code within the launch-bound count R (168 / 80), so consumer
+  // counts above R buy nothing; the producer gets 56 (its per-tile Q / cp.async address math
+  // spilled at 32-40 once CTAs became persistent).
+  static constexpr int kProducerRegs = kCtasPerSm == 2 ? 32 : 56;
+  static constexpr int kConsumerRegs = kCtasPerSm == 2 ? 104 : 224;
   static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= kThreads * ((65536 / (kThreads * kCtasPerSm)) / 8 * 8),
                 "setmaxnreg split exceeds the registers the launch bounds give the CTA");
   // Two CTAs per SM leave the consumers 104 registers: 64-key boxes fit without spills at D=32
@@ -152,7 +174,7 @@ struct ForwardTraits {
   static constexpr size_t kOffK = kOffQ + sizeof(Element) * size_t(kElemsQ);
   static constexpr size_t kOffV = kOffK + sizeof(Element) * size_t(kStages) * kElemsKV;
   static constexpr size_t kOffBar = kOffV + sizeof(Element) * size_t(kStages) * kElemsKV;
-  static constexpr int kNumBarriers = 1 + 3 * kStages;  // q_full, k_full[S], v_full[S], empty[S]
+  static constexpr int kNumBarriers = 2 + 3 * kStages;  // q_full, k_full[S], v_full[S], empty[S], q_empty
   static constexpr size_t kSmemBytes = kOffBar + 8 * kNumBarriers;
   static_assert(kOffK % 1024 == 0 && kOffV % 1024 == 0, "buffers must stay 1024-byte aligned");
   static_assert(kSmemBytes <= 227 * 1024, "shared memory: at most 227 KB per CTA");

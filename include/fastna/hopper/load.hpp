@@ -18,14 +18,17 @@ namespace detail {
 
 // dst(row, col) -> Element* in shared memory.  origin/limit: group-local box origin and exclusive
 // bound of valid positions per axis; rows past the bound are zero-filled without a global read.
-template <class Traits, class Box, int Rank, class T, class Dst>
+// Threads: how many threads share the copy (tid in [0, Threads)); Unroll: of the row loop.
+template <class Traits, class Box, int Threads, int Unroll, int Rank, class T, class Dst>
 __device__ __forceinline__ void load_box_async(TokenTensor<T, Rank> const& t, int b, int h, Dst const& dst,
                                                int const (&origin)[Rank], int const (&limit)[Rank],
                                                int const (&group)[Rank], AxisParams const (&axis)[Rank], int tid) {
+  static_assert(Threads % Traits::kChunksPerRow == 0, "chunk mapping: threads must cover whole rows");
+  constexpr int kRowsPerPass = Threads / Traits::kChunksPerRow;
   const int chunk = tid % Traits::kChunksPerRow;
   const int row0 = tid / Traits::kChunksPerRow;
-#pragma unroll 4
-  for (int r = row0; r < Box::kSize; r += Traits::kRowsPerPass) {
+#pragma unroll Unroll
+  for (int r = row0; r < Box::kSize; r += kRowsPerPass) {
     int off[Rank];
     Box::unflatten(r, off);
     bool valid = true;
@@ -38,6 +41,32 @@ __device__ __forceinline__ void load_box_async(TokenTensor<T, Rank> const& t, in
     }
     T const* src = valid ? t.at(b, coord, h) + chunk * 8 : t.ptr;
     fused::detail::cp_async_16_zfill(dst(r, chunk * 8), src, valid);
+  }
+}
+
+// Prefetch one box of tokens x head dim into L2 (no shared-memory copy): every 128-byte line
+// of each valid row.  Persistent CTAs warm the next tile's Q while the current tile computes.
+template <class Box, int Threads, int HeadDim, int Rank, class T>
+__device__ __forceinline__ void prefetch_box_l2(TokenTensor<T, Rank> const& t, int b, int h, int const (&origin)[Rank],
+                                                int const (&limit)[Rank], int const (&group)[Rank],
+                                                AxisParams const (&axis)[Rank], int tid) {
+  constexpr int kLineElems = 128 / sizeof(T);
+#pragma unroll 1
+  for (int r = tid; r < Box::kSize; r += Threads) {
+    int off[Rank];
+    Box::unflatten(r, off);
+    bool valid = true;
+    int coord[Rank];
+#pragma unroll
+    for (int a = 0; a < Rank; ++a) {
+      const int loc = origin[a] + off[a];
+      valid = valid && (loc < limit[a]);
+      coord[a] = loc * axis[a].dilation + group[a];
+    }
+    if (!valid) continue;
+    T const* row = t.at(b, coord, h);
+#pragma unroll
+    for (int c = 0; c < HeadDim; c += kLineElems) asm volatile("prefetch.global.L2 [%0];" ::"l"(row + c));
   }
 }
 
