@@ -40,8 +40,7 @@ def bench_graph(fn, rep=50):
     costs 100-220 us of Python/launch time on the H100 host, so eager timings of those cases
     measure the host (benchmarks/NOTES.md, session 4)."""
     from triton.testing import do_bench_cudagraph
-    fn()  # first call outside the capture: lazy init, compiled-kernel lookup, allocator warm-up
-    torch.cuda.synchronize()
+    # do_bench_cudagraph makes its own warm-up call before capturing; bench() ran fn before too.
     return do_bench_cudagraph(fn, rep=rep, return_mode="median")
 
 
