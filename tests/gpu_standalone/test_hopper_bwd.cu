@@ -125,8 +125,14 @@ int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(int which
   if (const char* dbg = std::getenv("FASTNA_BWD_DEBUG")) dkv.debug = pdq.debug = std::atoi(dbg);
   const int64_t rows = int64_t(p.batch) * p.num_tokens() * p.heads;
   if (which & 1)
+#ifdef FASTNA_HOPPER_BWD_PREPROCESS_SHAPE
+    fastna::hopper::fna_hopper_bwd_preprocess_kernel<R, Elem, INST_DIM>
+        <<<fastna::hopper::BwdPreprocessShape<INST_DIM>::blocks(rows), fastna::hopper::BwdPreprocessShape<INST_DIM>::kThreads, 0,
+           stream>>>(dkv);
+#else  // a BASE_INCLUDE from before the preprocess shape (one warp per row)
     fastna::hopper::fna_hopper_bwd_preprocess_kernel<R, Elem, INST_DIM>
         <<<static_cast<unsigned>((rows + 3) / 4), 128, 0, stream>>>(dkv);
+#endif
   if (which & 2) {
     using T = typename Op::DkvTraits;
     auto kernel = fastna::hopper::fna_hopper_bwd_kernel<T>;
@@ -387,6 +393,9 @@ int main(int argc, char** argv) {
     // Larger cases: many column tiles per CTA (ring wrap-around), full tiles, GQA, batch.
     cs.push_back(mk("1d L1000 K255 s4 GQA2/1 B2", 1, {1000}, {255}, {4}, {1}, {0}, 2, 2, 1, 128, true));
     cs.push_back(mk("1d L700 K301 causal", 1, {700}, {301}, {1}, {1}, {1}, 1, 1, 1, 64, false));
+    // Row tiles in LPT order (tile_order.hpp): dK/dV heavy near the ends, dQ light at a causal start.
+    cs.push_back(mk("1d L2048 K512 GQA2/1 (LPT order)", 1, {2048}, {512}, {1}, {1}, {0}, 1, 2, 1, 64, true));
+    cs.push_back(mk("1d L1536 K384 s3 causal B2 (LPT order)", 1, {1536}, {384}, {3}, {1}, {1}, 2, 1, 1, 128, false));
     cs.push_back(mk("2d 40x48 K21x17 GQA2/1 B2", 2, {40, 48}, {21, 17}, {1, 1}, {1, 1}, {0, 0}, 2, 2, 1, 128, true));
     cs.push_back(mk("2d 36x44 K13x15 s2x3 causal=(1,0)", 2, {36, 44}, {13, 15}, {2, 3}, {1, 1}, {1, 0}, 1, 2, 2, 64, false));
     cs.push_back(mk("3d 10x16x24 K5x7x9 causal=(1,0,0) B2", 3, {10, 16, 24}, {5, 7, 9}, {1, 1, 1}, {1, 1, 1}, {1, 0, 0}, 2, 2, 2, 128, true));
@@ -415,6 +424,8 @@ int main(int argc, char** argv) {
     // The anchor cases of DESIGN.md section 4 (bf16, D=128, B=1); --bench SUBSTR picks some.
     auto want = [](const char* n) { return g_bench == nullptr || std::strstr(n, g_bench) != nullptr; };
     if (want("1d 32768 K2048 H1")) bench<1>(mk("1d 32768 K2048 H1", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 1, 1, 128, true), 20);
+    if (want("1d-strided 32768 K2048 s256 H1"))
+      bench<1>(mk("1d-strided 32768 K2048 s256 H1", 1, {32768}, {2048}, {256}, {1}, {0}, 1, 1, 1, 128, true), 20);
     if (want("flux 256x256 K80x80 H24"))
       bench<2>(mk("flux 256x256 K80x80 H24", 2, {256, 256}, {80, 80}, {1, 1}, {1, 1}, {0, 0}, 1, 24, 24, 128, true), 5);
     if (want("flux-strided 256x256 K80x80 s16x16 H24"))

@@ -26,6 +26,7 @@
 #include "fastna/fused/backward.hpp"
 #include "fastna/hopper/backward_kernel.hpp"
 #include "fastna/hopper/kernel_traits.hpp"
+#include "fastna/hopper/tile_order.hpp"
 #include "fastna/hopper/tma.hpp"
 #include "fastna/problem.hpp"
 
@@ -172,6 +173,12 @@ class Backward {
       dkv->col_tiles_per_group[a] = tiles_per_group(p.axis[a], ColBox::extent(a));
       dq->col_tiles_per_group[a] = tiles_per_group(p.axis[a], DqColBox::extent(a));
     }
+    if constexpr (Rank == 1) {  // longest row tiles first (tile_order.hpp)
+      dkv->order_count =
+          detail::lpt_row_order(p.axis[0], RowBox::extent(0), ColBox::extent(0), false, dkv->order, kBwdOrderCap);
+      dq->order_count =
+          detail::lpt_row_order(p.axis[0], RowBox::extent(0), DqColBox::extent(0), true, dq->order, kBwdOrderCap);
+    }
     return true;
   }
 
@@ -195,8 +202,8 @@ class Backward {
   template <class DkvT, class DqT, class Tag>
   static cutlass::Status launch(NaProblem<Rank> const& p, Params const& dkv, Params const& dq, cudaStream_t stream) {
     const int64_t rows = int64_t(p.batch) * p.num_tokens() * p.heads;
-    fna_hopper_bwd_preprocess_kernel<Rank, Element, HeadDim, Tag>
-        <<<static_cast<unsigned>((rows + 3) / 4), 128, 0, stream>>>(dkv);
+    using Pre = BwdPreprocessShape<HeadDim>;
+    fna_hopper_bwd_preprocess_kernel<Rank, Element, HeadDim, Tag><<<Pre::blocks(rows), Pre::kThreads, 0, stream>>>(dkv);
     if (cudaGetLastError() != cudaSuccess) return cutlass::Status::kErrorInternal;
     {
       auto kernel = fna_hopper_bwd_kernel<DkvT>;

@@ -38,6 +38,7 @@
 #include "fastna/fused/backward_kernel.hpp"  // fused::BackwardParams
 #include "fastna/hopper/kernel_traits.hpp"   // Box, SmemAtoms, DefaultQBox
 #include "fastna/hopper/mask.hpp"
+#include "fastna/hopper/tile_order.hpp"  // kBwdOrderCap
 #include "fastna/hopper/tma.hpp"
 #include "fastna/index_math.hpp"
 #include "fastna/problem.hpp"
@@ -161,7 +162,12 @@ struct HopperBwdParams {
   int32_t row_tiles_per_group[Rank];
   int32_t col_tiles_per_group[Rank];
   int debug = 0;                // bit 0: never skip the mask (diagnostics)
+  // Rank 1: CTA blockIdx.x < order_count takes row tile order[blockIdx.x] (longest first,
+  // tile_order.hpp); 0: blockIdx order.
+  int order_count = 0;
+  uint16_t order[Rank == 1 ? kBwdOrderCap : 1];
 };
+static_assert(sizeof(HopperBwdParams<1, cutlass::bfloat16_t>) <= 4096, "kernel parameters: at most 4 KB");
 
 namespace detail {
 
@@ -210,43 +216,82 @@ __device__ __forceinline__ float bwd_exp2(float x) {
 }  // namespace detail
 
 // ------------------------------------------------------------------ preprocess
-// One warp per (batch, token, head) row; 16-byte loads along the head dim.  dlse (a gradient into
-// the logsumexp) is folded into delta as in the sm80 preprocess.
+// A group of HeadDim / 8 lanes per (batch, token, head) row (16-byte loads along the head dim), each
+// group kUnroll rows with all their loads issued before the first use; a CTA covers kRowsPerCta
+// consecutive rows (contiguous in memory for contiguous tensors).  dlse (a gradient into the
+// logsumexp) is folded into delta as in the sm80 preprocess.
+#define FASTNA_HOPPER_BWD_PREPROCESS_SHAPE 1  // launch shape below (test harness: older BASE_INCLUDEs lack it)
+template <int HeadDim>
+struct BwdPreprocessShape {
+  static constexpr int kThreads = 128;
+  static constexpr int kLanes = HeadDim / 8;           // lanes per row
+  static constexpr int kGroups = kThreads / kLanes;    // row groups per CTA
+  static constexpr int kUnroll = 2;                    // rows per group
+  static constexpr int kRowsPerCta = kGroups * kUnroll;
+  static_assert(HeadDim % 8 == 0 && kLanes <= 32 && (kLanes & (kLanes - 1)) == 0, "head dim: 8 x a power of two <= 256");
+  static unsigned blocks(int64_t rows) { return static_cast<unsigned>((rows + kRowsPerCta - 1) / kRowsPerCta); }
+};
+
 template <int Rank, class Element, int HeadDim, class Tag = void>
-__global__ void __launch_bounds__(128) fna_hopper_bwd_preprocess_kernel(HopperBwdParams<Rank, Element> const hp) {
-  constexpr int kChunks = HeadDim / 8;
-  static_assert(kChunks <= 32, "head dim <= 256");
+__global__ void __launch_bounds__(BwdPreprocessShape<HeadDim>::kThreads)
+    fna_hopper_bwd_preprocess_kernel(__grid_constant__ HopperBwdParams<Rank, Element> const hp) {
+  using Shape = BwdPreprocessShape<HeadDim>;
+  constexpr int kLanes = Shape::kLanes;
+  constexpr int kUnroll = Shape::kUnroll;
   auto const& params = hp.base;
-  const int lane = threadIdx.x % 32;
   const NaProblem<Rank>& p = params.problem;
   const int64_t n_tokens = p.num_tokens();
   const int64_t rows = int64_t(p.batch) * n_tokens * p.heads;
-  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
-  if (row >= rows) return;
-  const int h = static_cast<int>(row % p.heads);
-  const int64_t t = row / p.heads;
-  const int64_t n = t % n_tokens;
-  const int b = static_cast<int>(t / n_tokens);
-  int32_t coord[Rank];
-  unflatten(n, p.axis, coord);
-  float acc = 0.f;
-  if (lane < kChunks) {
-    const uint4 ov = *reinterpret_cast<uint4 const*>(params.out.at(b, coord, h) + lane * 8);
-    const uint4 gv = *reinterpret_cast<uint4 const*>(params.dout.at(b, coord, h) + lane * 8);
-    Element const* oe = reinterpret_cast<Element const*>(&ov);
-    Element const* ge = reinterpret_cast<Element const*>(&gv);
+  const bool narrow = rows <= int64_t(0x7fffffff);  // 32-bit index math (uniform over the grid)
+  const int sub = threadIdx.x % kLanes;
+  const int64_t row0 = int64_t(blockIdx.x) * Shape::kRowsPerCta + threadIdx.x / kLanes;
+
+  int64_t row[kUnroll];
+  int b[kUnroll], h[kUnroll];
+  int32_t coord[kUnroll][Rank];
+  uint4 ov[kUnroll], gv[kUnroll];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) acc += static_cast<float>(oe[i]) * static_cast<float>(ge[i]);
+  for (int u = 0; u < kUnroll; ++u) {
+    row[u] = row0 + u * Shape::kGroups;
+    b[u] = h[u] = 0;
+    for (int a = 0; a < Rank; ++a) coord[u][a] = 0;
+    if (row[u] >= rows) continue;
+    if (narrow) {
+      uint32_t t = static_cast<uint32_t>(row[u]);
+      h[u] = static_cast<int>(t % uint32_t(p.heads));
+      t /= uint32_t(p.heads);
+#pragma unroll
+      for (int a = Rank - 1; a >= 0; --a) {
+        coord[u][a] = static_cast<int32_t>(t % uint32_t(p.axis[a].length));
+        t /= uint32_t(p.axis[a].length);
+      }
+      b[u] = static_cast<int>(t);
+    } else {
+      const int64_t t = row[u] / p.heads;
+      h[u] = static_cast<int>(row[u] % p.heads);
+      unflatten(t % n_tokens, p.axis, coord[u]);
+      b[u] = static_cast<int>(t / n_tokens);
+    }
+    ov[u] = *reinterpret_cast<uint4 const*>(params.out.at(b[u], coord[u], h[u]) + sub * 8);
+    gv[u] = *reinterpret_cast<uint4 const*>(params.dout.at(b[u], coord[u], h[u]) + sub * 8);
   }
 #pragma unroll
-  for (int m = 16; m >= 1; m >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, m);
-  if (lane == 0) {
-    int c[Rank];
+  for (int u = 0; u < kUnroll; ++u) {
+    float acc = 0.f;
+    if (row[u] < rows) {
+      Element const* oe = reinterpret_cast<Element const*>(&ov[u]);
+      Element const* ge = reinterpret_cast<Element const*>(&gv[u]);
 #pragma unroll
-    for (int a = 0; a < Rank; ++a) c[a] = coord[a];
-    const int64_t o = detail::head_major_index(p, b, h, c, hp.last_pad);
-    hp.delta_t[o] = params.dlse != nullptr ? acc - params.dlse[row] : acc;
-    hp.lse2_t[o] = params.lse[row] * fused::detail::kLog2e;
+      for (int i = 0; i < 8; ++i) acc += static_cast<float>(oe[i]) * static_cast<float>(ge[i]);
+    }
+    // Every lane takes part (rows past the end add zeros): the groups are aligned lane ranges.
+#pragma unroll
+    for (int m = kLanes / 2; m >= 1; m >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, m);
+    if (sub != 0 || row[u] >= rows) continue;
+    int const (&c)[Rank] = coord[u];
+    const int64_t o = detail::head_major_index(p, b[u], h[u], c, hp.last_pad);
+    hp.delta_t[o] = params.dlse != nullptr ? acc - params.dlse[row[u]] : acc;
+    hp.lse2_t[o] = params.lse[row[u]] * fused::detail::kLog2e;
     // The last axis' pad [L, Lp) lies inside the dK/dV kernel's lse2 / delta boxes (TMA zero-fills
     // only past Lp): define it (delta 0, lse2 +inf: P = 0) so that dS = P (dP - delta) is exactly 0
     // there without a mask test (the workspace is uninitialized memory).
@@ -303,6 +348,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   int n_col = 1;
   {
     int bx = blockIdx.x;
+    if constexpr (R == 1) {
+      if (bx < hp.order_count) bx = hp.order[bx];
+    }
 #pragma unroll
     for (int a = R - 1; a >= 0; --a) {
       const int tpg = hp.row_tiles_per_group[a];
