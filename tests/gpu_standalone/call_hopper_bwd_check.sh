@@ -7,6 +7,8 @@
 # test_fused_gpu -k "hopper or backward or gradients", per-kernel rows of the 1d fwd+bwd, and
 # bench_fwd --bwd --graph --kernel-time on 1d / 1d-strided (cuDNN and Flex in the same run).
 #   BASE_INCLUDE=/abs/include FASTNA_COMMIT=abc1234 bash tests/gpu_standalone/call_hopper_bwd_check.sh
+# Env: HB_V0 / HB_VARIANTS / HB_BASE (harness instance lists, default all / "0 1" / bf16 D=128 r1-3),
+# BENCH_FILTER (harness --bench SUBSTR), FASTNA_RANKS etc. (Python build), *_LIMIT (timeouts, s).
 # Writes $OUT/{gpu.txt,build.txt,test.log,bench.log,pytest.log,rows.md,fwdbwd.md,fwdbwd.json}.
 set -o pipefail
 OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
@@ -15,8 +17,8 @@ python3 -m pip install -q --no-deps --target /tmp/cl .carry/nvidia_cutlass-*.whl
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit --format=csv | tee "$OUT/gpu.txt"
 t0=$(date +%s)
 all=""; for r in 1 2 3; do for e in f16 bf16; do for d in 64 128; do all="$all r${r}_${e}_${d}"; done; done; done
-( export CUTLASS_INCLUDE=/tmp/cl/cutlass_library/source/include JOBS=8 VARIANTS="0 1" HOPPER_INSTS=r1_bf16_128 \
-    V0_INSTS="$all" SM80_INSTS=none BASE_INSTS="r1_bf16_128 r2_bf16_128 r3_bf16_128"
+( export CUTLASS_INCLUDE=/tmp/cl/cutlass_library/source/include JOBS=8 VARIANTS="${HB_VARIANTS:-0 1}" HOPPER_INSTS=r1_bf16_128 \
+    V0_INSTS="${HB_V0:-$all}" SM80_INSTS=none BASE_INSTS="${HB_BASE:-r1_bf16_128 r2_bf16_128 r3_bf16_128}"
   bash tests/gpu_standalone/run_hopper_bwd.sh --test-only --bench-only ) > "$OUT/harness_build.log" 2>&1 &
 hb=$!
 export FASTNA_KERNELS="${FASTNA_KERNELS:-fused_fwd;fused_bwd;hopper_fwd;hopper_bwd}"
@@ -28,9 +30,10 @@ wait $hb; hrc=$?
 rm -f "$OUT/harness_build.log"
 B=/tmp/fastna_hopper_bwd_standalone/test_hopper_bwd
 if [ -x $B ]; then
-  { timeout ${TEST_LIMIT:-150} $B --test-only; timeout 60 $B --test-only --variant 1 | sed "s/^/[v1] /"; } 2>&1 \
+  { timeout ${TEST_LIMIT:-150} $B --test-only
+    for v in ${HB_VARIANTS:-0 1}; do [ "$v" = 0 ] || timeout 60 $B --test-only --variant $v | sed "s/^/[v$v] /"; done; } 2>&1 \
     | tee "$OUT/test.log" | grep -E "FAIL|SUMMARY|error"
-  timeout ${BENCH_LIMIT:-150} $B --bench-only 2>&1 | tee "$OUT/bench.log"
+  timeout ${BENCH_LIMIT:-150} $B --bench-only ${BENCH_FILTER:+--bench "$BENCH_FILTER"} 2>&1 | tee "$OUT/bench.log"
 fi
 [ $prc -eq 0 ] || { tail -30 "$OUT/build_py.log" >> "$OUT/build.txt"; exit 1; }
 rm -f "$OUT/build_py.log"

@@ -2,7 +2,7 @@
 # Build and run the standalone sm90a fused-backward test + benchmark (hopper vs sm80 backward).
 #   CUTLASS_INCLUDE=/path/to/cutlass/include tests/gpu_standalone/run_hopper_bwd.sh [--test-only|--bench-only]
 #     [--only SUBSTR] [--skip SUBSTR] [--variant 1|2|3] [--bench SUBSTR]
-#   --variant: test variant 1 (SkipEmpty), 2 (64-key dQ tiles) or 3 (the BASE_INCLUDE build); the
+#   --variant: test variant 1 (SkipEmpty), 2 (no PDL; older includes: 64-key dQ tiles) or 3 (the BASE_INCLUDE build); the
 #   bench times every built variant.  --bench: anchor benchmark cases whose name contains SUBSTR.
 # Env FASTNA_BWD_WHICH (bit 0 preprocess, 1 dK/dV, 2 dQ), FASTNA_BWD_DEBUG=1 (mask every tile).
 # Env: JOBS (default nproc), BUILD (default /tmp/fastna_hopper_bwd_standalone),

@@ -42,7 +42,8 @@ FASTNA_BWD_INSTANCES(FASTNA_BWD_DECL)
 // Variant 1 (INST_VARIANT=1, symbols *_v1): SkipEmpty = true (warpgroups skip column tiles outside
 // their own rows' column range), for every instance above.
 FASTNA_BWD_INSTANCES(FASTNA_BWD_DECL_V1)
-// Variant 2 (INST_VARIANT=2, symbols *_v2): 64-key dQ tiles (the dK/dV kernel's column box).
+// Variant 2 (INST_VARIANT=2, symbols *_v2): the default without programmatic dependent launch
+// (BackwardTraits::kPdl; before it existed: 64-key dQ tiles).
 FASTNA_BWD_INSTANCES(FASTNA_BWD_DECL_V2)
 // Variant "base" (symbols *_base): the library default compiled against another include folder
 // (run_hopper_bwd.sh BASE_INCLUDE, e.g. a checkout of the last measured commit): same-run baseline.
@@ -101,6 +102,9 @@ int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(int which
   using Op = fastna::hopper::Backward<R, Elem, INST_DIM>;  // the library default
 #elif INST_VARIANT == 1
   using Op = fastna::hopper::Backward<R, Elem, INST_DIM, QBox, ColBox, true>;
+#elif defined(FASTNA_HOPPER_BWD_LAUNCH_MAIN)
+  using Op = fastna::hopper::Backward<R, Elem, INST_DIM, QBox, ColBox, false,
+                                      typename fastna::hopper::DefaultBwdDqColBox<R>::type, false>;  // no PDL
 #else
   using Op = fastna::hopper::Backward<R, Elem, INST_DIM, QBox, ColBox, false, ColBox>;
 #endif
@@ -133,6 +137,12 @@ int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(int which
     fastna::hopper::fna_hopper_bwd_preprocess_kernel<R, Elem, INST_DIM>
         <<<static_cast<unsigned>((rows + 3) / 4), 128, 0, stream>>>(dkv);
 #endif
+#ifdef FASTNA_HOPPER_BWD_LAUNCH_MAIN
+  // which = 5 (preprocess + dQ, timing only): under PDL dQ relies on the dK/dV kernel between them
+  // for its inputs (BackwardTraits::kPdl), so its values are not meaningful there.
+  if ((which & 2) && Op::template launch_main<typename Op::DkvTraits>(p, dkv, stream) != cudaSuccess) return 2;
+  if ((which & 4) && Op::template launch_main<typename Op::DqTraits>(p, pdq, stream) != cudaSuccess) return 2;
+#else
   if (which & 2) {
     using T = typename Op::DkvTraits;
     auto kernel = fastna::hopper::fna_hopper_bwd_kernel<T>;
@@ -145,6 +155,7 @@ int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(int which
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(T::kSmemBytes));
     kernel<<<Op::grid(p, true), T::kThreads, T::kSmemBytes, stream>>>(pdq);
   }
+#endif
   return cudaGetLastError() == cudaSuccess ? 0 : 2;
 }
 
@@ -182,7 +193,7 @@ int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(int which
 
 
 static int g_which = 7;
-static int g_variant = 0;  // 1: the *_v1 instances (SkipEmpty), 2: *_v2 (64-key dQ tiles), 3: *_base
+static int g_variant = 0;  // 1: the *_v1 instances (SkipEmpty), 2: *_v2 (no PDL), 3: *_base
 static const char* g_only = nullptr;  // --only SUBSTR: test cases whose name contains it
 static const char* g_skip = nullptr;  // --skip SUBSTR
 static const char* g_bench = nullptr;  // --bench SUBSTR: benchmark cases whose name contains it
@@ -312,7 +323,7 @@ static void bench(const Case& c, int iters) {
   const double t_s = time_it([&]() { return sm80_bwd(R, &p, sq, sk, q, k, v, o, dout, lse, dq, dk, dv, ws, nullptr); });
   const double win = 2.0 * double(c.B) * N * double(p.window_size()) * c.D * c.H;
   std::printf("BENCH %-44s sm80 %8.3f ms%s\n", c.name.c_str(), t_s, t_s < 0 ? " (not built)" : "");
-  static const char* names[4] = {"default", "v1 SkipEmpty", "v2 dQ 64-key tiles", "base (BASE_INCLUDE)"};
+  static const char* names[4] = {"default", "v1 SkipEmpty", "v2 no PDL", "base (BASE_INCLUDE)"};
   double t_def = -1.0;
   static const int order[4] = {3, 0, 1, 2};  // the baseline first, then the default
   for (int oi = 0; oi < 4; ++oi) {

@@ -74,13 +74,13 @@ bool make_head_major_map(float const* ptr, NaProblem<Rank> const& p, int last_pa
 // ColBox: the query tiles of the dK/dV kernel; DqColBox: the key tiles of the dQ kernel.
 template <int Rank, class Element, int HeadDim, class RowBox = typename DefaultQBox<Rank>::type,
           class ColBox = typename DefaultBwdColBox<Rank>::type, bool SkipEmpty = false,
-          class DqColBox = typename DefaultBwdDqColBox<Rank>::type>
+          class DqColBox = typename DefaultBwdDqColBox<Rank>::type, bool Pdl = (Rank == 1)>
 class Backward {
  public:
   using DkvTraits = BackwardTraits<Rank, Element, HeadDim, RowBox, ColBox, false,
-                                   DefaultBwdStages<HeadDim, ColBox::kSize, false>::value, SkipEmpty>;
+                                   DefaultBwdStages<HeadDim, ColBox::kSize, false>::value, SkipEmpty, Pdl>;
   using DqTraits = BackwardTraits<Rank, Element, HeadDim, RowBox, DqColBox, true,
-                                  DefaultBwdStages<HeadDim, DqColBox::kSize, true>::value, SkipEmpty>;
+                                  DefaultBwdStages<HeadDim, DqColBox::kSize, true>::value, SkipEmpty, Pdl>;
   using Sm80Op = fused::Backward<Rank, Element, HeadDim>;
   using Arguments = typename Sm80Op::Arguments;
   using Params = HopperBwdParams<Rank, Element>;
@@ -205,23 +205,32 @@ class Backward {
     using Pre = BwdPreprocessShape<HeadDim>;
     fna_hopper_bwd_preprocess_kernel<Rank, Element, HeadDim, Tag><<<Pre::blocks(rows), Pre::kThreads, 0, stream>>>(dkv);
     if (cudaGetLastError() != cudaSuccess) return cutlass::Status::kErrorInternal;
-    {
-      auto kernel = fna_hopper_bwd_kernel<DkvT>;
-      constexpr int smem = static_cast<int>(DkvT::kSmemBytes);
-      if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
-        return cutlass::Status::kErrorInternal;
-      kernel<<<grid(p, false), DkvT::kThreads, smem, stream>>>(dkv);
-      if (cudaGetLastError() != cudaSuccess) return cutlass::Status::kErrorInternal;
-    }
-    {
-      auto kernel = fna_hopper_bwd_kernel<DqT>;
-      constexpr int smem = static_cast<int>(DqT::kSmemBytes);
-      if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
-        return cutlass::Status::kErrorInternal;
-      kernel<<<grid(p, true), DqT::kThreads, smem, stream>>>(dq);
-      if (cudaGetLastError() != cudaSuccess) return cutlass::Status::kErrorInternal;
-    }
+    if (launch_main<DkvT>(p, dkv, stream) != cudaSuccess) return cutlass::Status::kErrorInternal;
+    if (launch_main<DqT>(p, dq, stream) != cudaSuccess) return cutlass::Status::kErrorInternal;
     return cutlass::Status::kSuccess;
+  }
+
+  // One main kernel (dK/dV or dQ per T::kDq), with programmatic dependent launch where T::kPdl.
+  // Under PDL the kernels rely on the order preprocess, dK/dV, dQ in the stream (BackwardTraits::kPdl).
+#define FASTNA_HOPPER_BWD_LAUNCH_MAIN 1  // test harness: older BASE_INCLUDEs launch the kernels themselves
+  template <class T>
+  static cudaError_t launch_main(NaProblem<Rank> const& p, Params const& params, cudaStream_t stream) {
+    auto kernel = fna_hopper_bwd_kernel<T>;
+    constexpr int smem = static_cast<int>(T::kSmemBytes);
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (err != cudaSuccess) return err;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid(p, T::kDq);
+    cfg.blockDim = dim3(T::kThreads, 1, 1);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = T::kPdl ? 1 : 0;
+    err = cudaLaunchKernelEx(&cfg, kernel, params);
+    return err != cudaSuccess ? err : cudaGetLastError();
   }
 };
 

@@ -62,7 +62,7 @@ template <> struct DefaultBwdDqColBox<2> { using type = Box<2, 16, 8>; };
 template <> struct DefaultBwdDqColBox<3> { using type = Box<3, 2, 8, 8>; };
 
 template <int Rank_, class Element_, int HeadDim_, class RowBox_, class ColBox_, bool Dq_, int Stages_,
-          bool SkipEmpty_ = false>
+          bool SkipEmpty_ = false, bool Pdl_ = false>
 struct BackwardTraits {
   using Element = Element_;
   using RowBox = RowBox_;
@@ -76,6 +76,13 @@ struct BackwardTraits {
   // results are unchanged.  Off: slower on the H100 (benchmarks/NOTES_hopper.md, session 4: the
   // extra live registers spill in 2D / 3D; hunyuan -11%, flux +7%).
   static constexpr bool kSkipEmpty = SkipEmpty_;
+  // Programmatic dependent launch (Backward::launch_main; rank 1 by default): the dK/dV kernel may
+  // be scheduled while the preprocess runs and waits for it (griddepcontrol.wait) before anything
+  // else, then lets the dQ kernel be scheduled (launch_dependents), so that dQ CTAs take the SMs
+  // that dK/dV's last CTAs leave idle.  dQ reads only the preprocess' output (complete once every
+  // dK/dV CTA has passed its wait, i.e. before any dQ CTA starts; read past L1) and waits for the
+  // dK/dV grid before it exits, so that its completion still implies the whole backward's.
+  static constexpr bool kPdl = Pdl_;
   static_assert(RowBox::kRank == kRank && ColBox::kRank == kRank, "box rank must match problem rank");
   static_assert(kHeadDim == 64 || kHeadDim == 128, "Hopper backward: head dim 64 or 128 (TMA, SW128)");
 
@@ -236,6 +243,9 @@ template <int Rank, class Element, int HeadDim, class Tag = void>
 __global__ void __launch_bounds__(BwdPreprocessShape<HeadDim>::kThreads)
     fna_hopper_bwd_preprocess_kernel(__grid_constant__ HopperBwdParams<Rank, Element> const hp) {
   using Shape = BwdPreprocessShape<HeadDim>;
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+  if constexpr (Rank == 1) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");  // see kPdl
+#endif
   constexpr int kLanes = Shape::kLanes;
   constexpr int kUnroll = Shape::kUnroll;
   auto const& params = hp.base;
@@ -335,6 +345,15 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   uint64_t* bar_full = bars + 1;
   uint64_t* bar_empty = bars + 1 + kStages;
 
+  if constexpr (Traits::kPdl && !kDq) {
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  }
+  // dQ under PDL: every exit waits for the dK/dV grid (see kPdl).
+  auto pdl_exit = [&]() {
+    if constexpr (Traits::kPdl && kDq) asm volatile("griddepcontrol.wait;" ::: "memory");
+  };
+
   const NaProblem<R>& prob = params.problem;
   const int b = blockIdx.z;
   // dK/dV: blockIdx.y = kv head, columns over the GQA group's heads; dQ: the query head.
@@ -371,7 +390,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       n_ct[a] = cr[a].empty() ? 0 : (cr[a].size() + ColBox::extent(a) - 1) / ColBox::extent(a);
       n_col *= n_ct[a];
     }
-    if (empty) return;  // uniform over the CTA
+    if (empty) {  // uniform over the CTA
+      pdl_exit();
+      return;
+    }
   }
   const int n_it = n_col * group_size;
 
@@ -513,8 +535,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       if constexpr (kDq) {
         if (valid) {
           const int64_t o = detail::head_major_index(prob, b, h_row, coord, hp.last_pad);
-          row_lse2[v1] = hp.lse2_t[o];
-          row_delta[v1] = hp.delta_t[o];
+          if constexpr (Traits::kPdl) {  // written by the preprocess: past L1 (see kPdl)
+            row_lse2[v1] = __ldcg(hp.lse2_t + o);
+            row_delta[v1] = __ldcg(hp.delta_t + o);
+          } else {
+            row_lse2[v1] = hp.lse2_t[o];
+            row_delta[v1] = hp.delta_t[o];
+          }
         }
       }
     }
@@ -738,6 +765,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       }
     }
   }
+  pdl_exit();
 #endif
 }
 
