@@ -165,7 +165,8 @@ def main():
                          "cores (the gemm backend and backend=None's fused choice need it)")
     ap.add_argument("--kernel-time", action="store_true",
                     help="also the fastna backends' GPU kernel time per call (torch.profiler): "
-                         "shows whether the do_bench time of a small case is host-bound")
+                         "shows whether the do_bench time of a small case is host-bound; kernels "
+                         "that overlap (the rank-1 Hopper backward's PDL launches) count in full")
     ap.add_argument("--graph", action="store_true",
                     help="also time every contender replayed from a CUDA graph (GPU time without "
                          "the host's per-call launch path; ratios in the 'graph' columns compare "
