@@ -108,7 +108,7 @@ void run_small_window_forward(const LaunchParams& lp, const char* name) {
                                 cutlassGetStatusString(st) +
                                 (st == cutlass::Status::kErrorNotSupported ? " (window too large for the small-window tile)" : ""));
   }
-  auto kernel = fused::fna_small_window_kernel<Traits>;
+  auto kernel = fused::small_window_kernel<Traits>();
   constexpr int smem = Traits::kSmemBytes;
   set_smem(kernel, smem, name);
   kernel<<<Op::grid_shape(args), Traits::kThreads, smem, reinterpret_cast<cudaStream_t>(lp.stream)>>>(

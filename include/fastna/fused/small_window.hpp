@@ -22,11 +22,11 @@
 namespace fastna {
 namespace fused {
 
-template <int Rank, class Element, int HeadDim, class Config = DefaultSmallWindow<Rank>>
+template <int Rank, class Element, int HeadDim, class Config = DefaultSmallWindow<Rank, HeadDim>>
 class SmallWindowForward {
  public:
   using Traits = SmallWindowTraits<Rank, Element, HeadDim, typename Config::Patch, typename Config::Slots,
-                                   typename Config::WarpGrid>;
+                                   typename Config::WarpGrid, Config::kMinCtasPerSm, Config::kPatchesPerWarp>;
   using Params = ForwardParams<Rank, Element>;
 
   struct Arguments {
@@ -97,7 +97,7 @@ class SmallWindowForward {
     (void)workspace;
     cutlass::Status st = can_implement(args);
     if (st != cutlass::Status::kSuccess) return st;
-    auto kernel = fna_small_window_kernel<Traits>;
+    auto kernel = small_window_kernel<Traits>();
     constexpr int smem = Traits::kSmemBytes;
     if (smem > 48 * 1024) {
       if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)

@@ -23,7 +23,11 @@ namespace fused {
 // axis (last extent a multiple of 8 and at most 64: one mma n-tile never spans two rows of the
 // last axis); their product (multiple of 16) is the N of the S tile.  WarpGrid: warps per CTA
 // per axis.  A problem fits when every warp halo fits Slots (host check: SmallWindowForward).
-template <int Rank_, class Element_, int HeadDim_, class Patch_, class Slots_, class WarpGrid_>
+// MinCtasPerSm: __launch_bounds__' minimum CTAs per SM (caps registers; 0 = no minimum).
+// PatchesPerWarp: patches a warp computes one after the other, side by side along the last axis
+// (amortizes the CTA's setup and halo load over more queries).
+template <int Rank_, class Element_, int HeadDim_, class Patch_, class Slots_, class WarpGrid_, int MinCtasPerSm_ = 0,
+          int PatchesPerWarp_ = 1>
 struct SmallWindowTraits {
   using Element = Element_;
   using Patch = Patch_;
@@ -46,10 +50,14 @@ struct SmallWindowTraits {
   static constexpr int kQkSteps = kHeadDim / 16;        // k16 steps of S = Q K^T
   static constexpr int kPvSteps = kKeys / 16;           // k16 steps of O = P V
 
+  static constexpr int kMinCtasPerSm = MinCtasPerSm_;
+  static constexpr int kPatchesPerWarp = PatchesPerWarp_;
   static constexpr int kWarps = WarpGrid::kSize;
   static constexpr int kThreads = 32 * kWarps;
   // Queries of the CTA per axis.
-  static constexpr int tile(int a) { return Patch::extent(a) * WarpGrid::extent(a); }
+  static constexpr int tile(int a) {
+    return Patch::extent(a) * WarpGrid::extent(a) * (a == kRank - 1 ? kPatchesPerWarp : 1);
+  }
   // Shared memory keeps the CTA's halo: at most (tile - 1) + span per axis, where a warp halo of
   // (patch - 1) + span fits Slots, i.e. span <= slots - patch + 1.
   static constexpr int halo_cap(int a) { return tile(a) + Slots::extent(a) - Patch::extent(a); }
@@ -67,18 +75,22 @@ struct SmallWindowTraits {
 };
 
 // The instantiated configurations (generator tile "small"), from small_window_shape.hpp.
-template <int Rank> struct DefaultSmallWindow;
-template <> struct DefaultSmallWindow<1> {
+template <int Rank, int HeadDim> struct DefaultSmallWindow;
+template <int HeadDim> struct DefaultSmallWindow<1, HeadDim> {
   using S = SmallWindowShape<1>;
   using Patch = Box<1, S::patch[0]>;
   using Slots = Box<1, S::slots[0]>;
   using WarpGrid = Box<1, S::warps[0]>;
+  static constexpr int kMinCtasPerSm = S::template min_ctas<HeadDim>;
+  static constexpr int kPatchesPerWarp = S::patches_per_warp;
 };
-template <> struct DefaultSmallWindow<2> {
+template <int HeadDim> struct DefaultSmallWindow<2, HeadDim> {
   using S = SmallWindowShape<2>;
   using Patch = Box<2, S::patch[0], S::patch[1]>;
   using Slots = Box<2, S::slots[0], S::slots[1]>;
   using WarpGrid = Box<2, S::warps[0], S::warps[1]>;
+  static constexpr int kMinCtasPerSm = S::template min_ctas<HeadDim>;
+  static constexpr int kPatchesPerWarp = S::patches_per_warp;
 };
 
 }  // namespace fused
