@@ -16,6 +16,7 @@
 
 #include "fastna/fused/backward.hpp"
 #include "fastna/fused/forward.hpp"
+#include "fastna/fused/small_window.hpp"
 #include "launch_views.hpp"
 
 namespace fastna {
@@ -89,6 +90,26 @@ void run_fused_forward(const LaunchParams& lp, const char* name) {
   }
   auto kernel = fused::fna_forward_kernel<Traits>;
   constexpr int smem = static_cast<int>(Traits::kSmemBytes);
+  set_smem(kernel, smem, name);
+  kernel<<<Op::grid_shape(args), Traits::kThreads, smem, reinterpret_cast<cudaStream_t>(lp.stream)>>>(
+      Op::to_params(args));
+  check_launch("launch", name);
+}
+
+// The small-window forward (fused_fwd tile "small"); module.cpp sends only problems that fit.
+template <int Rank, class Element, int HeadDim>
+void run_small_window_forward(const LaunchParams& lp, const char* name) {
+  using Op = fused::SmallWindowForward<Rank, Element, HeadDim>;
+  using Traits = LocalTraits<typename Op::Traits>;
+  const auto args = forward_arguments<typename Op::Arguments, Rank, Element>(lp);
+  const cutlass::Status st = Op::can_implement(args);
+  if (st != cutlass::Status::kSuccess) {
+    throw std::invalid_argument(std::string("fastna: fused: ") + name + " cannot run this problem: " +
+                                cutlassGetStatusString(st) +
+                                (st == cutlass::Status::kErrorNotSupported ? " (window too large for the small-window tile)" : ""));
+  }
+  auto kernel = fused::small_window_kernel<Traits>();
+  constexpr int smem = Traits::kSmemBytes;
   set_smem(kernel, smem, name);
   kernel<<<Op::grid_shape(args), Traits::kThreads, smem, reinterpret_cast<cudaStream_t>(lp.stream)>>>(
       Op::to_params(args));

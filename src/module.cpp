@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "dispatch.hpp"
+#include "fastna/fused/small_window_shape.hpp"
 #include "fastna/index_math.hpp"
 #include "launch_params.hpp"
 
@@ -298,6 +299,15 @@ std::set<std::string> fused_tiles_checked(const char* kernel, const LaunchParams
   return tiles;
 }
 
+// Whether the small-window forward (fused_fwd tile "small") takes lp's windows.
+bool small_window_fits(const LaunchParams& lp) {
+  if (lp.rank == 1) return fastna::fused::small_window_fits<1>(lp.axis);
+  if (lp.rank == 2) return fastna::fused::small_window_fits<2>(lp.axis);
+  return false;
+}
+
+// params["allow_small"] (the Python wrapper sets it when the tile is its automatic choice or
+// "hopper"): run the small-window tile instead where it is compiled and the windows fit it.
 void fused_forward(const py::dict& params, py::object q, py::object k, py::object v, py::object out,
                    py::object lse, uintptr_t stream) {
   LaunchParams lp;
@@ -325,7 +335,9 @@ void fused_forward(const py::dict& params, py::object q, py::object k, py::objec
                           " (built: " + known + ")");
   }
   lp.stream = stream;
-  const fastna::binding::LaunchFn fn = fastna::binding::find_instance("fused_fwd", lp.rank, dtype, lp.dim, tile);
+  const bool small = get_or<bool>(params, "allow_small", false) && tiles.count("small") && small_window_fits(lp);
+  const fastna::binding::LaunchFn fn =
+      fastna::binding::find_instance("fused_fwd", lp.rank, dtype, lp.dim, small ? std::string("small") : tile);
   py::gil_scoped_release release;
   fn(lp);
 }
@@ -647,6 +659,16 @@ PYBIND11_MODULE(_C, m) {
         py::arg("out"), py::arg("lse"), py::arg("stream") = 0,
         "Fused NA forward (fp16/bf16; params may hold \"tile\": \"default\" or a variant listed in "
         "build_info()[\"fused_instances\"]); lse may be None");
+  m.def(
+      "fused_small_fits",
+      [](const py::dict& params) {
+        LaunchParams lp;
+        parse_params(params, lp);
+        return small_window_fits(lp);
+      },
+      py::arg("params"),
+      "Whether the small-window fused forward (tile \"small\") takes these windows (params as for "
+      "fused_forward; ranks 1 and 2)");
   m.def("fused_backward", &fused_backward, py::arg("params"), py::arg("q"), py::arg("k"), py::arg("v"),
         py::arg("out"), py::arg("dout"), py::arg("lse"), py::arg("dlse"), py::arg("dq"), py::arg("dk"),
         py::arg("dv"), py::arg("stream") = 0, py::arg("workspace") = py::none(),

@@ -109,6 +109,24 @@ FASTNA_HOST_DEVICE Range key_range_for_query_tile(const AxisParams& p, Range q, 
                window_local(p, q.end - 1, group_len).end};
 }
 
+// window_local / group_length / key_range_for_query_tile with division-free fast paths for the
+// common stride 1 (non-causal) and dilation 1 (uniform branches; same results).  Kernels whose
+// threads evaluate a dozen windows per CTA (small windows: little else to do) use these.
+FASTNA_HOST_DEVICE Range window_fast(const AxisParams& p, int32_t i, int32_t group_len) {
+  if (p.stride == 1 && !p.causal) {
+    const int32_t start = imax(imin(i - p.kernel / 2, group_len - p.kernel), 0);
+    return Range{start, start + p.kernel};
+  }
+  return window_local(p, i, group_len);
+}
+FASTNA_HOST_DEVICE int32_t group_length_fast(const AxisParams& p, int32_t g) {
+  return p.dilation == 1 ? p.length : group_length(p, g);
+}
+FASTNA_HOST_DEVICE Range key_range_fast(const AxisParams& p, Range q, int32_t group_len) {
+  if (q.empty()) return Range{0, 0};
+  return Range{window_fast(p, q.begin, group_len).begin, window_fast(p, q.end - 1, group_len).end};
+}
+
 // Queries that see at least one key of a tile of group-local keys [k.begin, k.end).
 FASTNA_HOST_DEVICE Range query_range_for_key_tile(const AxisParams& p, Range k, int32_t group_len) {
   if (k.empty()) return Range{0, 0};

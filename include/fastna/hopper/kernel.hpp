@@ -59,23 +59,10 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
-// window_local / group_length / key_range_for_query_tile with division-free fast paths for the
-// common stride 1 (non-causal) and dilation 1 (uniform branches; same results).  Every consumer
-// thread evaluates a dozen windows per CTA, and a small-window CTA has little else to do.
-__device__ __forceinline__ Range window_fast(AxisParams const& p, int i, int glen) {
-  if (p.stride == 1 && !p.causal) {
-    const int start = imax(imin(i - p.kernel / 2, glen - p.kernel), 0);
-    return Range{start, start + p.kernel};
-  }
-  return window_local(p, i, glen);
-}
-__device__ __forceinline__ int group_length_fast(AxisParams const& p, int g) {
-  return p.dilation == 1 ? p.length : group_length(p, g);
-}
-__device__ __forceinline__ Range key_range_fast(AxisParams const& p, Range q, int glen) {
-  if (q.empty()) return Range{0, 0};
-  return Range{window_fast(p, q.begin, glen).begin, window_fast(p, q.end - 1, glen).end};
-}
+// Division-free window / group-length / key-range fast paths: fastna/index_math.hpp.
+using ::fastna::group_length_fast;
+using ::fastna::key_range_fast;
+using ::fastna::window_fast;
 
 // Tile coordinates: the spatial index bx enumerates (dilation group, box) per axis, last axis fastest.
 template <class QBox, class KBox, int R>

@@ -70,6 +70,10 @@ used when present.  Ranks 1 and 2 at head dims 64 and 128 also hold "q128w8" (12
 on 8 warps of 16 rows, 64-key KV box, 3-stage K/V pipeline; experimental, for large windows),
 which is used only when asked for.  FASTNA_FUSED_TILE=default (or a tile name) overrides the
 automatic choice where the tile exists; forward(..., tile=...) asks for one explicitly.
+Ranks 1 and 2 also hold "small" (include/fastna/fused/small_window*.hpp: each warp's 16 queries
+and their whole key halo in one register tile, one softmax pass; for NAT/DiNAT-size windows):
+when the tile is the automatic choice (or "hopper"), the binding runs "small" instead wherever
+the windows fit it (small_window_fits; FASTNA_SMALL_WINDOW=0 turns this off).
 """
 from __future__ import annotations
 
@@ -98,6 +102,11 @@ WIDE_TILE = "q128w8"
 # Query box extents of each tile (kernel_traits.hpp DefaultBox / the generator's variants).
 _QBOX = {"default": {1: (64,), 2: (8, 8), 3: (4, 4, 4)}, FAST_TILE: {2: (16, 8)},
          WIDE_TILE: {1: (128,), 2: (16, 8)}}
+# Small-window tile (include/fastna/fused/small_window*.hpp; ranks 1 and 2): the binding runs it
+# in place of the automatic tile or "hopper" when the windows fit (pd["allow_small"]);
+# FASTNA_SMALL_WINDOW=0 turns that off.  Its CTA covers the default tile's query box.
+SMALL_TILE = "small"
+_QBOX[SMALL_TILE] = {1: (64,), 2: (8, 8)}
 
 
 
@@ -240,6 +249,19 @@ def _pick_tile(rank, dtype, D, device, tile=None):
     if env and env != "auto":
         return env if env in tiles else "default"
     return FAST_TILE if FAST_TILE in tiles else "default"
+
+
+def _small_allowed() -> bool:
+    """Whether the binding may run the small-window tile in place of the automatic one."""
+    return os.environ.get("FASTNA_SMALL_WINDOW", "1").strip() not in ("0", "off", "false")
+
+
+def small_window_fits(params, lengths, dtype=torch.bfloat16) -> bool:
+    """Whether the small-window tile takes these windows (the binding's own test)."""
+    pd = {"dtype": _ext.DTYPE_NAMES.get(dtype, str(dtype)), "batch": 1, "heads": 1, "dim": 32,
+          "length": list(lengths), "kernel": list(params.kernel), "stride": list(params.stride),
+          "dilation": list(params.dilation), "causal": [bool(c) for c in params.causal]}
+    return bool(_ext.load().fused_small_fits(pd))
 
 
 def _aligned(t) -> bool:
@@ -505,10 +527,14 @@ def forward(query, key, value, params, additional_keys=None, additional_values=N
         raise NotImplementedError(
             f"backend='fused' cannot run this call: "
             f"{_check_problem(query, value, params, dims)}")
+    automatic = tile == "hopper" or (
+        tile is None and os.environ.get("FASTNA_FUSED_TILE", "").strip() in ("", "auto"))
     tile = _pick_tile(params.rank, query.dtype, P, query.device, tile)
     # Zero columns leave q.k unchanged; params.scale is the caller's (of the original D).
     q, k, v = _fit(_pad_last(query, P)), _fit(_pad_last(key, P)), _fit(_pad_last(value, P))
     pd = _params_dict(params, q, k, v, tile)
+    if automatic and tile in ("hopper", FAST_TILE, "default"):
+        pd["allow_small"] = _small_allowed()
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         out, lse = _FusedNA.apply(q, k, v, params, pd)
     else:  # no autograd node to build: skip Function.apply's bookkeeping (host time per call)

@@ -1,0 +1,128 @@
+// Device-level API of the small-window fused forward (sm80-class kernel, fp16 / bf16).
+//
+//   using Op = fastna::fused::SmallWindowForward<2, cutlass::bfloat16_t, 32>;
+//   Op::Arguments args{problem, q, k, v, out, lse};
+//   if (Op::can_implement(args) == cutlass::Status::kSuccess) Op::run(args, stream);
+//
+// can_implement() says kErrorNotSupported when a warp's key halo may outgrow the register tile
+// (Slots; small_window_shape.hpp has the bound).  Use the general fused::Forward (or the Hopper one) then.
+// Same semantics and arguments as fused::Forward (DESIGN.md section 1).
+#pragma once
+
+#include <cuda_runtime.h>
+#include <cutlass/cutlass.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "fastna/fused/small_window_kernel.hpp"
+#include "fastna/fused/small_window_traits.hpp"
+#include "fastna/problem.hpp"
+
+namespace fastna {
+namespace fused {
+
+template <int Rank, class Element, int HeadDim, class Config = DefaultSmallWindow<Rank, HeadDim>>
+class SmallWindowForward {
+ public:
+  using Traits = SmallWindowTraits<Rank, Element, HeadDim, typename Config::Patch, typename Config::Slots,
+                                   typename Config::WarpGrid, Config::kMinCtasPerSm, Config::kPatchesPerWarp>;
+  using Params = ForwardParams<Rank, Element>;
+
+  struct Arguments {
+    NaProblem<Rank> problem;
+    TokenTensor<Element const, Rank> q;
+    TokenTensor<Element const, Rank> k;
+    TokenTensor<Element const, Rank> v;
+    TokenTensor<Element, Rank> out;
+    float* lse = nullptr;  // optional, fp32 contiguous [B, N, H]
+  };
+
+  // Whether every warp's halo fits the key slots (small_window_shape.hpp).
+  static bool fits(NaProblem<Rank> const& p) {
+    for (int a = 0; a < Rank; ++a) {
+      if (small_window_halo_bound(p.axis[a], Traits::Patch::extent(a)) > Traits::Slots::extent(a)) return false;
+    }
+    return true;
+  }
+
+  static cutlass::Status can_implement(Arguments const& args) {
+    NaProblem<Rank> const& p = args.problem;
+    if (p.batch <= 0 || p.heads <= 0 || p.heads_kv <= 0 || p.heads % p.heads_kv != 0)
+      return cutlass::Status::kErrorInvalidProblem;
+    if (p.batch > 65535 || p.heads > 65535) return cutlass::Status::kErrorInvalidProblem;
+    if (p.dim != HeadDim || p.dim_v != HeadDim) return cutlass::Status::kErrorInvalidProblem;
+    if (p.num_extra != 0) return cutlass::Status::kErrorNotSupported;
+    if (!(p.scale > 0.f) || !std::isfinite(p.scale)) return cutlass::Status::kErrorInvalidProblem;
+    int64_t ctas = 1;
+    for (int a = 0; a < Rank; ++a) {
+      AxisParams const& ax = p.axis[a];
+      if (ax.length <= 0 || ax.kernel < 1 || ax.dilation < 1 || ax.stride < 1 || ax.stride > ax.kernel ||
+          int64_t(ax.kernel) * ax.dilation > ax.length)
+        return cutlass::Status::kErrorInvalidProblem;
+      ctas *= int64_t(ax.dilation) * tiles_per_group(ax, Traits::tile(a));
+    }
+    if (ctas > 0x7fffffff) return cutlass::Status::kErrorInvalidProblem;
+    if (!fits(p)) return cutlass::Status::kErrorNotSupported;
+    if (!view_ok(args.q) || !view_ok(args.k) || !view_ok(args.v) || !view_ok(args.out))
+      return cutlass::Status::kErrorMisalignedOperand;
+    return cutlass::Status::kSuccess;
+  }
+
+  static size_t get_workspace_size(Arguments const&) { return 0; }
+
+  static Params to_params(Arguments const& args) {
+    Params params;
+    params.problem = args.problem;
+    params.q = args.q;
+    params.k = args.k;
+    params.v = args.v;
+    params.out = args.out;
+    params.lse = args.lse;
+    for (int a = 0; a < Rank; ++a)
+      params.tiles_per_group[a] = tiles_per_group(args.problem.axis[a], Traits::tile(a));
+    params.scale_log2 = args.problem.scale * 1.4426950408889634f;
+    return params;
+  }
+
+  static dim3 grid_shape(Arguments const& args) {
+    int64_t x = 1;
+    for (int a = 0; a < Rank; ++a)
+      x *= int64_t(args.problem.axis[a].dilation) * tiles_per_group(args.problem.axis[a], Traits::tile(a));
+    return dim3(static_cast<unsigned>(x), static_cast<unsigned>(args.problem.heads),
+                static_cast<unsigned>(args.problem.batch));
+  }
+
+  static cutlass::Status run(Arguments const& args, cudaStream_t stream = nullptr, void* workspace = nullptr) {
+    (void)workspace;
+    cutlass::Status st = can_implement(args);
+    if (st != cutlass::Status::kSuccess) return st;
+    auto kernel = small_window_kernel<Traits>();
+    constexpr int smem = Traits::kSmemBytes;
+    if (smem > 48 * 1024) {
+      if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
+        return cutlass::Status::kErrorInternal;
+    }
+    kernel<<<grid_shape(args), Traits::kThreads, smem, stream>>>(to_params(args));
+    return cudaGetLastError() == cudaSuccess ? cutlass::Status::kSuccess : cutlass::Status::kErrorInternal;
+  }
+
+ private:
+  static int32_t tiles_per_group(AxisParams const& ax, int extent) {
+    const int32_t max_group = (ax.length + ax.dilation - 1) / ax.dilation;
+    return (max_group + extent - 1) / extent;
+  }
+  // D contiguous; 16-byte aligned rows for cp.async (K, V) and 4-byte accesses (Q, out).
+  template <class T>
+  static bool view_ok(TokenTensor<T, Rank> const& t) {
+    if (t.ptr == nullptr || t.stride_dim != 1) return false;
+    if (reinterpret_cast<uintptr_t>(t.ptr) % 16 != 0) return false;
+    if (t.stride_batch % 8 != 0 || t.stride_head % 8 != 0) return false;
+    for (int a = 0; a < Rank; ++a)
+      if (t.stride_spatial[a] % 8 != 0) return false;
+    return true;
+  }
+};
+
+}  // namespace fused
+}  // namespace fastna
