@@ -181,6 +181,7 @@ function(fastna_generate_instances)
           set(FASTNA_RANK ${_rank})
           set(FASTNA_DTYPE ${_dtype})
           set(FASTNA_ARCH ${_arch})
+          set(FASTNA_SM ${_sm})
           # Kernels of different archs must not share symbols (see FASTNA_NAIVE_NS in
           # include/fastna/naive/common.cuh), hence the per-arch inline namespace.
           set(FASTNA_ARCH_NS "sm${_arch}")

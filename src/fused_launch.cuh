@@ -97,10 +97,11 @@ void run_fused_forward(const LaunchParams& lp, const char* name) {
 }
 
 // The small-window forward (fused_fwd tile "small"); module.cpp sends only problems that fit.
-template <int Rank, class Element, int HeadDim>
+// Tma: the sm90a instances copy the CTA's key halo with TMA where the tensor maps can be made
+// (SmallWindowForward::run picks the kernel the same way).
+template <int Rank, class Element, int HeadDim, bool Tma>
 void run_small_window_forward(const LaunchParams& lp, const char* name) {
-  using Op = fused::SmallWindowForward<Rank, Element, HeadDim>;
-  using Traits = LocalTraits<typename Op::Traits>;
+  using Op = fused::SmallWindowForward<Rank, Element, HeadDim, fused::DefaultSmallWindow<Rank, HeadDim>, Tma>;
   const auto args = forward_arguments<typename Op::Arguments, Rank, Element>(lp);
   const cutlass::Status st = Op::can_implement(args);
   if (st != cutlass::Status::kSuccess) {
@@ -108,11 +109,18 @@ void run_small_window_forward(const LaunchParams& lp, const char* name) {
                                 cutlassGetStatusString(st) +
                                 (st == cutlass::Status::kErrorNotSupported ? " (window too large for the small-window tile)" : ""));
   }
-  auto kernel = fused::small_window_kernel<Traits>();
-  constexpr int smem = Traits::kSmemBytes;
-  set_smem(kernel, smem, name);
-  kernel<<<Op::grid_shape(args), Traits::kThreads, smem, reinterpret_cast<cudaStream_t>(lp.stream)>>>(
-      Op::to_params(args));
+  const typename Op::Params params = Op::to_params(args);
+  auto launch = [&](auto kernel, int threads, int smem) {
+    set_smem(kernel, smem, name);
+    kernel<<<Op::grid_shape(args), threads, smem, reinterpret_cast<cudaStream_t>(lp.stream)>>>(params);
+  };
+  if (params.use_tma) {
+    using Traits = LocalTraits<typename Op::Traits>;
+    launch(fused::small_window_kernel<Traits>(), Traits::kThreads, Traits::kSmemBytes);
+  } else {
+    using Traits = LocalTraits<typename Op::CopyTraits>;
+    launch(fused::small_window_kernel<Traits>(), Traits::kThreads, Traits::kSmemBytes);
+  }
   check_launch("launch", name);
 }
 

@@ -30,12 +30,12 @@ struct Problem {
   int B, H, L0, L1, D, K, dil;
 };
 
-template <class C, class Elem = cutlass::bfloat16_t>
+template <class C, class Elem = cutlass::bfloat16_t, bool Tma = false>
 float time_config(const char* name, Problem const& pr, void* qv, void* kv, void* vv, void* outv, float* lse,
                   std::vector<uint16_t>& ref_bits) {
   Elem* q = static_cast<Elem*>(qv); Elem* k = static_cast<Elem*>(kv); Elem* v = static_cast<Elem*>(vv);
   Elem* out = static_cast<Elem*>(outv);
-  using Op = SmallWindowForward<2, Elem, 32, C>;
+  using Op = SmallWindowForward<2, Elem, 32, C, Tma>;
   typename Op::Arguments args;
   NaProblem<2>& p = args.problem;
   p.batch = pr.B; p.heads = pr.H; p.heads_kv = pr.H; p.dim = pr.D; p.dim_v = pr.D;
@@ -102,13 +102,15 @@ int main() {
     }
     printf("%s (B %d H %d %dx%d D %d K %d dilation %d)\n", names[c], pr.B, pr.H, pr.L0, pr.L1, pr.D, pr.K, pr.dil);
     std::vector<uint16_t> ref;
-    time_config<Cfg<1, 4, 5>>("bf16 (mma mask) min5", pr, q, k, v, out, lse, ref);
-    time_config<Cfg<1, 4, 0>>("bf16 (mma mask)", pr, q, k, v, out, lse, ref);
-    time_config<Cfg<1, 4, 6>>("bf16 (mma mask) min6", pr, q, k, v, out, lse, ref);
-    time_config<Cfg<1, 4, 4>>("bf16 (mma mask) min4", pr, q, k, v, out, lse, ref);
+    time_config<Cfg<1, 4, 5>>("bf16 cp.async min5", pr, q, k, v, out, lse, ref);
+    time_config<Cfg<1, 4, 5>, cutlass::bfloat16_t, true>("bf16 TMA min5", pr, q, k, v, out, lse, ref);
+    time_config<Cfg<1, 4, 6>, cutlass::bfloat16_t, true>("bf16 TMA min6", pr, q, k, v, out, lse, ref);
+    time_config<Cfg<1, 4, 0>, cutlass::bfloat16_t, true>("bf16 TMA", pr, q, k, v, out, lse, ref);
+    time_config<Cfg<1, 8, 2>, cutlass::bfloat16_t, true>("bf16 TMA 1x8 min2", pr, q, k, v, out, lse, ref);
+    time_config<Cfg<2, 4, 2>, cutlass::bfloat16_t, true>("bf16 TMA 2x4 min2", pr, q, k, v, out, lse, ref);
     std::vector<uint16_t> ref16;  // fp16 reads the same bits as other numbers: its own reference
-    time_config<Cfg<1, 4, 5>, cutlass::half_t>("fp16 (select mask) min5", pr, q, k, v, out, lse, ref16);
-    time_config<Cfg<1, 4, 0>, cutlass::half_t>("fp16 (select mask)", pr, q, k, v, out, lse, ref16);
+    time_config<Cfg<1, 4, 5>, cutlass::half_t>("fp16 cp.async min5", pr, q, k, v, out, lse, ref16);
+    time_config<Cfg<1, 4, 5>, cutlass::half_t, true>("fp16 TMA min5", pr, q, k, v, out, lse, ref16);
     cudaFree(q); cudaFree(k); cudaFree(v); cudaFree(out); cudaFree(lse);
   }
   const cudaError_t err = cudaGetLastError();

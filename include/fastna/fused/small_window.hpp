@@ -16,18 +16,24 @@
 #include <cstdint>
 
 #include "fastna/fused/small_window_kernel.hpp"
+#include "fastna/hopper/tma.hpp"
 #include "fastna/fused/small_window_traits.hpp"
 #include "fastna/problem.hpp"
 
 namespace fastna {
 namespace fused {
 
-template <int Rank, class Element, int HeadDim, class Config = DefaultSmallWindow<Rank, HeadDim>>
+// Tma: also compile the sm90 TMA halo-copy kernel (head dims 32 / 64; the binding's sm90a
+// instances) and launch it when to_params could make both tensor maps, else the cp.async one.
+template <int Rank, class Element, int HeadDim, class Config = DefaultSmallWindow<Rank, HeadDim>, bool Tma = false>
 class SmallWindowForward {
  public:
   using Traits = SmallWindowTraits<Rank, Element, HeadDim, typename Config::Patch, typename Config::Slots,
-                                   typename Config::WarpGrid, Config::kMinCtasPerSm, Config::kPatchesPerWarp>;
-  using Params = ForwardParams<Rank, Element>;
+                                   typename Config::WarpGrid, Config::kMinCtasPerSm, Config::kPatchesPerWarp, Tma>;
+  using Params = SmallWindowParams<Rank, Element>;
+  // The cp.async kernel's traits (the fallback where no tensor map describes the views).
+  using CopyTraits = SmallWindowTraits<Rank, Element, HeadDim, typename Config::Patch, typename Config::Slots,
+                                       typename Config::WarpGrid, Config::kMinCtasPerSm, Config::kPatchesPerWarp, false>;
 
   struct Arguments {
     NaProblem<Rank> problem;
@@ -73,15 +79,27 @@ class SmallWindowForward {
 
   static Params to_params(Arguments const& args) {
     Params params;
-    params.problem = args.problem;
-    params.q = args.q;
-    params.k = args.k;
-    params.v = args.v;
-    params.out = args.out;
-    params.lse = args.lse;
+    ForwardParams<Rank, Element>& f = params.fwd;
+    f.problem = args.problem;
+    f.q = args.q;
+    f.k = args.k;
+    f.v = args.v;
+    f.out = args.out;
+    f.lse = args.lse;
     for (int a = 0; a < Rank; ++a)
-      params.tiles_per_group[a] = tiles_per_group(args.problem.axis[a], Traits::tile(a));
-    params.scale_log2 = args.problem.scale * 1.4426950408889634f;
+      f.tiles_per_group[a] = tiles_per_group(args.problem.axis[a], Traits::tile(a));
+    f.scale_log2 = args.problem.scale * 1.4426950408889634f;
+    params.use_tma = 0;
+    if constexpr (Traits::kTma) {
+      using HaloBox = Box<Rank, Traits::halo_cap(0), (Rank > 1 ? Traits::halo_cap(1) : 1), (Rank > 2 ? Traits::halo_cap(2) : 1)>;
+      hopper::TmaDims dims;
+      const bool ok =
+          hopper::make_kv_tensor_map<Element, Rank, HaloBox, HeadDim>(args.k, args.problem, args.problem.heads_kv,
+                                                                      HeadDim, &params.tma_k, &dims) &&
+          hopper::make_kv_tensor_map<Element, Rank, HaloBox, HeadDim>(args.v, args.problem, args.problem.heads_kv,
+                                                                      HeadDim, &params.tma_v, &dims);
+      params.use_tma = (ok && Rank < 3) ? 1 : 0;
+    }
     return params;
   }
 
@@ -97,13 +115,21 @@ class SmallWindowForward {
     (void)workspace;
     cutlass::Status st = can_implement(args);
     if (st != cutlass::Status::kSuccess) return st;
-    auto kernel = small_window_kernel<Traits>();
-    constexpr int smem = Traits::kSmemBytes;
+    const Params params = to_params(args);
+    return params.use_tma ? launch<Traits>(args, params, stream) : launch<CopyTraits>(args, params, stream);
+  }
+
+  // One launch of small_window_kernel<KernelTraits>() (Traits or CopyTraits, or the binding's
+  // internal-linkage subclasses of them).
+  template <class KernelTraits>
+  static cutlass::Status launch(Arguments const& args, Params const& params, cudaStream_t stream) {
+    auto kernel = small_window_kernel<KernelTraits>();
+    constexpr int smem = KernelTraits::kSmemBytes;
     if (smem > 48 * 1024) {
       if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
         return cutlass::Status::kErrorInternal;
     }
-    kernel<<<grid_shape(args), Traits::kThreads, smem, stream>>>(to_params(args));
+    kernel<<<grid_shape(args), KernelTraits::kThreads, smem, stream>>>(params);
     return cudaGetLastError() == cudaSuccess ? cutlass::Status::kSuccess : cutlass::Status::kErrorInternal;
   }
 

@@ -15,6 +15,7 @@
 // halo (finite data) and are masked, like every key outside a query's window.
 #pragma once
 
+#include <cuda.h>
 #include <cuda_runtime.h>
 #include <cutlass/numeric_types.h>
 
@@ -29,6 +30,17 @@
 
 namespace fastna {
 namespace fused {
+// Kernel parameters: the fused forward's, plus the K / V tensor maps of the sm90 TMA halo copy
+// (read by the Traits::kTma kernel only; use_tma says whether the maps could be made, so which
+// of the two kernels the host launches: SmallWindowForward::run).
+template <int Rank, class Element>
+struct SmallWindowParams {
+  ForwardParams<Rank, Element> fwd;
+  CUtensorMap tma_k;
+  CUtensorMap tma_v;
+  int use_tma = 0;
+};
+
 namespace small_detail {
 
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
@@ -184,7 +196,7 @@ __device__ __forceinline__ void small_window_load_halo(
       for (; row < n_halo; row += kStep, kp += kStep * sk, vp += kStep * sv) {
         const uint32_t dst = row * kRowBytes + ((chunk ^ Traits::swizzle(row)) << 4);
         detail::cp_async_16_zfill(smem + dst, kp, true);
-        detail::cp_async_16_zfill(smem + Traits::kSmemKeys * kRowBytes + dst, vp, true);
+        detail::cp_async_16_zfill(smem + Traits::kVOffset + dst, vp, true);
       }
     } else {
       AxisParams const& a0 = prob.axis[0];
@@ -204,7 +216,7 @@ __device__ __forceinline__ void small_window_load_halo(
       for (; row < n_halo; row += kStep) {
         const uint32_t dst = row * kRowBytes + ((chunk ^ Traits::swizzle(row)) << 4);
         detail::cp_async_16_zfill(smem + dst, kp, true);
-        detail::cp_async_16_zfill(smem + Traits::kSmemKeys * kRowBytes + dst, vp, true);
+        detail::cp_async_16_zfill(smem + Traits::kVOffset + dst, vp, true);
         c1 += dr;
         kp += step_k;
         vp += step_v;
@@ -229,7 +241,7 @@ __device__ __forceinline__ void small_window_load_halo(
     coord[0] = (t.clo[0] + rest) * prob.axis[0].dilation + t.group[0];
     const uint32_t dst = row * kRowBytes + ((chunk ^ Traits::swizzle(row)) << 4);
     detail::cp_async_16_zfill(smem + dst, params.k.at(t.b, coord, h_kv) + chunk * 8, true);
-    detail::cp_async_16_zfill(smem + Traits::kSmemKeys * kRowBytes + dst, params.v.at(t.b, coord, h_kv) + chunk * 8,
+    detail::cp_async_16_zfill(smem + Traits::kVOffset + dst, params.v.at(t.b, coord, h_kv) + chunk * 8,
                               true);
   }
 }
@@ -242,7 +254,7 @@ template <class Traits, class SyncHalo>
 __device__ __forceinline__ void small_window_patch(ForwardParams<Traits::kRank, typename Traits::Element> const& params,
                                                    SmallWindowTile<Traits::kRank> const& tile, unsigned char* smem,
                                                    int const (&pw)[Traits::kRank], int lane, bool first,
-                                                   SyncHalo& sync_halo) {
+                                                   bool tma_layout, SyncHalo& sync_halo) {
   using Element = typename Traits::Element;
   using Patch = typename Traits::Patch;
   using Slots = typename Traits::Slots;
@@ -251,7 +263,7 @@ __device__ __forceinline__ void small_window_patch(ForwardParams<Traits::kRank, 
   constexpr int kRowBytes = Traits::kRowBytes;
   constexpr int kChunks = Traits::kChunks;
   const uint32_t smem_k = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  const uint32_t smem_v = smem_k + Traits::kSmemKeys * kRowBytes;
+  const uint32_t smem_v = smem_k + Traits::kVOffset;
   const NaProblem<R>& prob = params.problem;
   const int b = tile.b;
   const int h = tile.h;
@@ -317,7 +329,7 @@ __device__ __forceinline__ void small_window_patch(ForwardParams<Traits::kRank, 
     int hstride[R];
     hstride[R - 1] = 1;
 #pragma unroll
-    for (int a = R - 2; a >= 0; --a) hstride[a] = hstride[a + 1] * cext[a + 1];
+    for (int a = R - 2; a >= 0; --a) hstride[a] = hstride[a + 1] * (tma_layout ? Traits::halo_cap(a + 1) : cext[a + 1]);
 #pragma unroll
     for (int a = 0; a < R; ++a) base += (wlo[a] - clo[a]) * hstride[a];
 #pragma unroll
@@ -488,7 +500,7 @@ __device__ __forceinline__ void small_window_patch(ForwardParams<Traits::kRank, 
 template <class Traits, class SyncHalo>
 __device__ __forceinline__ void small_window_warp(ForwardParams<Traits::kRank, typename Traits::Element> const& params,
                                                   SmallWindowTile<Traits::kRank> const& tile, unsigned char* smem,
-                                                  int warp, int lane, SyncHalo&& sync_halo) {
+                                                  int warp, int lane, bool tma_layout, SyncHalo&& sync_halo) {
   constexpr int R = Traits::kRank;
   int wpos[R];
   Traits::WarpGrid::unflatten(warp, wpos);
@@ -500,7 +512,7 @@ __device__ __forceinline__ void small_window_warp(ForwardParams<Traits::kRank, t
       const int patch = a == R - 1 ? wpos[a] * Traits::kPatchesPerWarp + pp : wpos[a];
       pw[a] = tile.q0[a] + patch * Traits::Patch::extent(a);
     }
-    small_window_patch<Traits>(params, tile, smem, pw, lane, pp == 0, sync_halo);
+    small_window_patch<Traits>(params, tile, smem, pw, lane, pp == 0, tma_layout, sync_halo);
   }
 }
 
@@ -508,19 +520,64 @@ __device__ __forceinline__ void small_window_warp(ForwardParams<Traits::kRank, t
 // variant, CTAs striding over tiles with a double-buffered halo, measured 10-30% slower on
 // nat / dinat: benchmarks/NOTES_small_window.md.)
 template <class Traits>
-__device__ __forceinline__ void small_window_forward(ForwardParams<Traits::kRank, typename Traits::Element> const& params) {
+__device__ __forceinline__ void small_window_forward(
+    SmallWindowParams<Traits::kRank, typename Traits::Element> const& kparams) {
   constexpr int R = Traits::kRank;
+  ForwardParams<R, typename Traits::Element> const& params = kparams.fwd;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   const int tid = threadIdx.x;
   const SmallWindowTile<R> t = small_window_tile<Traits>(params, blockIdx.x, blockIdx.y, blockIdx.z);
   if (t.empty) return;  // uniform over the CTA
+  if constexpr (Traits::kTma) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    {
+      unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+      const uint32_t bar = static_cast<uint32_t>(__cvta_generic_to_shared(smem + 2 * Traits::kVOffset));
+      if (tid == 0) {
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar));
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+      }
+      __syncthreads();
+      if (tid == 0) {
+        constexpr uint32_t kBytes = 2u * Traits::kSmemKeys * Traits::kRowBytes;
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(kBytes) : "memory");
+        // Coordinates (innermost first): head-dim 0, kv head, the spatial axes last to first, batch.
+        int c[5] = {0, params.problem.kv_head(t.h), 0, 0, 0};
+#pragma unroll
+        for (int a = 0; a < R; ++a) c[2 + a] = t.clo[R - 1 - a] * params.problem.axis[R - 1 - a].dilation + t.group[R - 1 - a];
+        c[2 + R] = t.b;
+        const uint32_t dst_k = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+        CUtensorMap const* maps[2] = {&kparams.tma_k, &kparams.tma_v};
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          asm volatile(
+              "cp.async.bulk.tensor.5d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5, "
+              "%6}], [%7];\n" ::"r"(dst_k + i * Traits::kVOffset),
+              "l"(reinterpret_cast<uint64_t>(maps[i])), "r"(c[0]), "r"(c[1]), "r"(c[2]), "r"(c[3]), "r"(c[4]), "r"(bar)
+              : "memory");
+        }
+      }
+      small_window_warp<Traits>(params, t, smem, tid >> 5, tid & 31, true, [bar] {
+        uint32_t done = 0;
+        while (!done) {
+          asm volatile(
+              "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;\n selp.u32 %0, 1, 0, p;\n}\n"
+              : "=r"(done)
+              : "r"(bar)
+              : "memory");
+        }
+      });
+    }
+#endif
+  } else {
   small_window_load_halo<Traits>(params, t, smem_raw, tid);
   asm volatile("cp.async.commit_group;\n" ::);
-  small_window_warp<Traits>(params, t, smem_raw, tid >> 5, tid & 31, [] {
+  small_window_warp<Traits>(params, t, smem_raw, tid >> 5, tid & 31, false, [] {
     // "memory": the patch's Q loads stay before the wait (issued under the halo's latency).
     asm volatile("cp.async.wait_group 0;\n" ::: "memory");
     __syncthreads();
   });
+  }
 }
 
 // Entry points: __launch_bounds__ with Traits::kMinCtasPerSm as its minimum, or without one
@@ -528,12 +585,13 @@ __device__ __forceinline__ void small_window_forward(ForwardParams<Traits::kRank
 // up to 255 and costs occupancy).  small_window_kernel<Traits>() is the one to launch.
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads)
-    fna_small_window_kernel(ForwardParams<Traits::kRank, typename Traits::Element> const params) {
+    fna_small_window_kernel(__grid_constant__ SmallWindowParams<Traits::kRank, typename Traits::Element> const params) {
   small_window_forward<Traits>(params);
 }
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads, (Traits::kMinCtasPerSm > 0 ? Traits::kMinCtasPerSm : 1))
-    fna_small_window_kernel_min_ctas(ForwardParams<Traits::kRank, typename Traits::Element> const params) {
+    fna_small_window_kernel_min_ctas(
+        __grid_constant__ SmallWindowParams<Traits::kRank, typename Traits::Element> const params) {
   small_window_forward<Traits>(params);
 }
 

@@ -25,9 +25,11 @@ namespace fused {
 // per axis.  A problem fits when every warp halo fits Slots (host check: SmallWindowForward).
 // MinCtasPerSm: __launch_bounds__' minimum CTAs per SM (caps registers; 0 = no minimum).
 // PatchesPerWarp: patches a warp computes one after the other, side by side along the last axis
-// (amortizes the CTA's setup and halo load over more queries).
+// (amortizes the CTA's setup and halo load over more queries).  Tma: on sm90, one TMA copy per
+// tensor loads the CTA halo (a box of halo_cap keys per axis, zero-filled past the ends) instead
+// of every thread's cp.async loop; head dims 32 and 64 (one swizzle atom per row).
 template <int Rank_, class Element_, int HeadDim_, class Patch_, class Slots_, class WarpGrid_, int MinCtasPerSm_ = 0,
-          int PatchesPerWarp_ = 1>
+          int PatchesPerWarp_ = 1, bool Tma_ = false>
 struct SmallWindowTraits {
   using Element = Element_;
   using Patch = Patch_;
@@ -67,7 +69,11 @@ struct SmallWindowTraits {
   // at one chunk hit 8 different bank groups (64-byte rows: two rows per 128-byte line).
   static constexpr int kRowBytes = kHeadDim * 2;
   static constexpr int kChunks = kRowBytes / 16;
-  static constexpr int kSmemBytes = 2 * kSmemKeys * kRowBytes;  // K and V halos
+  // TMA writes swizzled boxes relative to 1024-byte aligned addresses (SW64 / SW128 patterns
+  // equal swizzle() below): K at 0, V at kVOffset, the mbarrier after them, plus alignment slack.
+  static constexpr bool kTma = Tma_ && (kHeadDim == 32 || kHeadDim == 64);
+  static constexpr int kVOffset = kTma ? (kSmemKeys * kRowBytes + 1023) / 1024 * 1024 : kSmemKeys * kRowBytes;
+  static constexpr int kSmemBytes = kTma ? 2 * kVOffset + 16 + 1024 : 2 * kSmemKeys * kRowBytes;
   static_assert(kSmemBytes <= 227 * 1024, "key halo does not fit shared memory");
   FASTNA_HOST_DEVICE static constexpr int swizzle(int row) {
     return kRowBytes == 64 ? ((row >> 1) & 3) : (row & 7);
