@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "fastna/box_tile.hpp"  // tiles_per_group
 #include "fastna/fused/backward_kernel.hpp"
 #include "fastna/fused/kernel_traits.hpp"
 #include "fastna/problem.hpp"
@@ -147,10 +148,6 @@ class Backward {
   }
 
  private:
-  static int32_t tiles_per_group(AxisParams const& ax, int extent) {
-    const int32_t max_group = (ax.length + ax.dilation - 1) / ax.dilation;
-    return (max_group + extent - 1) / extent;
-  }
   template <class T>
   static bool view_ok(TokenTensor<T, Rank> const& t) {
     if (t.ptr == nullptr || t.stride_dim != 1) return false;

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "fastna/box_tile.hpp"  // tiles_per_group
 #include "fastna/fused/kernel.hpp"
 #include "fastna/fused/kernel_traits.hpp"
 #include "fastna/problem.hpp"
@@ -99,10 +100,6 @@ class Forward {
   }
 
  private:
-  static int32_t tiles_per_group(AxisParams const& ax, int extent) {
-    const int32_t max_group = (ax.length + ax.dilation - 1) / ax.dilation;
-    return (max_group + extent - 1) / extent;
-  }
   // D contiguous, 16-byte aligned rows (cp.async / vector stores of 16 bytes: 8 16-bit
   // elements, 4 fp32).
   template <class T>

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "fastna/box_tile.hpp"  // tiles_per_group
 #include "fastna/fused/backward.hpp"
 #include "fastna/hopper/backward_kernel.hpp"
 #include "fastna/hopper/kernel_traits.hpp"
@@ -142,10 +143,6 @@ class Backward {
     return ok;
   }
 
-  static int32_t tiles_per_group(AxisParams const& ax, int extent) {
-    const int32_t max_group = (ax.length + ax.dilation - 1) / ax.dilation;
-    return (max_group + extent - 1) / extent;
-  }
 
   // Both kernels' parameters; false when a tensor map cannot be encoded.
   static bool to_params(Arguments const& args, void* workspace, Params* dkv, Params* dq) {
