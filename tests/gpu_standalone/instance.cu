@@ -1,5 +1,6 @@
 // One Forward instance per translation unit: compile with -DINST_RANK=2 -DINST_ELEM=bf16 -DINST_DIM=128.
 #include "common.hpp"
+#include "token_view.hpp"
 #include "fastna/fused/forward.hpp"
 
 #define f16 cutlass::half_t
@@ -20,27 +21,6 @@ using Elem = INST_ELEM;
 #undef f16
 #undef bf16
 
-template <int R>
-static fastna::TokenTensor<Elem, R> view(const void* p, const int64_t* s) {
-  fastna::TokenTensor<Elem, R> t;
-  t.ptr = reinterpret_cast<Elem*>(const_cast<void*>(p));
-  t.stride_batch = s[0];
-  for (int a = 0; a < R; ++a) t.stride_spatial[a] = s[1 + a];
-  t.stride_head = s[R + 1];
-  t.stride_dim = s[R + 2];
-  return t;
-}
-template <int R>
-static fastna::TokenTensor<Elem const, R> cview(const void* p, const int64_t* s) {
-  auto t = view<R>(p, s);
-  fastna::TokenTensor<Elem const, R> c;
-  c.ptr = t.ptr;
-  c.stride_batch = t.stride_batch;
-  for (int a = 0; a < R; ++a) c.stride_spatial[a] = t.stride_spatial[a];
-  c.stride_head = t.stride_head;
-  c.stride_dim = t.stride_dim;
-  return c;
-}
 
 int CAT(fused_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(
     const fastna::NaProblem<INST_RANK>& p, const void* q, const int64_t* sq, const void* k, const int64_t* sk,
@@ -64,10 +44,10 @@ int CAT(fused_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(
 #endif
   typename Op::Arguments args;
   args.problem = p;
-  args.q = cview<INST_RANK>(q, sq);
-  args.k = cview<INST_RANK>(k, sk);
-  args.v = cview<INST_RANK>(v, sv);
-  args.out = view<INST_RANK>(out, so);
+  args.q = token_view<Elem const, INST_RANK>(q, sq);
+  args.k = token_view<Elem const, INST_RANK>(k, sk);
+  args.v = token_view<Elem const, INST_RANK>(v, sv);
+  args.out = token_view<Elem, INST_RANK>(out, so);
   args.lse = lse;
   if (Op::can_implement(args) != cutlass::Status::kSuccess) return 1;
   return Op::run(args, stream) == cutlass::Status::kSuccess ? 0 : 2;
