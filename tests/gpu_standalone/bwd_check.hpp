@@ -62,16 +62,7 @@ static int check_backward_case(const Case& c, BwdDispatch<R> dispatch, BwdRefusa
     for (int h = 0; h < H; ++h) {
       const int hk_ = p.kv_head(h);
       for (int64_t i = 0; i < N; ++i) {
-        int ci[3];
-        fastna::unflatten(i, p.axis, *reinterpret_cast<int32_t(*)[R]>(ci));
-        nb.clear();
-        for (int64_t j = 0; j < N; ++j) {
-          int cj[3];
-          fastna::unflatten(j, p.axis, *reinterpret_cast<int32_t(*)[R]>(cj));
-          bool ok = true;
-          for (int a = 0; a < R && ok; ++a) ok = fastna::is_neighbor(p.axis[a], ci[a], cj[a]);
-          if (ok) nb.push_back(j);
-        }
+        neighbors_of(p, i, N, nb);
         const size_t qi = ((size_t(b) * N + i) * H + h) * D;
         P.assign(nb.size(), 0.0);
         dP.assign(nb.size(), 0.0);

@@ -163,20 +163,7 @@ static bool run_case(const Case& c, bool verbose) {
     for (int h = 0; h < H; ++h) {
       const int hk_ = p.kv_head(h);
       for (int64_t i = 0; i < N; ++i) {
-        int ci[3];
-        {
-          int64_t t = i;
-          for (int a = R - 1; a >= 0; --a) { ci[a] = int(t % c.L[a]); t /= c.L[a]; }
-        }
-        nb.clear();
-        for (int64_t j = 0; j < N; ++j) {
-          int cj[3];
-          int64_t t = j;
-          for (int a = R - 1; a >= 0; --a) { cj[a] = int(t % c.L[a]); t /= c.L[a]; }
-          bool ok = true;
-          for (int a = 0; a < R && ok; ++a) ok = fastna::is_neighbor(p.axis[a], ci[a], cj[a]);
-          if (ok) nb.push_back(j);
-        }
+        neighbors_of(p, i, N, nb);
         const float* qi = &hq[((size_t(b) * N + i) * H + h) * D];
         double mx = -1e300;
         for (size_t t = 0; t < nb.size(); ++t) {

@@ -95,17 +95,7 @@ int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(int which
 #else
   using Op = fastna::hopper::Backward<R, Elem, INST_DIM, QBox, ColBox, false, ColBox>;
 #endif
-  typename Op::Arguments args;
-  args.problem = p;
-  args.q = token_view<Elem const, R>(q, sq);
-  args.k = token_view<Elem const, R>(k, sk);
-  args.v = token_view<Elem const, R>(v, sk);
-  args.out = token_view<Elem const, R>(o, sq);
-  args.dout = token_view<Elem const, R>(dout, sq);
-  args.lse = lse;
-  args.dq = token_view<Elem, R>(dq, sq);
-  args.dk = token_view<Elem, R>(dk, sk);
-  args.dv = token_view<Elem, R>(dv, sk);
+  auto args = backward_arguments<typename Op::Arguments, Elem>(p, sq, sk, q, k, v, o, dout, lse, dq, dk, dv);
   if (ws_bytes != nullptr) {
     *ws_bytes = Op::get_workspace_size(args);
     return 0;

@@ -285,18 +285,7 @@ static bool run_case(const Case& c, Impl impl) {
     for (int h = 0; h < H; ++h) {
       const int hk = p.kv_head(h);
       for (int64_t i = 0; i < N; ++i) {
-        int ci[3];
-        int64_t t = i;
-        for (int a = R - 1; a >= 0; --a) { ci[a] = int(t % c.L[a]); t /= c.L[a]; }
-        nb.clear();
-        for (int64_t j = 0; j < N; ++j) {
-          int cj[3];
-          int64_t u = j;
-          for (int a = R - 1; a >= 0; --a) { cj[a] = int(u % c.L[a]); u /= c.L[a]; }
-          bool ok = true;
-          for (int a = 0; a < R && ok; ++a) ok = fastna::is_neighbor(p.axis[a], ci[a], cj[a]);
-          if (ok) nb.push_back(j);
-        }
+        neighbors_of(p, i, N, nb);
         for (int x = 0; x < D; ++x) qrow[x] = fq(b, i, h, x);
         s.assign(nb.size(), 0.0);
         double mx = -1e300;
