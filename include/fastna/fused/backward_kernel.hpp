@@ -26,6 +26,7 @@
 #include "fastna/fused/kernel.hpp"
 #include "fastna/fused/kernel_traits.hpp"
 #include "fastna/fused/score_tile.hpp"
+#include "fastna/fused/tile_gemm.hpp"
 #include "fastna/index_math.hpp"
 #include "fastna/problem.hpp"
 
@@ -260,18 +261,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
     Tensor acc_dp = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
     clear(acc_s);
     clear(acc_dp);
-#pragma unroll
-    for (int kk = 0; kk < size<2>(tSrA); ++kk) {
-      copy(copy_a, tSsK(_, _, kk), tSrA_v(_, _, kk));
-      copy(copy_b, tSsQ(_, _, kk), tSrB_v(_, _, kk));
-      gemm(tiled_mma, tSrA(_, _, kk), tSrB(_, _, kk), acc_s);
-    }
-#pragma unroll
-    for (int kk = 0; kk < size<2>(tSrA); ++kk) {
-      copy(copy_a, tSsV(_, _, kk), tSrA_v(_, _, kk));
-      copy(copy_b, tSsdO(_, _, kk), tSrB_v(_, _, kk));
-      gemm(tiled_mma, tSrA(_, _, kk), tSrB(_, _, kk), acc_dp);
-    }
+    detail::gemm_ss(tiled_mma, copy_a, tSsK, tSrA_v, tSrA, copy_b, tSsQ, tSrB_v, tSrB, acc_s);
+    detail::gemm_ss(tiled_mma, copy_a, tSsV, tSrA_v, tSrA, copy_b, tSsdO, tSrB_v, tSrB, acc_dp);
 
     // Mask unless every (key, query) pair of the tile is a neighbor pair.
     int qo[R];
@@ -301,16 +292,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
     // dV += P^T dO, dK += dS^T Q (scale applied in the epilogue)
     Tensor tOrP = detail::as_k16_a_operand<kM, kN>(rP);
     Tensor tOrdS = detail::as_k16_a_operand<kM, kN>(rdS);
-#pragma unroll
-    for (int kk = 0; kk < size<2>(tOrP); ++kk) {
-      copy(copy_bt, tOsdOt(_, _, kk), tOrBt_v(_, _, kk));
-      gemm(tiled_mma, tOrP(_, _, kk), tOrBt(_, _, kk), acc_dv);
-    }
-#pragma unroll
-    for (int kk = 0; kk < size<2>(tOrdS); ++kk) {
-      copy(copy_bt, tOsQt(_, _, kk), tOrBt_v(_, _, kk));
-      gemm(tiled_mma, tOrdS(_, _, kk), tOrBt(_, _, kk), acc_dk);
-    }
+    detail::gemm_rs(tiled_mma, tOrP, copy_bt, tOsdOt, tOrBt_v, tOrBt, acc_dv);
+    detail::gemm_rs(tiled_mma, tOrdS, copy_bt, tOsQt, tOrBt_v, tOrBt, acc_dk);
     __syncthreads();  // this stage is refilled by the next iteration's prefetch
   }
   cp_async_wait<0>();
@@ -446,18 +429,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
     Tensor acc_dp = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
     clear(acc_s);
     clear(acc_dp);
-#pragma unroll
-    for (int kk = 0; kk < size<2>(tSrA); ++kk) {
-      copy(copy_a, tSsQ(_, _, kk), tSrA_v(_, _, kk));
-      copy(copy_b, tSsK(_, _, kk), tSrB_v(_, _, kk));
-      gemm(tiled_mma, tSrA(_, _, kk), tSrB(_, _, kk), acc_s);
-    }
-#pragma unroll
-    for (int kk = 0; kk < size<2>(tSrA); ++kk) {
-      copy(copy_a, tSsdO(_, _, kk), tSrA_v(_, _, kk));
-      copy(copy_b, tSsV(_, _, kk), tSrB_v(_, _, kk));
-      gemm(tiled_mma, tSrA(_, _, kk), tSrB(_, _, kk), acc_dp);
-    }
+    detail::gemm_ss(tiled_mma, copy_a, tSsQ, tSrA_v, tSrA, copy_b, tSsK, tSrB_v, tSrB, acc_s);
+    detail::gemm_ss(tiled_mma, copy_a, tSsdO, tSrA_v, tSrA, copy_b, tSsV, tSrB_v, tSrB, acc_dp);
 
     int origin[R];
     cta.col_origin(j, origin);
@@ -477,11 +450,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
       }
     }
     Tensor tOrdS = detail::as_k16_a_operand<kM, kN>(rdS);
-#pragma unroll
-    for (int kk = 0; kk < size<2>(tOrdS); ++kk) {
-      copy(copy_bt, tOsKt(_, _, kk), tOrBt_v(_, _, kk));
-      gemm(tiled_mma, tOrdS(_, _, kk), tOrBt(_, _, kk), acc_dq);
-    }
+    detail::gemm_rs(tiled_mma, tOrdS, copy_bt, tOsKt, tOrBt_v, tOrBt, acc_dq);
     __syncthreads();
   }
   cp_async_wait<0>();

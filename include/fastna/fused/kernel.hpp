@@ -20,6 +20,7 @@
 #include "fastna/box_tile.hpp"
 #include "fastna/fused/kernel_traits.hpp"
 #include "fastna/fused/score_tile.hpp"
+#include "fastna/fused/tile_gemm.hpp"
 #include "fastna/index_math.hpp"
 #include "fastna/problem.hpp"
 #include "fastna/tf32.hpp"
@@ -240,16 +241,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
     // S = Q K^T
     Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
     clear(acc_s);
-#pragma unroll
-    for (int kk = 0; kk < size<2>(tSrQ); ++kk) {
-      copy(copy_q, tSsQ(_, _, kk), tSrQ_v(_, _, kk));
-      copy(copy_k, tSsK(_, _, kk), tSrK_v(_, _, kk));
-      if constexpr (Traits::kTf32) {
-        round_to_tf32(tSrQ(_, _, kk));
-        round_to_tf32(tSrK(_, _, kk));
-      }
-      gemm(tiled_mma, tSrQ(_, _, kk), tSrK(_, _, kk), acc_s);
-    }
+    detail::gemm_ss<Traits::kTf32>(tiled_mma, copy_q, tSsQ, tSrQ_v, tSrQ, copy_k, tSsK, tSrK_v, tSrK, acc_s);
 
     // Neighborhood mask, only for KV boxes not fully inside every query's window.
     int origin[R];
@@ -300,11 +292,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
       // m16n8k16 A operand ((2,2,2),M,N/2): two n8 tiles are one k16 block, keys in order.
       Tensor tOrP = detail::as_k16_a_operand<kM, kN>(rP);
       Tensor tOsVt = thr_copy_v.partition_S(sVt);
-#pragma unroll
-      for (int kk = 0; kk < size<2>(tOrP); ++kk) {
-        copy(copy_v, tOsVt(_, _, kk), tOrVt_v(_, _, kk));
-        gemm(tiled_mma, tOrP(_, _, kk), tOrVt(_, _, kk), acc_o);
-      }
+      detail::gemm_rs(tiled_mma, tOrP, copy_v, tOsVt, tOrVt_v, tOrVt, acc_o);
     } else {
       // m16n8k8 A operand ((2,2),M,N): value (a0, a1) = row g + 8 a0, K slot t + 4 a1; slot
       // t + 4 a1 holds key 2t + a1 (the accumulator's v0 = a1, v1 = a0), and sVt reads V in

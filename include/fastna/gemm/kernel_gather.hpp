@@ -28,6 +28,7 @@
 
 #include "fastna/box_tile.hpp"
 #include "fastna/fused/kernel.hpp"
+#include "fastna/fused/tile_gemm.hpp"
 #include "fastna/gemm/common.hpp"
 #include "fastna/index_math.hpp"
 #include "fastna/problem.hpp"
@@ -222,16 +223,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
                              typename Traits::SmemLayoutXt{});
     Tensor tCsP = thr_copy_p.partition_S(sP);
     Tensor tCsX = thr_copy_x.partition_S(sXt);
-#pragma unroll
-    for (int kk = 0; kk < size<2>(tCrP); ++kk) {
-      copy(copy_p, tCsP(_, _, kk), tCrP_v(_, _, kk));
-      copy(copy_x, tCsX(_, _, kk), tCrX_v(_, _, kk));
-      if constexpr (Traits::kTf32) {
-        round_to_tf32(tCrP(_, _, kk));
-        round_to_tf32(tCrX(_, _, kk));
-      }
-      cute::gemm(tiled_mma, tCrP(_, _, kk), tCrX(_, _, kk), acc);
-    }
+    fused::detail::gemm_ss<Traits::kTf32>(tiled_mma, copy_p, tCsP, tCrP_v, tCrP, copy_x, tCsX, tCrX_v, tCrX, acc);
     __syncthreads();  // this stage is refilled by the next iteration
   }
   cp_async_wait<0>();

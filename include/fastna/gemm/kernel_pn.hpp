@@ -19,6 +19,7 @@
 
 #include "fastna/box_tile.hpp"
 #include "fastna/fused/kernel.hpp"
+#include "fastna/fused/tile_gemm.hpp"
 #include "fastna/gemm/common.hpp"
 #include "fastna/index_math.hpp"
 #include "fastna/problem.hpp"
@@ -153,16 +154,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
     Tensor tSsK = thr_copy_k.partition_S(sK);
     Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
     clear(acc_s);
-#pragma unroll
-    for (int kk = 0; kk < size<2>(tSrQ); ++kk) {
-      copy(copy_q, tSsQ(_, _, kk), tSrQ_v(_, _, kk));
-      copy(copy_k, tSsK(_, _, kk), tSrK_v(_, _, kk));
-      if constexpr (Traits::kTf32) {
-        round_to_tf32(tSrQ(_, _, kk));
-        round_to_tf32(tSrK(_, _, kk));
-      }
-      cute::gemm(tiled_mma, tSrQ(_, _, kk), tSrK(_, _, kk), acc_s);
-    }
+    fused::detail::gemm_ss<Traits::kTf32>(tiled_mma, copy_q, tSsQ, tSrQ_v, tSrQ, copy_k, tSsK, tSrK_v, tSrK, acc_s);
 
     // Epilogue of this tile: scatter S[i, j] into slot w(i, j) where j is in i's window.
     int origin[R];
