@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <random>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "case.hpp"
@@ -208,4 +210,29 @@ static std::vector<Case> bwd_test_cases() {
   cs.push_back(mk("3d 6x7x9 K6x7x9 (self-attn) GQA2/1", 3, {6, 7, 9}, {6, 7, 9}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 2, 1, 64, true));
   cs.push_back(mk("3d 12x12x12 K9x9x9 (full tiles)", 3, {12, 12, 12}, {9, 9, 9}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 1, 1, 32, false));
   return cs;
+}
+
+// Checks every case that has an instance (have(c)) and whose name contains `only` and not `skip`
+// (null: no filter): run(std::integral_constant<int, rank>, c) returns 1 on a failure.  Prints
+// a SKIP line per case without an instance and the SUMMARY line; returns the failures.
+template <class Have, class Run>
+static int run_backward_cases(const std::vector<Case>& cs, Have&& have, Run&& run, const char* only = nullptr,
+                              const char* skip = nullptr) {
+  int fails = 0, total = 0, skipped = 0;
+  for (const auto& c : cs) {
+    if (only && c.name.find(only) == std::string::npos) continue;
+    if (skip && c.name.find(skip) != std::string::npos) continue;
+    if (!have(c)) {
+      std::printf("%-52s SKIP (no instance)\n", c.name.c_str());
+      ++skipped;
+      continue;
+    }
+    ++total;
+    fails += c.rank == 1   ? run(std::integral_constant<int, 1>{}, c)
+             : c.rank == 2 ? run(std::integral_constant<int, 2>{}, c)
+                           : run(std::integral_constant<int, 3>{}, c);
+  }
+  std::printf("SUMMARY: %d/%d passed (%d skipped)\n", total - fails, total, skipped);
+  std::fflush(stdout);
+  return fails;
 }

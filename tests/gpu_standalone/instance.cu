@@ -1,25 +1,14 @@
 // One Forward instance per translation unit: compile with -DINST_RANK=2 -DINST_ELEM=bf16 -DINST_DIM=128.
 #include "common.hpp"
-#include "token_view.hpp"
 #include "fastna/fused/forward.hpp"
+#include "instance_tu.hpp"
 
-#define f16 cutlass::half_t
-#define bf16 cutlass::bfloat16_t
-#define CAT_(a, b, c, d, e, f, g) a##b##c##d##e##f##g
-#define CAT(a, b, c, d, e, f, g) CAT_(a, b, c, d, e, f, g)
 // Optional non-default boxes (2D benchmark variants): -DINST_VARIANT=1 -DINST_TAG=_v1
 //   variant 1: query box 16x8 (128 queries, 4 warps x 32 rows), KV box 8x8
 //   variant 2: query box 16x8, KV box 4x8 (32 keys)
 //   variant 3: tile "q128w8" (ranks 1 and 2): query box 128 / 16x8 on 8 warps of 16 rows,
 //              KV box 64 / 8x8, 3 K/V stages (any INST_DIM)
 //   variant 4: rank 1 only (harness only): query box 128 on 4 warps of 32 rows, KV box 32, 3 stages
-#ifndef INST_TAG
-#define INST_TAG
-#endif
-
-using Elem = INST_ELEM;
-#undef f16
-#undef bf16
 
 
 int CAT(fused_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(
@@ -42,13 +31,7 @@ int CAT(fused_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(
 #else
   using Op = fastna::fused::Forward<INST_RANK, Elem, INST_DIM>;
 #endif
-  typename Op::Arguments args;
-  args.problem = p;
-  args.q = token_view<Elem const, INST_RANK>(q, sq);
-  args.k = token_view<Elem const, INST_RANK>(k, sk);
-  args.v = token_view<Elem const, INST_RANK>(v, sv);
-  args.out = token_view<Elem, INST_RANK>(out, so);
-  args.lse = lse;
+  auto args = forward_arguments<typename Op::Arguments>(p, q, sq, k, sk, v, sv, out, so, lse);
   if (Op::can_implement(args) != cutlass::Status::kSuccess) return 1;
   return Op::run(args, stream) == cutlass::Status::kSuccess ? 0 : 2;
 }

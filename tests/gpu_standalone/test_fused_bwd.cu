@@ -29,25 +29,17 @@ FASTNA_BWD_INSTANCES(FASTNA_BWD_DECL)
 #ifdef INST_RANK
 // ------------------------------------------------------------------ one instance
 #include "fastna/fused/backward.hpp"
-#include "token_view.hpp"
-
-#define f16 cutlass::half_t
-#define bf16 cutlass::bfloat16_t
-using Elem = INST_ELEM;
-#undef f16
-#undef bf16
-#define CAT_(a, b, c, d, e, f) a##b##c##d##e##f
-#define CAT(a, b, c, d, e, f) CAT_(a, b, c, d, e, f)
+#include "instance_tu.hpp"
 
 
-int CAT(fused_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM)(const fastna::NaProblem<INST_RANK>& p, const int64_t* sq,
+int CAT(fused_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, )(const fastna::NaProblem<INST_RANK>& p, const int64_t* sq,
                                                             const int64_t* sk, const void* q, const void* k,
                                                             const void* v, const void* o, const void* dout,
                                                             const float* lse, void* dq, void* dk, void* dv,
                                                             void* workspace, size_t* ws_bytes, cudaStream_t stream) {
   constexpr int R = INST_RANK;
   using Op = fastna::fused::Backward<R, Elem, INST_DIM>;
-  auto args = backward_arguments<typename Op::Arguments, Elem>(p, sq, sk, q, k, v, o, dout, lse, dq, dk, dv);
+  auto args = backward_arguments<typename Op::Arguments>(p, sq, sk, q, k, v, o, dout, lse, dq, dk, dv);
   if (ws_bytes != nullptr) {
     *ws_bytes = Op::get_workspace_size(args);
     return 0;
@@ -182,21 +174,11 @@ int main(int argc, char** argv) {
   const RunParts parts = parse_run_parts(argc, argv);
   const bool do_test = parts.test, do_bench = parts.bench;
   print_device();
-  int fails = 0, total = 0, skipped = 0;
+  int fails = 0;
   if (do_test) {
     std::vector<Case> cs = bwd_test_cases();
-    for (auto& c : cs) {
-      if (!have_instance(c)) {
-        std::printf("%-52s SKIP (no instance)\n", c.name.c_str());
-        ++skipped;
-        continue;
-      }
-      ++total;
-      int f = c.rank == 1 ? run_case<1>(c) : (c.rank == 2 ? run_case<2>(c) : run_case<3>(c));
-      fails += f;
-    }
-    std::printf("SUMMARY: %d/%d passed (%d skipped)\n", total - fails, total, skipped);
-    std::fflush(stdout);
+    fails = run_backward_cases(
+        cs, have_instance, [](auto rank, const Case& c) { return run_case<decltype(rank)::value>(c); });
   }
   if (do_bench) {
     bench<2>(mk("2d 128x128 K13x13 H8", 2, {128, 128}, {13, 13}, {1, 1}, {1, 1}, {0, 0}, 1, 8, 8, 128, false), 20);

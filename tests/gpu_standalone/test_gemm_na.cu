@@ -57,17 +57,7 @@
 #ifdef INST_RANK
 // =========================================================================== instance TU
 #include "fastna/gemm/device.hpp"
-#include "token_view.hpp"
-
-#define f16 cutlass::half_t
-#define bf16 cutlass::bfloat16_t
-#define f32 float
-using Elem = INST_ELEM;
-#undef f16
-#undef bf16
-#undef f32
-#define CAT_(a, b, c, d, e, f) a##b##c##d##e##f
-#define CAT(a, b, c, d, e, f) CAT_(a, b, c, d, e, f)
+#include "instance_tu.hpp"
 constexpr int R = INST_RANK;
 
 // contiguous [B, N, H, prod(K)]
@@ -81,7 +71,7 @@ static fastna::gemm_na::AttnView<T> attn_view(const fastna::NaProblem<R>& p, con
   return v;
 }
 
-int CAT(gemm_pn_r, INST_RANK, _, INST_ELEM, _d, INST_DIM)(const fastna::NaProblem<R>& p, const void* q,
+int CAT(gemm_pn_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, )(const fastna::NaProblem<R>& p, const void* q,
                                                          const int64_t* sq, const void* k, const int64_t* sk,
                                                          void* attn, const void* rpb, cudaStream_t st) {
   using Op = fastna::gemm_na::PN<R, Elem, INST_DIM>;
@@ -108,12 +98,12 @@ static int run_gather(const fastna::NaProblem<R>& p, const void* attn, const voi
   return Op::run(args, st) == cutlass::Status::kSuccess ? 0 : 2;
 }
 
-int CAT(gemm_nn_r, INST_RANK, _, INST_ELEM, _d, INST_DIM)(const fastna::NaProblem<R>& p, const void* attn,
+int CAT(gemm_nn_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, )(const fastna::NaProblem<R>& p, const void* attn,
                                                          const void* x, const int64_t* sx, void* out,
                                                          const int64_t* so, cudaStream_t st) {
   return run_gather<fastna::gemm_na::NN<R, Elem, INST_DIM>>(p, attn, x, sx, out, so, st);
 }
-int CAT(gemm_in_r, INST_RANK, _, INST_ELEM, _d, INST_DIM)(const fastna::NaProblem<R>& p, const void* attn,
+int CAT(gemm_in_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, )(const fastna::NaProblem<R>& p, const void* attn,
                                                          const void* x, const int64_t* sx, void* out,
                                                          const int64_t* so, cudaStream_t st) {
   return run_gather<fastna::gemm_na::IN<R, Elem, INST_DIM>>(p, attn, x, sx, out, so, st);

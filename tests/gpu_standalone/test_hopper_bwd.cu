@@ -65,18 +65,9 @@ FASTNA_SM80_BWD_DECL(3, bf16, 128)
 #include <type_traits>
 
 #include "fastna/hopper/backward.hpp"
-#include "token_view.hpp"
-
-#define f16 cutlass::half_t
-#define bf16 cutlass::bfloat16_t
-using Elem = INST_ELEM;
-#undef f16
-#undef bf16
-#define CAT_(a, b, c, d, e, f, g) a##b##c##d##e##f##g
-#define CAT(a, b, c, d, e, f, g) CAT_(a, b, c, d, e, f, g)
+#include "instance_tu.hpp"
 #ifndef INST_VARIANT
 #define INST_VARIANT 0
-#define INST_TAG
 #endif
 
 
@@ -95,7 +86,7 @@ int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(int which
 #else
   using Op = fastna::hopper::Backward<R, Elem, INST_DIM, QBox, ColBox, false, ColBox>;
 #endif
-  auto args = backward_arguments<typename Op::Arguments, Elem>(p, sq, sk, q, k, v, o, dout, lse, dq, dk, dv);
+  auto args = backward_arguments<typename Op::Arguments>(p, sq, sk, q, k, v, o, dout, lse, dq, dk, dv);
   if (ws_bytes != nullptr) {
     *ws_bytes = Op::get_workspace_size(args);
     return 0;
@@ -304,7 +295,7 @@ int main(int argc, char** argv) {
   }
   if (const char* w = std::getenv("FASTNA_BWD_WHICH")) g_which = std::atoi(w);
   print_device();
-  int fails = 0, total = 0, skipped = 0;
+  int fails = 0;
   if (do_test) {
     std::vector<Case> cs = bwd_test_cases();
     // Larger cases: many column tiles per CTA (ring wrap-around), full tiles, GQA, batch.
@@ -319,20 +310,8 @@ int main(int argc, char** argv) {
     cs.push_back(mk("1d L600 K200 (full tiles) bf16 128", 1, {600}, {200}, {1}, {1}, {0}, 1, 2, 2, 128, true));
     cs.push_back(mk("1d L600 K200 (full tiles) f16 128", 1, {600}, {200}, {1}, {1}, {0}, 1, 2, 2, 128, false));
     cs.push_back(mk("1d L600 K200 (full tiles) bf16 64", 1, {600}, {200}, {1}, {1}, {0}, 1, 2, 2, 64, true));
-    for (auto& c : cs) {
-      if (g_only && c.name.find(g_only) == std::string::npos) continue;
-      if (g_skip && c.name.find(g_skip) != std::string::npos) continue;
-      if (!have_instance(c)) {
-        std::printf("%-52s SKIP (no instance)\n", c.name.c_str());
-        ++skipped;
-        continue;
-      }
-      ++total;
-      int f = c.rank == 1 ? run_case<1>(c) : (c.rank == 2 ? run_case<2>(c) : run_case<3>(c));
-      fails += f;
-    }
-    std::printf("SUMMARY: %d/%d passed (%d skipped)\n", total - fails, total, skipped);
-    std::fflush(stdout);
+    fails = run_backward_cases(
+        cs, have_instance, [](auto rank, const Case& c) { return run_case<decltype(rank)::value>(c); }, g_only, g_skip);
   }
   if (do_bench) {
     // The anchor cases of DESIGN.md section 4 (bf16, D=128, B=1); --bench SUBSTR picks some.

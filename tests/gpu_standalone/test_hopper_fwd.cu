@@ -81,18 +81,9 @@ extern int g_max_ctas;  // defined by the driver
 #ifdef INST_RANK
 // ------------------------------------------------------------------ one hopper instance
 #include "fastna/hopper/forward.hpp"
-#include "token_view.hpp"
-
-#define f16 cutlass::half_t
-#define bf16 cutlass::bfloat16_t
-using Elem = INST_ELEM;
-#undef f16
-#undef bf16
-#define CAT_(a, b, c, d, e, f, g) a##b##c##d##e##f##g
-#define CAT(a, b, c, d, e, f, g) CAT_(a, b, c, d, e, f, g)
+#include "instance_tu.hpp"
 #ifndef INST_VARIANT
 #define INST_VARIANT 0
-#define INST_TAG
 #endif
 
 
@@ -139,13 +130,7 @@ int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fas
 #else
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM>;
 #endif
-  typename Op::Arguments args;
-  args.problem = p;
-  args.q = token_view<Elem const, INST_RANK>(q, sq);
-  args.k = token_view<Elem const, INST_RANK>(k, sk);
-  args.v = token_view<Elem const, INST_RANK>(v, sv);
-  args.out = token_view<Elem, INST_RANK>(out, so);
-  args.lse = lse;
+  auto args = forward_arguments<typename Op::Arguments>(p, q, sq, k, sk, v, sv, out, so, lse);
   if (Op::can_implement(args) != cutlass::Status::kSuccess) return 1;
   return Op::run(args, stream, nullptr, g_max_ctas) == cutlass::Status::kSuccess ? 0 : 2;
 }
