@@ -210,17 +210,12 @@ __global__ void __launch_bounds__(Traits::kThreads)
   clear(acc_dk);
   clear(acc_dv);
 
-  auto copy_a = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
-  auto thr_copy_a = copy_a.get_thread_slice(tid);
-  Tensor tSsK = thr_copy_a.partition_S(sK);
-  Tensor tSsV = thr_copy_a.partition_S(sV);
-  Tensor tSrA_v = thr_copy_a.retile_D(tSrA);
-  auto copy_b = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, tiled_mma);
-  auto thr_copy_b = copy_b.get_thread_slice(tid);
-  Tensor tSrB_v = thr_copy_b.retile_D(tSrB);
-  auto copy_bt = make_tiled_copy_B(typename Traits::SmemCopyAtomT{}, tiled_mma);
-  auto thr_copy_bt = copy_bt.get_thread_slice(tid);
-  Tensor tOrBt_v = thr_copy_bt.retile_D(tOrBt);
+  const detail::OperandCopies<Traits> cp(tid);
+  Tensor tSsK = cp.thr_a.partition_S(sK);
+  Tensor tSsV = cp.thr_a.partition_S(sV);
+  Tensor tSrA_v = cp.thr_a.retile_D(tSrA);
+  Tensor tSrB_v = cp.thr_b.retile_D(tSrB);
+  Tensor tOrBt_v = cp.thr_bt.retile_D(tOrBt);
 
   Tensor cS = make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{});
   Tensor tScS = thr_mma.partition_C(cS);
@@ -249,10 +244,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
     Tensor sdO = make_tensor(make_smem_ptr(smem_do + stage * Traits::kElemsKV), typename Traits::SmemLayoutKV{});
     Tensor sQt = make_tensor(make_smem_ptr(smem_q + stage * Traits::kElemsKV), typename Traits::SmemLayoutVt{});
     Tensor sdOt = make_tensor(make_smem_ptr(smem_do + stage * Traits::kElemsKV), typename Traits::SmemLayoutVt{});
-    Tensor tSsQ = thr_copy_b.partition_S(sQ);
-    Tensor tSsdO = thr_copy_b.partition_S(sdO);
-    Tensor tOsQt = thr_copy_bt.partition_S(sQt);
-    Tensor tOsdOt = thr_copy_bt.partition_S(sdOt);
+    Tensor tSsQ = cp.thr_b.partition_S(sQ);
+    Tensor tSsdO = cp.thr_b.partition_S(sdO);
+    Tensor tOsQt = cp.thr_bt.partition_S(sQt);
+    Tensor tOsdOt = cp.thr_bt.partition_S(sdOt);
     float const* lse2 = smem_lse + stage * kBlockN;
     float const* dlt = smem_delta + stage * kBlockN;
 
@@ -261,8 +256,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
     Tensor acc_dp = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
     clear(acc_s);
     clear(acc_dp);
-    detail::gemm_ss(tiled_mma, copy_a, tSsK, tSrA_v, tSrA, copy_b, tSsQ, tSrB_v, tSrB, acc_s);
-    detail::gemm_ss(tiled_mma, copy_a, tSsV, tSrA_v, tSrA, copy_b, tSsdO, tSrB_v, tSrB, acc_dp);
+    detail::gemm_ss(tiled_mma, cp.a, tSsK, tSrA_v, tSrA, cp.b, tSsQ, tSrB_v, tSrB, acc_s);
+    detail::gemm_ss(tiled_mma, cp.a, tSsV, tSrA_v, tSrA, cp.b, tSsdO, tSrB_v, tSrB, acc_dp);
 
     // Mask unless every (key, query) pair of the tile is a neighbor pair.
     int qo[R];
@@ -292,8 +287,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
     // dV += P^T dO, dK += dS^T Q (scale applied in the epilogue)
     Tensor tOrP = detail::as_k16_a_operand<kM, kN>(rP);
     Tensor tOrdS = detail::as_k16_a_operand<kM, kN>(rdS);
-    detail::gemm_rs(tiled_mma, tOrP, copy_bt, tOsdOt, tOrBt_v, tOrBt, acc_dv);
-    detail::gemm_rs(tiled_mma, tOrdS, copy_bt, tOsQt, tOrBt_v, tOrBt, acc_dk);
+    detail::gemm_rs(tiled_mma, tOrP, cp.bt, tOsdOt, tOrBt_v, tOrBt, acc_dv);
+    detail::gemm_rs(tiled_mma, tOrdS, cp.bt, tOsQt, tOrBt_v, tOrBt, acc_dk);
     __syncthreads();  // this stage is refilled by the next iteration's prefetch
   }
   cp_async_wait<0>();
@@ -367,17 +362,12 @@ __global__ void __launch_bounds__(Traits::kThreads)
   Tensor acc_dq = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
   clear(acc_dq);
 
-  auto copy_a = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
-  auto thr_copy_a = copy_a.get_thread_slice(tid);
-  Tensor tSsQ = thr_copy_a.partition_S(sQ);
-  Tensor tSsdO = thr_copy_a.partition_S(sdO);
-  Tensor tSrA_v = thr_copy_a.retile_D(tSrA);
-  auto copy_b = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, tiled_mma);
-  auto thr_copy_b = copy_b.get_thread_slice(tid);
-  Tensor tSrB_v = thr_copy_b.retile_D(tSrB);
-  auto copy_bt = make_tiled_copy_B(typename Traits::SmemCopyAtomT{}, tiled_mma);
-  auto thr_copy_bt = copy_bt.get_thread_slice(tid);
-  Tensor tOrBt_v = thr_copy_bt.retile_D(tOrBt);
+  const detail::OperandCopies<Traits> cp(tid);
+  Tensor tSsQ = cp.thr_a.partition_S(sQ);
+  Tensor tSsdO = cp.thr_a.partition_S(sdO);
+  Tensor tSrA_v = cp.thr_a.retile_D(tSrA);
+  Tensor tSrB_v = cp.thr_b.retile_D(tSrB);
+  Tensor tOrBt_v = cp.thr_bt.retile_D(tOrBt);
 
   Tensor cS = make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{});
   Tensor tScS = thr_mma.partition_C(cS);
@@ -420,17 +410,17 @@ __global__ void __launch_bounds__(Traits::kThreads)
     Tensor sK = make_tensor(make_smem_ptr(smem_k + stage * Traits::kElemsKV), typename Traits::SmemLayoutKV{});
     Tensor sV = make_tensor(make_smem_ptr(smem_v + stage * Traits::kElemsKV), typename Traits::SmemLayoutKV{});
     Tensor sKt = make_tensor(make_smem_ptr(smem_k + stage * Traits::kElemsKV), typename Traits::SmemLayoutVt{});
-    Tensor tSsK = thr_copy_b.partition_S(sK);
-    Tensor tSsV = thr_copy_b.partition_S(sV);
-    Tensor tOsKt = thr_copy_bt.partition_S(sKt);
+    Tensor tSsK = cp.thr_b.partition_S(sK);
+    Tensor tSsV = cp.thr_b.partition_S(sV);
+    Tensor tOsKt = cp.thr_bt.partition_S(sKt);
 
     // S = Q K^T, dP = dO V^T
     Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
     Tensor acc_dp = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
     clear(acc_s);
     clear(acc_dp);
-    detail::gemm_ss(tiled_mma, copy_a, tSsQ, tSrA_v, tSrA, copy_b, tSsK, tSrB_v, tSrB, acc_s);
-    detail::gemm_ss(tiled_mma, copy_a, tSsdO, tSrA_v, tSrA, copy_b, tSsV, tSrB_v, tSrB, acc_dp);
+    detail::gemm_ss(tiled_mma, cp.a, tSsQ, tSrA_v, tSrA, cp.b, tSsK, tSrB_v, tSrB, acc_s);
+    detail::gemm_ss(tiled_mma, cp.a, tSsdO, tSrA_v, tSrA, cp.b, tSsV, tSrB_v, tSrB, acc_dp);
 
     int origin[R];
     cta.col_origin(j, origin);
@@ -450,7 +440,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
       }
     }
     Tensor tOrdS = detail::as_k16_a_operand<kM, kN>(rdS);
-    detail::gemm_rs(tiled_mma, tOrdS, copy_bt, tOsKt, tOrBt_v, tOrBt, acc_dq);
+    detail::gemm_rs(tiled_mma, tOrdS, cp.bt, tOsKt, tOrBt_v, tOrBt, acc_dq);
     __syncthreads();
   }
   cp_async_wait<0>();

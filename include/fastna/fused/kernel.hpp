@@ -168,17 +168,13 @@ __global__ void __launch_bounds__(Traits::kThreads)
   Tensor acc_o = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
   clear(acc_o);
 
-  auto copy_q = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
-  auto thr_copy_q = copy_q.get_thread_slice(tid);
-  Tensor tSsQ = thr_copy_q.partition_S(sQ);
-  Tensor tSrQ_v = thr_copy_q.retile_D(tSrQ);
-  auto copy_k = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, tiled_mma);
-  auto thr_copy_k = copy_k.get_thread_slice(tid);
-  Tensor tSrK_v = thr_copy_k.retile_D(tSrK);
-  // V: ldmatrix.trans (16-bit); TF32 reads it with plain loads through thr_mma (mainloop).
-  auto copy_v = make_tiled_copy_B(typename Traits::SmemCopyAtomT{}, tiled_mma);
-  auto thr_copy_v = copy_v.get_thread_slice(tid);
-  Tensor tOrVt_v = thr_copy_v.retile_D(tOrVt);
+  // Q: A (cp.a), K: B (cp.b), V: B transposed (cp.bt: ldmatrix.trans for 16-bit; TF32 reads it
+  // with plain loads through thr_mma in the mainloop).
+  const detail::OperandCopies<Traits> cp(tid);
+  Tensor tSsQ = cp.thr_a.partition_S(sQ);
+  Tensor tSrQ_v = cp.thr_a.retile_D(tSrQ);
+  Tensor tSrK_v = cp.thr_b.retile_D(tSrK);
+  Tensor tOrVt_v = cp.thr_bt.retile_D(tOrVt);
 
   // Coordinates of this thread's accumulator elements inside the (query, key) tile.
   Tensor cS = make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{});
@@ -236,12 +232,12 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
     Tensor sK = make_tensor(mma_smem(smem_k + stage * Traits::kElemsKV), typename Traits::SmemLayoutKV{});
     Tensor sVt = make_tensor(mma_smem(smem_v + stage * Traits::kElemsKV), typename Traits::SmemLayoutVt{});
-    Tensor tSsK = thr_copy_k.partition_S(sK);
+    Tensor tSsK = cp.thr_b.partition_S(sK);
 
     // S = Q K^T
     Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
     clear(acc_s);
-    detail::gemm_ss<Traits::kTf32>(tiled_mma, copy_q, tSsQ, tSrQ_v, tSrQ, copy_k, tSsK, tSrK_v, tSrK, acc_s);
+    detail::gemm_ss<Traits::kTf32>(tiled_mma, cp.a, tSsQ, tSrQ_v, tSrQ, cp.b, tSsK, tSrK_v, tSrK, acc_s);
 
     // Neighborhood mask, only for KV boxes not fully inside every query's window.
     int origin[R];
@@ -291,8 +287,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
     if constexpr (!Traits::kTf32) {
       // m16n8k16 A operand ((2,2,2),M,N/2): two n8 tiles are one k16 block, keys in order.
       Tensor tOrP = detail::as_k16_a_operand<kM, kN>(rP);
-      Tensor tOsVt = thr_copy_v.partition_S(sVt);
-      detail::gemm_rs(tiled_mma, tOrP, copy_v, tOsVt, tOrVt_v, tOrVt, acc_o);
+      Tensor tOsVt = cp.thr_bt.partition_S(sVt);
+      detail::gemm_rs(tiled_mma, tOrP, cp.bt, tOsVt, tOrVt_v, tOrVt, acc_o);
     } else {
       // m16n8k8 A operand ((2,2),M,N): value (a0, a1) = row g + 8 a0, K slot t + 4 a1; slot
       // t + 4 a1 holds key 2t + a1 (the accumulator's v0 = a1, v1 = a0), and sVt reads V in

@@ -15,6 +15,27 @@ namespace fastna {
 namespace fused {
 namespace detail {
 
+// The shared -> register copies of a kernel's operands on its Traits::TiledMma, each with this
+// thread's slice (partition_S of shared memory, retile_D of a register fragment): a = A rows and
+// b = B rows (Traits::SmemCopyAtom, ldmatrix), bt = B read transposed (Traits::SmemCopyAtomT:
+// ldmatrix.trans; plain 32-bit loads for TF32).  The copies hold no state.
+template <class Traits>
+struct OperandCopies {
+  using Mma = typename Traits::TiledMma;
+  using CopyA = decltype(cute::make_tiled_copy_A(typename Traits::SmemCopyAtom{}, Mma{}));
+  using CopyB = decltype(cute::make_tiled_copy_B(typename Traits::SmemCopyAtom{}, Mma{}));
+  using CopyBt = decltype(cute::make_tiled_copy_B(typename Traits::SmemCopyAtomT{}, Mma{}));
+  CopyA a;
+  CopyB b;
+  CopyBt bt;
+  decltype(CopyA{}.get_thread_slice(0)) thr_a;
+  decltype(CopyB{}.get_thread_slice(0)) thr_b;
+  decltype(CopyBt{}.get_thread_slice(0)) thr_bt;
+
+  __device__ __forceinline__ explicit OperandCopies(int tid)
+      : thr_a(a.get_thread_slice(tid)), thr_b(b.get_thread_slice(tid)), thr_bt(bt.get_thread_slice(tid)) {}
+};
+
 // acc += A B^T with both operands from shared memory; Tf32: rounded to TF32 in registers.
 template <bool Tf32 = false, class Mma, class CopyA, class SA, class RAv, class RA, class CopyB, class SB, class RBv,
           class RB, class Acc>

@@ -193,12 +193,9 @@ __global__ void __launch_bounds__(Traits::kThreads)
   Tensor tCrX = thr_mma.partition_fragment_B(sXt0);  // (MMA, MMA_D, MMA_K)
   Tensor acc = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
   clear(acc);
-  auto copy_p = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
-  auto thr_copy_p = copy_p.get_thread_slice(tid);
-  Tensor tCrP_v = thr_copy_p.retile_D(tCrP);
-  auto copy_x = make_tiled_copy_B(typename Traits::SmemCopyAtomT{}, tiled_mma);
-  auto thr_copy_x = copy_x.get_thread_slice(tid);
-  Tensor tCrX_v = thr_copy_x.retile_D(tCrX);
+  const fused::detail::OperandCopies<Traits> cp(tid);  // P: A (cp.a), X: B read transposed (cp.bt)
+  Tensor tCrP_v = cp.thr_a.retile_D(tCrP);
+  Tensor tCrX_v = cp.thr_bt.retile_D(tCrX);
 
   // ---- prologue ----
   if (n_iter > 0) {
@@ -221,9 +218,9 @@ __global__ void __launch_bounds__(Traits::kThreads)
     Tensor sP = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_p + stage * Traits::kElemsP)), SmemLayoutP{});
     Tensor sXt = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_x + stage * Traits::kElemsKV)),
                              typename Traits::SmemLayoutXt{});
-    Tensor tCsP = thr_copy_p.partition_S(sP);
-    Tensor tCsX = thr_copy_x.partition_S(sXt);
-    fused::detail::gemm_ss<Traits::kTf32>(tiled_mma, copy_p, tCsP, tCrP_v, tCrP, copy_x, tCsX, tCrX_v, tCrX, acc);
+    Tensor tCsP = cp.thr_a.partition_S(sP);
+    Tensor tCsX = cp.thr_bt.partition_S(sXt);
+    fused::detail::gemm_ss<Traits::kTf32>(tiled_mma, cp.a, tCsP, tCrP_v, tCrP, cp.bt, tCsX, tCrX_v, tCrX, acc);
     __syncthreads();  // this stage is refilled by the next iteration
   }
   cp_async_wait<0>();

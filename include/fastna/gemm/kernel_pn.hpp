@@ -97,13 +97,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
   Tensor tSrQ = thr_mma.partition_fragment_A(sQ);   // (MMA, MMA_M, MMA_K)
   Tensor tSrK = thr_mma.partition_fragment_B(sK0);  // (MMA, MMA_N, MMA_K)
 
-  auto copy_q = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
-  auto thr_copy_q = copy_q.get_thread_slice(tid);
-  Tensor tSsQ = thr_copy_q.partition_S(sQ);
-  Tensor tSrQ_v = thr_copy_q.retile_D(tSrQ);
-  auto copy_k = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, tiled_mma);
-  auto thr_copy_k = copy_k.get_thread_slice(tid);
-  Tensor tSrK_v = thr_copy_k.retile_D(tSrK);
+  const fused::detail::OperandCopies<Traits> cp(tid);  // Q: A (cp.a), K: B (cp.b)
+  Tensor tSsQ = cp.thr_a.partition_S(sQ);
+  Tensor tSrQ_v = cp.thr_a.retile_D(tSrQ);
+  Tensor tSrK_v = cp.thr_b.retile_D(tSrK);
 
   Tensor cS = make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{});
   Tensor tScS = thr_mma.partition_C(cS);
@@ -151,10 +148,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
     Tensor sK = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_k + stage * Traits::kElemsKV)),
                             typename Traits::SmemLayoutKV{});
-    Tensor tSsK = thr_copy_k.partition_S(sK);
+    Tensor tSsK = cp.thr_b.partition_S(sK);
     Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
     clear(acc_s);
-    fused::detail::gemm_ss<Traits::kTf32>(tiled_mma, copy_q, tSsQ, tSrQ_v, tSrQ, copy_k, tSsK, tSrK_v, tSrK, acc_s);
+    fused::detail::gemm_ss<Traits::kTf32>(tiled_mma, cp.a, tSsQ, tSrQ_v, tSrQ, cp.b, tSsK, tSrK_v, tSrK, acc_s);
 
     // Epilogue of this tile: scatter S[i, j] into slot w(i, j) where j is in i's window.
     int origin[R];
