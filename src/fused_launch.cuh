@@ -160,11 +160,7 @@ void run_fused_backward(const LaunchParams& lp, const char* name) {
         <<<static_cast<unsigned>((rows + 3) / 4), 128, 0, stream>>>(params);
     check_launch("delta preprocess", name);
 
-    int64_t xq = 1, xkv = 1;
-    for (int a = 0; a < Rank; ++a) {
-      xq *= int64_t(p.axis[a].dilation) * params.q_tiles_per_group[a];
-      xkv *= int64_t(p.axis[a].dilation) * params.kv_tiles_per_group[a];
-    }
+    const int64_t xq = box_grid_x<QBox>(p), xkv = box_grid_x<KBox>(p);
     {
       auto kernel = fused::fna_bwd_dkdv_kernel<DkvTraits>;
       constexpr int smem = static_cast<int>(Op::kSmemDkv);

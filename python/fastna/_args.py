@@ -12,7 +12,8 @@ from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["NAParams", "normalize", "normalize_rank", "per_axis_ints", "per_axis_bools"]
+__all__ = ["NAParams", "normalize", "normalize_rank", "per_axis_ints", "per_axis_bools",
+           "check_float_tensor", "check_window"]
 
 
 @dataclass(frozen=True)
@@ -42,47 +43,60 @@ def _is_bool(x) -> bool:
     return isinstance(x, bool)
 
 
-def per_axis_ints(name: str, value, rank: int) -> Tuple[int, ...]:
-    if _is_int(value):
-        return (int(value),) * rank
+def _per_axis(name: str, value, rank: int, is_one, conv, one: str, many: str) -> tuple:
+    """`value` as one entry per axis: a scalar (is_one) repeated, or a tuple / list of `rank`."""
+    if is_one(value):
+        return (conv(value),) * rank
     if isinstance(value, (tuple, list)):
         if len(value) != rank:
-            raise ValueError(f"{name} must be an int or a tuple of {rank} ints for a {rank}D "
+            raise ValueError(f"{name} must be {one} or a tuple of {rank} {many} for a {rank}D "
                              f"problem, got {value!r} (length {len(value)})")
         for x in value:
-            if not _is_int(x):
-                raise TypeError(f"{name} entries must be ints, got {value!r} "
+            if not is_one(x):
+                raise TypeError(f"{name} entries must be {many}, got {value!r} "
                                 f"(entry {x!r} of type {type(x).__name__})")
-        return tuple(int(x) for x in value)
-    raise TypeError(f"{name} must be an int or a tuple of {rank} ints, got {value!r} "
+        return tuple(conv(x) for x in value)
+    raise TypeError(f"{name} must be {one} or a tuple of {rank} {many}, got {value!r} "
                     f"of type {type(value).__name__}")
+
+
+def per_axis_ints(name: str, value, rank: int) -> Tuple[int, ...]:
+    return _per_axis(name, value, rank, _is_int, int, "an int", "ints")
 
 
 def per_axis_bools(name: str, value, rank: int) -> Tuple[bool, ...]:
-    if _is_bool(value):
-        return (bool(value),) * rank
-    if isinstance(value, (tuple, list)):
-        if len(value) != rank:
-            raise ValueError(f"{name} must be a bool or a tuple of {rank} bools for a {rank}D "
-                             f"problem, got {value!r} (length {len(value)})")
-        for x in value:
-            if not _is_bool(x):
-                raise TypeError(f"{name} entries must be bools, got {value!r} "
-                                f"(entry {x!r} of type {type(x).__name__})")
-        return tuple(bool(x) for x in value)
-    raise TypeError(f"{name} must be a bool or a tuple of {rank} bools, got {value!r} "
-                    f"of type {type(value).__name__}")
+    return _per_axis(name, value, rank, _is_bool, bool, "a bool", "bools")
 
 
-def _check_tensor(name: str, t) -> None:
+def check_float_tensor(name: str, t) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if not t.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
 
 
+def check_window(kernel, dilation, length, stride=None) -> None:
+    """Per axis (the first failing axis raises): dilation >= 1, kernel >= 2, kernel * dilation
+    <= length and, when given, 1 <= stride <= kernel."""
+    for a in range(len(kernel)):
+        if dilation[a] < 1:
+            raise ValueError(f"dilation must be >= 1 on every axis, got dilation={dilation} "
+                             f"(axis {a}: {dilation[a]})")
+        if kernel[a] < 2:
+            raise ValueError(f"kernel_size must be >= 2 on every axis, got kernel_size={kernel} "
+                             f"(axis {a}: {kernel[a]})")
+        if kernel[a] * dilation[a] > length[a]:
+            raise ValueError(f"kernel_size * dilation must not exceed the input length on every "
+                             f"axis, got kernel_size={kernel}, dilation={dilation} for spatial "
+                             f"shape {length} (axis {a}: {kernel[a]} * {dilation[a]} > "
+                             f"{length[a]})")
+        if stride is not None and not 1 <= stride[a] <= kernel[a]:
+            raise ValueError(f"stride must satisfy 1 <= stride <= kernel_size on every axis, got "
+                             f"stride={stride} with kernel_size={kernel} (axis {a})")
+
+
 def normalize_rank(query, rank: Optional[int]) -> int:
-    _check_tensor("query", query)
+    check_float_tensor("query", query)
     if rank is None:
         rank = query.dim() - 3
         if rank not in (1, 2, 3):
@@ -111,8 +125,8 @@ def _check_extras(additional_keys, additional_values, query, key, value) -> int:
         missing = "additional_values" if additional_keys is not None else "additional_keys"
         raise ValueError(f"{given} was given without {missing}; pass both or neither "
                          f"({missing}=None)")
-    _check_tensor("additional_keys", additional_keys)
-    _check_tensor("additional_values", additional_values)
+    check_float_tensor("additional_keys", additional_keys)
+    check_float_tensor("additional_values", additional_values)
     _check_same("additional_keys", additional_keys, query)
     _check_same("additional_values", additional_values, query)
     B, Hkv, D, Dv = query.shape[0], key.shape[-2], key.shape[-1], value.shape[-1]
@@ -143,8 +157,8 @@ def normalize(query, key, value, kernel_size, stride=1, dilation=1, is_causal=Fa
               rank: Optional[int] = None) -> NAParams:
     """Validate a neighborhood-attention call and return its per-axis parameters."""
     rank = normalize_rank(query, rank)
-    _check_tensor("key", key)
-    _check_tensor("value", value)
+    check_float_tensor("key", key)
+    check_float_tensor("value", value)
     for name, t in (("key", key), ("value", value)):
         if t.dim() != rank + 3:
             raise ValueError(f"{name} must have {rank + 3} dims like query, got shape "
@@ -176,20 +190,7 @@ def normalize(query, key, value, kernel_size, stride=1, dilation=1, is_causal=Fa
     dil = per_axis_ints("dilation", dilation, rank)
     causal = per_axis_bools("is_causal", is_causal, rank)
     length = tuple(int(x) for x in query.shape[1:rank + 1])
-    for a in range(rank):
-        if dil[a] < 1:
-            raise ValueError(f"dilation must be >= 1 on every axis, got dilation={dil} "
-                             f"(axis {a}: {dil[a]})")
-        if kernel[a] < 2:
-            raise ValueError(f"kernel_size must be >= 2 on every axis, got kernel_size={kernel} "
-                             f"(axis {a}: {kernel[a]})")
-        if kernel[a] * dil[a] > length[a]:
-            raise ValueError(f"kernel_size * dilation must not exceed the input length on every "
-                             f"axis, got kernel_size={kernel}, dilation={dil} for spatial shape "
-                             f"{length} (axis {a}: {kernel[a]} * {dil[a]} > {length[a]})")
-        if not 1 <= strides[a] <= kernel[a]:
-            raise ValueError(f"stride must satisfy 1 <= stride <= kernel_size on every axis, got "
-                             f"stride={strides} with kernel_size={kernel} (axis {a})")
+    check_window(kernel, dil, length, strides)
     _check_extras(additional_keys, additional_values, query, key, value)
     return NAParams(rank=rank, kernel=kernel, stride=strides, dilation=dil, causal=causal,
                     scale=_check_scale(scale, D), length=length)

@@ -48,6 +48,7 @@ from torch import Tensor
 
 from . import backends as _backends
 from ._args import NAParams
+from .backends._base import grad_of_out_lse
 
 __all__ = ["OP_BACKENDS", "na_forward", "na_backward", "run", "select_traced"]
 
@@ -180,14 +181,7 @@ def na_backward(dout: Optional[Tensor], dlse: Optional[Tensor], q: Tensor, k: Te
             lq, lk, lv = leaves[:3]
             lek, lev = (leaves[3], leaves[4]) if ek is not None else (None, None)
             o, l = mod.forward(lq, lk, lv, params, lek, lev, return_lse=True)
-            outs, gouts = [], []
-            if dout is not None:
-                outs.append(o)
-                gouts.append(dout)
-            if dlse is not None:
-                outs.append(l)
-                gouts.append(dlse.to(l.dtype))
-            grads = torch.autograd.grad(outs, leaves, gouts, allow_unused=True)
+            grads = grad_of_out_lse(o, l, leaves, dout, dlse)
         grads = tuple(grads) + (None,) * (5 - len(grads))
     res = []
     for g, t in zip(grads, (q, k, v, extra_k, extra_v)):

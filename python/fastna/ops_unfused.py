@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from ._args import normalize, per_axis_bools, per_axis_ints
+from ._args import check_float_tensor, check_window, normalize, per_axis_bools, per_axis_ints
 from .index_math import window_vectors
 
 __all__ = [
@@ -363,30 +363,8 @@ def _select(backend, op, tensors, kernel, dilation, causal):
 # Validation
 # --------------------------------------------------------------------------------------------
 
-def _check_float_tensor(name: str, t) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-
-
-def _check_window(kernel, dilation, lengths) -> None:
-    for a in range(len(kernel)):
-        if dilation[a] < 1:
-            raise ValueError(f"dilation must be >= 1 on every axis, got dilation={dilation} "
-                             f"(axis {a}: {dilation[a]})")
-        if kernel[a] < 2:
-            raise ValueError(f"kernel_size must be >= 2 on every axis, got kernel_size={kernel} "
-                             f"(axis {a}: {kernel[a]})")
-        if kernel[a] * dilation[a] > lengths[a]:
-            raise ValueError(f"kernel_size * dilation must not exceed the input length on every "
-                             f"axis, got kernel_size={kernel}, dilation={dilation} for spatial "
-                             f"shape {lengths} (axis {a}: {kernel[a]} * {dilation[a]} > "
-                             f"{lengths[a]})")
-
-
 def _check_rpb(rpb, query, kernel, causal) -> None:
-    _check_float_tensor("rpb", rpb)
+    check_float_tensor("rpb", rpb)
     if any(causal):
         raise ValueError(f"rpb (relative positional bias) is only defined for non-causal "
                          f"neighborhood attention, got is_causal={causal}")
@@ -403,7 +381,7 @@ def _check_rpb(rpb, query, kernel, causal) -> None:
 
 
 def _check_extra(name, t, ref_name, ref, n_heads_kv, dim) -> int:
-    _check_float_tensor(name, t)
+    check_float_tensor(name, t)
     if t.dtype != ref.dtype:
         raise TypeError(f"{name} dtype {t.dtype} does not match {ref_name} dtype {ref.dtype}")
     if t.device != ref.device:
@@ -441,11 +419,11 @@ def _qk(rank, query, key, kernel_size, dilation, is_causal, rpb, additional_keys
 
 def _av(rank, attn, value, kernel_size, dilation, is_causal, additional_values, backend):
     _check_backend_arg(backend)
-    _check_float_tensor("attn", attn)
+    check_float_tensor("attn", attn)
     if attn.dim() != rank + 3:
         raise ValueError(f"attn must have {rank + 3} dims ([B, *spatial, H, W] with {rank} "
                          f"spatial axes) for na{rank}d_av, got shape {tuple(attn.shape)}")
-    _check_float_tensor("value", value)
+    check_float_tensor("value", value)
     if value.dim() != rank + 3:
         raise ValueError(f"value must have {rank + 3} dims ([B, *spatial, H_kv, Dv] with {rank} "
                          f"spatial axes) for na{rank}d_av, got shape {tuple(value.shape)}")
@@ -462,7 +440,7 @@ def _av(rank, attn, value, kernel_size, dilation, is_causal, additional_values, 
     kernel = per_axis_ints("kernel_size", kernel_size, rank)
     dil = per_axis_ints("dilation", dilation, rank)
     causal = per_axis_bools("is_causal", is_causal, rank)
-    _check_window(kernel, dil, tuple(attn.shape[1:rank + 1]))
+    check_window(kernel, dil, tuple(attn.shape[1:rank + 1]))
     n_extra = 0
     if additional_values is not None:
         n_extra = _check_extra("additional_values", additional_values, "value", value, Hkv,

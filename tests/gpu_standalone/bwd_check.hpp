@@ -2,7 +2,7 @@
 // random non-zero inputs, a literal double-precision reference (out, lse, dq, dk, dv over every
 // query's neighbors by fastna::is_neighbor), the GPU backward run twice into NaN-poisoned
 // gradients, then relative L2 errors against the reference and bitwise equality of the two runs
-// (determinism).  The includer defines CK (exit on a CUDA error).
+// (determinism).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -12,11 +12,14 @@
 #include <cstdint>
 #include <cstdio>
 #include <random>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "case.hpp"
 #include "fastna/index_math.hpp"
 #include "half_bits.hpp"
+#include "harness.hpp"
 
 // One backward of problem p on contiguous tensors (q/k/v/o/dout/lse in, dq/dk/dv out); with
 // ws_bytes != nullptr only reports the workspace size.  Returns 0 on success.
@@ -61,16 +64,7 @@ static int check_backward_case(const Case& c, BwdDispatch<R> dispatch, BwdRefusa
     for (int h = 0; h < H; ++h) {
       const int hk_ = p.kv_head(h);
       for (int64_t i = 0; i < N; ++i) {
-        int ci[3];
-        fastna::unflatten(i, p.axis, *reinterpret_cast<int32_t(*)[R]>(ci));
-        nb.clear();
-        for (int64_t j = 0; j < N; ++j) {
-          int cj[3];
-          fastna::unflatten(j, p.axis, *reinterpret_cast<int32_t(*)[R]>(cj));
-          bool ok = true;
-          for (int a = 0; a < R && ok; ++a) ok = fastna::is_neighbor(p.axis[a], ci[a], cj[a]);
-          if (ok) nb.push_back(j);
-        }
+        neighbors_of(p, i, N, nb);
         const size_t qi = ((size_t(b) * N + i) * H + h) * D;
         P.assign(nb.size(), 0.0);
         dP.assign(nb.size(), 0.0);
@@ -174,4 +168,71 @@ static int check_backward_case(const Case& c, BwdDispatch<R> dispatch, BwdRefusa
   std::printf("%-52s %s D=%-3d dq=%.2e dk=%.2e dv=%.2e %s%s%s\n", c.name.c_str(), c.bf16 ? "bf16" : "fp16", D, eq, ek,
               ev, pass ? "PASS" : "FAIL", nonfinite ? " (non-finite)" : "", det ? "" : " (non-deterministic)");
   return pass ? 0 : 1;
+}
+
+// The test cases both backward harnesses run (test_hopper_bwd.cu adds larger ones; head dims 32
+// there become 64).
+static std::vector<Case> bwd_test_cases() {
+  std::vector<Case> cs;
+  // 1D
+  cs.push_back(mk("1d L100 K7", 1, {100}, {7}, {1}, {1}, {0}, 1, 2, 2, 64, false));
+  cs.push_back(mk("1d L131 K8 s3 d2 (even K, unequal groups) B2", 1, {131}, {8}, {3}, {2}, {0}, 2, 2, 2, 128, true));
+  cs.push_back(mk("1d L200 K33 d3 causal GQA4/2", 1, {200}, {33}, {1}, {3}, {1}, 1, 4, 2, 64, false));
+  cs.push_back(mk("1d L77 K77 (self-attn)", 1, {77}, {77}, {1}, {1}, {0}, 1, 2, 2, 128, true));
+  cs.push_back(mk("1d L90 K16 s16 causal (blocked) GQA2/1", 1, {90}, {16}, {16}, {1}, {1}, 1, 2, 1, 128, true));
+  cs.push_back(mk("1d L300 K64 s8 d2 causal", 1, {300}, {64}, {8}, {2}, {1}, 1, 1, 1, 64, false));
+  cs.push_back(mk("1d L150 K13 s5 GQA3/1", 1, {150}, {13}, {5}, {1}, {0}, 2, 3, 1, 128, true));
+  cs.push_back(mk("1d L600 K200 (full tiles)", 1, {600}, {200}, {1}, {1}, {0}, 1, 2, 2, 64, false));
+  // 2D
+  cs.push_back(mk("2d 20x23 K5x7", 2, {20, 23}, {5, 7}, {1, 1}, {1, 1}, {0, 0}, 1, 2, 2, 64, false));
+  cs.push_back(mk("2d 30x17 K6x4 s2x3 d2x3 GQA4/1", 2, {30, 17}, {6, 4}, {2, 3}, {2, 3}, {0, 0}, 1, 4, 1, 128, true));
+  for (int cc = 0; cc < 4; ++cc) {
+    static char nm[4][64];
+    std::snprintf(nm[cc], 64, "2d 19x21 K7x6 s1x2 d1x2 causal=(%d,%d)", cc & 1, (cc >> 1) & 1);
+    cs.push_back(mk(nm[cc], 2, {19, 21}, {7, 6}, {1, 2}, {1, 2}, {cc & 1, (cc >> 1) & 1}, 1, 2, 2,
+                    (cc & 1) ? 128 : 64, cc & 1));
+  }
+  cs.push_back(mk("2d 16x16 K16x16 (self-attn)", 2, {16, 16}, {16, 16}, {1, 1}, {1, 1}, {0, 0}, 1, 2, 2, 128, false));
+  cs.push_back(mk("2d 33x40 K9x12 s3x4 GQA2/1", 2, {33, 40}, {9, 12}, {3, 4}, {1, 1}, {0, 0}, 1, 2, 1, 64, false));
+  cs.push_back(mk("2d 24x26 K8x8 s8x8 causal=(1,1) (blocked) B2", 2, {24, 26}, {8, 8}, {8, 8}, {1, 1}, {1, 1}, 2, 2, 2, 128, true));
+  cs.push_back(mk("2d 64x48 K33x21 (full tiles)", 2, {64, 48}, {33, 21}, {1, 1}, {1, 1}, {0, 0}, 1, 1, 1, 64, false));
+  cs.push_back(mk("2d 45x38 K13x13 d2x3", 2, {45, 38}, {13, 11}, {1, 1}, {2, 3}, {0, 0}, 1, 2, 2, 128, false));
+  // 3D
+  cs.push_back(mk("3d 9x10x11 K3x5x4", 3, {9, 10, 11}, {3, 5, 4}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 2, 2, 32, false));
+  cs.push_back(mk("3d 8x12x13 K4x3x5 s2x1x3 d1x2x2 causal=(1,0,0) GQA2/1", 3, {8, 12, 13}, {4, 3, 5}, {2, 1, 3}, {1, 2, 2}, {1, 0, 0}, 1, 2, 1, 64, true));
+  for (int cc = 0; cc < 8; ++cc) {
+    static char nm[8][72];
+    std::snprintf(nm[cc], 72, "3d 7x9x10 K3x4x5 s1x2x1 d2x1x1 causal=(%d,%d,%d)", cc & 1, (cc >> 1) & 1, (cc >> 2) & 1);
+    const bool bf = (cc >> 1) & 1;
+    cs.push_back(mk(nm[cc], 3, {7, 9, 10}, {3, 4, 5}, {1, 2, 1}, {2, 1, 1}, {cc & 1, (cc >> 1) & 1, (cc >> 2) & 1}, 1, 2, 2,
+                    bf ? 64 : 32, bf));
+  }
+  cs.push_back(mk("3d 6x7x9 K6x7x9 (self-attn) GQA2/1", 3, {6, 7, 9}, {6, 7, 9}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 2, 1, 64, true));
+  cs.push_back(mk("3d 12x12x12 K9x9x9 (full tiles)", 3, {12, 12, 12}, {9, 9, 9}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 1, 1, 32, false));
+  return cs;
+}
+
+// Checks every case that has an instance (have(c)) and whose name contains `only` and not `skip`
+// (null: no filter): run(std::integral_constant<int, rank>, c) returns 1 on a failure.  Prints
+// a SKIP line per case without an instance and the SUMMARY line; returns the failures.
+template <class Have, class Run>
+static int run_backward_cases(const std::vector<Case>& cs, Have&& have, Run&& run, const char* only = nullptr,
+                              const char* skip = nullptr) {
+  int fails = 0, total = 0, skipped = 0;
+  for (const auto& c : cs) {
+    if (only && c.name.find(only) == std::string::npos) continue;
+    if (skip && c.name.find(skip) != std::string::npos) continue;
+    if (!have(c)) {
+      std::printf("%-52s SKIP (no instance)\n", c.name.c_str());
+      ++skipped;
+      continue;
+    }
+    ++total;
+    fails += c.rank == 1   ? run(std::integral_constant<int, 1>{}, c)
+             : c.rank == 2 ? run(std::integral_constant<int, 2>{}, c)
+                           : run(std::integral_constant<int, 3>{}, c);
+  }
+  std::printf("SUMMARY: %d/%d passed (%d skipped)\n", total - fails, total, skipped);
+  std::fflush(stdout);
+  return fails;
 }

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "fastna/index_math.hpp"
 #include "fastna/problem.hpp"
 
 struct Case {
@@ -69,4 +70,20 @@ static Case mk(const std::string& name, int rank, std::vector<int> L, std::vecto
     c.C[a] = a < rank ? bool(C[a]) : false;
   }
   return c;
+}
+
+// The keys (flat token indices, row-major) that flat query i sees, into nb: every key of the N
+// tested with fastna::is_neighbor on every axis, the literal DESIGN.md section 1 of the CPU
+// references.
+template <int R>
+static void neighbors_of(const fastna::NaProblem<R>& p, int64_t i, int64_t N, std::vector<int64_t>& nb) {
+  int32_t ci[R], cj[R];
+  fastna::unflatten(i, p.axis, ci);
+  nb.clear();
+  for (int64_t j = 0; j < N; ++j) {
+    fastna::unflatten(j, p.axis, cj);
+    bool ok = true;
+    for (int a = 0; a < R && ok; ++a) ok = fastna::is_neighbor(p.axis[a], ci[a], cj[a]);
+    if (ok) nb.push_back(j);
+  }
 }

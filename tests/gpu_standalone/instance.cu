@@ -1,46 +1,15 @@
 // One Forward instance per translation unit: compile with -DINST_RANK=2 -DINST_ELEM=bf16 -DINST_DIM=128.
 #include "common.hpp"
 #include "fastna/fused/forward.hpp"
+#include "instance_tu.hpp"
 
-#define f16 cutlass::half_t
-#define bf16 cutlass::bfloat16_t
-#define CAT_(a, b, c, d, e, f, g) a##b##c##d##e##f##g
-#define CAT(a, b, c, d, e, f, g) CAT_(a, b, c, d, e, f, g)
 // Optional non-default boxes (2D benchmark variants): -DINST_VARIANT=1 -DINST_TAG=_v1
 //   variant 1: query box 16x8 (128 queries, 4 warps x 32 rows), KV box 8x8
 //   variant 2: query box 16x8, KV box 4x8 (32 keys)
 //   variant 3: tile "q128w8" (ranks 1 and 2): query box 128 / 16x8 on 8 warps of 16 rows,
 //              KV box 64 / 8x8, 3 K/V stages (any INST_DIM)
 //   variant 4: rank 1 only (harness only): query box 128 on 4 warps of 32 rows, KV box 32, 3 stages
-#ifndef INST_TAG
-#define INST_TAG
-#endif
 
-using Elem = INST_ELEM;
-#undef f16
-#undef bf16
-
-template <int R>
-static fastna::TokenTensor<Elem, R> view(const void* p, const int64_t* s) {
-  fastna::TokenTensor<Elem, R> t;
-  t.ptr = reinterpret_cast<Elem*>(const_cast<void*>(p));
-  t.stride_batch = s[0];
-  for (int a = 0; a < R; ++a) t.stride_spatial[a] = s[1 + a];
-  t.stride_head = s[R + 1];
-  t.stride_dim = s[R + 2];
-  return t;
-}
-template <int R>
-static fastna::TokenTensor<Elem const, R> cview(const void* p, const int64_t* s) {
-  auto t = view<R>(p, s);
-  fastna::TokenTensor<Elem const, R> c;
-  c.ptr = t.ptr;
-  c.stride_batch = t.stride_batch;
-  for (int a = 0; a < R; ++a) c.stride_spatial[a] = t.stride_spatial[a];
-  c.stride_head = t.stride_head;
-  c.stride_dim = t.stride_dim;
-  return c;
-}
 
 int CAT(fused_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(
     const fastna::NaProblem<INST_RANK>& p, const void* q, const int64_t* sq, const void* k, const int64_t* sk,
@@ -62,13 +31,7 @@ int CAT(fused_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(
 #else
   using Op = fastna::fused::Forward<INST_RANK, Elem, INST_DIM>;
 #endif
-  typename Op::Arguments args;
-  args.problem = p;
-  args.q = cview<INST_RANK>(q, sq);
-  args.k = cview<INST_RANK>(k, sk);
-  args.v = cview<INST_RANK>(v, sv);
-  args.out = view<INST_RANK>(out, so);
-  args.lse = lse;
+  auto args = forward_arguments<typename Op::Arguments>(p, q, sq, k, sk, v, sv, out, so, lse);
   if (Op::can_implement(args) != cutlass::Status::kSuccess) return 1;
   return Op::run(args, stream) == cutlass::Status::kSuccess ? 0 : 2;
 }

@@ -4,17 +4,7 @@
 # --v3: only the q128w8 (v3) and 1D 4-warp 128x32 (v4) tiles' tests (with the default tile on the
 #       same cases) and the benchmarks comparing them with the default / q16x8_kv4x8 tiles.
 # Env: ARCHS (default "80 90"), JOBS (default nproc), BUILD (default /tmp/fastna_gpu_standalone).
-set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-: "${CUTLASS_INCLUDE:?set CUTLASS_INCLUDE to the CUTLASS include folder}"
-ARCHS="${ARCHS:-80 90}"
-JOBS="${JOBS:-$(nproc)}"
-BUILD="${BUILD:-/tmp/fastna_gpu_standalone}"
-mkdir -p "$BUILD"
-gencode=""
-for a in $ARCHS; do gencode="$gencode -gencode=arch=compute_$a,code=sm_$a"; done
-flags="-std=c++17 -O3 --expt-relaxed-constexpr $gencode -I$root/include -I$CUTLASS_INCLUDE -I$here"
+source "$(dirname "$0")/build_env.sh" /tmp/fastna_gpu_standalone "80 90"
 insts=""
 for r in 1 2 3; do for e in f16 bf16; do for d in 32 64 128; do insts="$insts r${r}_${e}_${d}"; done; done; done
 compile_inst() {

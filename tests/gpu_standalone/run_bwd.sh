@@ -4,17 +4,7 @@
 # Env: ARCHS (default "80 90"; e.g. "90a"), JOBS (default nproc), BUILD (default /tmp/fastna_gpu_standalone_bwd).
 # Backward instances: FASTNA_BWD_INSTANCES in test_fused_bwd.cu (one TU each, parallel build);
 # the forward's 2D D=128 instances (instance.cu) produce out/lse for the benchmark.
-set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-: "${CUTLASS_INCLUDE:?set CUTLASS_INCLUDE to the CUTLASS include folder}"
-ARCHS="${ARCHS:-80 90}"
-JOBS="${JOBS:-$(nproc)}"
-BUILD="${BUILD:-/tmp/fastna_gpu_standalone_bwd}"
-mkdir -p "$BUILD"
-gencode=""
-for a in $ARCHS; do gencode="$gencode -gencode=arch=compute_$a,code=sm_$a"; done
-flags="-std=c++17 -O3 --expt-relaxed-constexpr $gencode -I$root/include -I$CUTLASS_INCLUDE -I$here"
+source "$(dirname "$0")/build_env.sh" /tmp/fastna_gpu_standalone_bwd "80 90"
 # keep in sync with FASTNA_BWD_INSTANCES
 bwd="r2_f16_64 r1_bf16_128 r3_f16_32 r2_f16_128 r2_bf16_128 r1_f16_64 r3_bf16_64"
 fwd="f16 bf16"

@@ -5,18 +5,8 @@
 #      DTYPES (default "f16 bf16 f32"; f32 = TF32 kernels), e.g. DTYPES=f32 for the fp32 instances only.
 # One TU per (rank, dtype, head dim) holds PN, NN and IN (test_gemm_na.cu with -DINST_*), plus main;
 # main runs each config in the dtypes built and skips the others.
-set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-: "${CUTLASS_INCLUDE:?set CUTLASS_INCLUDE to the CUTLASS include folder}"
-ARCHS="${ARCHS:-80 90}"
-JOBS="${JOBS:-$(nproc)}"
-BUILD="${BUILD:-/tmp/fastna_gpu_standalone_gemm}"
+source "$(dirname "$0")/build_env.sh" /tmp/fastna_gpu_standalone_gemm "80 90"
 DTYPES="${DTYPES:-f16 bf16 f32}"
-mkdir -p "$BUILD"
-gencode=""
-for a in $ARCHS; do gencode="$gencode -gencode=arch=compute_$a,code=sm_$a"; done
-flags="-std=c++17 -O3 --expt-relaxed-constexpr $gencode -I$root/include -I$CUTLASS_INCLUDE -I$here"
 for e in $DTYPES; do
   case "$e" in f16|bf16|f32) ;; *) echo "run_gemm.sh: unknown dtype '$e' in DTYPES (f16 bf16 f32)" >&2; exit 2 ;; esac
 done

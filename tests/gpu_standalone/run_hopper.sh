@@ -3,15 +3,8 @@
 #   CUTLASS_INCLUDE=/path/to/cutlass/include tests/gpu_standalone/run_hopper.sh [--test-only|--bench-only]
 # Env: JOBS (default nproc), BUILD (default /tmp/fastna_hopper_standalone),
 #      HOPPER_INSTS (default: every instance test_hopper_fwd.cu declares, as r<R>_<elem>_<D>).
-set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-: "${CUTLASS_INCLUDE:?set CUTLASS_INCLUDE to the CUTLASS include folder}"
-JOBS="${JOBS:-$(nproc)}"
-BUILD="${BUILD:-/tmp/fastna_hopper_standalone}"
-mkdir -p "$BUILD"
-gencode="-gencode=arch=compute_90a,code=sm_90a"
-flags="-std=c++17 -O3 --expt-relaxed-constexpr $gencode -I$root/include -I$CUTLASS_INCLUDE -I$here"
+ARCHS=90a  # sm90a kernels only
+source "$(dirname "$0")/build_env.sh" /tmp/fastna_hopper_standalone "90a"
 # HOPPER_SET=small: the quicker instance set of test_hopper_fwd.cu (FASTNA_HOPPER_SMALL_SET).
 if [ "${HOPPER_SET:-}" = small ]; then
   flags="$flags -DFASTNA_HOPPER_SMALL_SET"

@@ -12,15 +12,8 @@
 #      default V0_INSTS),
 #      SM80_INSTS (default "r1_bf16_128 r2_bf16_128 r3_bf16_128", "none" for none).
 #      A subset links (the driver declares instances weak); cases without their instance are skipped.
-set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-: "${CUTLASS_INCLUDE:?set CUTLASS_INCLUDE to the CUTLASS include folder}"
-JOBS="${JOBS:-$(nproc)}"
-BUILD="${BUILD:-/tmp/fastna_hopper_bwd_standalone}"
-mkdir -p "$BUILD"
-gencode="-gencode=arch=compute_90a,code=sm_90a"
-flags="-std=c++17 -O3 --expt-relaxed-constexpr $gencode -I$root/include -I$CUTLASS_INCLUDE -I$here"
+ARCHS=90a  # sm90a kernels only
+source "$(dirname "$0")/build_env.sh" /tmp/fastna_hopper_bwd_standalone "90a"
 hopper="${HOPPER_INSTS:-}"
 if [ -z "$hopper" ]; then
   for r in 1 2 3; do for e in f16 bf16; do for d in 64 128; do hopper="$hopper r${r}_${e}_${d}"; done; done; done

@@ -22,14 +22,7 @@
 #include "fastna/index_math.hpp"
 #include "fastna/problem.hpp"
 
-#define CK(x)                                                                                  \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__);    \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
+#include "harness.hpp"
 
 #include "half_bits.hpp"
 
@@ -170,20 +163,7 @@ static bool run_case(const Case& c, bool verbose) {
     for (int h = 0; h < H; ++h) {
       const int hk_ = p.kv_head(h);
       for (int64_t i = 0; i < N; ++i) {
-        int ci[3];
-        {
-          int64_t t = i;
-          for (int a = R - 1; a >= 0; --a) { ci[a] = int(t % c.L[a]); t /= c.L[a]; }
-        }
-        nb.clear();
-        for (int64_t j = 0; j < N; ++j) {
-          int cj[3];
-          int64_t t = j;
-          for (int a = R - 1; a >= 0; --a) { cj[a] = int(t % c.L[a]); t /= c.L[a]; }
-          bool ok = true;
-          for (int a = 0; a < R && ok; ++a) ok = fastna::is_neighbor(p.axis[a], ci[a], cj[a]);
-          if (ok) nb.push_back(j);
-        }
+        neighbors_of(p, i, N, nb);
         const float* qi = &hq[((size_t(b) * N + i) * H + h) * D];
         double mx = -1e300;
         for (size_t t = 0; t < nb.size(); ++t) {
@@ -257,21 +237,8 @@ static void bench(const Case& c, int iters) {
   CK(cudaDeviceSynchronize());
   if (rc != 0) { std::printf("bench %s: rc=%d\n", c.name.c_str(), rc); return; }
   for (int i = 0; i < 3; ++i) launch();
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  std::vector<float> ms;
-  for (int i = 0; i < iters; ++i) {
-    CK(cudaEventRecord(e0));
-    launch();
-    CK(cudaEventRecord(e1));
-    CK(cudaEventSynchronize(e1));
-    float t;
-    CK(cudaEventElapsedTime(&t, e0, e1));
-    ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  const double med = ms[ms.size() / 2];
+  const std::vector<float> ms = time_launches(iters, launch);
+  const double med = median_of(ms);
   const double flops = 4.0 * double(c.B) * N * double(p.window_size()) * c.D * c.H;
   std::printf("BENCH %-40s%s %s D=%d  median %.3f ms  (min %.3f)  %.1f TFLOP/s (4*B*N*window*D*H)\n", c.name.c_str(),
               vlabel(g_variant), c.bf16 ? "bf16" : "fp16", c.D, med, ms[0], flops / (med * 1e-3) / 1e12);
@@ -279,18 +246,15 @@ static void bench(const Case& c, int iters) {
 }
 
 int main(int argc, char** argv) {
-  bool do_test = true, do_bench = true;
+  const RunParts parts = parse_run_parts(argc, argv);
+  const bool do_test = parts.test, do_bench = parts.bench;
   // --v3: only the q128w8 (v3) and 1D 4-warp (v4) tests (and the default tile on the same cases)
   // and the benchmarks that compare them with the default / q16x8_kv4x8 tiles
   bool only_v3 = false;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--test-only")) do_bench = false;
-    if (!std::strcmp(argv[i], "--bench-only")) do_test = false;
     if (!std::strcmp(argv[i], "--v3")) only_v3 = true;
   }
-  cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
+  print_device();
 
   int fails = 0, total = 0;
   if (do_test) {

@@ -57,28 +57,9 @@
 #ifdef INST_RANK
 // =========================================================================== instance TU
 #include "fastna/gemm/device.hpp"
-
-#define f16 cutlass::half_t
-#define bf16 cutlass::bfloat16_t
-#define f32 float
-using Elem = INST_ELEM;
-#undef f16
-#undef bf16
-#undef f32
-#define CAT_(a, b, c, d, e, f) a##b##c##d##e##f
-#define CAT(a, b, c, d, e, f) CAT_(a, b, c, d, e, f)
+#include "instance_tu.hpp"
 constexpr int R = INST_RANK;
 
-template <class T>
-static fastna::TokenTensor<T, R> view(const void* p, const int64_t* s) {
-  fastna::TokenTensor<T, R> t;
-  t.ptr = reinterpret_cast<T*>(const_cast<void*>(p));
-  t.stride_batch = s[0];
-  for (int a = 0; a < R; ++a) t.stride_spatial[a] = s[1 + a];
-  t.stride_head = s[R + 1];
-  t.stride_dim = s[R + 2];
-  return t;
-}
 // contiguous [B, N, H, prod(K)]
 template <class T>
 static fastna::gemm_na::AttnView<T> attn_view(const fastna::NaProblem<R>& p, const void* a) {
@@ -90,14 +71,14 @@ static fastna::gemm_na::AttnView<T> attn_view(const fastna::NaProblem<R>& p, con
   return v;
 }
 
-int CAT(gemm_pn_r, INST_RANK, _, INST_ELEM, _d, INST_DIM)(const fastna::NaProblem<R>& p, const void* q,
+int CAT(gemm_pn_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, )(const fastna::NaProblem<R>& p, const void* q,
                                                          const int64_t* sq, const void* k, const int64_t* sk,
                                                          void* attn, const void* rpb, cudaStream_t st) {
   using Op = fastna::gemm_na::PN<R, Elem, INST_DIM>;
   typename Op::Arguments args;
   args.problem = p;
-  args.q = view<Elem const>(q, sq);
-  args.k = view<Elem const>(k, sk);
+  args.q = token_view<Elem const, R>(q, sq);
+  args.k = token_view<Elem const, R>(k, sk);
   args.attn = attn_view<Elem>(p, attn);
   args.rpb = reinterpret_cast<Elem const*>(rpb);
   if (Op::can_implement(args) != cutlass::Status::kSuccess) return 1;
@@ -110,19 +91,19 @@ static int run_gather(const fastna::NaProblem<R>& p, const void* attn, const voi
   typename Op::Arguments args;
   args.problem = p;
   args.attn = attn_view<Elem const>(p, attn);
-  args.x = view<Elem const>(x, sx);
-  args.out = view<Elem>(out, so);
+  args.x = token_view<Elem const, R>(x, sx);
+  args.out = token_view<Elem, R>(out, so);
   args.head_dim = INST_DIM;
   if (Op::can_implement(args) != cutlass::Status::kSuccess) return 1;
   return Op::run(args, st) == cutlass::Status::kSuccess ? 0 : 2;
 }
 
-int CAT(gemm_nn_r, INST_RANK, _, INST_ELEM, _d, INST_DIM)(const fastna::NaProblem<R>& p, const void* attn,
+int CAT(gemm_nn_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, )(const fastna::NaProblem<R>& p, const void* attn,
                                                          const void* x, const int64_t* sx, void* out,
                                                          const int64_t* so, cudaStream_t st) {
   return run_gather<fastna::gemm_na::NN<R, Elem, INST_DIM>>(p, attn, x, sx, out, so, st);
 }
-int CAT(gemm_in_r, INST_RANK, _, INST_ELEM, _d, INST_DIM)(const fastna::NaProblem<R>& p, const void* attn,
+int CAT(gemm_in_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, )(const fastna::NaProblem<R>& p, const void* attn,
                                                          const void* x, const int64_t* sx, void* out,
                                                          const int64_t* so, cudaStream_t st) {
   return run_gather<fastna::gemm_na::IN<R, Elem, INST_DIM>>(p, attn, x, sx, out, so, st);
@@ -141,14 +122,7 @@ int CAT(gemm_in_r, INST_RANK, _, INST_ELEM, _d, INST_DIM)(const fastna::NaProble
 
 FASTNA_GEMM_FOR_ALL(FASTNA_GEMM_DECL)
 
-#define CK(x)                                                                               \
-  do {                                                                                      \
-    cudaError_t e_ = (x);                                                                   \
-    if (e_ != cudaSuccess) {                                                                \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
-      std::exit(1);                                                                         \
-    }                                                                                       \
-  } while (0)
+#include "harness.hpp"
 
 #include "half_bits.hpp"
 
@@ -508,39 +482,19 @@ static void bench(const Case& c, int iters) {
     CK(cudaDeviceSynchronize());
     if (rc != 0) { std::printf("bench %s %s: rc=%d\n", c.name.c_str(), names[op], rc); continue; }
     for (int i = 0; i < 3; ++i) launch();
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    std::vector<float> ms;
-    for (int i = 0; i < iters; ++i) {
-      CK(cudaEventRecord(e0));
-      launch();
-      CK(cudaEventRecord(e1));
-      CK(cudaEventSynchronize(e1));
-      float t;
-      CK(cudaEventElapsedTime(&t, e0, e1));
-      ms.push_back(t);
-    }
-    std::sort(ms.begin(), ms.end());
-    const double med = ms[ms.size() / 2];
+    const std::vector<float> ms = time_launches(iters, launch);
+    const double med = median_of(ms);
     const double flops = 2.0 * double(c.B) * N * double(W) * c.D * c.H;
     std::printf("BENCH %-44s %s D=%d %-10s median %.4f ms (min %.4f)  %.2f TFLOP/s (2*B*N*W*D*H)\n", c.name.c_str(),
                 dt_name(c), c.D, names[op], med, ms[0], flops / (med * 1e-3) / 1e12);
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
   }
   cudaFree(dq); cudaFree(dk); cudaFree(dattn); cudaFree(dout); cudaFree(dkout);
 }
 
 int main(int argc, char** argv) {
-  bool do_test = true, do_bench = true;
-  for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--test-only")) do_bench = false;
-    if (!std::strcmp(argv[i], "--bench-only")) do_test = false;
-  }
-  cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
+  const RunParts parts = parse_run_parts(argc, argv);
+  const bool do_test = parts.test, do_bench = parts.bench;
+  print_device();
   int fails = 0, total = 0;
   if (do_test) {
     std::vector<Case> cs;

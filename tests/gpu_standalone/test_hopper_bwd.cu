@@ -66,29 +66,11 @@ FASTNA_SM80_BWD_DECL(3, bf16, 128)
 #include <type_traits>
 
 #include "fastna/hopper/backward.hpp"
-
-#define f16 cutlass::half_t
-#define bf16 cutlass::bfloat16_t
-using Elem = INST_ELEM;
-#undef f16
-#undef bf16
-#define CAT_(a, b, c, d, e, f, g) a##b##c##d##e##f##g
-#define CAT(a, b, c, d, e, f, g) CAT_(a, b, c, d, e, f, g)
+#include "instance_tu.hpp"
 #ifndef INST_VARIANT
 #define INST_VARIANT 0
-#define INST_TAG
 #endif
 
-template <int R, class T>
-static fastna::TokenTensor<T, R> view(const void* p, const int64_t* s) {
-  fastna::TokenTensor<T, R> t;
-  t.ptr = reinterpret_cast<T*>(const_cast<void*>(p));
-  t.stride_batch = s[0];
-  for (int a = 0; a < R; ++a) t.stride_spatial[a] = s[1 + a];
-  t.stride_head = s[R + 1];
-  t.stride_dim = s[R + 2];
-  return t;
-}
 
 int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(int which, const fastna::NaProblem<INST_RANK>& p, const int64_t* sq,
                                                             const int64_t* sk, const void* q, const void* k,
@@ -108,17 +90,7 @@ int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(int which
 #else
   using Op = fastna::hopper::Backward<R, Elem, INST_DIM, QBox, ColBox, false, ColBox>;
 #endif
-  typename Op::Arguments args;
-  args.problem = p;
-  args.q = view<R, Elem const>(q, sq);
-  args.k = view<R, Elem const>(k, sk);
-  args.v = view<R, Elem const>(v, sk);
-  args.out = view<R, Elem const>(o, sq);
-  args.dout = view<R, Elem const>(dout, sq);
-  args.lse = lse;
-  args.dq = view<R, Elem>(dq, sq);
-  args.dk = view<R, Elem>(dk, sk);
-  args.dv = view<R, Elem>(dv, sk);
+  auto args = backward_arguments<typename Op::Arguments>(p, sq, sk, q, k, v, o, dout, lse, dq, dk, dv);
   if (ws_bytes != nullptr) {
     *ws_bytes = Op::get_workspace_size(args);
     return 0;
@@ -175,14 +147,7 @@ int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(int which
 
 #include "fastna/index_math.hpp"
 
-#define CK(x)                                                                                  \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__);    \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
+#include "harness.hpp"
 
 #include "bwd_check.hpp"
 #include "case.hpp"
@@ -293,26 +258,13 @@ static void bench(const Case& c, int iters) {
   sm80_bwd(R, &p, sq, sk, q, k, v, o, dout, lse, dq, dk, dv, nullptr, &wss);
   void* ws;
   CK(cudaMalloc(&ws, std::max<size_t>(std::max(wsh, wss), 16)));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
   auto time_it = [&](auto&& fn) -> double {
     if (fn() != 0) return -1.0;
     CK(cudaDeviceSynchronize());
     fn();
-    std::vector<float> ms;
-    for (int i = 0; i < iters; ++i) {
-      CK(cudaEventRecord(e0));
-      fn();
-      CK(cudaEventRecord(e1));
-      CK(cudaEventSynchronize(e1));
-      float t;
-      CK(cudaEventElapsedTime(&t, e0, e1));
-      ms.push_back(t);
-    }
+    const std::vector<float> ms = time_launches(iters, fn);
     CK(cudaGetLastError());
-    std::sort(ms.begin(), ms.end());
-    return ms[ms.size() / 2];
+    return median_of(ms);
   };
   auto hop = [&](int which) {
     return [&, which]() {
@@ -350,57 +302,19 @@ static void bench(const Case& c, int iters) {
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  bool do_test = true, do_bench = true;
+  const RunParts parts = parse_run_parts(argc, argv);
+  const bool do_test = parts.test, do_bench = parts.bench;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--test-only")) do_bench = false;
-    if (!std::strcmp(argv[i], "--bench-only")) do_test = false;
     if (!std::strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
     if (!std::strcmp(argv[i], "--skip") && i + 1 < argc) g_skip = argv[++i];
     if (!std::strcmp(argv[i], "--variant") && i + 1 < argc) g_variant = std::atoi(argv[++i]);
     if (!std::strcmp(argv[i], "--bench") && i + 1 < argc) g_bench = argv[++i];
   }
   if (const char* w = std::getenv("FASTNA_BWD_WHICH")) g_which = std::atoi(w);
-  cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
-  int fails = 0, total = 0, skipped = 0;
+  print_device();
+  int fails = 0;
   if (do_test) {
-    std::vector<Case> cs;
-    // 1D
-    cs.push_back(mk("1d L100 K7", 1, {100}, {7}, {1}, {1}, {0}, 1, 2, 2, 64, false));
-    cs.push_back(mk("1d L131 K8 s3 d2 (even K, unequal groups) B2", 1, {131}, {8}, {3}, {2}, {0}, 2, 2, 2, 128, true));
-    cs.push_back(mk("1d L200 K33 d3 causal GQA4/2", 1, {200}, {33}, {1}, {3}, {1}, 1, 4, 2, 64, false));
-    cs.push_back(mk("1d L77 K77 (self-attn)", 1, {77}, {77}, {1}, {1}, {0}, 1, 2, 2, 128, true));
-    cs.push_back(mk("1d L90 K16 s16 causal (blocked) GQA2/1", 1, {90}, {16}, {16}, {1}, {1}, 1, 2, 1, 128, true));
-    cs.push_back(mk("1d L300 K64 s8 d2 causal", 1, {300}, {64}, {8}, {2}, {1}, 1, 1, 1, 64, false));
-    cs.push_back(mk("1d L150 K13 s5 GQA3/1", 1, {150}, {13}, {5}, {1}, {0}, 2, 3, 1, 128, true));
-    cs.push_back(mk("1d L600 K200 (full tiles)", 1, {600}, {200}, {1}, {1}, {0}, 1, 2, 2, 64, false));
-    // 2D
-    cs.push_back(mk("2d 20x23 K5x7", 2, {20, 23}, {5, 7}, {1, 1}, {1, 1}, {0, 0}, 1, 2, 2, 64, false));
-    cs.push_back(mk("2d 30x17 K6x4 s2x3 d2x3 GQA4/1", 2, {30, 17}, {6, 4}, {2, 3}, {2, 3}, {0, 0}, 1, 4, 1, 128, true));
-    for (int cc = 0; cc < 4; ++cc) {
-      static char nm[4][64];
-      std::snprintf(nm[cc], 64, "2d 19x21 K7x6 s1x2 d1x2 causal=(%d,%d)", cc & 1, (cc >> 1) & 1);
-      cs.push_back(mk(nm[cc], 2, {19, 21}, {7, 6}, {1, 2}, {1, 2}, {cc & 1, (cc >> 1) & 1}, 1, 2, 2,
-                      (cc & 1) ? 128 : 64, cc & 1));
-    }
-    cs.push_back(mk("2d 16x16 K16x16 (self-attn)", 2, {16, 16}, {16, 16}, {1, 1}, {1, 1}, {0, 0}, 1, 2, 2, 128, false));
-    cs.push_back(mk("2d 33x40 K9x12 s3x4 GQA2/1", 2, {33, 40}, {9, 12}, {3, 4}, {1, 1}, {0, 0}, 1, 2, 1, 64, false));
-    cs.push_back(mk("2d 24x26 K8x8 s8x8 causal=(1,1) (blocked) B2", 2, {24, 26}, {8, 8}, {8, 8}, {1, 1}, {1, 1}, 2, 2, 2, 128, true));
-    cs.push_back(mk("2d 64x48 K33x21 (full tiles)", 2, {64, 48}, {33, 21}, {1, 1}, {1, 1}, {0, 0}, 1, 1, 1, 64, false));
-    cs.push_back(mk("2d 45x38 K13x13 d2x3", 2, {45, 38}, {13, 11}, {1, 1}, {2, 3}, {0, 0}, 1, 2, 2, 128, false));
-    // 3D
-    cs.push_back(mk("3d 9x10x11 K3x5x4", 3, {9, 10, 11}, {3, 5, 4}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 2, 2, 32, false));
-    cs.push_back(mk("3d 8x12x13 K4x3x5 s2x1x3 d1x2x2 causal=(1,0,0) GQA2/1", 3, {8, 12, 13}, {4, 3, 5}, {2, 1, 3}, {1, 2, 2}, {1, 0, 0}, 1, 2, 1, 64, true));
-    for (int cc = 0; cc < 8; ++cc) {
-      static char nm[8][72];
-      std::snprintf(nm[cc], 72, "3d 7x9x10 K3x4x5 s1x2x1 d2x1x1 causal=(%d,%d,%d)", cc & 1, (cc >> 1) & 1, (cc >> 2) & 1);
-      const bool bf = (cc >> 1) & 1;
-      cs.push_back(mk(nm[cc], 3, {7, 9, 10}, {3, 4, 5}, {1, 2, 1}, {2, 1, 1}, {cc & 1, (cc >> 1) & 1, (cc >> 2) & 1}, 1, 2, 2,
-                      bf ? 64 : 32, bf));
-    }
-    cs.push_back(mk("3d 6x7x9 K6x7x9 (self-attn) GQA2/1", 3, {6, 7, 9}, {6, 7, 9}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 2, 1, 64, true));
-    cs.push_back(mk("3d 12x12x12 K9x9x9 (full tiles)", 3, {12, 12, 12}, {9, 9, 9}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 1, 1, 32, false));
+    std::vector<Case> cs = bwd_test_cases();
     // Larger cases: many column tiles per CTA (ring wrap-around), full tiles, GQA, batch.
     cs.push_back(mk("1d L1000 K255 s4 GQA2/1 B2", 1, {1000}, {255}, {4}, {1}, {0}, 2, 2, 1, 128, true));
     cs.push_back(mk("1d L700 K301 causal", 1, {700}, {301}, {1}, {1}, {1}, 1, 1, 1, 64, false));
@@ -416,20 +330,8 @@ int main(int argc, char** argv) {
     cs.push_back(mk("1d L600 K200 (full tiles) bf16 128", 1, {600}, {200}, {1}, {1}, {0}, 1, 2, 2, 128, true));
     cs.push_back(mk("1d L600 K200 (full tiles) f16 128", 1, {600}, {200}, {1}, {1}, {0}, 1, 2, 2, 128, false));
     cs.push_back(mk("1d L600 K200 (full tiles) bf16 64", 1, {600}, {200}, {1}, {1}, {0}, 1, 2, 2, 64, true));
-    for (auto& c : cs) {
-      if (g_only && c.name.find(g_only) == std::string::npos) continue;
-      if (g_skip && c.name.find(g_skip) != std::string::npos) continue;
-      if (!have_instance(c)) {
-        std::printf("%-52s SKIP (no instance)\n", c.name.c_str());
-        ++skipped;
-        continue;
-      }
-      ++total;
-      int f = c.rank == 1 ? run_case<1>(c) : (c.rank == 2 ? run_case<2>(c) : run_case<3>(c));
-      fails += f;
-    }
-    std::printf("SUMMARY: %d/%d passed (%d skipped)\n", total - fails, total, skipped);
-    std::fflush(stdout);
+    fails = run_backward_cases(
+        cs, have_instance, [](auto rank, const Case& c) { return run_case<decltype(rank)::value>(c); }, g_only, g_skip);
   }
   if (do_bench) {
     // The anchor cases of DESIGN.md section 4 (bf16, D=128, B=1); --bench SUBSTR picks some.

@@ -81,29 +81,11 @@ extern int g_max_ctas;  // defined by the driver
 #ifdef INST_RANK
 // ------------------------------------------------------------------ one hopper instance
 #include "fastna/hopper/forward.hpp"
-
-#define f16 cutlass::half_t
-#define bf16 cutlass::bfloat16_t
-using Elem = INST_ELEM;
-#undef f16
-#undef bf16
-#define CAT_(a, b, c, d, e, f, g) a##b##c##d##e##f##g
-#define CAT(a, b, c, d, e, f, g) CAT_(a, b, c, d, e, f, g)
+#include "instance_tu.hpp"
 #ifndef INST_VARIANT
 #define INST_VARIANT 0
-#define INST_TAG
 #endif
 
-template <class T, int R>
-static fastna::TokenTensor<T, R> view(const void* p, const int64_t* s) {
-  fastna::TokenTensor<T, R> t;
-  t.ptr = reinterpret_cast<T*>(const_cast<void*>(p));
-  t.stride_batch = s[0];
-  for (int a = 0; a < R; ++a) t.stride_spatial[a] = s[1 + a];
-  t.stride_head = s[R + 1];
-  t.stride_dim = s[R + 2];
-  return t;
-}
 
 int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fastna::NaProblem<INST_RANK>& p, const void* q,
                                                              const int64_t* sq, const void* k, const int64_t* sk,
@@ -148,13 +130,7 @@ int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fas
 #else
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM>;
 #endif
-  typename Op::Arguments args;
-  args.problem = p;
-  args.q = view<Elem const, INST_RANK>(q, sq);
-  args.k = view<Elem const, INST_RANK>(k, sk);
-  args.v = view<Elem const, INST_RANK>(v, sv);
-  args.out = view<Elem, INST_RANK>(out, so);
-  args.lse = lse;
+  auto args = forward_arguments<typename Op::Arguments>(p, q, sq, k, sk, v, sv, out, so, lse);
   if (Op::can_implement(args) != cutlass::Status::kSuccess) return 1;
   return Op::run(args, stream, nullptr, g_max_ctas) == cutlass::Status::kSuccess ? 0 : 2;
 }
@@ -176,14 +152,7 @@ int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fas
 #include "case.hpp"
 #include "half_bits.hpp"
 
-#define CK(x)                                                                               \
-  do {                                                                                      \
-    cudaError_t e_ = (x);                                                                   \
-    if (e_ != cudaSuccess) {                                                                \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
-      std::exit(1);                                                                         \
-    }                                                                                       \
-  } while (0)
+#include "harness.hpp"
 
 
 // kHopper: default instance; kVariant: the bf16 D=128 variant g_variant (1..4); kSm80: fused::Forward.
@@ -301,18 +270,7 @@ static bool run_case(const Case& c, Impl impl) {
     for (int h = 0; h < H; ++h) {
       const int hk = p.kv_head(h);
       for (int64_t i = 0; i < N; ++i) {
-        int ci[3];
-        int64_t t = i;
-        for (int a = R - 1; a >= 0; --a) { ci[a] = int(t % c.L[a]); t /= c.L[a]; }
-        nb.clear();
-        for (int64_t j = 0; j < N; ++j) {
-          int cj[3];
-          int64_t u = j;
-          for (int a = R - 1; a >= 0; --a) { cj[a] = int(u % c.L[a]); u /= c.L[a]; }
-          bool ok = true;
-          for (int a = 0; a < R && ok; ++a) ok = fastna::is_neighbor(p.axis[a], ci[a], cj[a]);
-          if (ok) nb.push_back(j);
-        }
+        neighbors_of(p, i, N, nb);
         for (int x = 0; x < D; ++x) qrow[x] = fq(b, i, h, x);
         s.assign(nb.size(), 0.0);
         double mx = -1e300;
@@ -396,27 +354,12 @@ static double bench_one(Impl impl, const Case& c, int iters, uint16_t* dq, uint1
     return 0;
   }
   launch();
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  std::vector<float> ms;
-  for (int i = 0; i < iters; ++i) {
-    CK(cudaEventRecord(e0));
-    launch();
-    CK(cudaEventRecord(e1));
-    CK(cudaEventSynchronize(e1));
-    float t;
-    CK(cudaEventElapsedTime(&t, e0, e1));
-    ms.push_back(t);
-  }
+  const std::vector<float> ms = time_launches(iters, launch);
   CK(cudaGetLastError());
-  std::sort(ms.begin(), ms.end());
-  const double med = ms[ms.size() / 2];
+  const double med = median_of(ms);
   const double flops = 4.0 * double(c.B) * N * double(p.window_size()) * c.D * c.H;
   std::printf("BENCH %-44s %-8s median %9.3f ms (min %9.3f)  %6.1f TFLOP/s\n", c.name.c_str(), who, med, ms[0],
               flops / (med * 1e-3) / 1e12);
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
   return med;
 }
 
@@ -450,16 +393,13 @@ static void bench_all(const Case& c, int iters) {
 }
 
 int main(int argc, char** argv) {
-  bool do_test = true, do_bench = true;
+  const RunParts parts = parse_run_parts(argc, argv);
+  const bool do_test = parts.test, do_bench = parts.bench;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--test-only")) do_bench = false;
-    if (!std::strcmp(argv[i], "--bench-only")) do_test = false;
     if (!std::strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
   }
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines survive a timeout kill
-  cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
+  print_device();
 
   int fails = 0, total = 0;
   if (do_test) {

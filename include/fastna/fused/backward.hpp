@@ -19,6 +19,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "fastna/box_tile.hpp"  // tiles_per_group
+#include "fastna/host_checks.hpp"
 #include "fastna/fused/backward_kernel.hpp"
 #include "fastna/fused/kernel_traits.hpp"
 #include "fastna/problem.hpp"
@@ -58,26 +60,15 @@ class Backward {
 
   static cutlass::Status can_implement(Arguments const& args) {
     NaProblem<Rank> const& p = args.problem;
-    if (p.batch <= 0 || p.heads <= 0 || p.heads_kv <= 0 || p.heads % p.heads_kv != 0)
+    const cutlass::Status st = check_fused_problem<HeadDim>(p);
+    if (st != cutlass::Status::kSuccess) return st;
+    if (box_grid_x<QBox>(p) > 0x7fffffff || box_grid_x<KBox>(p) > 0x7fffffff)
       return cutlass::Status::kErrorInvalidProblem;
-    if (p.batch > 65535 || p.heads > 65535) return cutlass::Status::kErrorInvalidProblem;
-    if (p.dim != HeadDim || p.dim_v != HeadDim) return cutlass::Status::kErrorInvalidProblem;
-    if (p.num_extra != 0) return cutlass::Status::kErrorNotSupported;
-    if (!(p.scale > 0.f) || !std::isfinite(p.scale)) return cutlass::Status::kErrorInvalidProblem;
-    int64_t ctas_q = 1, ctas_kv = 1;
-    for (int a = 0; a < Rank; ++a) {
-      AxisParams const& ax = p.axis[a];
-      if (ax.length <= 0 || ax.kernel < 1 || ax.dilation < 1 || ax.stride < 1 || ax.stride > ax.kernel ||
-          int64_t(ax.kernel) * ax.dilation > ax.length)
-        return cutlass::Status::kErrorInvalidProblem;
-      ctas_q *= int64_t(ax.dilation) * tiles_per_group(ax, QBox::extent(a));
-      ctas_kv *= int64_t(ax.dilation) * tiles_per_group(ax, KBox::extent(a));
-    }
-    if (ctas_q > 0x7fffffff || ctas_kv > 0x7fffffff) return cutlass::Status::kErrorInvalidProblem;
     if ((int64_t(p.batch) * p.num_tokens() * p.heads + 3) / 4 > 0x7fffffff) return cutlass::Status::kErrorInvalidProblem;
     if (args.lse == nullptr) return cutlass::Status::kErrorInvalidProblem;
-    if (!view_ok(args.q) || !view_ok(args.k) || !view_ok(args.v) || !view_ok(args.out) || !view_ok(args.dout) ||
-        !view_ok(args.dq) || !view_ok(args.dk) || !view_ok(args.dv))
+    if (!rows_in_16_byte_chunks(args.q) || !rows_in_16_byte_chunks(args.k) || !rows_in_16_byte_chunks(args.v) ||
+        !rows_in_16_byte_chunks(args.out) || !rows_in_16_byte_chunks(args.dout) || !rows_in_16_byte_chunks(args.dq) ||
+        !rows_in_16_byte_chunks(args.dk) || !rows_in_16_byte_chunks(args.dv))
       return cutlass::Status::kErrorMisalignedOperand;
     return cutlass::Status::kSuccess;
   }
@@ -120,11 +111,7 @@ class Backward {
     fna_bwd_preprocess_kernel<Rank, Element, HeadDim>
         <<<static_cast<unsigned>((rows + 3) / 4), 128, 0, stream>>>(params);
 
-    int64_t xq = 1, xkv = 1;
-    for (int a = 0; a < Rank; ++a) {
-      xq *= int64_t(p.axis[a].dilation) * params.q_tiles_per_group[a];
-      xkv *= int64_t(p.axis[a].dilation) * params.kv_tiles_per_group[a];
-    }
+    const int64_t xq = box_grid_x<QBox>(p), xkv = box_grid_x<KBox>(p);
     {
       auto kernel = fna_bwd_dkdv_kernel<DkvTraits>;
       constexpr int smem = static_cast<int>(kSmemDkv);
@@ -144,21 +131,6 @@ class Backward {
                DqTraits::kThreads, smem, stream>>>(params);
     }
     return cudaGetLastError() == cudaSuccess ? cutlass::Status::kSuccess : cutlass::Status::kErrorInternal;
-  }
-
- private:
-  static int32_t tiles_per_group(AxisParams const& ax, int extent) {
-    const int32_t max_group = (ax.length + ax.dilation - 1) / ax.dilation;
-    return (max_group + extent - 1) / extent;
-  }
-  template <class T>
-  static bool view_ok(TokenTensor<T, Rank> const& t) {
-    if (t.ptr == nullptr || t.stride_dim != 1) return false;
-    if (reinterpret_cast<uintptr_t>(t.ptr) % 16 != 0) return false;
-    if (t.stride_batch % 8 != 0 || t.stride_head % 8 != 0) return false;
-    for (int a = 0; a < Rank; ++a)
-      if (t.stride_spatial[a] % 8 != 0) return false;
-    return true;
   }
 };
 

@@ -22,8 +22,11 @@
 #include <cmath>
 #include <cstdint>
 
+#include "fastna/box_tile.hpp"
 #include "fastna/fused/kernel.hpp"
 #include "fastna/fused/kernel_traits.hpp"
+#include "fastna/fused/score_tile.hpp"
+#include "fastna/fused/tile_gemm.hpp"
 #include "fastna/index_math.hpp"
 #include "fastna/problem.hpp"
 
@@ -58,30 +61,34 @@ __device__ __forceinline__ void store_box(TokenTensor<typename Traits::Element, 
   for (int r = row0; r < Box::kSize; r += Traits::kRowsPerPass) {
     int off[Rank];
     Box::unflatten(r, off);
-    bool valid = true;
     int coord[Rank];
-#pragma unroll
-    for (int a = 0; a < Rank; ++a) {
-      const int loc = origin[a] + off[a];
-      valid = valid && (loc < limit[a]);
-      coord[a] = loc * axis[a].dilation + group[a];
-    }
-    if (valid) {
+    if (box_token(origin, off, limit, group, axis, coord)) {
       const uint4 val = *reinterpret_cast<uint4 const*>(smem + SmemLayout{}(r, chunk * 8));
       *reinterpret_cast<uint4*>(t.at(b, coord, h) + chunk * 8) = val;
     }
   }
 }
-}  // namespace detail
 
-// ------------------------------------------------------------------ preprocess: delta
-// One warp per (batch, token, head) row; 16-byte loads along the head dim.
-// A gradient dlse into the logsumexp adds dlse * P to dS (d lse / d s = P), i.e.
-// dS = P (dP - (delta - dlse)): it is folded into delta here, so the main kernels are unchanged.
-// `Tag` only makes the symbol unique (a binding TU passes a type with internal linkage so that
-// copies compiled for several archs never share one); it does not change the code.
-template <int Rank, class Element, int HeadDim, class Tag = void>
-__global__ void __launch_bounds__(128) fna_bwd_preprocess_kernel(BackwardParams<Rank, Element> const params) {
+// lse (log2 units) and delta of query token `coord`, head h (n_tokens: problem.num_tokens());
+// padding queries (valid false): +inf and 0, so that P = 0 there.
+template <int Rank, class Element>
+__device__ __forceinline__ void query_stats(BackwardParams<Rank, Element> const& params, int64_t n_tokens, int b,
+                                            int h, int const (&coord)[Rank], bool valid, float& lse2, float& delta) {
+  lse2 = INFINITY;
+  delta = 0.f;
+  if (valid) {
+    NaProblem<Rank> const& p = params.problem;
+    const int64_t idx = (int64_t(b) * n_tokens + flatten(coord, p.axis)) * p.heads + h;
+    lse2 = params.lse[idx] * kLog2e;
+    delta = params.delta[idx];
+  }
+}
+
+// The preprocess's row: one warp per (batch, token, head) row of [B, N, H], 16-byte loads along
+// the head dim.  Calls finish(row, b, h, coord, dot) with dot = rowsum(dO * O) in every lane;
+// a warp past the last row returns at once.
+template <int HeadDim, int Rank, class Element, class Finish>
+__device__ __forceinline__ void out_dout_row_dot(BackwardParams<Rank, Element> const& params, Finish&& finish) {
   constexpr int kChunks = HeadDim / 8;
   static_assert(kChunks <= 32, "head dim <= 256");
   const int lane = threadIdx.x % 32;
@@ -107,7 +114,21 @@ __global__ void __launch_bounds__(128) fna_bwd_preprocess_kernel(BackwardParams<
   }
 #pragma unroll
   for (int m = 16; m >= 1; m >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, m);
-  if (lane == 0) params.delta[row] = params.dlse != nullptr ? acc - params.dlse[row] : acc;
+  finish(row, b, h, coord, acc);
+}
+}  // namespace detail
+
+// ------------------------------------------------------------------ preprocess: delta
+// One warp per (batch, token, head) row; 16-byte loads along the head dim.
+// A gradient dlse into the logsumexp adds dlse * P to dS (d lse / d s = P), i.e.
+// dS = P (dP - (delta - dlse)): it is folded into delta here, so the main kernels are unchanged.
+// `Tag` only makes the symbol unique (a binding TU passes a type with internal linkage so that
+// copies compiled for several archs never share one); it does not change the code.
+template <int Rank, class Element, int HeadDim, class Tag = void>
+__global__ void __launch_bounds__(128) fna_bwd_preprocess_kernel(BackwardParams<Rank, Element> const params) {
+  detail::out_dout_row_dot<HeadDim>(params, [&](int64_t row, int, int, int32_t const (&)[Rank], float acc) {
+    if (threadIdx.x % 32 == 0) params.delta[row] = params.dlse != nullptr ? acc - params.dlse[row] : acc;
+  });
 }
 
 // ------------------------------------------------------------------ dK / dV
@@ -140,82 +161,37 @@ __global__ void __launch_bounds__(Traits::kThreads)
   const int group_size = prob.heads / prob.heads_kv;
   const int64_t n_tokens = prob.num_tokens();
 
-  int group[R], k0[R], klim[R], glen[R];
-  Range qr[R];
-  int n_qt[R];
-  int n_q = 1;
-  {
-    int bx = blockIdx.x;
-#pragma unroll
-    for (int a = R - 1; a >= 0; --a) {
-      const int tpg = params.kv_tiles_per_group[a];
-      const int n = prob.axis[a].dilation * tpg;
-      const int idx = bx % n;
-      bx /= n;
-      group[a] = idx / tpg;
-      k0[a] = (idx % tpg) * KvBox::extent(a);
-    }
-    bool empty = false;
-#pragma unroll
-    for (int a = 0; a < R; ++a) {
-      glen[a] = group_length(prob.axis[a], group[a]);
-      empty = empty || (k0[a] >= glen[a]);
-      klim[a] = imin(k0[a] + KvBox::extent(a), glen[a]);
-      qr[a] = query_range_for_key_tile(prob.axis[a], Range{k0[a], klim[a]}, glen[a]);
-      n_qt[a] = qr[a].empty() ? 0 : (qr[a].size() + QTile::extent(a) - 1) / QTile::extent(a);
-      n_q *= n_qt[a];
-    }
-    if (empty) return;
-  }
-  const int n_it = n_q * group_size;
-
-  auto q_origin = [&](int t, int (&origin)[R]) {
-#pragma unroll
-    for (int a = R - 1; a >= 0; --a) {
-      origin[a] = qr[a].begin + (t % n_qt[a]) * QTile::extent(a);
-      t /= n_qt[a];
-    }
-  };
-  int qlim[R];
-#pragma unroll
-  for (int a = 0; a < R; ++a) qlim[a] = qr[a].end;
+  // ---- which KV box (rows) and the query tiles (columns) that see it ----
+  const BoxTile<R, KvBox, QTile, true> cta(prob, params.kv_tiles_per_group, blockIdx.x);
+  if (cta.empty) return;
+  const int n_it = cta.n_col * group_size;
 
   // Loads Q, dO (cp.async) and lse, delta (plain loads) of iteration `it` into stage `st`.
   auto load_iter = [&](int it, int st) {
     const int h = h_kv * group_size + it % group_size;
     int origin[R];
-    q_origin(it / group_size, origin);
+    cta.col_origin(it / group_size, origin);
     detail::load_box<Traits, QTile, typename Traits::SmemLayoutKV>(params.q, b, h, smem_q + st * Traits::kElemsKV,
-                                                                  origin, qlim, group, prob.axis, tid);
+                                                                  origin, cta.clim, cta.group, prob.axis, tid);
     detail::load_box<Traits, QTile, typename Traits::SmemLayoutKV>(
-        params.dout, b, h, smem_do + st * Traits::kElemsKV, origin, qlim, group, prob.axis, tid);
+        params.dout, b, h, smem_do + st * Traits::kElemsKV, origin, cta.clim, cta.group, prob.axis, tid);
     for (int c = tid; c < kBlockN; c += Traits::kThreads) {
       int off[R];
       QTile::unflatten(c, off);
-      bool valid = true;
       int32_t coord[R];
-#pragma unroll
-      for (int a = 0; a < R; ++a) {
-        const int loc = origin[a] + off[a];
-        valid = valid && (loc < qlim[a]);
-        coord[a] = loc * prob.axis[a].dilation + group[a];
-      }
-      float l = INFINITY, dl = 0.f;  // padding queries: P = 0
-      if (valid) {
-        const int64_t idx = (int64_t(b) * n_tokens + flatten(coord, prob.axis)) * prob.heads + h;
-        l = params.lse[idx] * detail::kLog2e;
-        dl = params.delta[idx];
-      }
+      const bool valid = box_token(origin, off, cta.clim, cta.group, prob.axis, coord);
+      float l, dl;
+      detail::query_stats(params, n_tokens, b, h, coord, valid, l, dl);
       smem_lse[st * kBlockN + c] = l;
       smem_delta[st * kBlockN + c] = dl;
     }
   };
 
   // ---- prologue: K, V of this box, and the first query tile ----
-  detail::load_box<Traits, KvBox, typename Traits::SmemLayoutQ>(params.k, b, h_kv, smem_k, k0, klim, group,
-                                                               prob.axis, tid);
-  detail::load_box<Traits, KvBox, typename Traits::SmemLayoutQ>(params.v, b, h_kv, smem_v, k0, klim, group,
-                                                               prob.axis, tid);
+  detail::load_box<Traits, KvBox, typename Traits::SmemLayoutQ>(params.k, b, h_kv, smem_k, cta.r0, cta.rlim,
+                                                               cta.group, prob.axis, tid);
+  detail::load_box<Traits, KvBox, typename Traits::SmemLayoutQ>(params.v, b, h_kv, smem_v, cta.r0, cta.rlim,
+                                                               cta.group, prob.axis, tid);
   if (n_it > 0) load_iter(0, 0);
   cp_async_fence();
 
@@ -234,17 +210,12 @@ __global__ void __launch_bounds__(Traits::kThreads)
   clear(acc_dk);
   clear(acc_dv);
 
-  auto copy_a = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
-  auto thr_copy_a = copy_a.get_thread_slice(tid);
-  Tensor tSsK = thr_copy_a.partition_S(sK);
-  Tensor tSsV = thr_copy_a.partition_S(sV);
-  Tensor tSrA_v = thr_copy_a.retile_D(tSrA);
-  auto copy_b = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, tiled_mma);
-  auto thr_copy_b = copy_b.get_thread_slice(tid);
-  Tensor tSrB_v = thr_copy_b.retile_D(tSrB);
-  auto copy_bt = make_tiled_copy_B(typename Traits::SmemCopyAtomT{}, tiled_mma);
-  auto thr_copy_bt = copy_bt.get_thread_slice(tid);
-  Tensor tOrBt_v = thr_copy_bt.retile_D(tOrBt);
+  const detail::OperandCopies<Traits> cp(tid);
+  Tensor tSsK = cp.thr_a.partition_S(sK);
+  Tensor tSsV = cp.thr_a.partition_S(sV);
+  Tensor tSrA_v = cp.thr_a.retile_D(tSrA);
+  Tensor tSrB_v = cp.thr_b.retile_D(tSrB);
+  Tensor tOrBt_v = cp.thr_bt.retile_D(tOrBt);
 
   Tensor cS = make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{});
   Tensor tScS = thr_mma.partition_C(cS);
@@ -256,24 +227,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
   // Inverse windows (group-local, per axis) of this thread's key rows; padding keys see nobody.
   int ibeg[kRows][R], iend[kRows][R];
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    const int row = get<0>(tScS(2 * r));
-    int off[R];
-    KvBox::unflatten(row, off);
-    bool valid = true;
-#pragma unroll
-    for (int a = 0; a < R; ++a) valid = valid && (k0[a] + off[a] < klim[a]);
-#pragma unroll
-    for (int a = 0; a < R; ++a) {
-      const Range w = valid ? inverse_window_local(prob.axis[a], k0[a] + off[a], glen[a]) : Range{0, 0};
-      ibeg[r][a] = w.begin;
-      iend[r][a] = w.end;
-    }
-  }
+  detail::row_windows<KvBox>(tScS, cta, prob.axis, ibeg, iend);
   bool kv_full = true;
 #pragma unroll
-  for (int a = 0; a < R; ++a) kv_full = kv_full && (klim[a] - k0[a] == KvBox::extent(a));
+  for (int a = 0; a < R; ++a) kv_full = kv_full && (cta.rlim[a] - cta.r0[a] == KvBox::extent(a));
   const float scale_log2 = params.scale_log2;
 
   for (int it = 0; it < n_it; ++it) {
@@ -287,10 +244,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
     Tensor sdO = make_tensor(make_smem_ptr(smem_do + stage * Traits::kElemsKV), typename Traits::SmemLayoutKV{});
     Tensor sQt = make_tensor(make_smem_ptr(smem_q + stage * Traits::kElemsKV), typename Traits::SmemLayoutVt{});
     Tensor sdOt = make_tensor(make_smem_ptr(smem_do + stage * Traits::kElemsKV), typename Traits::SmemLayoutVt{});
-    Tensor tSsQ = thr_copy_b.partition_S(sQ);
-    Tensor tSsdO = thr_copy_b.partition_S(sdO);
-    Tensor tOsQt = thr_copy_bt.partition_S(sQt);
-    Tensor tOsdOt = thr_copy_bt.partition_S(sdOt);
+    Tensor tSsQ = cp.thr_b.partition_S(sQ);
+    Tensor tSsdO = cp.thr_b.partition_S(sdO);
+    Tensor tOsQt = cp.thr_bt.partition_S(sQt);
+    Tensor tOsdOt = cp.thr_bt.partition_S(sdOt);
     float const* lse2 = smem_lse + stage * kBlockN;
     float const* dlt = smem_delta + stage * kBlockN;
 
@@ -299,50 +256,13 @@ __global__ void __launch_bounds__(Traits::kThreads)
     Tensor acc_dp = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
     clear(acc_s);
     clear(acc_dp);
-#pragma unroll
-    for (int kk = 0; kk < size<2>(tSrA); ++kk) {
-      copy(copy_a, tSsK(_, _, kk), tSrA_v(_, _, kk));
-      copy(copy_b, tSsQ(_, _, kk), tSrB_v(_, _, kk));
-      gemm(tiled_mma, tSrA(_, _, kk), tSrB(_, _, kk), acc_s);
-    }
-#pragma unroll
-    for (int kk = 0; kk < size<2>(tSrA); ++kk) {
-      copy(copy_a, tSsV(_, _, kk), tSrA_v(_, _, kk));
-      copy(copy_b, tSsdO(_, _, kk), tSrB_v(_, _, kk));
-      gemm(tiled_mma, tSrA(_, _, kk), tSrB(_, _, kk), acc_dp);
-    }
+    detail::gemm_ss(tiled_mma, cp.a, tSsK, tSrA_v, tSrA, cp.b, tSsQ, tSrB_v, tSrB, acc_s);
+    detail::gemm_ss(tiled_mma, cp.a, tSsV, tSrA_v, tSrA, cp.b, tSsdO, tSrB_v, tSrB, acc_dp);
 
     // Mask unless every (key, query) pair of the tile is a neighbor pair.
     int qo[R];
-    q_origin(it / group_size, qo);
-    bool full = kv_full;
-#pragma unroll
-    for (int a = 0; a < R; ++a) {
-      const Range qt{qo[a], imin(qo[a] + QTile::extent(a), qlim[a])};
-      full = full && (qt.size() == QTile::extent(a)) &&
-             tile_fully_inside(prob.axis[a], qt, Range{k0[a], klim[a]}, glen[a]);
-    }
-    if (!full) {
-#pragma unroll
-      for (int n = 0; n < kN; ++n) {
-#pragma unroll
-        for (int v0 = 0; v0 < 2; ++v0) {
-          const int col = get<1>(tScS(v0 + 4 * kM * n));
-          int off[R];
-          QTile::unflatten(col, off);
-          int ql[R];
-#pragma unroll
-          for (int a = 0; a < R; ++a) ql[a] = qo[a] + off[a];
-#pragma unroll
-          for (int r = 0; r < kRows; ++r) {
-            bool in = true;
-#pragma unroll
-            for (int a = 0; a < R; ++a) in = in && (ibeg[r][a] <= ql[a]) && (ql[a] < iend[r][a]);
-            if (!in) acc_s(v0 + 2 * r + 4 * kM * n) = -INFINITY;
-          }
-        }
-      }
-    }
+    cta.col_origin(it / group_size, qo);
+    if (!(kv_full && cta.col_tile_inside(prob.axis, qo))) detail::mask_outside_windows<QTile>(acc_s, tScS, qo, ibeg, iend);
 
     // P^T = exp(scale S^T - lse), dS^T = P^T (dP^T - delta)
     Tensor rP = make_tensor<Element>(acc_s.layout());
@@ -365,23 +285,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
     }
 
     // dV += P^T dO, dK += dS^T Q (scale applied in the epilogue)
-    auto as_a = [&](auto& frag) {
-      return make_tensor(frag.data(),
-                         make_layout(make_shape(make_shape(_2{}, _2{}, _2{}), Int<kM>{}, Int<kN / 2>{}),
-                                     make_stride(make_stride(_1{}, _2{}, Int<4 * kM>{}), _4{}, Int<8 * kM>{})));
-    };
-    Tensor tOrP = as_a(rP);
-    Tensor tOrdS = as_a(rdS);
-#pragma unroll
-    for (int kk = 0; kk < size<2>(tOrP); ++kk) {
-      copy(copy_bt, tOsdOt(_, _, kk), tOrBt_v(_, _, kk));
-      gemm(tiled_mma, tOrP(_, _, kk), tOrBt(_, _, kk), acc_dv);
-    }
-#pragma unroll
-    for (int kk = 0; kk < size<2>(tOrdS); ++kk) {
-      copy(copy_bt, tOsQt(_, _, kk), tOrBt_v(_, _, kk));
-      gemm(tiled_mma, tOrdS(_, _, kk), tOrBt(_, _, kk), acc_dk);
-    }
+    Tensor tOrP = detail::as_k16_a_operand<kM, kN>(rP);
+    Tensor tOrdS = detail::as_k16_a_operand<kM, kN>(rdS);
+    detail::gemm_rs(tiled_mma, tOrP, cp.bt, tOsdOt, tOrBt_v, tOrBt, acc_dv);
+    detail::gemm_rs(tiled_mma, tOrdS, cp.bt, tOsQt, tOrBt_v, tOrBt, acc_dk);
     __syncthreads();  // this stage is refilled by the next iteration's prefetch
   }
   cp_async_wait<0>();
@@ -397,10 +304,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
     sV(get<0>(tOcO(i)), get<1>(tOcO(i))) = static_cast<Element>(acc_dv(i));
   }
   __syncthreads();
-  detail::store_box<Traits, KvBox, typename Traits::SmemLayoutQ>(params.dk, b, h_kv, smem_k, k0, klim, group,
-                                                                prob.axis, tid);
-  detail::store_box<Traits, KvBox, typename Traits::SmemLayoutQ>(params.dv, b, h_kv, smem_v, k0, klim, group,
-                                                                prob.axis, tid);
+  detail::store_box<Traits, KvBox, typename Traits::SmemLayoutQ>(params.dk, b, h_kv, smem_k, cta.r0, cta.rlim,
+                                                                cta.group, prob.axis, tid);
+  detail::store_box<Traits, KvBox, typename Traits::SmemLayoutQ>(params.dv, b, h_kv, smem_v, cta.r0, cta.rlim,
+                                                                cta.group, prob.axis, tid);
 }
 
 // ------------------------------------------------------------------ dQ
@@ -430,56 +337,16 @@ __global__ void __launch_bounds__(Traits::kThreads)
   const int h_kv = prob.kv_head(h);
   const int64_t n_tokens = prob.num_tokens();
 
-  int group[R], q0[R], qlim[R], glen[R];
-  Range krange[R];
-  int n_ktiles[R];
-  int n_kv = 1;
-  {
-    int bx = blockIdx.x;
-#pragma unroll
-    for (int a = R - 1; a >= 0; --a) {
-      const int tpg = params.q_tiles_per_group[a];
-      const int n = prob.axis[a].dilation * tpg;
-      const int idx = bx % n;
-      bx /= n;
-      group[a] = idx / tpg;
-      q0[a] = (idx % tpg) * QBox::extent(a);
-    }
-    bool empty = false;
-#pragma unroll
-    for (int a = 0; a < R; ++a) {
-      glen[a] = group_length(prob.axis[a], group[a]);
-      empty = empty || (q0[a] >= glen[a]);
-      qlim[a] = imin(q0[a] + QBox::extent(a), glen[a]);
-      krange[a] = key_range_for_query_tile(prob.axis[a], Range{q0[a], qlim[a]}, glen[a]);
-      n_ktiles[a] = (krange[a].size() + KBox::extent(a) - 1) / KBox::extent(a);
-      n_kv *= n_ktiles[a];
-    }
-    if (empty) return;
-  }
-  auto kv_origin = [&](int j, int (&origin)[R]) {
-#pragma unroll
-    for (int a = R - 1; a >= 0; --a) {
-      origin[a] = krange[a].begin + (j % n_ktiles[a]) * KBox::extent(a);
-      j /= n_ktiles[a];
-    }
-  };
-  int klim[R];
-#pragma unroll
-  for (int a = 0; a < R; ++a) klim[a] = krange[a].end;
+  // ---- which query box (rows) and the KV boxes (columns) its queries need ----
+  const BoxTile<R, QBox, KBox, false> cta(prob, params.q_tiles_per_group, blockIdx.x);
+  if (cta.empty) return;
+  const int n_kv = cta.n_col;
 
-  detail::load_box<Traits, QBox, typename Traits::SmemLayoutQ>(params.q, b, h, smem_q, q0, qlim, group,
+  detail::load_box<Traits, QBox, typename Traits::SmemLayoutQ>(params.q, b, h, smem_q, cta.r0, cta.rlim, cta.group,
                                                               prob.axis, tid);
-  detail::load_box<Traits, QBox, typename Traits::SmemLayoutQ>(params.dout, b, h, smem_do, q0, qlim, group,
-                                                              prob.axis, tid);
-  if (n_kv > 0) {
-    int origin[R];
-    kv_origin(0, origin);
-    detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(params.k, b, h_kv, smem_k, origin, klim,
-                                                                 group, prob.axis, tid);
-    detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(params.v, b, h_kv, smem_v, origin, klim,
-                                                                 group, prob.axis, tid);
-  }
+  detail::load_box<Traits, QBox, typename Traits::SmemLayoutQ>(params.dout, b, h, smem_do, cta.r0, cta.rlim,
+                                                              cta.group, prob.axis, tid);
+  if (n_kv > 0) detail::load_kv_tile<Traits>(params, cta, 0, b, h_kv, smem_k, smem_v, tid);
   cp_async_fence();
 
   typename Traits::TiledMma tiled_mma;
@@ -495,17 +362,12 @@ __global__ void __launch_bounds__(Traits::kThreads)
   Tensor acc_dq = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
   clear(acc_dq);
 
-  auto copy_a = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
-  auto thr_copy_a = copy_a.get_thread_slice(tid);
-  Tensor tSsQ = thr_copy_a.partition_S(sQ);
-  Tensor tSsdO = thr_copy_a.partition_S(sdO);
-  Tensor tSrA_v = thr_copy_a.retile_D(tSrA);
-  auto copy_b = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, tiled_mma);
-  auto thr_copy_b = copy_b.get_thread_slice(tid);
-  Tensor tSrB_v = thr_copy_b.retile_D(tSrB);
-  auto copy_bt = make_tiled_copy_B(typename Traits::SmemCopyAtomT{}, tiled_mma);
-  auto thr_copy_bt = copy_bt.get_thread_slice(tid);
-  Tensor tOrBt_v = thr_copy_bt.retile_D(tOrBt);
+  const detail::OperandCopies<Traits> cp(tid);
+  Tensor tSsQ = cp.thr_a.partition_S(sQ);
+  Tensor tSsdO = cp.thr_a.partition_S(sdO);
+  Tensor tSrA_v = cp.thr_a.retile_D(tSrA);
+  Tensor tSrB_v = cp.thr_b.retile_D(tSrB);
+  Tensor tOrBt_v = cp.thr_bt.retile_D(tOrBt);
 
   Tensor cS = make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{});
   Tensor tScS = thr_mma.partition_C(cS);
@@ -520,40 +382,26 @@ __global__ void __launch_bounds__(Traits::kThreads)
   float lse2[kRows], dlt[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
-    const int row = get<0>(tScS(2 * r));
     int off[R];
-    QBox::unflatten(row, off);
-    bool valid = true;
+    QBox::unflatten(get<0>(tScS(2 * r)), off);
     int32_t coord[R];
+    const bool valid = box_token(cta.r0, off, cta.rlim, cta.group, prob.axis, coord);
 #pragma unroll
     for (int a = 0; a < R; ++a) {
-      const int loc = q0[a] + off[a];
-      valid = valid && (loc < qlim[a]);
-      coord[a] = loc * prob.axis[a].dilation + group[a];
-      const Range w = window_local(prob.axis[a], loc, glen[a]);
+      const Range w = window_local(prob.axis[a], cta.r0[a] + off[a], cta.glen[a]);
       wbeg[r][a] = w.begin;
       wend[r][a] = w.end;
     }
-    lse2[r] = INFINITY;  // padding queries: P = 0
-    dlt[r] = 0.f;
-    if (valid) {
-      const int64_t idx = (int64_t(b) * n_tokens + flatten(coord, prob.axis)) * prob.heads + h;
-      lse2[r] = params.lse[idx] * detail::kLog2e;
-      dlt[r] = params.delta[idx];
-    }
+    detail::query_stats(params, n_tokens, b, h, coord, valid, lse2[r], dlt[r]);
   }
   const float scale_log2 = params.scale_log2;
 
   for (int j = 0; j < n_kv; ++j) {
     const int stage = j & 1;
     if (j + 1 < n_kv) {
-      int origin[R];
-      kv_origin(j + 1, origin);
       const int ns = stage ^ 1;
-      detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
-          params.k, b, h_kv, smem_k + ns * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
-      detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
-          params.v, b, h_kv, smem_v + ns * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
+      detail::load_kv_tile<Traits>(params, cta, j + 1, b, h_kv, smem_k + ns * Traits::kElemsKV,
+                                   smem_v + ns * Traits::kElemsKV, tid);
     }
     cp_async_fence();
     cp_async_wait<1>();
@@ -562,58 +410,21 @@ __global__ void __launch_bounds__(Traits::kThreads)
     Tensor sK = make_tensor(make_smem_ptr(smem_k + stage * Traits::kElemsKV), typename Traits::SmemLayoutKV{});
     Tensor sV = make_tensor(make_smem_ptr(smem_v + stage * Traits::kElemsKV), typename Traits::SmemLayoutKV{});
     Tensor sKt = make_tensor(make_smem_ptr(smem_k + stage * Traits::kElemsKV), typename Traits::SmemLayoutVt{});
-    Tensor tSsK = thr_copy_b.partition_S(sK);
-    Tensor tSsV = thr_copy_b.partition_S(sV);
-    Tensor tOsKt = thr_copy_bt.partition_S(sKt);
+    Tensor tSsK = cp.thr_b.partition_S(sK);
+    Tensor tSsV = cp.thr_b.partition_S(sV);
+    Tensor tOsKt = cp.thr_bt.partition_S(sKt);
 
     // S = Q K^T, dP = dO V^T
     Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
     Tensor acc_dp = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
     clear(acc_s);
     clear(acc_dp);
-#pragma unroll
-    for (int kk = 0; kk < size<2>(tSrA); ++kk) {
-      copy(copy_a, tSsQ(_, _, kk), tSrA_v(_, _, kk));
-      copy(copy_b, tSsK(_, _, kk), tSrB_v(_, _, kk));
-      gemm(tiled_mma, tSrA(_, _, kk), tSrB(_, _, kk), acc_s);
-    }
-#pragma unroll
-    for (int kk = 0; kk < size<2>(tSrA); ++kk) {
-      copy(copy_a, tSsdO(_, _, kk), tSrA_v(_, _, kk));
-      copy(copy_b, tSsV(_, _, kk), tSrB_v(_, _, kk));
-      gemm(tiled_mma, tSrA(_, _, kk), tSrB(_, _, kk), acc_dp);
-    }
+    detail::gemm_ss(tiled_mma, cp.a, tSsQ, tSrA_v, tSrA, cp.b, tSsK, tSrB_v, tSrB, acc_s);
+    detail::gemm_ss(tiled_mma, cp.a, tSsdO, tSrA_v, tSrA, cp.b, tSsV, tSrB_v, tSrB, acc_dp);
 
     int origin[R];
-    kv_origin(j, origin);
-    bool full = true;
-#pragma unroll
-    for (int a = 0; a < R; ++a) {
-      const Range kt{origin[a], imin(origin[a] + KBox::extent(a), klim[a])};
-      full = full && (kt.size() == KBox::extent(a)) &&
-             tile_fully_inside(prob.axis[a], Range{q0[a], qlim[a]}, kt, glen[a]);
-    }
-    if (!full) {
-#pragma unroll
-      for (int n = 0; n < kN; ++n) {
-#pragma unroll
-        for (int v0 = 0; v0 < 2; ++v0) {
-          const int col = get<1>(tScS(v0 + 4 * kM * n));
-          int off[R];
-          KBox::unflatten(col, off);
-          int kl[R];
-#pragma unroll
-          for (int a = 0; a < R; ++a) kl[a] = origin[a] + off[a];
-#pragma unroll
-          for (int r = 0; r < kRows; ++r) {
-            bool in = true;
-#pragma unroll
-            for (int a = 0; a < R; ++a) in = in && (wbeg[r][a] <= kl[a]) && (kl[a] < wend[r][a]);
-            if (!in) acc_s(v0 + 2 * r + 4 * kM * n) = -INFINITY;
-          }
-        }
-      }
-    }
+    cta.col_origin(j, origin);
+    if (!cta.col_tile_inside(prob.axis, origin)) detail::mask_outside_windows<KBox>(acc_s, tScS, origin, wbeg, wend);
 
     Tensor rdS = make_tensor<Element>(acc_s.layout());
 #pragma unroll
@@ -628,15 +439,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
         }
       }
     }
-    Tensor tOrdS = make_tensor(rdS.data(),
-                               make_layout(make_shape(make_shape(_2{}, _2{}, _2{}), Int<kM>{}, Int<kN / 2>{}),
-                                           make_stride(make_stride(_1{}, _2{}, Int<4 * kM>{}), _4{},
-                                                       Int<8 * kM>{})));
-#pragma unroll
-    for (int kk = 0; kk < size<2>(tOrdS); ++kk) {
-      copy(copy_bt, tOsKt(_, _, kk), tOrBt_v(_, _, kk));
-      gemm(tiled_mma, tOrdS(_, _, kk), tOrBt(_, _, kk), acc_dq);
-    }
+    Tensor tOrdS = detail::as_k16_a_operand<kM, kN>(rdS);
+    detail::gemm_rs(tiled_mma, tOrdS, cp.bt, tOsKt, tOrBt_v, tOrBt, acc_dq);
     __syncthreads();
   }
   cp_async_wait<0>();
@@ -649,8 +453,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
   for (int i = 0; i < size(acc_dq); ++i)
     sQ(get<0>(tOcO(i)), get<1>(tOcO(i))) = static_cast<Element>(acc_dq(i) * scale);
   __syncthreads();
-  detail::store_box<Traits, QBox, typename Traits::SmemLayoutQ>(params.dq, b, h, smem_q, q0, qlim, group, prob.axis,
-                                                               tid);
+  detail::store_box<Traits, QBox, typename Traits::SmemLayoutQ>(params.dq, b, h, smem_q, cta.r0, cta.rlim, cta.group,
+                                                               prob.axis, tid);
 }
 
 }  // namespace fused

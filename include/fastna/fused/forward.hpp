@@ -14,6 +14,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "fastna/box_tile.hpp"  // tiles_per_group
+#include "fastna/host_checks.hpp"
 #include "fastna/fused/kernel.hpp"
 #include "fastna/fused/kernel_traits.hpp"
 #include "fastna/problem.hpp"
@@ -40,22 +42,11 @@ class Forward {
 
   static cutlass::Status can_implement(Arguments const& args) {
     NaProblem<Rank> const& p = args.problem;
-    if (p.batch <= 0 || p.heads <= 0 || p.heads_kv <= 0 || p.heads % p.heads_kv != 0)
-      return cutlass::Status::kErrorInvalidProblem;
-    if (p.batch > 65535 || p.heads > 65535) return cutlass::Status::kErrorInvalidProblem;
-    if (p.dim != HeadDim || p.dim_v != HeadDim) return cutlass::Status::kErrorInvalidProblem;
-    if (p.num_extra != 0) return cutlass::Status::kErrorNotSupported;  // v2
-    if (!(p.scale > 0.f) || !std::isfinite(p.scale)) return cutlass::Status::kErrorInvalidProblem;
-    int64_t ctas = 1;
-    for (int a = 0; a < Rank; ++a) {
-      AxisParams const& ax = p.axis[a];
-      if (ax.length <= 0 || ax.kernel < 1 || ax.dilation < 1 || ax.stride < 1 || ax.stride > ax.kernel ||
-          int64_t(ax.kernel) * ax.dilation > ax.length)
-        return cutlass::Status::kErrorInvalidProblem;
-      ctas *= int64_t(ax.dilation) * tiles_per_group(ax, QBox::extent(a));
-    }
-    if (ctas > 0x7fffffff) return cutlass::Status::kErrorInvalidProblem;
-    if (!view_ok(args.q) || !view_ok(args.k) || !view_ok(args.v) || !view_ok(args.out))
+    const cutlass::Status st = check_fused_problem<HeadDim>(p);
+    if (st != cutlass::Status::kSuccess) return st;
+    if (box_grid_x<QBox>(p) > 0x7fffffff) return cutlass::Status::kErrorInvalidProblem;
+    if (!rows_in_16_byte_chunks(args.q) || !rows_in_16_byte_chunks(args.k) || !rows_in_16_byte_chunks(args.v) ||
+        !rows_in_16_byte_chunks(args.out))
       return cutlass::Status::kErrorMisalignedOperand;
     return cutlass::Status::kSuccess;
   }
@@ -77,10 +68,7 @@ class Forward {
   }
 
   static dim3 grid_shape(Arguments const& args) {
-    int64_t x = 1;
-    for (int a = 0; a < Rank; ++a)
-      x *= int64_t(args.problem.axis[a].dilation) * tiles_per_group(args.problem.axis[a], QBox::extent(a));
-    return dim3(static_cast<unsigned>(x), static_cast<unsigned>(args.problem.heads),
+    return dim3(static_cast<unsigned>(box_grid_x<QBox>(args.problem)), static_cast<unsigned>(args.problem.heads),
                 static_cast<unsigned>(args.problem.batch));
   }
 
@@ -96,24 +84,6 @@ class Forward {
     }
     kernel<<<grid_shape(args), Traits::kThreads, smem, stream>>>(to_params(args));
     return cudaGetLastError() == cudaSuccess ? cutlass::Status::kSuccess : cutlass::Status::kErrorInternal;
-  }
-
- private:
-  static int32_t tiles_per_group(AxisParams const& ax, int extent) {
-    const int32_t max_group = (ax.length + ax.dilation - 1) / ax.dilation;
-    return (max_group + extent - 1) / extent;
-  }
-  // D contiguous, 16-byte aligned rows (cp.async / vector stores of 16 bytes: 8 16-bit
-  // elements, 4 fp32).
-  template <class T>
-  static bool view_ok(TokenTensor<T, Rank> const& t) {
-    constexpr int kVec = Traits::kChunkElems;
-    if (t.ptr == nullptr || t.stride_dim != 1) return false;
-    if (reinterpret_cast<uintptr_t>(t.ptr) % 16 != 0) return false;
-    if (t.stride_batch % kVec != 0 || t.stride_head % kVec != 0) return false;
-    for (int a = 0; a < Rank; ++a)
-      if (t.stride_spatial[a] % kVec != 0) return false;
-    return true;
   }
 };
 

@@ -17,7 +17,10 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "fastna/box_tile.hpp"
 #include "fastna/fused/kernel_traits.hpp"
+#include "fastna/fused/score_tile.hpp"
+#include "fastna/fused/tile_gemm.hpp"
 #include "fastna/index_math.hpp"
 #include "fastna/problem.hpp"
 #include "fastna/tf32.hpp"
@@ -59,17 +62,25 @@ __device__ __forceinline__ void load_box(TokenTensor<T, Rank> const& t, int b, i
   for (int r = row0; r < kRows; r += Traits::kRowsPerPass) {
     int off[Rank];
     Box::unflatten(r, off);
-    bool valid = true;
     int coord[Rank];
-#pragma unroll
-    for (int a = 0; a < Rank; ++a) {
-      const int loc = origin[a] + off[a];
-      valid = valid && (loc < limit[a]);
-      coord[a] = loc * axis[a].dilation + group[a];
-    }
+    const bool valid = box_token(origin, off, limit, group, axis, coord);
     T const* src = valid ? t.at(b, coord, h) + chunk * Traits::kChunkElems : t.ptr;
     cp_async_16_zfill(smem + SmemLayout{}(r, chunk * Traits::kChunkElems), src, valid);
   }
+}
+
+// Loads K and V of column tile j of `cta` (a BoxTile whose columns are KV boxes) into one
+// buffer of the K / V stages.
+template <class Traits, class Params, class Tile>
+__device__ __forceinline__ void load_kv_tile(Params const& params, Tile const& cta, int j, int b, int h_kv,
+                                             typename Traits::Element* smem_k, typename Traits::Element* smem_v,
+                                             int tid) {
+  using KBox = typename Traits::KBox;
+  using Layout = typename Traits::SmemLayoutKV;
+  int origin[Traits::kRank];
+  cta.col_origin(j, origin);
+  load_box<Traits, KBox, Layout>(params.k, b, h_kv, smem_k, origin, cta.clim, cta.group, params.problem.axis, tid);
+  load_box<Traits, KBox, Layout>(params.v, b, h_kv, smem_v, origin, cta.clim, cta.group, params.problem.axis, tid);
 }
 
 // A probability as the P V MMA's A operand: the input type (16-bit), or TF32 rounded to nearest.
@@ -119,57 +130,15 @@ __global__ void __launch_bounds__(Traits::kThreads)
   const int b = blockIdx.z;
   const int h_kv = prob.kv_head(h);
 
-  // ---- which query box: blockIdx.x enumerates (group, tile) per axis, last axis fastest ----
-  int group[R], q0[R], qlim[R], glen[R];
-  Range krange[R];
-  int n_ktiles[R];
-  int n_kv = 1;
-  {
-    int bx = blockIdx.x;
-#pragma unroll
-    for (int a = R - 1; a >= 0; --a) {
-      const int tpg = params.tiles_per_group[a];
-      const int n = prob.axis[a].dilation * tpg;
-      const int idx = bx % n;
-      bx /= n;
-      group[a] = idx / tpg;
-      q0[a] = (idx % tpg) * QBox::extent(a);
-    }
-    bool empty = false;
-#pragma unroll
-    for (int a = 0; a < R; ++a) {
-      glen[a] = group_length(prob.axis[a], group[a]);
-      empty = empty || (q0[a] >= glen[a]);
-      qlim[a] = imin(q0[a] + QBox::extent(a), glen[a]);
-      krange[a] = key_range_for_query_tile(prob.axis[a], Range{q0[a], qlim[a]}, glen[a]);
-      n_ktiles[a] = (krange[a].size() + KBox::extent(a) - 1) / KBox::extent(a);
-      n_kv *= n_ktiles[a];
-    }
-    if (empty) return;  // a tile of a shorter dilation group: uniform over the CTA
-  }
-
-  auto kv_origin = [&](int j, int (&origin)[R]) {
-#pragma unroll
-    for (int a = R - 1; a >= 0; --a) {
-      origin[a] = krange[a].begin + (j % n_ktiles[a]) * KBox::extent(a);
-      j /= n_ktiles[a];
-    }
-  };
-  int klim[R];
-#pragma unroll
-  for (int a = 0; a < R; ++a) klim[a] = krange[a].end;
+  // ---- which query box (rows) and the KV boxes (columns) its queries need ----
+  const BoxTile<R, QBox, KBox, false> cta(prob, params.tiles_per_group, blockIdx.x);
+  if (cta.empty) return;
+  const int n_kv = cta.n_col;
 
   // ---- prologue: Q and the first K/V tiles ----
-  detail::load_box<Traits, QBox, typename Traits::SmemLayoutQ>(params.q, b, h, smem_q, q0, qlim, group,
+  detail::load_box<Traits, QBox, typename Traits::SmemLayoutQ>(params.q, b, h, smem_q, cta.r0, cta.rlim, cta.group,
                                                               prob.axis, tid);
-  {
-    int origin[R];
-    kv_origin(0, origin);
-    detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(params.k, b, h_kv, smem_k, origin, klim,
-                                                                 group, prob.axis, tid);
-    detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(params.v, b, h_kv, smem_v, origin, klim,
-                                                                 group, prob.axis, tid);
-  }
+  detail::load_kv_tile<Traits>(params, cta, 0, b, h_kv, smem_k, smem_v, tid);
   cp_async_fence();
   // Deeper pipelines (kStages > 2): KV boxes 1 .. kStages - 2 too, one cp.async group each
   // (empty groups past the last box keep the group count uniform).
@@ -177,12 +146,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
 #pragma unroll
     for (int s = 1; s < Traits::kStages - 1; ++s) {
       if (s < n_kv) {
-        int origin[R];
-        kv_origin(s, origin);
-        detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
-            params.k, b, h_kv, smem_k + s * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
-        detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
-            params.v, b, h_kv, smem_v + s * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
+        detail::load_kv_tile<Traits>(params, cta, s, b, h_kv, smem_k + s * Traits::kElemsKV,
+                                     smem_v + s * Traits::kElemsKV, tid);
       }
       cp_async_fence();
     }
@@ -203,17 +168,13 @@ __global__ void __launch_bounds__(Traits::kThreads)
   Tensor acc_o = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
   clear(acc_o);
 
-  auto copy_q = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
-  auto thr_copy_q = copy_q.get_thread_slice(tid);
-  Tensor tSsQ = thr_copy_q.partition_S(sQ);
-  Tensor tSrQ_v = thr_copy_q.retile_D(tSrQ);
-  auto copy_k = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, tiled_mma);
-  auto thr_copy_k = copy_k.get_thread_slice(tid);
-  Tensor tSrK_v = thr_copy_k.retile_D(tSrK);
-  // V: ldmatrix.trans (16-bit); TF32 reads it with plain loads through thr_mma (mainloop).
-  auto copy_v = make_tiled_copy_B(typename Traits::SmemCopyAtomT{}, tiled_mma);
-  auto thr_copy_v = copy_v.get_thread_slice(tid);
-  Tensor tOrVt_v = thr_copy_v.retile_D(tOrVt);
+  // Q: A (cp.a), K: B (cp.b), V: B transposed (cp.bt: ldmatrix.trans for 16-bit; TF32 reads it
+  // with plain loads through thr_mma in the mainloop).
+  const detail::OperandCopies<Traits> cp(tid);
+  Tensor tSsQ = cp.thr_a.partition_S(sQ);
+  Tensor tSrQ_v = cp.thr_a.retile_D(tSrQ);
+  Tensor tSrK_v = cp.thr_b.retile_D(tSrK);
+  Tensor tOrVt_v = cp.thr_bt.retile_D(tOrVt);
 
   // Coordinates of this thread's accumulator elements inside the (query, key) tile.
   Tensor cS = make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{});
@@ -230,18 +191,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
   // Windows (group-local, per axis) of this thread's query rows.
   int wbeg[kRows][R], wend[kRows][R];
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    const int row = get<0>(tScS(2 * r));
-    int off[R];
-    QBox::unflatten(row, off);
-#pragma unroll
-    for (int a = 0; a < R; ++a) {
-      const Range w = window_local(prob.axis[a], q0[a] + off[a], glen[a]);
-      wbeg[r][a] = w.begin;
-      wend[r][a] = w.end;
-    }
-  }
+  detail::row_windows<QBox>(tScS, cta, prob.axis, wbeg, wend);
 
   float row_max[kRows], row_sum[kRows];
 #pragma unroll
@@ -263,13 +213,9 @@ __global__ void __launch_bounds__(Traits::kThreads)
     if constexpr (Traits::kStages == 2) {
       stage = j & 1;
       if (j + 1 < n_kv) {
-        int origin[R];
-        kv_origin(j + 1, origin);
         const int ns = stage ^ 1;
-        detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
-            params.k, b, h_kv, smem_k + ns * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
-        detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
-            params.v, b, h_kv, smem_v + ns * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
+        detail::load_kv_tile<Traits>(params, cta, j + 1, b, h_kv, smem_k + ns * Traits::kElemsKV,
+                                     smem_v + ns * Traits::kElemsKV, tid);
       }
       cp_async_fence();
       cp_async_wait<1>();
@@ -278,65 +224,25 @@ __global__ void __launch_bounds__(Traits::kThreads)
       cp_async_wait<Traits::kStages - 2>();
       __syncthreads();
       if (j + Traits::kStages - 1 < n_kv) {
-        int origin[R];
-        kv_origin(j + Traits::kStages - 1, origin);
-        detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
-            params.k, b, h_kv, smem_k + fill * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
-        detail::load_box<Traits, KBox, typename Traits::SmemLayoutKV>(
-            params.v, b, h_kv, smem_v + fill * Traits::kElemsKV, origin, klim, group, prob.axis, tid);
+        detail::load_kv_tile<Traits>(params, cta, j + Traits::kStages - 1, b, h_kv, smem_k + fill * Traits::kElemsKV,
+                                     smem_v + fill * Traits::kElemsKV, tid);
       }
       cp_async_fence();
     }
 
     Tensor sK = make_tensor(mma_smem(smem_k + stage * Traits::kElemsKV), typename Traits::SmemLayoutKV{});
     Tensor sVt = make_tensor(mma_smem(smem_v + stage * Traits::kElemsKV), typename Traits::SmemLayoutVt{});
-    Tensor tSsK = thr_copy_k.partition_S(sK);
+    Tensor tSsK = cp.thr_b.partition_S(sK);
 
     // S = Q K^T
     Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
     clear(acc_s);
-#pragma unroll
-    for (int kk = 0; kk < size<2>(tSrQ); ++kk) {
-      copy(copy_q, tSsQ(_, _, kk), tSrQ_v(_, _, kk));
-      copy(copy_k, tSsK(_, _, kk), tSrK_v(_, _, kk));
-      if constexpr (Traits::kTf32) {
-        round_to_tf32(tSrQ(_, _, kk));
-        round_to_tf32(tSrK(_, _, kk));
-      }
-      gemm(tiled_mma, tSrQ(_, _, kk), tSrK(_, _, kk), acc_s);
-    }
+    detail::gemm_ss<Traits::kTf32>(tiled_mma, cp.a, tSsQ, tSrQ_v, tSrQ, cp.b, tSsK, tSrK_v, tSrK, acc_s);
 
     // Neighborhood mask, only for KV boxes not fully inside every query's window.
     int origin[R];
-    kv_origin(j, origin);
-    bool full = true;
-#pragma unroll
-    for (int a = 0; a < R; ++a) {
-      const Range kt{origin[a], imin(origin[a] + KBox::extent(a), klim[a])};
-      full = full && (kt.size() == KBox::extent(a)) &&
-             tile_fully_inside(prob.axis[a], Range{q0[a], qlim[a]}, kt, glen[a]);
-    }
-    if (!full) {
-#pragma unroll
-      for (int n = 0; n < kN; ++n) {
-#pragma unroll
-        for (int v0 = 0; v0 < 2; ++v0) {
-          const int col = get<1>(tScS(v0 + 4 * kM * n));
-          int off[R];
-          KBox::unflatten(col, off);
-          int kl[R];
-#pragma unroll
-          for (int a = 0; a < R; ++a) kl[a] = origin[a] + off[a];
-#pragma unroll
-          for (int r = 0; r < kRows; ++r) {
-            bool in = true;
-#pragma unroll
-            for (int a = 0; a < R; ++a) in = in && (wbeg[r][a] <= kl[a]) && (kl[a] < wend[r][a]);
-            if (!in) acc_s(v0 + 2 * r + 4 * kM * n) = -INFINITY;
-          }
-        }
-      }
-    }
+    cta.col_origin(j, origin);
+    if (!cta.col_tile_inside(prob.axis, origin)) detail::mask_outside_windows<KBox>(acc_s, tScS, origin, wbeg, wend);
 
     // Online softmax (base-2 exponent, scale folded in).
     float mscaled[kRows];
@@ -380,16 +286,9 @@ __global__ void __launch_bounds__(Traits::kThreads)
     // m16n8 tile = row g + 8 v1, key 2t + v0 (g = lane / 4, t = lane % 4).
     if constexpr (!Traits::kTf32) {
       // m16n8k16 A operand ((2,2,2),M,N/2): two n8 tiles are one k16 block, keys in order.
-      Tensor tOrP = make_tensor(rP.data(),
-                                make_layout(make_shape(make_shape(_2{}, _2{}, _2{}), Int<kM>{}, Int<kN / 2>{}),
-                                            make_stride(make_stride(_1{}, _2{}, Int<4 * kM>{}), _4{},
-                                                        Int<8 * kM>{})));
-      Tensor tOsVt = thr_copy_v.partition_S(sVt);
-#pragma unroll
-      for (int kk = 0; kk < size<2>(tOrP); ++kk) {
-        copy(copy_v, tOsVt(_, _, kk), tOrVt_v(_, _, kk));
-        gemm(tiled_mma, tOrP(_, _, kk), tOrVt(_, _, kk), acc_o);
-      }
+      Tensor tOrP = detail::as_k16_a_operand<kM, kN>(rP);
+      Tensor tOsVt = cp.thr_bt.partition_S(sVt);
+      detail::gemm_rs(tiled_mma, tOrP, cp.bt, tOsVt, tOrVt_v, tOrVt, acc_o);
     } else {
       // m16n8k8 A operand ((2,2),M,N): value (a0, a1) = row g + 8 a0, K slot t + 4 a1; slot
       // t + 4 a1 holds key 2t + a1 (the accumulator's v0 = a1, v1 = a0), and sVt reads V in
@@ -436,14 +335,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
       const int row = get<0>(tOcO(2 * r));
       int off[R];
       QBox::unflatten(row, off);
-      bool valid = true;
       int coord[R];
-#pragma unroll
-      for (int a = 0; a < R; ++a) {
-        valid = valid && (q0[a] + off[a] < qlim[a]);
-        coord[a] = (q0[a] + off[a]) * prob.axis[a].dilation + group[a];
-      }
-      if (valid) {
+      if (box_token(cta.r0, off, cta.rlim, cta.group, prob.axis, coord)) {
         const float lse = (l > 0.f) ? row_max[r] * scale + logf(l) : -INFINITY;
         params.lse[(int64_t(b) * n_tokens + flatten(coord, prob.axis)) * prob.heads + h] = lse;
       }
@@ -457,14 +350,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
     for (int r = row0; r < kBlockM; r += Traits::kRowsPerPass) {
       int off[R];
       QBox::unflatten(r, off);
-      bool valid = true;
       int coord[R];
-#pragma unroll
-      for (int a = 0; a < R; ++a) {
-        valid = valid && (q0[a] + off[a] < qlim[a]);
-        coord[a] = (q0[a] + off[a]) * prob.axis[a].dilation + group[a];
-      }
-      if (valid) {
+      if (box_token(cta.r0, off, cta.rlim, cta.group, prob.axis, coord)) {
         const uint4 val =
             *reinterpret_cast<uint4 const*>(smem_q + typename Traits::SmemLayoutQ{}(r, chunk * Traits::kChunkElems));
         *reinterpret_cast<uint4*>(params.out.at(b, coord, h) + chunk * Traits::kChunkElems) = val;

@@ -17,6 +17,7 @@
 
 #include "fastna/fused/small_window_kernel.hpp"
 #include "fastna/hopper/tma.hpp"
+#include "fastna/host_checks.hpp"
 #include "fastna/fused/small_window_traits.hpp"
 #include "fastna/problem.hpp"
 
@@ -34,6 +35,8 @@ class SmallWindowForward {
   // The cp.async kernel's traits (the fallback where no tensor map describes the views).
   using CopyTraits = SmallWindowTraits<Rank, Element, HeadDim, typename Config::Patch, typename Config::Slots,
                                        typename Config::WarpGrid, Config::kMinCtasPerSm, Config::kPatchesPerWarp, false>;
+  // The CTA's query tile as a box (grid and tile counts).
+  using CtaBox = Box<Rank, Traits::tile(0), (Rank > 1 ? Traits::tile(1) : 1), (Rank > 2 ? Traits::tile(2) : 1)>;
 
   struct Arguments {
     NaProblem<Rank> problem;
@@ -54,23 +57,13 @@ class SmallWindowForward {
 
   static cutlass::Status can_implement(Arguments const& args) {
     NaProblem<Rank> const& p = args.problem;
-    if (p.batch <= 0 || p.heads <= 0 || p.heads_kv <= 0 || p.heads % p.heads_kv != 0)
-      return cutlass::Status::kErrorInvalidProblem;
-    if (p.batch > 65535 || p.heads > 65535) return cutlass::Status::kErrorInvalidProblem;
-    if (p.dim != HeadDim || p.dim_v != HeadDim) return cutlass::Status::kErrorInvalidProblem;
-    if (p.num_extra != 0) return cutlass::Status::kErrorNotSupported;
-    if (!(p.scale > 0.f) || !std::isfinite(p.scale)) return cutlass::Status::kErrorInvalidProblem;
-    int64_t ctas = 1;
-    for (int a = 0; a < Rank; ++a) {
-      AxisParams const& ax = p.axis[a];
-      if (ax.length <= 0 || ax.kernel < 1 || ax.dilation < 1 || ax.stride < 1 || ax.stride > ax.kernel ||
-          int64_t(ax.kernel) * ax.dilation > ax.length)
-        return cutlass::Status::kErrorInvalidProblem;
-      ctas *= int64_t(ax.dilation) * tiles_per_group(ax, Traits::tile(a));
-    }
-    if (ctas > 0x7fffffff) return cutlass::Status::kErrorInvalidProblem;
+    const cutlass::Status st = check_fused_problem<HeadDim>(p);
+    if (st != cutlass::Status::kSuccess) return st;
+    if (box_grid_x<CtaBox>(p) > 0x7fffffff) return cutlass::Status::kErrorInvalidProblem;
     if (!fits(p)) return cutlass::Status::kErrorNotSupported;
-    if (!view_ok(args.q) || !view_ok(args.k) || !view_ok(args.v) || !view_ok(args.out))
+    // 16-byte rows for cp.async (K, V); Q and out are read / written 4 bytes at a time.
+    if (!rows_in_16_byte_chunks(args.q) || !rows_in_16_byte_chunks(args.k) || !rows_in_16_byte_chunks(args.v) ||
+        !rows_in_16_byte_chunks(args.out))
       return cutlass::Status::kErrorMisalignedOperand;
     return cutlass::Status::kSuccess;
   }
@@ -87,7 +80,7 @@ class SmallWindowForward {
     f.out = args.out;
     f.lse = args.lse;
     for (int a = 0; a < Rank; ++a)
-      f.tiles_per_group[a] = tiles_per_group(args.problem.axis[a], Traits::tile(a));
+      f.tiles_per_group[a] = tiles_per_group(args.problem.axis[a], CtaBox::extent(a));
     f.scale_log2 = args.problem.scale * 1.4426950408889634f;
     params.use_tma = 0;
     if constexpr (Traits::kTma) {
@@ -104,10 +97,7 @@ class SmallWindowForward {
   }
 
   static dim3 grid_shape(Arguments const& args) {
-    int64_t x = 1;
-    for (int a = 0; a < Rank; ++a)
-      x *= int64_t(args.problem.axis[a].dilation) * tiles_per_group(args.problem.axis[a], Traits::tile(a));
-    return dim3(static_cast<unsigned>(x), static_cast<unsigned>(args.problem.heads),
+    return dim3(static_cast<unsigned>(box_grid_x<CtaBox>(args.problem)), static_cast<unsigned>(args.problem.heads),
                 static_cast<unsigned>(args.problem.batch));
   }
 
@@ -133,21 +123,6 @@ class SmallWindowForward {
     return cudaGetLastError() == cudaSuccess ? cutlass::Status::kSuccess : cutlass::Status::kErrorInternal;
   }
 
- private:
-  static int32_t tiles_per_group(AxisParams const& ax, int extent) {
-    const int32_t max_group = (ax.length + ax.dilation - 1) / ax.dilation;
-    return (max_group + extent - 1) / extent;
-  }
-  // D contiguous; 16-byte aligned rows for cp.async (K, V) and 4-byte accesses (Q, out).
-  template <class T>
-  static bool view_ok(TokenTensor<T, Rank> const& t) {
-    if (t.ptr == nullptr || t.stride_dim != 1) return false;
-    if (reinterpret_cast<uintptr_t>(t.ptr) % 16 != 0) return false;
-    if (t.stride_batch % 8 != 0 || t.stride_head % 8 != 0) return false;
-    for (int a = 0; a < Rank; ++a)
-      if (t.stride_spatial[a] % 8 != 0) return false;
-    return true;
-  }
 };
 
 }  // namespace fused

@@ -157,7 +157,7 @@ __device__ __forceinline__ SmallWindowTile<Traits::kRank> small_window_tile(
 }
 
 // All threads: cp.async of the tile's K and V halo into `smem` (K rows, then V rows at
-// kSmemKeys rows further), rows swizzled by 16-byte chunk; one commit group.
+// kVOffset bytes further), rows swizzled by 16-byte chunk; the caller commits the group.
 template <class Traits>
 __device__ __forceinline__ void small_window_load_halo(
     ForwardParams<Traits::kRank, typename Traits::Element> const& params,
@@ -168,15 +168,11 @@ __device__ __forceinline__ void small_window_load_halo(
   const NaProblem<R>& prob = params.problem;
   const int h_kv = prob.kv_head(t.h);
   int n_halo = 1;
-  float inv_ext[R];
 #pragma unroll
-  for (int a = 0; a < R; ++a) {
-    n_halo *= t.cext[a];
-    inv_ext[a] = 1.f / static_cast<float>(t.cext[a]);
-  }
+  for (int a = 0; a < R; ++a) n_halo *= t.cext[a];
   const int chunk = tid % kChunks;
   constexpr int kStep = Traits::kThreads / kChunks;  // halo rows per pass
-  if constexpr (R <= 2) {
+  {
     // Walk the halo rows with running coordinates and pointers (no per-row division or
     // 64-bit multiply): row r + kStep is kStep / ext further along the last axis and wraps
     // into the next row of axis 0 at most once per step.
@@ -227,22 +223,6 @@ __device__ __forceinline__ void small_window_load_halo(
         }
       }
     }
-    return;
-  }
-  for (int row = tid / kChunks; row < n_halo; row += kStep) {
-    int coord[R];
-    int rest = row;
-#pragma unroll
-    for (int a = R - 1; a > 0; --a) {
-      const int quo = small_detail::div_small(rest, inv_ext[a]);
-      coord[a] = (t.clo[a] + rest - quo * t.cext[a]) * prob.axis[a].dilation + t.group[a];
-      rest = quo;
-    }
-    coord[0] = (t.clo[0] + rest) * prob.axis[0].dilation + t.group[0];
-    const uint32_t dst = row * kRowBytes + ((chunk ^ Traits::swizzle(row)) << 4);
-    detail::cp_async_16_zfill(smem + dst, params.k.at(t.b, coord, h_kv) + chunk * 8, true);
-    detail::cp_async_16_zfill(smem + Traits::kVOffset + dst, params.v.at(t.b, coord, h_kv) + chunk * 8,
-                              true);
   }
 }
 

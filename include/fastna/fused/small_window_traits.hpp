@@ -38,6 +38,7 @@ struct SmallWindowTraits {
   static constexpr int kRank = Rank_;
   static constexpr int kHeadDim = HeadDim_;
   static_assert(Patch::kRank == kRank && Slots::kRank == kRank && WarpGrid::kRank == kRank, "box ranks");
+  static_assert(kRank <= 2, "ranks 1 and 2 (small_window_shape.hpp: no 3D configuration)");
   static_assert(Patch::kSize == 16, "a warp owns 16 queries (the M of one mma.sync tile)");
   static_assert(kHeadDim == 32 || kHeadDim == 64 || kHeadDim == 128, "head dim 32, 64 or 128");
   static_assert(sizeof(Element) == 2, "fp16 / bf16 operands");

@@ -18,6 +18,7 @@
 
 #include <cstdint>
 
+#include "fastna/box_tile.hpp"  // tiles_per_group
 #include "fastna/fused/kernel.hpp"
 #include "fastna/fused/kernel_traits.hpp"
 #include "fastna/index_math.hpp"
@@ -53,11 +54,6 @@ FASTNA_HOST_DEVICE Range window_s1(AxisParams const& p, int32_t i, int32_t glen)
   return Range{start, start + p.kernel};
 }
 
-// Number of boxes of `extent` along the longest dilation group of an axis.
-FASTNA_HOST_DEVICE int32_t tiles_per_group(AxisParams const& ax, int32_t extent) {
-  const int32_t max_group = (ax.length + ax.dilation - 1) / ax.dilation;
-  return (max_group + extent - 1) / extent;
-}
 
 // Element-dependent tile configuration shared by PN, NN and IN.
 //

@@ -33,6 +33,7 @@
 #include <type_traits>
 
 #include "fastna/gemm/common.hpp"
+#include "fastna/host_checks.hpp"
 #include "fastna/gemm/kernel_gather.hpp"
 #include "fastna/gemm/kernel_pn.hpp"
 #include "fastna/problem.hpp"
@@ -59,25 +60,6 @@ cutlass::Status check_problem(NaProblem<Rank> const& p) {
     if (ax.stride != 1) return cutlass::Status::kErrorNotSupported;  // legacy ops: no stride
   }
   return cutlass::Status::kSuccess;
-}
-
-template <int Rank, class Box>
-int64_t grid_x(NaProblem<Rank> const& p) {
-  int64_t x = 1;
-  for (int a = 0; a < Rank; ++a) x *= int64_t(p.axis[a].dilation) * tiles_per_group(p.axis[a], Box::extent(a));
-  return x;
-}
-
-template <class T, int Rank>
-bool view_ok(TokenTensor<T, Rank> const& t) {
-  if (t.ptr == nullptr || t.stride_dim != 1) return false;
-  if (reinterpret_cast<uintptr_t>(t.ptr) % 16 != 0) return false;
-  // cp.async moves 16-byte chunks: every token row must start on a 16-byte boundary.
-  constexpr int64_t kVec = 16 / sizeof(T);
-  if (t.stride_batch % kVec != 0 || t.stride_head % kVec != 0) return false;
-  for (int a = 0; a < Rank; ++a)
-    if (t.stride_spatial[a] % kVec != 0) return false;
-  return true;
 }
 
 template <class T>
@@ -113,8 +95,8 @@ class PN {
     if (args.rpb != nullptr)
       for (int a = 0; a < Rank; ++a)
         if (p.axis[a].causal || p.axis[a].kernel % 2 == 0) return cutlass::Status::kErrorNotSupported;
-    if (detail::grid_x<Rank, QBox>(p) > 0x7fffffff) return cutlass::Status::kErrorInvalidProblem;
-    if (!detail::view_ok(args.q) || !detail::view_ok(args.k) || !detail::attn_ok(args.attn))
+    if (box_grid_x<QBox>(p) > 0x7fffffff) return cutlass::Status::kErrorInvalidProblem;
+    if (!rows_in_16_byte_chunks(args.q) || !rows_in_16_byte_chunks(args.k) || !detail::attn_ok(args.attn))
       return cutlass::Status::kErrorMisalignedOperand;
     return cutlass::Status::kSuccess;
   }
@@ -133,7 +115,7 @@ class PN {
   }
 
   static dim3 grid_shape(Arguments const& args) {
-    return dim3(static_cast<unsigned>(detail::grid_x<Rank, QBox>(args.problem)),
+    return dim3(static_cast<unsigned>(box_grid_x<QBox>(args.problem)),
                 static_cast<unsigned>(args.problem.heads), static_cast<unsigned>(args.problem.batch));
   }
 
@@ -176,8 +158,8 @@ class GatherOp {
     if (st != cutlass::Status::kSuccess) return st;
     const int32_t d = args.head_dim != 0 ? args.head_dim : p.dim_v;
     if (d != HeadDim) return cutlass::Status::kErrorInvalidProblem;
-    if (detail::grid_x<Rank, RowBox>(p) > 0x7fffffff) return cutlass::Status::kErrorInvalidProblem;
-    if (!detail::view_ok(args.x) || !detail::view_ok(args.out) || !detail::attn_ok(args.attn))
+    if (box_grid_x<RowBox>(p) > 0x7fffffff) return cutlass::Status::kErrorInvalidProblem;
+    if (!rows_in_16_byte_chunks(args.x) || !rows_in_16_byte_chunks(args.out) || !detail::attn_ok(args.attn))
       return cutlass::Status::kErrorMisalignedOperand;
     return cutlass::Status::kSuccess;
   }
@@ -196,7 +178,7 @@ class GatherOp {
 
   static dim3 grid_shape(Arguments const& args) {
     const int heads = kInverse ? args.problem.heads_kv : args.problem.heads;
-    return dim3(static_cast<unsigned>(detail::grid_x<Rank, RowBox>(args.problem)), static_cast<unsigned>(heads),
+    return dim3(static_cast<unsigned>(box_grid_x<RowBox>(args.problem)), static_cast<unsigned>(heads),
                 static_cast<unsigned>(args.problem.batch));
   }
 

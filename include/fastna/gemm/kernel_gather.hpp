@@ -26,7 +26,9 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "fastna/box_tile.hpp"
 #include "fastna/fused/kernel.hpp"
+#include "fastna/fused/tile_gemm.hpp"
 #include "fastna/gemm/common.hpp"
 #include "fastna/index_math.hpp"
 #include "fastna/problem.hpp"
@@ -75,39 +77,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
   const int b = blockIdx.z;
   const int group_size = prob.heads / prob.heads_kv;
 
-  // ---- which row box; the inner range per axis ----
-  int group[R], r0[R], rlim[R], glen[R];
-  Range irange[R];
-  int n_itiles[R];
-  int n_boxes = 1;
-  {
-    int bx = blockIdx.x;
-#pragma unroll
-    for (int a = R - 1; a >= 0; --a) {
-      const int tpg = params.tiles_per_group[a];
-      const int n = prob.axis[a].dilation * tpg;
-      const int idx = bx % n;
-      bx /= n;
-      group[a] = idx / tpg;
-      r0[a] = (idx % tpg) * RowBox::extent(a);
-    }
-    bool empty = false;
-#pragma unroll
-    for (int a = 0; a < R; ++a) {
-      glen[a] = group_length(prob.axis[a], group[a]);
-      empty = empty || (r0[a] >= glen[a]);
-      rlim[a] = imin(r0[a] + RowBox::extent(a), glen[a]);
-      const Range rows{r0[a], rlim[a]};
-      irange[a] = kInverse ? query_range_for_key_tile(prob.axis[a], rows, glen[a])
-                           : key_range_for_query_tile(prob.axis[a], rows, glen[a]);
-      n_itiles[a] = (irange[a].size() + InnerBox::extent(a) - 1) / InnerBox::extent(a);
-      n_boxes *= n_itiles[a];
-    }
-    if (empty) return;  // uniform over the CTA
-  }
-  int ilim[R];
-#pragma unroll
-  for (int a = 0; a < R; ++a) ilim[a] = irange[a].end;
+  // ---- which row box, and the inner boxes (columns) its rows pair with ----
+  const BoxTile<R, RowBox, InnerBox, kInverse> cta(prob, params.tiles_per_group, blockIdx.x);
+  if (cta.empty) return;  // uniform over the CTA
+  const int n_boxes = cta.n_col;
   const int n_iter = n_boxes * (kInverse ? group_size : 1);
 
   // Iteration t: head (IN: query head of the group, head-major) and inner box origin.
@@ -119,27 +92,21 @@ __global__ void __launch_bounds__(Traits::kThreads)
     } else {
       head = h;
     }
-#pragma unroll
-    for (int a = R - 1; a >= 0; --a) {
-      origin[a] = irange[a].begin + (box % n_itiles[a]) * InnerBox::extent(a);
-      box /= n_itiles[a];
-    }
+    cta.col_origin(box, origin);
   };
 
   if (!kInverse) {
     for (int row = tid; row < kBlockM; row += kThreads) {
       int off[R];
       RowBox::unflatten(row, off);
-      bool valid = true;
       int coord[R];
+      const bool valid = box_token(cta.r0, off, cta.rlim, cta.group, prob.axis, coord);
 #pragma unroll
       for (int a = 0; a < R; ++a) {
-        const int i_loc = r0[a] + off[a];
-        valid = valid && (i_loc < rlim[a]);
-        const Range w = window_s1(prob.axis[a], imin(i_loc, glen[a] - 1), glen[a]);
+        const int i_loc = cta.r0[a] + off[a];
+        const Range w = window_s1(prob.axis[a], imin(i_loc, cta.glen[a] - 1), cta.glen[a]);
         s_wbeg[row][a] = w.begin;
         s_wend[row][a] = w.end;
-        coord[a] = i_loc * prob.axis[a].dilation + group[a];
       }
       s_base[row] = valid ? params.attn.offset(b, flatten(coord, prob.axis), h) : int64_t(-1);
     }
@@ -189,13 +156,13 @@ __global__ void __launch_bounds__(Traits::kThreads)
         int coord[R];
 #pragma unroll
         for (int a = 0; a < R; ++a) {
-          const int kl = r0[a] + roff[a];
+          const int kl = cta.r0[a] + roff[a];
           const int ql = origin[a] + coff[a];
-          in = in && (kl < rlim[a]) && (ql < ilim[a]);
-          const Range w = window_s1(prob.axis[a], imin(ql, glen[a] - 1), glen[a]);
+          in = in && (kl < cta.rlim[a]) && (ql < cta.clim[a]);
+          const Range w = window_s1(prob.axis[a], imin(ql, cta.glen[a] - 1), cta.glen[a]);
           in = in && (w.begin <= kl) && (kl < w.end);
           slot = slot * prob.axis[a].kernel + (kl - w.begin);
-          coord[a] = ql * prob.axis[a].dilation + group[a];
+          coord[a] = ql * prob.axis[a].dilation + cta.group[a];
         }
         if constexpr (kAsyncP) {
           AttnElem const* src =
@@ -214,7 +181,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
     iter_info(t, head, origin);
     const int xh = kInverse ? head : prob.kv_head(h);
     load_box<Traits, InnerBox, typename Traits::SmemLayoutX>(params.x, b, xh, smem_x + stage * Traits::kElemsKV,
-                                                             origin, ilim, group, prob.axis, tid);
+                                                             origin, cta.clim, cta.group, prob.axis, tid);
   };
 
   // ---- MMA partitions ----
@@ -226,12 +193,9 @@ __global__ void __launch_bounds__(Traits::kThreads)
   Tensor tCrX = thr_mma.partition_fragment_B(sXt0);  // (MMA, MMA_D, MMA_K)
   Tensor acc = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
   clear(acc);
-  auto copy_p = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
-  auto thr_copy_p = copy_p.get_thread_slice(tid);
-  Tensor tCrP_v = thr_copy_p.retile_D(tCrP);
-  auto copy_x = make_tiled_copy_B(typename Traits::SmemCopyAtomT{}, tiled_mma);
-  auto thr_copy_x = copy_x.get_thread_slice(tid);
-  Tensor tCrX_v = thr_copy_x.retile_D(tCrX);
+  const fused::detail::OperandCopies<Traits> cp(tid);  // P: A (cp.a), X: B read transposed (cp.bt)
+  Tensor tCrP_v = cp.thr_a.retile_D(tCrP);
+  Tensor tCrX_v = cp.thr_bt.retile_D(tCrX);
 
   // ---- prologue ----
   if (n_iter > 0) {
@@ -254,18 +218,9 @@ __global__ void __launch_bounds__(Traits::kThreads)
     Tensor sP = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_p + stage * Traits::kElemsP)), SmemLayoutP{});
     Tensor sXt = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_x + stage * Traits::kElemsKV)),
                              typename Traits::SmemLayoutXt{});
-    Tensor tCsP = thr_copy_p.partition_S(sP);
-    Tensor tCsX = thr_copy_x.partition_S(sXt);
-#pragma unroll
-    for (int kk = 0; kk < size<2>(tCrP); ++kk) {
-      copy(copy_p, tCsP(_, _, kk), tCrP_v(_, _, kk));
-      copy(copy_x, tCsX(_, _, kk), tCrX_v(_, _, kk));
-      if constexpr (Traits::kTf32) {
-        round_to_tf32(tCrP(_, _, kk));
-        round_to_tf32(tCrX(_, _, kk));
-      }
-      cute::gemm(tiled_mma, tCrP(_, _, kk), tCrX(_, _, kk), acc);
-    }
+    Tensor tCsP = cp.thr_a.partition_S(sP);
+    Tensor tCsX = cp.thr_bt.partition_S(sXt);
+    fused::detail::gemm_ss<Traits::kTf32>(tiled_mma, cp.a, tCsP, tCrP_v, tCrP, cp.bt, tCsX, tCrX_v, tCrX, acc);
     __syncthreads();  // this stage is refilled by the next iteration
   }
   cp_async_wait<0>();
@@ -279,14 +234,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
     const int col = get<1>(tOcO(i));
     int off[R];
     RowBox::unflatten(row, off);
-    bool valid = true;
     int coord[R];
-#pragma unroll
-    for (int a = 0; a < R; ++a) {
-      valid = valid && (r0[a] + off[a] < rlim[a]);
-      coord[a] = (r0[a] + off[a]) * prob.axis[a].dilation + group[a];
-    }
-    if (valid) params.out.at(b, coord, h)[col] = static_cast<Element>(acc(i));
+    if (box_token(cta.r0, off, cta.rlim, cta.group, prob.axis, coord)) params.out.at(b, coord, h)[col] = static_cast<Element>(acc(i));
   }
 }
 

@@ -17,7 +17,9 @@
 #include <cmath>
 #include <cstdint>
 
+#include "fastna/box_tile.hpp"
 #include "fastna/fused/kernel.hpp"
+#include "fastna/fused/tile_gemm.hpp"
 #include "fastna/gemm/common.hpp"
 #include "fastna/index_math.hpp"
 #include "fastna/problem.hpp"
@@ -55,45 +57,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
   const int b = blockIdx.z;
   const int h_kv = prob.kv_head(h);
 
-  // ---- which query box: blockIdx.x enumerates (group, tile) per axis, last axis fastest ----
-  int group[R], q0[R], qlim[R], glen[R];
-  Range krange[R];
-  int n_ktiles[R];
-  int n_kv = 1;
-  {
-    int bx = blockIdx.x;
-#pragma unroll
-    for (int a = R - 1; a >= 0; --a) {
-      const int tpg = params.tiles_per_group[a];
-      const int n = prob.axis[a].dilation * tpg;
-      const int idx = bx % n;
-      bx /= n;
-      group[a] = idx / tpg;
-      q0[a] = (idx % tpg) * QBox::extent(a);
-    }
-    bool empty = false;
-#pragma unroll
-    for (int a = 0; a < R; ++a) {
-      glen[a] = group_length(prob.axis[a], group[a]);
-      empty = empty || (q0[a] >= glen[a]);
-      qlim[a] = imin(q0[a] + QBox::extent(a), glen[a]);
-      krange[a] = key_range_for_query_tile(prob.axis[a], Range{q0[a], qlim[a]}, glen[a]);
-      n_ktiles[a] = (krange[a].size() + KBox::extent(a) - 1) / KBox::extent(a);
-      n_kv *= n_ktiles[a];
-    }
-    if (empty) return;  // a box past the end of a shorter dilation group: uniform over the CTA
-  }
-  int klim[R];
-#pragma unroll
-  for (int a = 0; a < R; ++a) klim[a] = krange[a].end;
-
-  auto kv_origin = [&](int j, int (&origin)[R]) {
-#pragma unroll
-    for (int a = R - 1; a >= 0; --a) {
-      origin[a] = krange[a].begin + (j % n_ktiles[a]) * KBox::extent(a);
-      j /= n_ktiles[a];
-    }
-  };
+  // ---- which query box (rows) and the KV boxes (columns) its queries need ----
+  const BoxTile<R, QBox, KBox, false> cta(prob, params.tiles_per_group, blockIdx.x);
+  if (cta.empty) return;  // a box past the end of a shorter dilation group: uniform over the CTA
+  const int n_kv = cta.n_col;
 
   // Slot strides (row-major over K) and rpb strides (row-major over 2K-1).
   int kstride[R], rstride[R];
@@ -112,12 +79,13 @@ __global__ void __launch_bounds__(Traits::kThreads)
   Element const* rpb = params.rpb == nullptr ? nullptr : params.rpb + int64_t(h) * rpb_head;
 
   // ---- prologue: Q and the first K tile ----
-  load_box<Traits, QBox, typename Traits::SmemLayoutQ>(params.q, b, h, smem_q, q0, qlim, group, prob.axis, tid);
+  load_box<Traits, QBox, typename Traits::SmemLayoutQ>(params.q, b, h, smem_q, cta.r0, cta.rlim, cta.group, prob.axis,
+                                                      tid);
   if (n_kv > 0) {
     int origin[R];
-    kv_origin(0, origin);
-    load_box<Traits, KBox, typename Traits::SmemLayoutKV>(params.k, b, h_kv, smem_k, origin, klim, group, prob.axis,
-                                                         tid);
+    cta.col_origin(0, origin);
+    load_box<Traits, KBox, typename Traits::SmemLayoutKV>(params.k, b, h_kv, smem_k, origin, cta.clim, cta.group,
+                                                         prob.axis, tid);
   }
   cp_async_fence();
 
@@ -129,13 +97,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
   Tensor tSrQ = thr_mma.partition_fragment_A(sQ);   // (MMA, MMA_M, MMA_K)
   Tensor tSrK = thr_mma.partition_fragment_B(sK0);  // (MMA, MMA_N, MMA_K)
 
-  auto copy_q = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
-  auto thr_copy_q = copy_q.get_thread_slice(tid);
-  Tensor tSsQ = thr_copy_q.partition_S(sQ);
-  Tensor tSrQ_v = thr_copy_q.retile_D(tSrQ);
-  auto copy_k = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, tiled_mma);
-  auto thr_copy_k = copy_k.get_thread_slice(tid);
-  Tensor tSrK_v = thr_copy_k.retile_D(tSrK);
+  const fused::detail::OperandCopies<Traits> cp(tid);  // Q: A (cp.a), K: B (cp.b)
+  Tensor tSsQ = cp.thr_a.partition_S(sQ);
+  Tensor tSrQ_v = cp.thr_a.retile_D(tSrQ);
+  Tensor tSrK_v = cp.thr_b.retile_D(tSrK);
 
   Tensor cS = make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{});
   Tensor tScS = thr_mma.partition_C(cS);
@@ -157,12 +122,12 @@ __global__ void __launch_bounds__(Traits::kThreads)
     int coord[R];
 #pragma unroll
     for (int a = 0; a < R; ++a) {
-      il[r][a] = q0[a] + off[a];
-      valid = valid && (il[r][a] < qlim[a]);
-      const Range w = window_s1(prob.axis[a], imin(il[r][a], glen[a] - 1), glen[a]);
+      il[r][a] = cta.r0[a] + off[a];
+      valid = valid && (il[r][a] < cta.rlim[a]);
+      const Range w = window_s1(prob.axis[a], imin(il[r][a], cta.glen[a] - 1), cta.glen[a]);
       wbeg[r][a] = w.begin;
       wend[r][a] = w.end;
-      coord[a] = il[r][a] * prob.axis[a].dilation + group[a];
+      coord[a] = il[r][a] * prob.axis[a].dilation + cta.group[a];
     }
     rvalid[r] = valid;
     rbase[r] = valid ? params.attn.offset(b, flatten(coord, prob.axis), h) : 0;
@@ -173,9 +138,9 @@ __global__ void __launch_bounds__(Traits::kThreads)
     const int stage = j & 1;
     if (j + 1 < n_kv) {
       int origin[R];
-      kv_origin(j + 1, origin);
+      cta.col_origin(j + 1, origin);
       load_box<Traits, KBox, typename Traits::SmemLayoutKV>(params.k, b, h_kv, smem_k + (stage ^ 1) * Traits::kElemsKV,
-                                                           origin, klim, group, prob.axis, tid);
+                                                           origin, cta.clim, cta.group, prob.axis, tid);
     }
     cp_async_fence();
     cp_async_wait<1>();
@@ -183,23 +148,14 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
     Tensor sK = make_tensor(make_smem_ptr(mma_smem<Traits>(smem_k + stage * Traits::kElemsKV)),
                             typename Traits::SmemLayoutKV{});
-    Tensor tSsK = thr_copy_k.partition_S(sK);
+    Tensor tSsK = cp.thr_b.partition_S(sK);
     Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
     clear(acc_s);
-#pragma unroll
-    for (int kk = 0; kk < size<2>(tSrQ); ++kk) {
-      copy(copy_q, tSsQ(_, _, kk), tSrQ_v(_, _, kk));
-      copy(copy_k, tSsK(_, _, kk), tSrK_v(_, _, kk));
-      if constexpr (Traits::kTf32) {
-        round_to_tf32(tSrQ(_, _, kk));
-        round_to_tf32(tSrK(_, _, kk));
-      }
-      cute::gemm(tiled_mma, tSrQ(_, _, kk), tSrK(_, _, kk), acc_s);
-    }
+    fused::detail::gemm_ss<Traits::kTf32>(tiled_mma, cp.a, tSsQ, tSrQ_v, tSrQ, cp.b, tSsK, tSrK_v, tSrK, acc_s);
 
     // Epilogue of this tile: scatter S[i, j] into slot w(i, j) where j is in i's window.
     int origin[R];
-    kv_origin(j, origin);
+    cta.col_origin(j, origin);
 #pragma unroll
     for (int n = 0; n < kN; ++n) {
 #pragma unroll
@@ -250,11 +206,11 @@ __global__ void __launch_bounds__(Traits::kThreads)
         const int K = prob.axis[a].kernel;
         const int ka = w % K;
         w /= K;
-        const int i_loc = q0[a] + off[a];
-        valid = valid && (i_loc < qlim[a]);
-        const Range win = window_s1(prob.axis[a], imin(i_loc, glen[a] - 1), glen[a]);
+        const int i_loc = cta.r0[a] + off[a];
+        valid = valid && (i_loc < cta.rlim[a]);
+        const Range win = window_s1(prob.axis[a], imin(i_loc, cta.glen[a] - 1), cta.glen[a]);
         invalid_slot = invalid_slot || (win.begin + ka >= win.end);
-        coord[a] = i_loc * prob.axis[a].dilation + group[a];
+        coord[a] = i_loc * prob.axis[a].dilation + cta.group[a];
       }
       if (valid && invalid_slot)
         params.attn.ptr[params.attn.offset(b, flatten(coord, prob.axis), h) + (idx - row * W)] =

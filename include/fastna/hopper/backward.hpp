@@ -23,6 +23,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "fastna/box_tile.hpp"  // tiles_per_group
+#include "fastna/host_checks.hpp"
 #include "fastna/fused/backward.hpp"
 #include "fastna/hopper/backward_kernel.hpp"
 #include "fastna/hopper/kernel_traits.hpp"
@@ -143,10 +145,6 @@ class Backward {
     return ok;
   }
 
-  static int32_t tiles_per_group(AxisParams const& ax, int extent) {
-    const int32_t max_group = (ax.length + ax.dilation - 1) / ax.dilation;
-    return (max_group + extent - 1) / extent;
-  }
 
   // Both kernels' parameters; false when a tensor map cannot be encoded.
   static bool to_params(Arguments const& args, void* workspace, Params* dkv, Params* dq) {
@@ -183,9 +181,7 @@ class Backward {
   }
 
   static dim3 grid(NaProblem<Rank> const& p, bool dq) {
-    int64_t x = 1;
-    for (int a = 0; a < Rank; ++a) x *= int64_t(p.axis[a].dilation) * tiles_per_group(p.axis[a], RowBox::extent(a));
-    return dim3(static_cast<unsigned>(x), static_cast<unsigned>(dq ? p.heads : p.heads_kv),
+    return dim3(static_cast<unsigned>(box_grid_x<RowBox>(p)), static_cast<unsigned>(dq ? p.heads : p.heads_kv),
                 static_cast<unsigned>(p.batch));
   }
 

@@ -35,7 +35,8 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "fastna/fused/backward_kernel.hpp"  // fused::BackwardParams
+#include "fastna/box_tile.hpp"
+#include "fastna/fused/backward_kernel.hpp"  // fused::BackwardParams, fused::detail::out_dout_row_dot
 #include "fastna/hopper/kernel_traits.hpp"   // Box, SmemAtoms, DefaultQBox
 #include "fastna/hopper/mask.hpp"
 #include "fastna/hopper/tile_order.hpp"  // kBwdOrderCap
@@ -361,41 +362,19 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const int group_size = kDq ? 1 : prob.heads / prob.heads_kv;
   const int h_kv_dq = kDq ? prob.kv_head(h_row) : h_row;
 
-  // Row box (group-local) and the column range it pairs with.
-  int group[R], r0[R], rlim[R], glen[R], n_ct[R];
-  Range cr[R];
-  int n_col = 1;
-  {
-    int bx = blockIdx.x;
-    if constexpr (R == 1) {
-      if (bx < hp.order_count) bx = hp.order[bx];
-    }
-#pragma unroll
-    for (int a = R - 1; a >= 0; --a) {
-      const int tpg = hp.row_tiles_per_group[a];
-      const int n = prob.axis[a].dilation * tpg;
-      const int idx = bx % n;
-      bx /= n;
-      group[a] = idx / tpg;
-      r0[a] = (idx % tpg) * RowBox::extent(a);
-    }
-    bool empty = false;
-#pragma unroll
-    for (int a = 0; a < R; ++a) {
-      glen[a] = group_length(prob.axis[a], group[a]);
-      empty = empty || (r0[a] >= glen[a]);
-      rlim[a] = imin(r0[a] + RowBox::extent(a), glen[a]);
-      cr[a] = kDq ? key_range_for_query_tile(prob.axis[a], Range{r0[a], rlim[a]}, glen[a])
-                  : query_range_for_key_tile(prob.axis[a], Range{r0[a], rlim[a]}, glen[a]);
-      n_ct[a] = cr[a].empty() ? 0 : (cr[a].size() + ColBox::extent(a) - 1) / ColBox::extent(a);
-      n_col *= n_ct[a];
-    }
-    if (empty) {  // uniform over the CTA
-      pdl_exit();
-      return;
-    }
+  // Row box (group-local) and the column range it pairs with (dK/dV: rows are keys).  Rank 1:
+  // blockIdx.x goes through the host's longest-first row-tile order (tile_order.hpp).
+  int bx = blockIdx.x;
+  if constexpr (R == 1) {
+    if (bx < hp.order_count) bx = hp.order[bx];
   }
-  const int n_it = n_col * group_size;
+  const BoxTile<R, RowBox, ColBox, !kDq> cta(prob, hp.row_tiles_per_group, bx);
+  if (cta.empty) {  // uniform over the CTA
+    pdl_exit();
+    return;
+  }
+  Range const (&cr)[R] = cta.cr;
+  const int n_it = cta.n_col * group_size;
 
   const int warpgroup = threadIdx.x / 128;
   if (threadIdx.x == 0) {
@@ -424,7 +403,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       };
       {
         int c[5];
-        token_coords(r0, h_row, c);
+        token_coords(cta.r0, h_row, c);
         TxBarrier::arrive_and_expect_tx(bar_res, 2 * sizeof(Element) * Traits::kElemsA);
 #pragma unroll
         for (int half = 0; half < kHeadDim / 64; ++half) {
@@ -517,18 +496,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     for (int v1 = 0; v1 < 2; ++v1) {
       const int row = 64 * wg + 16 * ((ctid % 128) / 32) + (ctid % 32) / 4 + 8 * v1;
       RowBox::unflatten(row, row_off[v1]);
-      bool valid = true;
-      int loc[R], coord[R];
-#pragma unroll
-      for (int a = 0; a < R; ++a) {
-        loc[a] = r0[a] + row_off[v1][a];
-        valid = valid && (loc[a] < rlim[a]);
-        coord[a] = loc[a] * prob.axis[a].dilation + group[a];
-      }
+      int coord[R];
+      const bool valid = box_token(cta.r0, row_off[v1], cta.rlim, cta.group, prob.axis, coord);
 #pragma unroll
       for (int a = 0; a < R; ++a) {
         Range w{0, 0};
-        if (valid) w = kDq ? window_local(prob.axis[a], loc[a], glen[a]) : inverse_window_local(prob.axis[a], loc[a], glen[a]);
+        if (valid) w = cta.row_window(prob.axis[a], a, cta.r0[a] + row_off[v1][a]);
         wbeg[v1][a] = w.begin;
         wend[v1][a] = w.end;
       }
@@ -551,8 +524,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 #pragma unroll
     for (int a = 0; a < R; ++a) {
       const int half = (a == 0) ? RowBox::extent(0) / 2 : RowBox::extent(a);
-      const int begin = r0[a] + ((a == 0) ? wg * half : 0);
-      wg_rows[a] = Range{begin, imin(begin + half, rlim[a])};
+      const int begin = cta.r0[a] + ((a == 0) ? wg * half : 0);
+      wg_rows[a] = Range{begin, imin(begin + half, cta.rlim[a])};
       wg_rows_full = wg_rows_full && (wg_rows[a].size() == half);
     }
     // Full tiles (no mask): per axis, the column positions that pair with every row of the
@@ -568,13 +541,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       for (int a = 0; a < R; ++a) {
         Range f{0, 0};
         if (can && !wg_rows[a].empty()) {
-          if constexpr (kDq) {
-            f = Range{window_local(prob.axis[a], wg_rows[a].end - 1, glen[a]).begin,
-                      window_local(prob.axis[a], wg_rows[a].begin, glen[a]).end};
-          } else {
-            f = Range{inverse_window_local(prob.axis[a], wg_rows[a].end - 1, glen[a]).begin,
-                      inverse_window_local(prob.axis[a], wg_rows[a].begin, glen[a]).end};
-          }
+          f = Range{cta.row_window(prob.axis[a], a, wg_rows[a].end - 1).begin,
+                    cta.row_window(prob.axis[a], a, wg_rows[a].begin).end};
         }
         full_lo[a] = f.begin;
         full_hi[a] = imin(f.end, cr[a].end);
@@ -585,9 +553,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     // range, which every column tile meets: only axis 0 can make a tile empty.
     Range wg_cr0{0, 0};
     if constexpr (Traits::kSkipEmpty) {
-      if (!wg_rows[0].empty())
-        wg_cr0 = kDq ? key_range_for_query_tile(prob.axis[0], wg_rows[0], glen[0])
-                     : query_range_for_key_tile(prob.axis[0], wg_rows[0], glen[0]);
+      if (!wg_rows[0].empty()) wg_cr0 = column_range<!kDq>(prob.axis[0], wg_rows[0], cta.glen[0]);
       wg_cr0.end = imin(wg_cr0.end, cr[0].end);
     }
     const float scale_log2 = params.scale_log2;
@@ -661,26 +627,31 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       const int stat0 = 2 * quad + (origin[R - 1] & 3);
       float const* col_lse2 = smem_lse + s * Traits::kStatStage + stat0;
       float const* col_delta = smem_delta + s * Traits::kStatStage + stat0;
+      // Calls f(i, v1, v2, v0) on each S accumulator entry ((2,2,N/8): i = v0 + 2 v1 + 4 v2).
+      auto for_each_entry = [&](auto&& f) {
+#pragma unroll
+        for (int v2 = 0; v2 < kBlockN / 8; ++v2)
+#pragma unroll
+          for (int v1 = 0; v1 < 2; ++v1)
+#pragma unroll
+            for (int v0 = 0; v0 < 2; ++v0) f(v0 + 2 * v1 + 4 * v2, v1, v2, v0);
+      };
+      // lse2 or delta of entry (v1, v2, v0): dQ: of the row (registers), dK/dV: of the column.
+      auto stat = [&](float const (&row_stat)[2], float const* col_stat, int v1, int v2, int v0) {
+        if constexpr (kDq) return row_stat[v1];
+        else return col_stat[(v2 / kSlots) * Traits::kStatRow + 8 * (v2 % kSlots) + v0];
+      };
 
       // P = exp2(S scale log2e - lse2) in place (masked: exactly 0).  Full tiles (all of the
       // strided anchors' tiles) take the loop without the per-element mask test.
       warpgroup_wait<1>();
       warpgroup_fence_operand(acc_s);
       auto softmax = [&](auto masked) {
-#pragma unroll
-        for (int v2 = 0; v2 < kBlockN / 8; ++v2)
-#pragma unroll
-          for (int v1 = 0; v1 < 2; ++v1)
-#pragma unroll
-            for (int v0 = 0; v0 < 2; ++v0) {
-              const int i = v0 + 2 * v1 + 4 * v2;
-              float l2;
-              if constexpr (kDq) l2 = row_lse2[v1];
-              else l2 = col_lse2[(v2 / kSlots) * Traits::kStatRow + 8 * (v2 % kSlots) + v0];
-              const float p = detail::bwd_exp2(fmaf(acc_s(i), scale_log2, -l2));
-              if constexpr (decltype(masked)::value) acc_s(i) = m[v1].test(v2, v0) ? p : 0.f;
-              else acc_s(i) = p;
-            }
+        for_each_entry([&](int i, int v1, int v2, int v0) {
+          const float p = detail::bwd_exp2(fmaf(acc_s(i), scale_log2, -stat(row_lse2, col_lse2, v1, v2, v0)));
+          if constexpr (decltype(masked)::value) acc_s(i) = m[v1].test(v2, v0) ? p : 0.f;
+          else acc_s(i) = p;
+        });
       };
       if (full) softmax(std::false_type{});
       else softmax(std::true_type{});
@@ -703,18 +674,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       // dS = P (dP - delta): masked entries are exactly 0 already (P = 0 and dP - delta finite: past
       // the tensors' ends dO / V / delta are TMA zero fill, and the preprocess defines the last
       // axis' pad of delta), so no second mask test.
-#pragma unroll
-      for (int v2 = 0; v2 < kBlockN / 8; ++v2)
-#pragma unroll
-        for (int v1 = 0; v1 < 2; ++v1)
-#pragma unroll
-          for (int v0 = 0; v0 < 2; ++v0) {
-            const int i = v0 + 2 * v1 + 4 * v2;
-            float d;
-            if constexpr (kDq) d = row_delta[v1];
-            else d = col_delta[(v2 / kSlots) * Traits::kStatRow + 8 * (v2 % kSlots) + v0];
-            rdS(i) = static_cast<Element>(acc_s(i) * (acc_dp(i) - d));
-          }
+      for_each_entry([&](int i, int v1, int v2, int v0) {
+        rdS(i) = static_cast<Element>(acc_s(i) * (acc_dp(i) - stat(row_delta, col_delta, v1, v2, v0)));
+      });
       // G += dS B1 (dK += dS^T Q, or dQ += dS K)
       warpgroup_fence_operand(acc1);
 #pragma unroll
@@ -739,15 +701,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     const float scale = prob.scale;
 #pragma unroll
     for (int v1 = 0; v1 < 2; ++v1) {
-      bool valid = true;
       int coord[R];
-#pragma unroll
-      for (int a = 0; a < R; ++a) {
-        const int loc = r0[a] + row_off[v1][a];
-        valid = valid && (loc < rlim[a]);
-        coord[a] = loc * prob.axis[a].dilation + group[a];
-      }
-      if (!valid) continue;
+      if (!box_token(cta.r0, row_off[v1], cta.rlim, cta.group, prob.axis, coord)) continue;
       Element* dst1 = (kDq ? params.dq.at(b, coord, h_row) : params.dk.at(b, coord, h_row)) + 2 * quad;
 #pragma unroll
       for (int v2 = 0; v2 < kHeadDim / 8; ++v2) {

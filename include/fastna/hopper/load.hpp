@@ -8,6 +8,7 @@
 
 #include <cute/tensor.hpp>
 
+#include "fastna/box_tile.hpp"
 #include "fastna/fused/kernel.hpp"  // fused::detail::cp_async_16_zfill
 #include "fastna/index_math.hpp"
 #include "fastna/problem.hpp"
@@ -31,14 +32,8 @@ __device__ __forceinline__ void load_box_async(TokenTensor<T, Rank> const& t, in
   for (int r = row0; r < Box::kSize; r += kRowsPerPass) {
     int off[Rank];
     Box::unflatten(r, off);
-    bool valid = true;
     int coord[Rank];
-#pragma unroll
-    for (int a = 0; a < Rank; ++a) {
-      const int loc = origin[a] + off[a];
-      valid = valid && (loc < limit[a]);
-      coord[a] = loc * axis[a].dilation + group[a];
-    }
+    const bool valid = box_token(origin, off, limit, group, axis, coord);
     T const* src = valid ? t.at(b, coord, h) + chunk * 8 : t.ptr;
     fused::detail::cp_async_16_zfill(dst(r, chunk * 8), src, valid);
   }
@@ -55,14 +50,8 @@ __device__ __forceinline__ void prefetch_box_l2(TokenTensor<T, Rank> const& t, i
   for (int r = tid; r < Box::kSize; r += Threads) {
     int off[Rank];
     Box::unflatten(r, off);
-    bool valid = true;
     int coord[Rank];
-#pragma unroll
-    for (int a = 0; a < Rank; ++a) {
-      const int loc = origin[a] + off[a];
-      valid = valid && (loc < limit[a]);
-      coord[a] = loc * axis[a].dilation + group[a];
-    }
+    const bool valid = box_token(origin, off, limit, group, axis, coord);
     if (!valid) continue;
     T const* row = t.at(b, coord, h);
 #pragma unroll

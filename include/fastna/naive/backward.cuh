@@ -47,11 +47,8 @@ dq_kernel(NaProblem<Rank> p, const float* __restrict__ dattn, TokenTensor<const 
     const int64_t row = idx / p.dim;
     const int32_t d = static_cast<int32_t>(idx - row * p.dim);
     int64_t t = row;
-    const int32_t h = static_cast<int32_t>(t % p.heads); t /= p.heads;
-    const int64_t n = t % N;
-    const int32_t b = static_cast<int32_t>(t / N);
-    int32_t coord[Rank];
-    unflatten(n, p.axis, coord);
+    int32_t b, h, coord[Rank];
+    split_token_row(p, N, p.heads, t, b, h, coord);
     const int32_t hk = p.kv_head(h);
     const QueryWindow<Rank> win = query_window(p, coord);
     const float* g = dattn + row * W;
@@ -85,11 +82,8 @@ dkv_kernel(NaProblem<Rank> p, const float* __restrict__ attn, const float* __res
   for (int64_t idx = global_thread(); idx < total; idx += grid_threads()) {
     int64_t t = idx;
     const int32_t e = static_cast<int32_t>(t % E); t /= E;
-    const int32_t hk = static_cast<int32_t>(t % p.heads_kv); t /= p.heads_kv;
-    const int64_t n = t % N;
-    const int32_t b = static_cast<int32_t>(t / N);
-    int32_t key[Rank];
-    unflatten(n, p.axis, key);
+    int32_t b, hk, key[Rank];
+    split_token_row(p, N, p.heads_kv, t, b, hk, key);
 
     Range inv[Rank];
     int32_t key_local[Rank], key_group[Rank], il[Rank];
@@ -188,7 +182,7 @@ struct BackwardArguments {
 };
 
 template <int Rank, typename T>
-class Backward {
+class Backward : public detail::LaunchChecker {
  public:
   using Arguments = BackwardArguments<Rank, T>;
 
@@ -268,14 +262,6 @@ class Backward {
     return Status::kSuccess;
   }
 
-  cudaError_t cuda_error() const { return cuda_error_; }
-
- private:
-  bool check() {
-    cuda_error_ = cudaGetLastError();
-    return cuda_error_ == cudaSuccess;
-  }
-  cudaError_t cuda_error_ = cudaSuccess;
 };
 
 }  // inline namespace FASTNA_NAIVE_NS

@@ -79,6 +79,33 @@ __device__ __forceinline__ int64_t grid_threads() {
   return static_cast<int64_t>(gridDim.x) * blockDim.x;
 }
 
+// Row t of a [B, N, heads] layout (N = p.num_tokens()): its head h, batch b and the spatial
+// coordinates of its token.
+template <int Rank>
+__device__ __forceinline__ void split_token_row(NaProblem<Rank> const& p, int64_t N, int32_t heads, int64_t t,
+                                                int32_t& b, int32_t& h, int32_t (&coord)[Rank]) {
+  h = static_cast<int32_t>(t % heads);
+  t /= heads;
+  const int64_t n = t % N;
+  b = static_cast<int32_t>(t / N);
+  unflatten(n, p.axis, coord);
+}
+
+// The last CUDA error of an op's launches (cudaSuccess while none failed): check() after each.
+class LaunchChecker {
+ public:
+  cudaError_t cuda_error() const { return cuda_error_; }
+
+ protected:
+  bool check() {
+    cuda_error_ = cudaGetLastError();
+    return cuda_error_ == cudaSuccess;
+  }
+
+ private:
+  cudaError_t cuda_error_ = cudaSuccess;
+};
+
 // Window of one query, per axis, in group-local coordinates, plus the query's dilation group.
 template <int Rank>
 struct QueryWindow {
@@ -147,11 +174,8 @@ slot_dot_kernel(NaProblem<Rank> p, TokenTensor<const T, Rank> row, TokenTensor<c
   for (int64_t idx = global_thread(); idx < total; idx += grid_threads()) {
     int64_t t = idx;
     const int32_t w = static_cast<int32_t>(t % W); t /= W;
-    const int32_t h = static_cast<int32_t>(t % p.heads); t /= p.heads;
-    const int64_t n = t % N;
-    const int32_t b = static_cast<int32_t>(t / N);
-    int32_t coord[Rank];
-    unflatten(n, p.axis, coord);
+    int32_t b, h, coord[Rank];
+    split_token_row(p, N, p.heads, t, b, h, coord);
     const int32_t hk = p.kv_head(h);
     const T* sp;
     int64_t ss;

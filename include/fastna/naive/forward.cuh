@@ -38,11 +38,8 @@ av_kernel(NaProblem<Rank> p, const float* __restrict__ attn, const float* __rest
     const int64_t row = idx / p.dim_v;  // == (b * N + n) * H + h, the attn/lse row
     const int32_t e = static_cast<int32_t>(idx - row * p.dim_v);
     int64_t t = row;
-    const int32_t h = static_cast<int32_t>(t % p.heads); t /= p.heads;
-    const int64_t n = t % N;
-    const int32_t b = static_cast<int32_t>(t / N);
-    int32_t coord[Rank];
-    unflatten(n, p.axis, coord);
+    int32_t b, h, coord[Rank];
+    split_token_row(p, N, p.heads, t, b, h, coord);
     const int32_t hk = p.kv_head(h);
     const QueryWindow<Rank> win = query_window(p, coord);
     const float* a = attn + row * W;
@@ -78,7 +75,7 @@ struct ForwardArguments {
 
 // Device-level operator in the CUTLASS style: can_implement / get_workspace_size / run.
 template <int Rank, typename T>
-class Forward {
+class Forward : public detail::LaunchChecker {
  public:
   using Arguments = ForwardArguments<Rank, T>;
 
@@ -123,14 +120,6 @@ class Forward {
     return Status::kSuccess;
   }
 
-  cudaError_t cuda_error() const { return cuda_error_; }
-
- private:
-  bool check() {
-    cuda_error_ = cudaGetLastError();
-    return cuda_error_ == cudaSuccess;
-  }
-  cudaError_t cuda_error_ = cudaSuccess;
 };
 
 }  // inline namespace FASTNA_NAIVE_NS

@@ -1,5 +1,6 @@
-"""What the CUDA backends share: the Reason their check() returns (None = supported) and the
-output allocator that honours FASTNA_POISON."""
+"""What the CUDA backends share: the Reason their check() returns (None = supported), the
+output allocator that honours FASTNA_POISON, and the autograd step of the recompute-based
+backward fallbacks (grad_of_out_lse)."""
 from __future__ import annotations
 
 import os
@@ -18,6 +19,19 @@ def alloc(shape, dtype, device):
     if poison_enabled():
         t.fill_(float("nan"))
     return t
+
+
+def grad_of_out_lse(out, lse, leaves, dout, dlse):
+    """torch.autograd.grad of (out, lse) w.r.t. leaves, with incoming gradients dout and dlse
+    (either may be None: that output takes no part)."""
+    outs, grads = [], []
+    if dout is not None:
+        outs.append(out)
+        grads.append(dout)
+    if dlse is not None:
+        outs.append(lse)
+        grads.append(dlse.to(lse.dtype))
+    return torch.autograd.grad(outs, leaves, grads, allow_unused=True)
 
 
 class Reason(str):

@@ -86,7 +86,7 @@ import torch
 from .. import _ext
 from .. import reference as _reference
 from . import _merge
-from ._base import Reason, alloc as _alloc
+from ._base import Reason, alloc as _alloc, grad_of_out_lse
 
 name = "fused"
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)   # float32: TF32 tensor cores
@@ -406,14 +406,7 @@ def _reference_backward(q, k, v, params, dout, dlse):
     with torch.enable_grad():
         leaves = [t.detach().requires_grad_() for t in (q, k, v)]
         out, lse = _reference.attention(*leaves, params, return_lse=True)
-        outs, grads = [], []
-        if dout is not None:
-            outs.append(out)
-            grads.append(dout)
-        if dlse is not None:
-            outs.append(lse)
-            grads.append(dlse.to(lse.dtype))
-        return torch.autograd.grad(outs, leaves, grads, allow_unused=True)
+        return grad_of_out_lse(out, lse, leaves, dout, dlse)
 
 
 def _kernel(q, k, v, params, pd):

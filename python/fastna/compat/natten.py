@@ -88,43 +88,35 @@ def _av(rank, attn, value, kernel_size, dilation, additional_values, is_causal):
 
 # ------------------------------------------------------------------ unfused ops (heads-first)
 
-def na1d_qk(query: Tensor, key: Tensor, kernel_size, dilation=1,
-            additional_keys: Optional[Tensor] = None, is_causal=False,
-            rpb: Optional[Tensor] = None) -> Tensor:
-    """query/key [B, H, L, D] -> attn [B, H, L, K (+ N_extra)]; no softmax scale applied."""
-    return _qk(1, query, key, kernel_size, dilation, additional_keys, is_causal, rpb)
+def _make_qk(rank: int, doc: str):
+    def qk(query: Tensor, key: Tensor, kernel_size, dilation=1,
+           additional_keys: Optional[Tensor] = None, is_causal=False,
+           rpb: Optional[Tensor] = None) -> Tensor:
+        return _qk(rank, query, key, kernel_size, dilation, additional_keys, is_causal, rpb)
+    qk.__name__ = qk.__qualname__ = f"na{rank}d_qk"
+    qk.__doc__ = doc
+    return qk
 
 
-def na1d_av(attn: Tensor, value: Tensor, kernel_size, dilation=1,
-            additional_values: Optional[Tensor] = None, is_causal=False) -> Tensor:
-    """attn [B, H, L, K (+ N_extra)], value [B, H, L, D] -> [B, H, L, D]."""
-    return _av(1, attn, value, kernel_size, dilation, additional_values, is_causal)
+def _make_av(rank: int, doc: str):
+    def av(attn: Tensor, value: Tensor, kernel_size, dilation=1,
+           additional_values: Optional[Tensor] = None, is_causal=False) -> Tensor:
+        return _av(rank, attn, value, kernel_size, dilation, additional_values, is_causal)
+    av.__name__ = av.__qualname__ = f"na{rank}d_av"
+    av.__doc__ = doc
+    return av
 
 
-def na2d_qk(query: Tensor, key: Tensor, kernel_size, dilation=1,
-            additional_keys: Optional[Tensor] = None, is_causal=False,
-            rpb: Optional[Tensor] = None) -> Tensor:
-    """query/key [B, H, X, Y, D] -> attn [B, H, X, Y, Kx*Ky (+ N_extra)]."""
-    return _qk(2, query, key, kernel_size, dilation, additional_keys, is_causal, rpb)
-
-
-def na2d_av(attn: Tensor, value: Tensor, kernel_size, dilation=1,
-            additional_values: Optional[Tensor] = None, is_causal=False) -> Tensor:
-    """attn [B, H, X, Y, Kx*Ky (+ N_extra)], value [B, H, X, Y, D] -> [B, H, X, Y, D]."""
-    return _av(2, attn, value, kernel_size, dilation, additional_values, is_causal)
-
-
-def na3d_qk(query: Tensor, key: Tensor, kernel_size, dilation=1,
-            additional_keys: Optional[Tensor] = None, is_causal=False,
-            rpb: Optional[Tensor] = None) -> Tensor:
-    """query/key [B, H, X, Y, Z, D] -> attn [B, H, X, Y, Z, Kx*Ky*Kz (+ N_extra)]."""
-    return _qk(3, query, key, kernel_size, dilation, additional_keys, is_causal, rpb)
-
-
-def na3d_av(attn: Tensor, value: Tensor, kernel_size, dilation=1,
-            additional_values: Optional[Tensor] = None, is_causal=False) -> Tensor:
-    """attn [B, H, X, Y, Z, Kx*Ky*Kz (+ N_extra)], value [B, H, X, Y, Z, D] -> same as value."""
-    return _av(3, attn, value, kernel_size, dilation, additional_values, is_causal)
+na1d_qk = _make_qk(1, "query/key [B, H, L, D] -> attn [B, H, L, K (+ N_extra)]; no softmax scale "
+                      "applied.")
+na1d_av = _make_av(1, "attn [B, H, L, K (+ N_extra)], value [B, H, L, D] -> [B, H, L, D].")
+na2d_qk = _make_qk(2, "query/key [B, H, X, Y, D] -> attn [B, H, X, Y, Kx*Ky (+ N_extra)].")
+na2d_av = _make_av(2, "attn [B, H, X, Y, Kx*Ky (+ N_extra)], value [B, H, X, Y, D] -> "
+                      "[B, H, X, Y, D].")
+na3d_qk = _make_qk(3, "query/key [B, H, X, Y, Z, D] -> attn [B, H, X, Y, Z, Kx*Ky*Kz "
+                      "(+ N_extra)].")
+na3d_av = _make_av(3, "attn [B, H, X, Y, Z, Kx*Ky*Kz (+ N_extra)], value [B, H, X, Y, Z, D] -> "
+                      "same as value.")
 
 
 # ------------------------------------------------------------ fused ops (0.17: heads-last)
@@ -146,22 +138,18 @@ def _fused(rank, query, key, value, kernel_size, dilation, is_causal, rpb, scale
     return _AV[rank](probs, value, kernel_size, dilation, is_causal=is_causal)
 
 
-def na1d(query: Tensor, key: Tensor, value: Tensor, kernel_size, dilation=1, is_causal=False,
-         rpb: Optional[Tensor] = None, scale: Optional[float] = None) -> Tensor:
-    """Fused-API 1D NA, heads-last [B, L, H, D] like NATTEN 0.17's na1d."""
-    return _fused(1, query, key, value, kernel_size, dilation, is_causal, rpb, scale)
+def _make_fused(rank: int, layout: str):
+    def fused(query: Tensor, key: Tensor, value: Tensor, kernel_size, dilation=1, is_causal=False,
+              rpb: Optional[Tensor] = None, scale: Optional[float] = None) -> Tensor:
+        return _fused(rank, query, key, value, kernel_size, dilation, is_causal, rpb, scale)
+    fused.__name__ = fused.__qualname__ = f"na{rank}d"
+    fused.__doc__ = f"Fused-API {rank}D NA, heads-last {layout} like NATTEN 0.17's na{rank}d."
+    return fused
 
 
-def na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size, dilation=1, is_causal=False,
-         rpb: Optional[Tensor] = None, scale: Optional[float] = None) -> Tensor:
-    """Fused-API 2D NA, heads-last [B, X, Y, H, D] like NATTEN 0.17's na2d."""
-    return _fused(2, query, key, value, kernel_size, dilation, is_causal, rpb, scale)
-
-
-def na3d(query: Tensor, key: Tensor, value: Tensor, kernel_size, dilation=1, is_causal=False,
-         rpb: Optional[Tensor] = None, scale: Optional[float] = None) -> Tensor:
-    """Fused-API 3D NA, heads-last [B, X, Y, Z, H, D] like NATTEN 0.17's na3d."""
-    return _fused(3, query, key, value, kernel_size, dilation, is_causal, rpb, scale)
+na1d = _make_fused(1, "[B, L, H, D]")
+na2d = _make_fused(2, "[B, X, Y, H, D]")
+na3d = _make_fused(3, "[B, X, Y, Z, H, D]")
 
 
 # -------------------------------------------------- deprecated ops (NATTEN <= 0.14 names)
