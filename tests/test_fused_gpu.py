@@ -76,10 +76,14 @@ def _need(rank, dtype, D, tile="default"):
         pytest.skip(f"fused instance (rank {rank}, {dtype}, D {D}, tile {tile}) not compiled")
 
 
-def _small_fits(shape, kernel, stride, dilation, causal):
+def _na_params(shape, kernel, stride, dilation, causal):
+    """Normalized NA parameters of a problem on `shape` (no tensors needed)."""
     q = torch.empty(1, *shape, 1, 8)
-    p = _args.normalize(q, q, q, kernel, stride, dilation, causal, None, None, None)
-    return fused.small_window_fits(p, shape)
+    return _args.normalize(q, q, q, kernel, stride, dilation, causal, None, None, None)
+
+
+def _small_fits(shape, kernel, stride, dilation, causal):
+    return fused.small_window_fits(_na_params(shape, kernel, stride, dilation, causal), shape)
 
 
 def _rel(a, b):

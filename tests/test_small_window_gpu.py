@@ -15,7 +15,7 @@ from fastna import _args
 from fastna.backends import fused
 from fastna.index_math import window
 
-from test_fused_gpu import DTYPES, _built, _compare, _inputs
+from test_fused_gpu import DTYPES, _built, _compare, _inputs, _na_params as _params
 
 pytestmark = [
     pytest.mark.gpu,
@@ -31,11 +31,6 @@ SLOTS = {1: (64,), 2: (14, 8)}
 
 def _dims(rank, dtype):
     return sorted(d for d, tiles in _built(rank, dtype).items() if TILE in tiles)
-
-
-def _params(shape, kernel, stride, dilation, causal):
-    q = torch.empty(1, *shape, 1, 8)
-    return _args.normalize(q, q, q, kernel, stride, dilation, causal, None, None, None)
 
 
 # (spatial shape, kernel, stride, dilation, causal, H, H_kv): every one fits the tile.

@@ -53,19 +53,7 @@ class Forward {
 
   static size_t get_workspace_size(Arguments const&) { return 0; }
 
-  static Params to_params(Arguments const& args) {
-    Params params;
-    params.problem = args.problem;
-    params.q = args.q;
-    params.k = args.k;
-    params.v = args.v;
-    params.out = args.out;
-    params.lse = args.lse;
-    for (int a = 0; a < Rank; ++a)
-      params.tiles_per_group[a] = tiles_per_group(args.problem.axis[a], QBox::extent(a));
-    params.scale_log2 = args.problem.scale * 1.4426950408889634f;
-    return params;
-  }
+  static Params to_params(Arguments const& args) { return Params::template from_arguments<QBox>(args); }
 
   static dim3 grid_shape(Arguments const& args) {
     return dim3(static_cast<unsigned>(box_grid_x<QBox>(args.problem)), static_cast<unsigned>(args.problem.heads),

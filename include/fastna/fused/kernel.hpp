@@ -36,6 +36,22 @@ struct ForwardParams {
   float* lse = nullptr;             // optional fp32 [B, N, H]
   int32_t tiles_per_group[Rank];    // ceil(ceil(L/d) / box extent)
   float scale_log2;                 // scale * log2(e)
+
+  // From a device op's Arguments (problem, q, k, v, out, lse); Box: the CTA's query box.
+  template <class Box, class Arguments>
+  static ForwardParams from_arguments(Arguments const& args) {
+    ForwardParams params;
+    params.problem = args.problem;
+    params.q = args.q;
+    params.k = args.k;
+    params.v = args.v;
+    params.out = args.out;
+    params.lse = args.lse;
+    for (int a = 0; a < Rank; ++a)
+      params.tiles_per_group[a] = ::fastna::tiles_per_group(args.problem.axis[a], Box::extent(a));
+    params.scale_log2 = args.problem.scale * 1.4426950408889634f;
+    return params;
+  }
 };
 
 namespace detail {

@@ -72,16 +72,7 @@ class SmallWindowForward {
 
   static Params to_params(Arguments const& args) {
     Params params;
-    ForwardParams<Rank, Element>& f = params.fwd;
-    f.problem = args.problem;
-    f.q = args.q;
-    f.k = args.k;
-    f.v = args.v;
-    f.out = args.out;
-    f.lse = args.lse;
-    for (int a = 0; a < Rank; ++a)
-      f.tiles_per_group[a] = tiles_per_group(args.problem.axis[a], CtaBox::extent(a));
-    f.scale_log2 = args.problem.scale * 1.4426950408889634f;
+    params.fwd = ForwardParams<Rank, Element>::template from_arguments<CtaBox>(args);
     params.use_tma = 0;
     if constexpr (Traits::kTma) {
       using HaloBox = Box<Rank, Traits::halo_cap(0), (Rank > 1 ? Traits::halo_cap(1) : 1), (Rank > 2 ? Traits::halo_cap(2) : 1)>;
