@@ -15,7 +15,7 @@ from fastna import _args
 from fastna.backends import fused
 from fastna.index_math import window
 
-from test_fused_gpu import DTYPES, _built, _compare, _inputs, _na_params as _params
+from test_fused_gpu import CASES as FUSED_CASES, DTYPES, _built, _compare, _inputs, _na_params as _params
 
 pytestmark = [
     pytest.mark.gpu,
@@ -33,16 +33,27 @@ def _dims(rank, dtype):
     return sorted(d for d, tiles in _built(rank, dtype).items() if TILE in tiles)
 
 
-# (spatial shape, kernel, stride, dilation, causal, H, H_kv): every one fits the tile.
-CASES = [
-    ((33,), 5, 1, 1, False, 2, 2),
-    ((64,), 7, 3, 2, False, 4, 2),                   # stride + dilation, GQA
-    ((100,), 8, 4, 3, True, 2, 1),                   # even kernel, causal, unequal groups, MQA
-    ((31,), 7, 3, 4, True, 2, 2),                    # dilation 4 on 31: unequal groups
-    ((37,), 37, 1, 1, False, 1, 1),                  # K = L: self attention
+def _documented_fit(case):
+    """The documented rule (small_window_shape.hpp), per axis: the run of a warp patch needs at most
+    (patch - 1) + K + (stride - 1) keys (non-causal) or (patch - 1) + K (causal), capped by the
+    longest dilation group; it must fit the slots."""
+    shape, kernel, stride, dilation, causal = case[:5]
+    rank = len(shape)
+    if rank not in PATCH:
+        return False
+    per_axis = [(x,) * rank if isinstance(x, (int, bool)) else tuple(x) for x in (kernel, stride, dilation, causal)]
+    for a in range(rank):
+        K, s, d, c = (v[a] for v in per_axis)
+        need = min(-(-shape[a] // d), PATCH[rank][a] - 1 + K + (0 if c else s - 1))
+        if need > SLOTS[rank][a]:
+            return False
+    return True
+
+
+# (spatial shape, kernel, stride, dilation, causal, H, H_kv): the fused sweep's cases that fit the
+# tile, and cases at its limits.
+CASES = [c for c in FUSED_CASES if _documented_fit(c)] + [
     ((64,), 64, 1, 1, True, 1, 1),                   # causal self attention, L = slots
-    ((48,), 16, 16, 1, False, 2, 2),                 # stride = K: blocked attention
-    ((130,), 2, 2, 1, False, 3, 3),                  # smallest kernel, past two CTA tiles
     ((517,), 33, 10, 2, False, 2, 2),                # large 1D window that still fits
     ((1000,), 49, 1, 1, False, 1, 1),                # the largest 1D window at stride 1
     ((56, 56), 7, 1, 1, False, 4, 4),                # nat
@@ -74,6 +85,7 @@ def test_small_window_sweep(case, dtype, monkeypatch):
     dims = _dims(rank, dtype)
     if not dims:
         pytest.skip(f"no small-window instance for rank {rank}, {dtype}")
+    assert _documented_fit(case)
     assert fused.small_window_fits(_params(shape, kernel, stride, dilation, causal), shape)
     for seed, D in enumerate(dims):
         q, k, v = _inputs(shape, H, Hkv, D, dtype, seed, B=2 if shape[0] < 100 else 1)
