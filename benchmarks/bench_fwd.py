@@ -44,6 +44,24 @@ def bench_graph(fn, rep=50):
     return do_bench_cudagraph(fn, rep=rep, return_mode="median")
 
 
+def report_header(title, script):
+    """Markdown title and the run's identity lines (GPU, date, commit, versions, command)."""
+    commit = os.environ.get("FASTNA_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return (f"# {title}\n\n"
+            f"- GPU: {torch.cuda.get_device_name()}\n- date: {datetime.date.today()}\n"
+            f"- commit: {commit or 'unknown'}\n- torch {torch.__version__}, fastna {fastna.__version__}\n"
+            f"- command: python benchmarks/{script} {' '.join(sys.argv[1:])}\n\n")
+
+
+def write_report(out, text, rows):
+    """The table as `out` (markdown) and the raw rows beside it (.json)."""
+    with open(out, "w") as f:
+        f.write(text)
+    with open(os.path.splitext(out)[0] + ".json", "w") as f:
+        json.dump(rows, f, indent=1)
+
+
 def kernel_rows(run, iters=10):
     """[(GPU us per call, launches per call, kernel name)] of one call, largest first
     (torch.profiler's kernel rows only: a CPU op's row repeats its kernels' time as its own
@@ -179,12 +197,7 @@ def main():
     names = ["cudnn", "flex"] + backends + ([f"{b} kernels" for b in backends] if a.kernel_time else [])
     if a.graph:
         names += [f"{n} graph" for n in ["cudnn", "flex"] + backends]
-    commit = os.environ.get("FASTNA_COMMIT") or subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    header = (f"# {'forward+backward' if a.bwd else 'forward'} latency, {a.dtype}\n\n"
-              f"- GPU: {torch.cuda.get_device_name()}\n- date: {datetime.date.today()}\n"
-              f"- commit: {commit or 'unknown'}\n- torch {torch.__version__}, fastna {fastna.__version__}\n"
-              f"- command: python benchmarks/bench_fwd.py {' '.join(sys.argv[1:])}\n\n")
+    header = report_header(f"{'forward+backward' if a.bwd else 'forward'} latency, {a.dtype}", "bench_fwd.py")
     rows = []
     for name in a.cases.split(","):
         rows.append(run_case(BY_NAME[name], backends, dtype, a.bwd, a.kernel_time, a.graph))
@@ -192,10 +205,7 @@ def main():
         # Rewritten after every case so a run cut short still leaves its finished rows.
         text = header + table(rows, names) + "\n"
         if a.out:
-            with open(a.out, "w") as f:
-                f.write(text)
-            with open(os.path.splitext(a.out)[0] + ".json", "w") as f:
-                json.dump(rows, f, indent=1)
+            write_report(a.out, text, rows)
     print(text)
 
 

@@ -9,16 +9,13 @@ A benchmark, not a test (tests/test_small_window_gpu.py checks correctness).
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import subprocess
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_fwd import bench_graph  # noqa: E402
+from bench_fwd import bench_graph, report_header, write_report  # noqa: E402
 
 import fastna  # noqa: E402
 from fastna.backends import fused  # noqa: E402
@@ -76,11 +73,8 @@ def main() -> None:
     cols = ["case", "shape", "B", "H", "D", "K", "dilation", "causal", "fits"]
     for be in backends:
         cols += [f"{be} small ms", f"{be} without ms", f"{be} speedup"]
-    commit = os.environ.get("FASTNA_COMMIT") or subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    lines = ["# Small-window tile vs the tile it replaces (forward, bf16, CUDA-graph medians)", "",
-             f"- GPU: {torch.cuda.get_device_name()}", f"- date: {datetime.date.today()}",
-             f"- commit: {commit}", f"- torch {torch.__version__}",
+    lines = [report_header("Small-window tile vs the tile it replaces (forward, bf16, CUDA-graph medians)",
+                           "bench_small_window.py").rstrip("\n"),
              "- 'without' = FASTNA_SMALL_WINDOW=0 (backend hopper: the sm90a kernel; fused: the "
              "sm80-class default tile); speedup = without / small", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -91,10 +85,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if a.out:
-        with open(a.out, "w") as f:
-            f.write(text)
-        with open(os.path.splitext(a.out)[0] + ".json", "w") as f:
-            json.dump(rows, f, indent=1)
+        write_report(a.out, text, rows)
 
 
 if __name__ == "__main__":

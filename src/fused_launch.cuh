@@ -46,6 +46,15 @@ void set_smem(Kernel kernel, int smem, const char* name) {
   }
 }
 
+// The last guard before a launch (module.cpp names the failing condition before dispatching):
+// std::invalid_argument (ValueError in Python) naming the instance and the status.
+inline void require_implementable(cutlass::Status st, const char* name, const char* why = "") {
+  if (st != cutlass::Status::kSuccess) {
+    throw std::invalid_argument(std::string("fastna: fused: ") + name + " cannot run this problem: " +
+                                cutlassGetStatusString(st) + why);
+  }
+}
+
 // Forward Arguments (fused::Forward's, shared by hopper::Forward) from the binding's params.
 template <class Arguments, int Rank, class Element>
 Arguments forward_arguments(const LaunchParams& lp) {
@@ -82,12 +91,7 @@ void run_fused_forward(const LaunchParams& lp, const char* name) {
   using Op = fused::Forward<Rank, Element, HeadDim, QBox, KBox, Warps, Stages>;
   using Traits = LocalTraits<typename Op::Traits>;
   const auto args = forward_arguments<typename Op::Arguments, Rank, Element>(lp);
-  // module.cpp names the failing condition before dispatching; this is the last guard.
-  const cutlass::Status st = Op::can_implement(args);
-  if (st != cutlass::Status::kSuccess) {
-    throw std::invalid_argument(std::string("fastna: fused: ") + name + " cannot run this problem: " +
-                                cutlassGetStatusString(st));
-  }
+  require_implementable(Op::can_implement(args), name);
   auto kernel = fused::fna_forward_kernel<Traits>;
   constexpr int smem = static_cast<int>(Traits::kSmemBytes);
   set_smem(kernel, smem, name);
@@ -104,11 +108,7 @@ void run_small_window_forward(const LaunchParams& lp, const char* name) {
   using Op = fused::SmallWindowForward<Rank, Element, HeadDim, fused::DefaultSmallWindow<Rank, HeadDim>, Tma>;
   const auto args = forward_arguments<typename Op::Arguments, Rank, Element>(lp);
   const cutlass::Status st = Op::can_implement(args);
-  if (st != cutlass::Status::kSuccess) {
-    throw std::invalid_argument(std::string("fastna: fused: ") + name + " cannot run this problem: " +
-                                cutlassGetStatusString(st) +
-                                (st == cutlass::Status::kErrorNotSupported ? " (window too large for the small-window tile)" : ""));
-  }
+  require_implementable(st, name, st == cutlass::Status::kErrorNotSupported ? " (window too large for the small-window tile)" : "");
   const typename Op::Params params = Op::to_params(args);
   auto launch = [&](auto kernel, int threads, int smem) {
     set_smem(kernel, smem, name);
@@ -133,11 +133,7 @@ void run_fused_backward(const LaunchParams& lp, const char* name) {
   using DqTraits = LocalTraits<typename Op::DqTraits>;
   using DkvTraits = LocalTraits<typename Op::DkvTraits>;
   const auto args = backward_arguments<typename Op::Arguments, Rank, Element>(lp);
-  const cutlass::Status st = Op::can_implement(args);
-  if (st != cutlass::Status::kSuccess) {
-    throw std::invalid_argument(std::string("fastna: fused: ") + name + " cannot run this problem: " +
-                                cutlassGetStatusString(st));
-  }
+  require_implementable(Op::can_implement(args), name);
   const cudaStream_t stream = reinterpret_cast<cudaStream_t>(lp.stream);
   void* workspace = reinterpret_cast<void*>(lp.workspace.ptr);
   const bool own_workspace = workspace == nullptr;

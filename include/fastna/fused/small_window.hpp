@@ -82,7 +82,7 @@ class SmallWindowForward {
                                                                       HeadDim, &params.tma_k, &dims) &&
           hopper::make_kv_tensor_map<Element, Rank, HaloBox, HeadDim>(args.v, args.problem, args.problem.heads_kv,
                                                                       HeadDim, &params.tma_v, &dims);
-      params.use_tma = (ok && Rank < 3) ? 1 : 0;
+      params.use_tma = ok ? 1 : 0;
     }
     return params;
   }

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "fastna/device_math.hpp"
 #include "fastna/fused/kernel.hpp"  // ForwardParams, detail::cp_async_16_zfill, quad_max / quad_sum
 #include "fastna/fused/small_window_traits.hpp"
 #include "fastna/index_math.hpp"
@@ -90,13 +91,6 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
     asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
   }
   return r;
-}
-
-// 2^x on the MUFU (x <= 0 here: logits minus their row max; -inf gives 0).
-__device__ __forceinline__ float exp2_approx(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
 }
 
 // x / n for 0 <= x < 2^16 and 1 <= n <= 2^10 without an integer division: (x + 0.5) / n is at
@@ -429,8 +423,8 @@ __device__ __forceinline__ void small_window_patch(ForwardParams<Traits::kRank, 
   for (int t = 0; t < kNTiles; ++t) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const float p0 = small_detail::exp2_approx(s[t][2 * r] * scale_log2 - mscaled[r]);
-      const float p1 = small_detail::exp2_approx(s[t][2 * r + 1] * scale_log2 - mscaled[r]);
+      const float p0 = exp2_approx(s[t][2 * r] * scale_log2 - mscaled[r]);
+      const float p1 = exp2_approx(s[t][2 * r + 1] * scale_log2 - mscaled[r]);
       row_sum[r] += p0 + p1;
       pf[t][r] = small_detail::pack2<Element>(p0, p1);
     }
@@ -508,8 +502,8 @@ __device__ __forceinline__ void small_window_forward(
   const int tid = threadIdx.x;
   const SmallWindowTile<R> t = small_window_tile<Traits>(params, blockIdx.x, blockIdx.y, blockIdx.z);
   if (t.empty) return;  // uniform over the CTA
-  if constexpr (Traits::kTma) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if constexpr (Traits::kTma) {
     {
       unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
       const uint32_t bar = static_cast<uint32_t>(__cvta_generic_to_shared(smem + 2 * Traits::kVOffset));
@@ -548,8 +542,10 @@ __device__ __forceinline__ void small_window_forward(
         }
       });
     }
+    return;
+  }
 #endif
-  } else {
+  // cp.async (also what a Tma kernel compiled for an arch without TMA runs).
   small_window_load_halo<Traits>(params, t, smem_raw, tid);
   asm volatile("cp.async.commit_group;\n" ::);
   small_window_warp<Traits>(params, t, smem_raw, tid >> 5, tid & 31, false, [] {
@@ -557,7 +553,6 @@ __device__ __forceinline__ void small_window_forward(
     asm volatile("cp.async.wait_group 0;\n" ::: "memory");
     __syncthreads();
   });
-  }
 }
 
 // Entry points: __launch_bounds__ with Traits::kMinCtasPerSm as its minimum, or without one

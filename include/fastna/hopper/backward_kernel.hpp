@@ -36,6 +36,7 @@
 #include <type_traits>
 
 #include "fastna/box_tile.hpp"
+#include "fastna/device_math.hpp"
 #include "fastna/fused/backward_kernel.hpp"  // fused::BackwardParams, fused::detail::out_dout_row_dot
 #include "fastna/hopper/kernel_traits.hpp"   // Box, SmemAtoms, DefaultQBox
 #include "fastna/hopper/mask.hpp"
@@ -214,12 +215,6 @@ struct ColCursor {
     }
   }
 };
-
-__device__ __forceinline__ float bwd_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
 
 }  // namespace detail
 
@@ -648,7 +643,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       warpgroup_fence_operand(acc_s);
       auto softmax = [&](auto masked) {
         for_each_entry([&](int i, int v1, int v2, int v0) {
-          const float p = detail::bwd_exp2(fmaf(acc_s(i), scale_log2, -stat(row_lse2, col_lse2, v1, v2, v0)));
+          const float p = exp2_approx(fmaf(acc_s(i), scale_log2, -stat(row_lse2, col_lse2, v1, v2, v0)));
           if constexpr (decltype(masked)::value) acc_s(i) = m[v1].test(v2, v0) ? p : 0.f;
           else acc_s(i) = p;
         });

@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "fastna/device_math.hpp"
 #include "fastna/fused/kernel.hpp"  // ForwardParams, detail::quad_{max,sum}
 #include "fastna/hopper/kernel_traits.hpp"
 #include "fastna/hopper/load.hpp"
@@ -52,12 +53,6 @@ struct HopperParams {
 };
 
 namespace detail {
-
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
 
 // Division-free window / group-length / key-range fast paths: fastna/index_math.hpp.
 using ::fastna::group_length_fast;
@@ -525,7 +520,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
           const float mx = mxs[v1];
           // Rows without any key so far keep m = -inf: use 0 as the exponent offset (p = 0, no NaN).
           const float mscaled = (mx == -INFINITY) ? 0.f : mx * scale_log2;
-          corr[v1] = rescale ? detail::fast_exp2(row_max[v1] * scale_log2 - mscaled) : 1.f;
+          corr[v1] = rescale ? exp2_approx(row_max[v1] * scale_log2 - mscaled) : 1.f;
           row_max[v1] = mx;
           float sum = 0.f;
 #pragma unroll
@@ -533,7 +528,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
 #pragma unroll
             for (int v0 = 0; v0 < 2; ++v0) {
               const int i = v0 + 2 * v1 + 4 * v2;
-              acc_s(i) = detail::fast_exp2(fmaf(acc_s(i), scale_log2, -mscaled));
+              acc_s(i) = exp2_approx(fmaf(acc_s(i), scale_log2, -mscaled));
               sum += acc_s(i);
             }
           row_sum[v1] = row_sum[v1] * corr[v1] + sum;
