@@ -6,6 +6,7 @@ call from a bug.
 """
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -13,7 +14,8 @@ from typing import Optional, Tuple
 import torch
 
 __all__ = ["NAParams", "normalize", "normalize_rank", "per_axis_ints", "per_axis_bools",
-           "check_float_tensor", "check_window"]
+           "check_float_tensor", "check_window", "check_backend_arg", "check_return_lse",
+           "normalize_qk", "normalize_av"]
 
 
 @dataclass(frozen=True)
@@ -194,3 +196,100 @@ def normalize(query, key, value, kernel_size, stride=1, dilation=1, is_causal=Fa
     _check_extras(additional_keys, additional_values, query, key, value)
     return NAParams(rank=rank, kernel=kernel, stride=strides, dilation=dil, causal=causal,
                     scale=_check_scale(scale, D), length=length)
+
+
+# ------------------------------------------------------------------------------ unfused ops
+
+def _check_rpb(rpb, query, kernel, causal) -> None:
+    check_float_tensor("rpb", rpb)
+    if any(causal):
+        raise ValueError(f"rpb (relative positional bias) is only defined for non-causal "
+                         f"neighborhood attention, got is_causal={causal}")
+    if any(k % 2 == 0 for k in kernel):
+        raise ValueError(f"rpb (relative positional bias) needs an odd kernel_size on every "
+                         f"axis, got kernel_size={kernel}")
+    H = query.shape[-2]
+    want = (H,) + tuple(2 * k - 1 for k in kernel)
+    if tuple(rpb.shape) != want:
+        raise ValueError(f"rpb must have shape [H, 2*K_1-1, ...] = {list(want)} for "
+                         f"kernel_size={kernel} and {H} heads, got {tuple(rpb.shape)}")
+    if rpb.device != query.device:
+        raise ValueError(f"rpb device {rpb.device} does not match query device {query.device}")
+
+
+def _check_extra(name, t, ref_name, ref, n_heads_kv, dim) -> int:
+    check_float_tensor(name, t)
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{name} dtype {t.dtype} does not match {ref_name} dtype {ref.dtype}")
+    if t.device != ref.device:
+        raise ValueError(f"{name} device {t.device} does not match {ref_name} device "
+                         f"{ref.device}")
+    B = ref.shape[0]
+    if t.dim() != 4 or t.shape[0] != B or t.shape[2] != n_heads_kv or t.shape[3] != dim:
+        raise ValueError(f"{name} must have shape [B, N_extra, H_kv, D] = [{B}, N_extra, "
+                         f"{n_heads_kv}, {dim}], got {tuple(t.shape)}")
+    return int(t.shape[1])
+
+
+def check_backend_arg(backend) -> None:
+    if backend is not None and not isinstance(backend, str):
+        raise TypeError(f"backend must be a str or None, got {backend!r} of type "
+                        f"{type(backend).__name__}")
+
+
+def check_return_lse(return_lse) -> None:
+    if not isinstance(return_lse, bool):
+        raise TypeError(f"return_lse must be a bool, got {return_lse!r}")
+
+
+def normalize_qk(rank, query, key, kernel_size, dilation, is_causal, rpb, additional_keys,
+                 backend):
+    """Validate an unfused QK call; returns (kernel, dilation, causal) per axis."""
+    check_backend_arg(backend)
+    params = normalize(query, key, key, kernel_size, 1, dilation, is_causal, rank=rank)
+    kernel, dil, causal = params.kernel, params.dilation, params.causal
+    if rpb is not None:
+        _check_rpb(rpb, query, kernel, causal)
+    if additional_keys is not None:
+        _check_extra("additional_keys", additional_keys, "query", query, key.shape[-2],
+                     query.shape[-1])
+    return kernel, dil, causal
+
+
+def normalize_av(rank, attn, value, kernel_size, dilation, is_causal, additional_values,
+                 backend):
+    """Validate an unfused AV call; returns (kernel, dilation, causal) per axis."""
+    check_backend_arg(backend)
+    check_float_tensor("attn", attn)
+    if attn.dim() != rank + 3:
+        raise ValueError(f"attn must have {rank + 3} dims ([B, *spatial, H, W] with {rank} "
+                         f"spatial axes) for na{rank}d_av, got shape {tuple(attn.shape)}")
+    check_float_tensor("value", value)
+    if value.dim() != rank + 3:
+        raise ValueError(f"value must have {rank + 3} dims ([B, *spatial, H_kv, Dv] with {rank} "
+                         f"spatial axes) for na{rank}d_av, got shape {tuple(value.shape)}")
+    if value.device != attn.device:
+        raise ValueError(f"value device {value.device} does not match attn device {attn.device}")
+    if value.shape[0] != attn.shape[0] or value.shape[1:rank + 1] != attn.shape[1:rank + 1]:
+        raise ValueError(f"value batch/spatial shape {tuple(value.shape[:rank + 1])} does not "
+                         f"match attn {tuple(attn.shape[:rank + 1])} (value "
+                         f"{tuple(value.shape)}, attn {tuple(attn.shape)})")
+    H, Hkv = attn.shape[-2], value.shape[-2]
+    if H < 1 or Hkv < 1 or H % Hkv != 0:
+        raise ValueError(f"attn heads H={H} must be a positive multiple of value heads "
+                         f"H_kv={Hkv} (attn {tuple(attn.shape)}, value {tuple(value.shape)})")
+    kernel = per_axis_ints("kernel_size", kernel_size, rank)
+    dil = per_axis_ints("dilation", dilation, rank)
+    causal = per_axis_bools("is_causal", is_causal, rank)
+    check_window(kernel, dil, tuple(attn.shape[1:rank + 1]))
+    n_extra = 0
+    if additional_values is not None:
+        n_extra = _check_extra("additional_values", additional_values, "value", value, Hkv,
+                               value.shape[-1])
+    W = math.prod(kernel)
+    if attn.shape[-1] != W + n_extra:
+        extra = f" + {n_extra} additional values" if n_extra else ""
+        raise ValueError(f"attn last dim must be prod(kernel_size){extra} = {W + n_extra} for "
+                         f"kernel_size={kernel}, got {attn.shape[-1]} (attn shape "
+                         f"{tuple(attn.shape)})")
+    return kernel, dil, causal

@@ -1,15 +1,23 @@
-"""Access to the compiled module fastna._C, which may be absent (pure-Python use)."""
+"""Access to the compiled module fastna._C, which may be absent (pure-Python use).
+
+Everything Python knows about the compiled kernels comes from two calls of the module:
+kernel_table() (one row per compiled instance: op, family, tile, rank, dtype, head dim, arch,
+query / KV boxes, supports) and can_implement(op, params) ("" or the reason the named instance
+cannot run a problem).  Python keeps no second copy of tile shapes, head-dim lists or limits.
+"""
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import Callable, List, Optional
 
 import torch
 
 DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
-# build_info() may spell dtypes the short way; accept both.
-_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16",
-            "float": "float32"}
+NO_KERNELS = "no CUDA kernels in this build"
+
+# Caches derived from the table or the device (dispatch plans, runnable rows): cleared together
+# by clear_caches(), which tests call after faking the table.
+_CLEAR_HOOKS: List[Callable[[], None]] = []
 
 
 @functools.lru_cache(maxsize=None)
@@ -36,29 +44,65 @@ def build_info() -> Optional[dict]:
     return None if C is None else dict(C.build_info())
 
 
-def _dtype_name(name: str) -> str:
-    name = str(name).lower().replace("torch.", "")
-    return _ALIASES.get(name, name)
+@functools.lru_cache(maxsize=None)
+def _table() -> tuple:
+    C = load()
+    if C is None or not hasattr(C, "kernel_table"):
+        return ()
+    return tuple(dict(row) for row in C.kernel_table())
 
 
-def instances(kernel: str):
-    """(rank, dtype name, sm) triples compiled for `kernel`."""
-    info = build_info()
-    if not info or not info.get("cuda"):
-        return []
-    return [(int(r), _dtype_name(dt), int(sm)) for (kn, r, dt, sm) in info.get("instances", [])
-            if kn == kernel]
+def kernel_table() -> list:
+    """One dict per compiled kernel instance ([] without the module or in a host-only build)."""
+    return list(_table())
 
 
-def has_kernel(kernel: str) -> bool:
-    return bool(instances(kernel))
+def can_implement(op: str, params: dict) -> str:
+    """"" when the instance that params names (op, params["tile"], rank, dtype, head dim, the
+    current device) can run the problem, else a one-line reason."""
+    C = load()
+    if C is None or not hasattr(C, "can_implement"):
+        return NO_KERNELS
+    return str(C.can_implement(op, params))
 
 
-def has_instance(kernel: str, rank: int, dtype: torch.dtype, device: torch.device) -> bool:
-    """Whether a `kernel` instance can run rank/dtype on `device` (largest sm <= device cc)."""
-    name = DTYPE_NAMES.get(dtype)
-    if name is None or device.type != "cuda":
-        return False
-    major, minor = torch.cuda.get_device_capability(device)
-    cc = major * 10 + minor
-    return any(r == rank and dt == name and sm <= cc for r, dt, sm in instances(kernel))
+def runs_on(row: dict, cc: int) -> bool:
+    """Whether a table row's instance runs on compute capability cc: an "a"/"f" arch (90a)
+    only on exactly its sm, others on every later one."""
+    return row["sm"] == cc if str(row["arch"])[-1:] in ("a", "f") else row["sm"] <= cc
+
+
+def device_cc(device: Optional[torch.device] = None) -> Optional[int]:
+    """Compute capability (major * 10 + minor) of a CUDA device (None: the current one), or
+    None for other devices and machines without CUDA."""
+    if device is not None and device.type != "cuda":
+        return None
+    if not torch.cuda.is_available():
+        return None
+    index = torch.cuda.current_device() if device is None or device.index is None \
+        else device.index
+    return _cc_at(index)
+
+
+@functools.lru_cache(maxsize=None)
+def _cc_at(index: int) -> int:
+    major, minor = torch.cuda.get_device_capability(index)
+    return major * 10 + minor
+
+
+def free_memory(device: torch.device) -> int:
+    """Free bytes on a CUDA device (for workspace-size decisions)."""
+    return torch.cuda.mem_get_info(device)[0]
+
+
+def on_clear(hook: Callable[[], None]) -> Callable[[], None]:
+    """Register a cache to clear with clear_caches(); returns the hook."""
+    _CLEAR_HOOKS.append(hook)
+    return hook
+
+
+def clear_caches() -> None:
+    """Forget everything derived from the table, the device or the backend registry."""
+    _table.cache_clear()
+    for hook in _CLEAR_HOOKS:
+        hook()

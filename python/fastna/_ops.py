@@ -1,7 +1,8 @@
 """PyTorch integration: the CUDA backends as `torch.library` custom ops.
 
 `fastna::na_forward` and `fastna::na_backward` wrap the backends that call into fastna._C
-(naive, fused), so that `torch.compile(..., fullgraph=True)` sees one opaque op with a fake
+(those with via_custom_op: naive, gemm, fused, hopper), so that
+`torch.compile(..., fullgraph=True)` sees one opaque op with a fake
 (meta) implementation instead of a pybind call it cannot trace, and AOTAutograd sees an
 explicit backward op.  The reference backend is plain PyTorch and is traced as it is.
 
@@ -11,27 +12,26 @@ explicit backward op.  The reference backend is plain PyTorch and is traced as i
                         stride, dilation, causal, scale, backend) -> (dq, dk, dv, dek, dev)
 
 - out: contiguous [B, *S, H, Dv] in q's dtype; lse: contiguous fp32 [B, *S, H].
-- aux: what the backend's backward needs besides q/k/v/out/lse.  naive: its fp32 probability
-  buffer attn [B, N, H, prod(kernel) + N_extra] (the eager backend saves the same); every
-  other backend: an empty fp32 tensor [0].  aux is not differentiable.
+- aux: what the backend's backward needs besides q/k/v/out/lse, shaped by its aux_shape()
+  (naive: its fp32 probability buffer [B, N, H, prod(kernel) + N_extra]; the others: an
+  empty fp32 tensor [0]).  aux is not differentiable.
 - dq/dk/dv: contiguous, shaped and typed like q/k/v.  dek/dev: like extra_k/extra_v, or empty
   [0] tensors when there are no extras (op schemas cannot return None).
-- `backend` is the name of a fastna.backends module.  "naive" calls the naive kernels
-  directly (backends.naive._forward_impl / _backward_impl).  "fused" without additional KV
-  tokens calls the fused backward kernel directly on the saved out/lse
-  (backends.fused.op_backward) when it takes the call.  Otherwise the op runs the module's
-  public forward(...) under no_grad, and its backward recomputes that forward with autograd
-  and differentiates it (torch.autograd.grad): the backward is then exactly the backend's own
-  (for fused: the fused backward, else the naive one or the reference recomputation; see
-  backends/fused.py), at the cost of one extra forward.  The ops also accept backend="reference" (used by
-  the CPU opcheck tests); fastna's API never routes the reference through them.
+- `backend` names a registered attention backend; the ops call its protocol methods
+  (backends/_protocol.py), with no per-backend branches: na_forward runs op_forward(), and
+  na_backward runs op_backward() on the saved tensors; where that returns None (e.g. the
+  fused family with additional KV tokens, the reference) it recomputes the backend's
+  forward() with autograd and differentiates it (torch.autograd.grad): the backward is then
+  exactly the backend's own, at the cost of one extra forward.  The ops also accept
+  backend="reference" (used by the CPU opcheck tests); fastna's API never routes the
+  reference through them.
 - A gradient into lse: `dlse` that is all zeros is treated as absent (AOTAutograd passes
   zero tangents for outputs nobody differentiates), so the fused backend keeps its fast
   backward and the naive one does not raise.  A nonzero dlse into backend "naive" raises
   RuntimeError (its backward has no lse input), like the eager backend.
 
-Selection under torch.compile: fastna.backends.select() asks fastna._C and torch.cuda
-things dynamo cannot trace, so while compiling, fastna._api runs it through select_traced()
+Selection under torch.compile: fastna._policy.select() asks fastna._C and torch.cuda
+things dynamo cannot trace, so while compiling, fastna._dispatch runs it through select_traced()
 (torch.compiler.assume_constant_result) on tensor *specs* (shape, stride, dtype, device,
 requires_grad): the choice is made once at trace time and baked into the graph (dynamo
 guards on those tensor properties; FASTNA_* environment variables read by the backends are
@@ -46,14 +46,12 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from . import backends as _backends
+from . import _policy
 from ._args import NAParams
+from .backends import _registry
 from .backends._base import grad_of_out_lse
 
-__all__ = ["OP_BACKENDS", "na_forward", "na_backward", "run", "select_traced"]
-
-# Backends the public API routes through the custom ops (the ones that call fastna._C).
-OP_BACKENDS = ("naive", "gemm", "fused", "hopper")
+__all__ = ["na_forward", "na_backward", "run", "select_traced"]
 
 
 def _params(q: Tensor, kernel, stride, dilation, causal, scale) -> NAParams:
@@ -107,35 +105,16 @@ def na_forward(q: Tensor, k: Tensor, v: Tensor, extra_k: Optional[Tensor],
     params = _params(q, kernel, stride, dilation, causal, scale)
     ek, ev = _extras(extra_k, extra_v)
     with _no_autocast(q.device.type):
-        if backend == "naive":
-            from .backends import naive
-            if q.shape[0] == 0:
-                return _forward_fake(q, k, v, extra_k, extra_v, kernel, stride, dilation,
-                                     causal, scale, backend)
-            pd = naive._params_dict(params, q, k, v, 0 if ek is None else ek.shape[1])
-            out, lse, aux = naive._forward_impl(q, k, v, ek, ev, pd)
-        else:
-            mod = _backends.get(backend)
-            with torch.no_grad():
-                out, lse = mod.forward(q, k, v, params, ek, ev, return_lse=True)
-            aux = q.new_empty((0,), dtype=torch.float32)
+        out, lse, aux = _registry.get(backend).op_forward(q, k, v, ek, ev, params)
     return out.contiguous(), lse.to(torch.float32).contiguous(), aux
-
-
-def _aux_shape(q, extra_k, kernel, backend):
-    if backend != "naive":
-        return (0,)
-    rank = len(kernel)
-    n = math.prod(q.shape[1:rank + 1])
-    e = 0 if extra_k is None else extra_k.shape[1]
-    return (q.shape[0], n, q.shape[-2], math.prod(kernel) + e)
 
 
 @na_forward.register_fake
 def _forward_fake(q, k, v, extra_k, extra_v, kernel, stride, dilation, causal, scale, backend):
     out = q.new_empty((*q.shape[:-1], v.shape[-1]))
     lse = q.new_empty(q.shape[:-1], dtype=torch.float32)
-    aux = q.new_empty(_aux_shape(q, extra_k, kernel, backend), dtype=torch.float32)
+    aux = q.new_empty(_registry.get(backend).aux_shape(q, extra_k, kernel),
+                      dtype=torch.float32)
     return out, lse, aux
 
 
@@ -152,29 +131,13 @@ def na_backward(dout: Optional[Tensor], dlse: Optional[Tensor], q: Tensor, k: Te
         dlse = None
     params = _params(q, kernel, stride, dilation, causal, scale)
     ek, ev = _extras(extra_k, extra_v)
+    mod = _registry.get(backend)
     grads = None
     if dout is None and dlse is None or q.shape[0] == 0:
         grads = (None,) * 5
-    elif backend == "naive":
-        from .backends import naive
-        if dlse is not None:
-            raise RuntimeError(naive.LSE_GRAD_ERROR)
-        pd = naive._params_dict(params, q, k, v, 0 if ek is None else ek.shape[1])
-        grads = naive._backward_impl(q, k, v, ek, ev, aux, dout, pd)
-    elif backend in ("fused", "hopper") and ek is None:
-        # The fused backward kernel straight on the saved out/lse (None: it does not take
-        # this call, and the generic recomputation below runs).  backend "hopper" asks for the
-        # sm90a backward (fused_bwd tile "hopper"; the binding runs the sm80 one where that
-        # tile is not compiled or does not take the problem).
-        from .backends import fused
-        g3 = fused.op_backward(q, k, v, out, lse, params, dout, dlse,
-                               tile="hopper" if backend == "hopper" else "default")
-        grads = None if g3 is None else tuple(g3) + (None, None)
-    elif backend == "gemm" and ek is None:
-        from .backends import gemm
-        grads = tuple(gemm.op_backward(q, k, v, out, lse, params, dout, dlse)) + (None, None)
+    else:
+        grads = mod.op_backward(q, k, v, ek, ev, out, lse, aux, params, dout, dlse)
     if grads is None:
-        mod = _backends.get(backend)
         inputs = [q, k, v] + ([] if ek is None else [ek, ev])
         with _autograd_on(), torch.enable_grad(), _no_autocast(q.device.type):
             leaves = [t.detach().requires_grad_() for t in inputs]
@@ -230,7 +193,7 @@ na_forward.register_autograd(_backward, setup_context=_setup_context)
 
 def run(query, key, value, params: NAParams, additional_keys, additional_values,
         return_lse: bool, backend: str):
-    """fastna._api's call of a backend in OP_BACKENDS through fastna::na_forward."""
+    """A call of a via_custom_op backend through fastna::na_forward."""
     out, lse, _ = torch.ops.fastna.na_forward(
         query, key, value, additional_keys, additional_values, list(params.kernel),
         list(params.stride), list(params.dilation), list(params.causal), float(params.scale),
@@ -291,7 +254,7 @@ def spec(t):
 
 @torch.compiler.assume_constant_result
 def select_traced(name, specs, kernel, stride, dilation, causal, grad_enabled):
-    """backends.select() on tensor specs, run once at trace time; returns the backend name.
+    """fastna._policy.select() on tensor specs, run once at trace time; returns the name.
 
     (No scale argument: it may be symbolic, and no backend's check() reads it.)"""
     q, k, v, ek, ev = (None if s is None else _Spec(*s) for s in specs)
@@ -300,7 +263,7 @@ def select_traced(name, specs, kernel, stride, dilation, causal, grad_enabled):
                       length=tuple(q.shape[1:len(kernel) + 1]))
     try:
         with torch.set_grad_enabled(grad_enabled):
-            return _backends.select(name, q, k, v, params, ek, ev).name
+            return _policy.select(name, q, k, v, params, ek, ev).name
     except (TypeError, ValueError, NotImplementedError) as e:
         # Raised by the caller in traced code, so the user sees the eager exception type.
         return f"!{type(e).__name__}:{e}"

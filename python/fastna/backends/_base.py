@@ -1,11 +1,13 @@
-"""What the CUDA backends share: the Reason their check() returns (None = supported), the
-output allocator that honours FASTNA_POISON, and the autograd step of the recompute-based
-backward fallbacks (grad_of_out_lse)."""
+"""What the backends share: the output allocator that honours FASTNA_POISON, the autograd step
+of the recompute-based backward fallbacks (grad_of_out_lse), and the defaults of the optional
+protocol methods (backends/_protocol.py)."""
 from __future__ import annotations
 
 import os
 
 import torch
+
+from ._protocol import Reason  # noqa: F401  (re-exported: backends import it from here)
 
 
 def poison_enabled() -> bool:
@@ -34,19 +36,21 @@ def grad_of_out_lse(out, lse, leaves, dout, dlse):
     return torch.autograd.grad(outs, leaves, grads, allow_unused=True)
 
 
-class Reason(str):
-    """Why a backend cannot run a problem; a str that also knows which exception to raise.
+def empty_result(query, value, return_lse):
+    """The result of a call with an empty batch: no kernel launch."""
+    out = query.new_empty((*query.shape[:-1], value.shape[-1]))
+    lse = query.new_empty(query.shape[:-1], dtype=torch.float32)
+    return (out, lse) if return_lse else out
 
-    dtype problems are TypeErrors, device/shape problems ValueErrors, missing kernels
-    NotImplementedErrors, so an explicit backend= choice fails like any other bad argument.
-    """
 
-    exc: type = NotImplementedError
+def op_forward_via_forward(forward, q, k, v, ek, ev, params):
+    """op_forward for a backend whose backward needs nothing saved but q/k/v/out/lse: its
+    forward() without autograd, and an empty aux."""
+    with torch.no_grad():
+        out, lse = forward(q, k, v, params, ek, ev, return_lse=True)
+    return out, lse, q.new_empty((0,), dtype=torch.float32)
 
-    def __new__(cls, text: str, exc: type = NotImplementedError):
-        self = super().__new__(cls, text)
-        self.exc = exc
-        return self
 
-    def error(self, backend: str) -> Exception:
-        return self.exc(f"backend={backend!r} cannot run this call: {self}")
+def no_aux(q, extra_k, kernel):
+    return (0,)
+

@@ -14,7 +14,7 @@ measure the GEMM-based approach against the naive and fused ones through one API
 the default (it ranks behind "fused" in backend=None's order). Additional KV tokens are
 attended with torch and merged through the lse (backends/_merge.py), as the fused backend does.
 
-Autograd: op_backward() below on the saved out and lse (dq = NN, dk / dv = IN, dP = PN; it
+Autograd: backward_kernels() below on the saved out and lse (dq = NN, dk / dv = IN, dP = PN; it
 takes a gradient into lse too, so the extras merge differentiates through it), from eager calls
 (_GemmNA) and from the custom op fastna::na_forward that torch.compile(fullgraph=True) traces.
 
@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import torch
 
-from . import _merge
+from . import _base, _merge, _table
 from ._base import Reason
+from ._protocol import Choice
 from . import gemm_unfused as _gu
 
 name = "gemm"
+via_custom_op = True
 
 
 def available() -> bool:
@@ -42,10 +44,11 @@ def check(query, key, value, params, additional_keys=None, additional_values=Non
     if not _gu.gemm_instances():
         return Reason("backend 'gemm' is not available in this build (no gemm_na kernels: "
                       "rebuild with FASTNA_KERNELS including gemm_na)")
-    if not torch.cuda.is_available():
+    if not available():
         return Reason("backend 'gemm' is not available in this build on this machine (no CUDA "
-                      "device)")
-    if any(s != 1 for s in params.stride):
+                      "device runs its kernels)")
+    if any(s != 1 for s in params.stride) and not any(
+            r["supports"].get("stride") for r in _gu.gemm_instances()):
         return Reason(f"it supports stride 1 only (the GEMM kernels are the legacy stride-1 "
                       f"ops), got stride={params.stride}")
     if value.dtype != query.dtype or key.dtype != query.dtype:
@@ -89,19 +92,19 @@ def _kernels_forward(query, key, value, params, need_lse=True):
     kernels in all, PN -> softmax -> NN."""
     kernel, dil, causal = tuple(params.kernel), tuple(params.dilation), tuple(params.causal)
     query = query.contiguous()
-    logits = _gu._pn(query, key.contiguous(), None, kernel, dil, causal)
+    logits = _gu.pn(query, key.contiguous(), None, kernel, dil, causal)
     if _gu.has_softmax_kernels():
-        lse = _gu._softmax_(logits, params.scale, query.shape[-1], kernel, dil, causal, need_lse)
+        lse = _gu.softmax_(logits, params.scale, query.shape[-1], kernel, dil, causal, need_lse)
         p = logits
     else:
         p, lse = _softmax(logits, params.scale)
         p = p.to(value.dtype)
-    out = _gu._gather(False, p, value.contiguous(), query.shape[-2], kernel, dil, causal)
+    out = _gu.gather(False, p, value.contiguous(), query.shape[-2], kernel, dil, causal)
     return out, lse
 
 
 class _GemmNA(torch.autograd.Function):
-    """Eager autograd node: the forward above, op_backward() on the saved out and lse."""
+    """Eager autograd node: the forward above, backward_kernels() on the saved out and lse."""
 
     @staticmethod
     def forward(ctx, q, k, v, params):
@@ -117,17 +120,21 @@ class _GemmNA(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         if dout is None and dlse is None:
             return None, None, None, None
-        dq, dk, dv = op_backward(q, k, v, out, lse, ctx.params, dout, dlse)
+        dq, dk, dv = backward_kernels(q, k, v, out, lse, ctx.params, dout, dlse)
         return dq, dk, dv, None
 
 
+def choose(query, key, value, params, notes=None):
+    return Choice(name)
+
+
 def forward(query, key, value, params, additional_keys=None, additional_values=None,
-            return_lse=False):
+            return_lse=False, choice=None):
     ek, ev = additional_keys, additional_values
     extras = ek is not None and ek.shape[1] > 0
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (query, key, value, ek, ev))
-    if needs_grad:   # op_backward takes gradients into out and lse (the extras merge's)
+    if needs_grad:   # backward_kernels takes gradients into out and lse (the extras merge's)
         out, lse = _GemmNA.apply(query, key, value, params)
     else:
         out, lse = _kernels_forward(query, key, value, params, need_lse=return_lse or extras)
@@ -136,8 +143,23 @@ def forward(query, key, value, params, additional_keys=None, additional_values=N
     return (out, lse) if return_lse else out
 
 
-def op_backward(q, k, v, out, lse, params, dout, dlse):
-    """The custom op's backward without additional KV tokens, on the saved out and lse:
+def op_forward(q, k, v, ek, ev, params):
+    return _base.op_forward_via_forward(forward, q, k, v, ek, ev, params)
+
+
+aux_shape = _base.no_aux
+
+
+def op_backward(q, k, v, ek, ev, out, lse, aux, params, dout, dlse):
+    """The custom op's backward: backward_kernels() without additional KV tokens, else None
+    (the op differentiates forward())."""
+    if ek is not None:
+        return None
+    return backward_kernels(q, k, v, out, lse, params, dout, dlse)
+
+
+def backward_kernels(q, k, v, out, lse, params, dout, dlse):
+    """The backward without additional KV tokens, on the saved out and lse:
 
         P  = exp(scale * PN(q, k) - lse)            (recomputed, fp32)
         dP = PN(dout, v)                            (0 in causal slots)
@@ -151,25 +173,25 @@ def op_backward(q, k, v, out, lse, params, dout, dlse):
     dtype = q.dtype
     q, k, v, out = (t.contiguous() for t in (q, k, v, out))
     H, Hkv = q.shape[-2], k.shape[-2]
-    logits = _gu._pn(q, k, None, kernel, dil, causal)
+    logits = _gu.pn(q, k, None, kernel, dil, causal)
     if dout is not None and _gu.has_softmax_kernels():
         # One in-place pass for P and dS (gemm_softmax_backward) instead of ~10 elementwise ones.
         g = dout.to(dtype).contiguous()
-        dp = _gu._pn(g, v, None, kernel, dil, causal)
+        dp = _gu.pn(g, v, None, kernel, dil, causal)
         delta = (g.float() * out.float()).sum(-1)
         if dlse is not None:
             delta = delta - dlse.float()
-        _gu._softmax_backward_(logits, dp, lse.float().contiguous(), delta.contiguous(),
+        _gu.softmax_backward_(logits, dp, lse.float().contiguous(), delta.contiguous(),
                                params.scale, q.shape[-1], kernel, dil, causal)
         p, ds = logits, dp
-        dq = _gu._gather(False, ds, k, H, kernel, dil, causal)
-        dk = _gu._gather(True, ds, q, Hkv, kernel, dil, causal)
-        dv = _gu._gather(True, p, g, Hkv, kernel, dil, causal)
+        dq = _gu.gather(False, ds, k, H, kernel, dil, causal)
+        dk = _gu.gather(True, ds, q, Hkv, kernel, dil, causal)
+        dv = _gu.gather(True, p, g, Hkv, kernel, dil, causal)
         return dq, dk, dv
     p = torch.exp(logits.float().mul_(params.scale).sub_(lse[..., None]))
     if dout is not None:
         g = dout.to(dtype).contiguous()
-        dp = _gu._pn(g, v, None, kernel, dil, causal).float()
+        dp = _gu.pn(g, v, None, kernel, dil, causal).float()
         if any(causal):
             dp = dp.masked_fill_(torch.isneginf(dp), 0)
         delta = (g.float() * out.float()).sum(-1, keepdim=True)
@@ -179,10 +201,10 @@ def op_backward(q, k, v, out, lse, params, dout, dlse):
     if dlse is not None:
         ds = ds.add_(dlse.float()[..., None])
     ds = ds.mul_(p).mul_(params.scale).to(dtype)
-    dq = _gu._gather(False, ds, k, H, kernel, dil, causal)
-    dk = _gu._gather(True, ds, q, Hkv, kernel, dil, causal)
+    dq = _gu.gather(False, ds, k, H, kernel, dil, causal)
+    dk = _gu.gather(True, ds, q, Hkv, kernel, dil, causal)
     if dout is not None:
-        dv = _gu._gather(True, p.to(dtype), g, Hkv, kernel, dil, causal)
+        dv = _gu.gather(True, p.to(dtype), g, Hkv, kernel, dil, causal)
     else:
         dv = torch.zeros_like(v)
     return dq, dk, dv

@@ -1,10 +1,10 @@
 """GEMM-based CUDA backend of the unfused qk / av ops (`fastna.ops_unfused`), backend="gemm".
 
 The kernels behind it (include/fastna/gemm: PN = qk, NN = av, IN = inverse neighborhood;
-`fastna._C.gemm_qk / gemm_av / gemm_inverse`) are built when FASTNA_KERNELS includes `gemm_na`.
-`fastna.ops_unfused` registers this backend at import whenever the compiled module holds gemm_na
-instances (`register()`); backend=None then prefers it for every call `check()` accepts, and
-falls back to the reference otherwise.
+`fastna._C.gemm_qk / gemm_av / gemm_inverse`) are built when FASTNA_KERNELS includes `gemm_na`
+(op gemm_na of the kernel table).  GemmBackend is registered as the unfused backend "gemm"
+(backends/__init__.py); backend=None prefers it for every call `check()` accepts, and falls back
+to the reference otherwise.
 
 Semantics are those of the reference backend (ops_unfused): qk writes q . k (+ rpb) per window
 slot in the input dtype (no softmax scale), -inf in causal slots past the window end; av ignores
@@ -20,7 +20,7 @@ those slots. Autograd (no double backward):
 Supported (check() names what is not): CUDA tensors, float16 / bfloat16 / float32 (attn is cast
 to the value dtype, rpb to the query dtype as in the reference), no additional keys / values,
 head dim (D for qk, Dv for av) among the compiled gemm_na head dims for (rank, dtype) on this
-device, batch and heads <= 65535. Anything else falls back to the reference under backend=None.
+device, and whatever else can_implement("gemm_na", ...) requires (grid limits). Anything else falls back to the reference under backend=None.
 
 float32 runs on TF32 tensor cores (operands rounded to TF32, fp32 accumulation, fp32 attn), like
 NATTEN's GEMM-based fp32 path and torch matmuls with allow_tf32: expect relative errors around
@@ -36,49 +36,25 @@ from typing import Optional
 import torch
 
 from .. import _ext
+from ..reference_unfused import Plan, chunk_size
+from . import _table
 
 name = "gemm"
 
 _DT = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
 
 
-_INSTANCES = None   # build_info()'s gemm_na instances, read once (the build does not change)
-_CC = {}            # device index -> compute capability
-
-
 def gemm_instances():
-    """(rank, dtype, head_dim, sm, arch) of the compiled gemm_na instances ([] without any)."""
-    global _INSTANCES
-    if _INSTANCES is None:
-        info = _ext.build_info()
-        if not info or not info.get("cuda"):
-            return []
-        _INSTANCES = [(int(r), str(dt), int(hd), int(sm), str(arch))
-                      for (r, dt, hd, _tile, sm, arch) in info.get("gemm_instances", [])]
-    return _INSTANCES
-
-
-def _capability(device):
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    cc = _CC.get(idx)
-    if cc is None:
-        major, minor = torch.cuda.get_device_capability(idx)
-        cc = _CC[idx] = major * 10 + minor
-    return cc
+    """The gemm_na rows of the kernel table ([] without any)."""
+    return [r for r in _ext.kernel_table() if r["op"] == _table.GEMM]
 
 
 def head_dims(rank: int, dtype: torch.dtype, device: torch.device):
-    name_ = _DT.get(dtype)
-    if name_ is None or device.type != "cuda":
-        return set()
-    cc = _capability(device)
-    # An "a"/"f" arch (e.g. 90a) runs only on exactly that compute capability (dispatch.hpp).
-    return {hd for r, dt, hd, sm, arch in gemm_instances()
-            if r == rank and dt == name_ and (sm == cc if arch[-1:] in ("a", "f") else sm <= cc)}
+    return {int(r["head_dim"]) for r in _table.rows(_table.GEMM, rank, dtype, device)}
 
 
 def available() -> bool:
-    return bool(gemm_instances()) and torch.cuda.is_available()
+    return _table.runnable_here(_table.GEMM)
 
 
 def check(op, tensors, kernel, dilation, causal) -> Optional[str]:
@@ -106,14 +82,22 @@ def check(op, tensors, kernel, dilation, causal) -> Optional[str]:
         return f"key dtype {key.dtype} differs from query dtype {query.dtype}"
     if main.numel() == 0 or any(t.numel() == 0 for t in others):
         return "empty tensors"
-    if main.shape[0] > 65535 or main.shape[-2] > 65535 or (op == "av" and attn.shape[-2] > 65535):
-        return "batch and heads must be <= 65535"
     dims = head_dims(rank, main.dtype, main.device)
     if hd not in dims:
         return (f"head dim {hd} has no gemm_na instance for rank {rank}, {_DT[main.dtype]} on this "
                 f"device (built: {sorted(dims) or 'none'}; rebuild with FASTNA_KERNELS including gemm_na "
                 f"and FASTNA_HEAD_DIMS including it)")
-    return None
+    B, lengths = main.shape[0], tuple(main.shape[1:rank + 1])
+    H = (attn if op == "av" else query).shape[-2]
+    Hkv = main.shape[-2] if op == "av" else key.shape[-2]
+    pd = _params(main.dtype, B, lengths, H, Hkv, hd, hd, kernel, dilation, causal)
+    return _ext.can_implement(_table.GEMM, {**pd, "tile": _tile(rank, main.dtype, main.device, hd)}) or None
+
+
+def _tile(rank, dtype, device, head_dim):
+    found = [r["tile"] for r in _table.rows(_table.GEMM, rank, dtype, device)
+             if int(r["head_dim"]) == head_dim]
+    return found[0] if found else "default"
 
 
 def _targ(t: torch.Tensor):
@@ -140,7 +124,7 @@ def _params(dtype, B, lengths, H, Hkv, dim, dim_v, kernel, dilation, causal):
             "stride": [1] * r, "dilation": list(dilation), "causal": [bool(c) for c in causal]}
 
 
-def _pn(q, k, rpb, kernel, dilation, causal):
+def pn(q, k, rpb, kernel, dilation, causal):
     """attn [B, *S, H, prod(K)] = PN(q, k) (+ rpb); dim = q.shape[-1]."""
     rank = len(kernel)
     B, lengths, H, D = q.shape[0], tuple(q.shape[1:rank + 1]), q.shape[-2], q.shape[-1]
@@ -151,7 +135,7 @@ def _pn(q, k, rpb, kernel, dilation, causal):
     return attn
 
 
-def _gather(inverse, attn, x, heads_out, kernel, dilation, causal):
+def gather(inverse, attn, x, heads_out, kernel, dilation, causal):
     """NN: out [B, *S, H, Dx] from attn and x [B, *S, H_kv, Dx]; IN: out [B, *S, H_kv, Dx] from
     attn [.., H, W] and x [B, *S, H, Dx]."""
     rank = len(kernel)
@@ -170,7 +154,7 @@ def has_softmax_kernels() -> bool:
     return C is not None and hasattr(C, "gemm_softmax")
 
 
-def _softmax_(attn, scale, dim, kernel, dilation, causal, need_lse):
+def softmax_(attn, scale, dim, kernel, dilation, causal, need_lse):
     """attn <- softmax(scale * attn) over the window slots in place (fp32 math, -inf slots -> 0);
     returns lse = logsumexp(scale * attn) (fp32 [B, *S, H]) when need_lse, else None.
     dim: the head dim of the instance that runs it (any compiled one of rank and dtype)."""
@@ -183,7 +167,7 @@ def _softmax_(attn, scale, dim, kernel, dilation, causal, need_lse):
     return lse
 
 
-def _softmax_backward_(attn, dattn, lse, delta, scale, dim, kernel, dilation, causal):
+def softmax_backward_(attn, dattn, lse, delta, scale, dim, kernel, dilation, causal):
     """In place: attn (logits s) -> P = exp(scale s - lse); dattn (dP) -> dS = scale P (dP - delta)
     (0 where P = 0, so the -inf causal slots of dP do no harm); lse, delta fp32 [B, *S, H]."""
     rank = len(kernel)
@@ -199,7 +183,7 @@ class _GemmQK(torch.autograd.Function):
     def forward(ctx, q, k, rpb, kernel, dilation, causal):
         q, k = q.contiguous(), k.contiguous()
         rpb_c = None if rpb is None else rpb.to(q.dtype).contiguous()
-        attn = _pn(q, k, rpb_c, kernel, dilation, causal)
+        attn = pn(q, k, rpb_c, kernel, dilation, causal)
         ctx.save_for_backward(q, k)
         ctx.cfg = (kernel, dilation, causal)
         ctx.rpb_meta = None if rpb is None else (rpb.shape, rpb.dtype)
@@ -212,8 +196,8 @@ class _GemmQK(torch.autograd.Function):
         kernel, dilation, causal = ctx.cfg
         g = dattn.to(q.dtype).contiguous()
         need_q, need_k, need_rpb = ctx.needs_input_grad[:3]
-        dq = _gather(False, g, k, q.shape[-2], kernel, dilation, causal) if need_q else None
-        dk = _gather(True, g, q, k.shape[-2], kernel, dilation, causal) if need_k else None
+        dq = gather(False, g, k, q.shape[-2], kernel, dilation, causal) if need_q else None
+        dk = gather(True, g, q, k.shape[-2], kernel, dilation, causal) if need_k else None
         drpb = None
         if need_rpb and ctx.rpb_meta is not None:
             drpb = _rpb_grad(g, kernel, dilation, causal, *ctx.rpb_meta)
@@ -221,14 +205,12 @@ class _GemmQK(torch.autograd.Function):
 
 
 def _rpb_grad(g, kernel, dilation, causal, shape, dtype):
-    from ..ops_unfused import _Plan, _chunk_size
-
     rank = len(kernel)
     B, lengths, H, W = g.shape[0], tuple(g.shape[1:rank + 1]), g.shape[-2], g.shape[-1]
-    plan = _Plan(lengths, kernel, dilation, causal, g.device, True)
+    plan = Plan(lengths, kernel, dilation, causal, g.device, True)
     gs = g.reshape(B, plan.n, H, W)
     drpb = torch.zeros((H, math.prod(2 * k - 1 for k in kernel)), dtype=torch.float32, device=g.device)
-    step = _chunk_size(plan.n, B * W * H)
+    step = chunk_size(plan.n, B * W * H)
     for n0 in range(0, plan.n, step):
         n1 = min(n0 + step, plan.n)
         _, _, rel = plan.chunk(n0, n1)
@@ -241,7 +223,7 @@ class _GemmAV(torch.autograd.Function):
     @staticmethod
     def forward(ctx, attn, v, kernel, dilation, causal):
         attn, v = attn.contiguous(), v.contiguous()
-        out = _gather(False, attn, v, attn.shape[-2], kernel, dilation, causal)
+        out = gather(False, attn, v, attn.shape[-2], kernel, dilation, causal)
         ctx.save_for_backward(attn, v)
         ctx.cfg = (kernel, dilation, causal)
         return out
@@ -255,17 +237,17 @@ class _GemmAV(torch.autograd.Function):
         need_a, need_v = ctx.needs_input_grad[:2]
         da = dv = None
         if need_a:
-            da = _pn(g, v, None, kernel, dilation, causal)
+            da = pn(g, v, None, kernel, dilation, causal)
             if any(causal):
                 # PN writes -inf into the causal slots past the window end; their gradient is 0.
                 da = da.masked_fill(torch.isneginf(da), 0)
         if need_v:
-            dv = _gather(True, attn, g, v.shape[-2], kernel, dilation, causal)
+            dv = gather(True, attn, g, v.shape[-2], kernel, dilation, causal)
         return da, dv, None, None, None
 
 
 class GemmBackend:
-    """The ops_unfused backend object (name, available, check, qk, av)."""
+    """The unfused backend "gemm" (backends/_protocol.py UnfusedBackend)."""
 
     name = name
     available = staticmethod(available)
@@ -281,13 +263,3 @@ class GemmBackend:
         assert additional_values is None
         return _GemmAV.apply(attn.to(value.dtype), value, tuple(kernel), tuple(dilation), tuple(causal))
 
-
-def register(priority: int = 0) -> bool:
-    """Register backend "gemm" with ops_unfused when the compiled module has gemm_na instances;
-    returns whether it did. Called by fastna.ops_unfused at import."""
-    from .. import ops_unfused
-
-    if not gemm_instances():
-        return False
-    ops_unfused.register_backend(GemmBackend, priority)
-    return True
