@@ -142,8 +142,8 @@ def test_explicit_backend_errors_under_compile():
 def reference_through_ops(monkeypatch):
     """Route the reference backend through the custom ops, as the CUDA backends are under
     torch.compile (and in eager calls too here: FASTNA_EAGER_CUSTOM_OP's switch)."""
-    monkeypatch.setattr(_ops, "OP_BACKENDS", _ops.OP_BACKENDS + ("reference",))
-    monkeypatch.setattr(fastna._api, "_EAGER_CUSTOM_OP", True)
+    monkeypatch.setattr(backends.reference, "via_custom_op", True)
+    monkeypatch.setattr(fastna._dispatch, "_EAGER_CUSTOM_OP", True)
     yield
     torch._dynamo.reset()
 
@@ -243,21 +243,13 @@ def test_opcheck_cpu(extras):
 
 
 @pytest.fixture
-def fused_on_cpu(monkeypatch):
-    """The fused backend's wrapper on CPU: its kernel replaced by the reference (as in
-    test_fused_features_cpu.py), check() accepting CPU tensors of any float dtype."""
-    from fastna.backends import fused
-
-    def kernel(q, k, v, params, pd):
-        out, lse = reference.attention(q, k, v, params, return_lse=True)
-        return out, lse.float()
-
-    dims = {32: {"default"}, 64: {"default"}}
-    monkeypatch.setattr(fused, "_kernel", kernel)
-    monkeypatch.setattr(fused, "_device_instances", lambda rank, dtype, device: dims)
-    monkeypatch.setattr(fused, "check", lambda q, k, v, p, ek=None, ev=None:
-                        fused._check_problem(q, v, p, dims))
-    yield
+def fused_on_cpu():
+    """The fused backend's Python layers on CPU: a fake kernel table with head dims 32 and 64
+    (CPU tensors count as CUDA ones), the launches replaced by the reference
+    (tests/fake_kernels.py)."""
+    from fake_kernels import faked, rows_for
+    with faked(rows_for("fused_fwd", {32: {"default"}, 64: {"default"}})):
+        yield
     torch._dynamo.reset()
 
 

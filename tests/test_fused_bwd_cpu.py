@@ -2,59 +2,28 @@
 fused backward kernel is handed (head-dim padding, out/lse, dlse from return_lse and from the
 extras merge, the custom op's direct path).
 
-The compiled forward (fastna.backends.fused._kernel) and backward (_fused_backward) are
-replaced by the float64 reference run on exactly what the kernels would receive, and the
-compiled head dims by a fixed list; the kernels themselves are checked in
-tests/test_fused_gpu.py.
+The compiled kernel table is faked (tests/fake_kernels.py: fused_fwd / fused_bwd rows for
+the head dims of DIMS, a can_implement stub) and the fused forward and backward launches are
+replaced by the float64 reference run on exactly what the kernels would receive; the kernels
+themselves are checked in tests/test_fused_gpu.py.
 """
 import pytest
 import torch
 
-from fastna import _args, _ops, reference
-from fastna.backends import fused
+from fake_kernels import faked, rows_for
+from fastna import _args, _ops, _policy, reference
+from fastna.backends import _fused_autograd, fused
 
-DIMS = {32: {"default"}, 64: {"default"}, 128: {"default", fused.FAST_TILE}}
+DIMS = {32: {"default"}, 64: {"default"}, 128: {"default", _policy.FAST_TILE}}
 
 
 @pytest.fixture
 def fake(monkeypatch):
     """Forward and backward kernels = the reference; returns the list of backward calls."""
-    calls = []
-
-    def kernel(q, k, v, params, pd):
-        out, lse = reference.attention(q, k, v, params, return_lse=True)
-        return out, lse
-
-    def backward(q, k, v, out, lse, pd, dout, dlse):
-        P = q.shape[-1]
-        assert k.shape[-1] == v.shape[-1] == out.shape[-1] == P == pd["dim"] == pd["dim_v"]
-        assert P in DIMS and pd["num_extra"] == 0
-        assert out.shape == q.shape[:-1] + (P,) and lse.shape == q.shape[:-1]
-        assert fused._aligned(q) and fused._aligned(k) and fused._aligned(v)
-        assert fused._aligned(out)
-        calls.append(dict(P=P, dlse=dlse is not None, dout=dout is not None))
-        # (inside the custom op's impl the dispatcher excludes autograd: re-enable it)
-        with _ops._autograd_on(), torch.enable_grad():
-            leaves = [t.detach().requires_grad_() for t in (q, k, v)]
-            p = _args.normalize(*leaves, pd["kernel"], pd["stride"], pd["dilation"],
-                                pd["causal"], pd["scale"], None, None)
-            rout, rlse = reference.attention(*leaves, p, return_lse=True)
-            # the kernel reads out/lse from the forward: they must be what it computed
-            torch.testing.assert_close(out, rout.detach(), rtol=1e-12, atol=1e-12)
-            # (the custom op returns lse in fp32, as the kernel does)
-            tol = 1e-12 if lse.dtype == torch.float64 else 1e-6
-            torch.testing.assert_close(lse.double(), rlse.detach(), rtol=tol, atol=tol)
-            outs = [rout] + ([rlse] if dlse is not None else [])
-            gs = [torch.zeros_like(rout) if dout is None else dout] + \
-                ([dlse] if dlse is not None else [])
-            return torch.autograd.grad(outs, leaves, gs)
-
-    monkeypatch.setattr(fused, "_kernel", kernel)
-    monkeypatch.setattr(fused, "_fused_backward", backward)
-    monkeypatch.setattr(fused, "_device_instances", lambda rank, dtype, device: DIMS)
-    monkeypatch.setattr(fused, "_bwd_head_dims", lambda rank, dtype, device: set(DIMS))
     monkeypatch.delenv("FASTNA_FUSED_BACKWARD", raising=False)
-    return calls
+    rows = rows_for("fused_fwd", DIMS) + rows_for("fused_bwd", {d: {"default"} for d in DIMS})
+    with faked(rows) as table:
+        yield table.backward_calls
 
 
 def _inputs(shape, H, Hkv, D, Dv, E, seed, B=2):
@@ -96,7 +65,7 @@ def test_fused_backward_wiring(case, with_lse, via_op, fake):
     # exactly one fused backward call; it gets a dlse iff the caller's lse or the extras
     # merge sends one into the kernel's lse
     assert len(fake) == 1, fake
-    assert fake[0]["dlse"] == (with_lse or bool(E))
+    assert fake[0]["dlse"] == (with_lse or bool(E)) and fake[0]["tile"] == "default"
     ref = [t.detach().clone().requires_grad_() for t in leaves]
     rout, rlse = reference.attention(*ref[:3], p, *(ref[3:] if E else (None, None)),
                                      return_lse=True)
@@ -113,7 +82,7 @@ def test_lse_only_gradient(fake):
     _, lse = fused.forward(q, k, v, p, return_lse=True)
     dlse = torch.randn_like(lse)
     grads = torch.autograd.grad(lse, leaves, dlse)
-    assert fake == [dict(P=32, dlse=True, dout=False)]
+    assert fake == [dict(P=32, tile="default", dlse=True, dout=False)]
     ref = [t.detach().clone().requires_grad_() for t in leaves]
     _, rlse = reference.attention(*ref, p, return_lse=True)
     rgrads = torch.autograd.grad(rlse, ref, dlse, allow_unused=True)
@@ -126,7 +95,7 @@ def test_lse_only_gradient(fake):
 def test_forced_mode_skips_fused(mode, fake, monkeypatch):
     monkeypatch.setenv("FASTNA_FUSED_BACKWARD", mode)
     seen = []
-    monkeypatch.setattr(fused, "_reference_backward",
+    monkeypatch.setattr(_fused_autograd, "reference",
                         lambda *a: seen.append(1) or (torch.zeros_like(a[0]),
                                                       torch.zeros_like(a[1]),
                                                       torch.zeros_like(a[2])))
@@ -141,4 +110,4 @@ def test_forced_mode_skips_fused(mode, fake, monkeypatch):
 def test_bad_mode_raises(fake, monkeypatch):
     monkeypatch.setenv("FASTNA_FUSED_BACKWARD", "fast")
     with pytest.raises(ValueError, match="FASTNA_FUSED_BACKWARD"):
-        fused._forced_backward()
+        _policy.forced_backward()

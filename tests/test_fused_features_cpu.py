@@ -1,42 +1,31 @@
 """The fused backend's wrapper logic on CPU: head-dim padding, Dv != D, additional KV tokens.
 
-The compiled kernel is replaced (monkeypatched fastna.backends.fused._kernel) by the
-reference run on exactly what the kernel would receive, and the compiled head dims by a fixed
-list, so the padding, the lse merge and their autograd are checked against the reference in
-CI without a GPU.  The kernel itself is checked in tests/test_fused_gpu.py.
+The compiled kernel table is faked (tests/fake_kernels.py: rows with the head dims of DIMS, a
+can_implement stub) and the fused launches replaced by the reference run on exactly what the
+kernel would receive, so the padding, the lse merge, the policy's tile choice and their
+autograd are checked against the reference in CI without a GPU.  The kernels themselves are
+checked in tests/test_fused_gpu.py.
 """
 import math
 
 import pytest
 import torch
 
-from fastna import _args, reference
-from fastna.backends import _merge, fused
+from fake_kernels import allow_tf32, faked, row, rows_for
+import fastna
+from fastna import _args, _policy, reference
+from fastna.backends import _fused_autograd, _layout, _merge, _table, fused, hopper
 
-DIMS = {32: {"default"}, 64: {"default"}, 128: {"default", fused.FAST_TILE}}
+FAST = _policy.FAST_TILE
+DIMS = {32: {"default"}, 64: {"default"}, 128: {"default", FAST}}
 
 
 @pytest.fixture
-def fake_kernel(monkeypatch):
-    """Compiled head dims DIMS; the kernel = the reference.  Returns the list of kernel calls."""
-    calls = []
-
-    def kernel(q, k, v, params, pd):
-        P = q.shape[-1]
-        assert k.shape[-1] == v.shape[-1] == P == pd["dim"] == pd["dim_v"]
-        assert P in DIMS and pd["num_extra"] == 0
-        assert pd["scale"] == params.scale
-        assert pd["tile"] in DIMS[P]
-        assert fused._aligned(q) and fused._aligned(k) and fused._aligned(v)
-        # Never where it could record a graph: inside the autograd Function, or without grads.
-        assert not torch.is_grad_enabled() or not (q.requires_grad or k.requires_grad or v.requires_grad)
-        calls.append(dict(P=P, pd=pd, q=q, k=k, v=v))
-        out, lse = reference.attention(q, k, v, params, return_lse=True)
-        return out, lse.float() if q.dtype != torch.float64 else lse
-
-    monkeypatch.setattr(fused, "_kernel", kernel)
-    monkeypatch.setattr(fused, "_device_instances", lambda rank, dtype, device: DIMS)
-    return calls
+def fake_kernel():
+    """Compiled fused_fwd head dims DIMS (every rank and dtype); the kernel = the reference.
+    Returns the list of kernel calls."""
+    with faked(rows_for("fused_fwd", DIMS)) as table:
+        yield table.forward_calls
 
 
 def _rel(a, b):
@@ -138,31 +127,44 @@ def test_attend_and_merge_chunked_equals_unchunked_with_grads():
 
 # ----------------------------------------------------------------------------- padding logic
 
-def test_head_dim_for():
+def test_padded_head_dim():
     dims = {32: 0, 64: 0, 128: 0}
-    assert fused._head_dim_for(32, 32, dims) == 32
-    assert fused._head_dim_for(8, 8, dims) == 32
-    assert fused._head_dim_for(40, 40, dims) == 64
-    assert fused._head_dim_for(64, 32, dims) == 64
-    assert fused._head_dim_for(32, 128, dims) == 128
-    assert fused._head_dim_for(5, 3, dims) == 32
-    assert fused._head_dim_for(200, 200, dims) is None
-    assert fused._head_dim_for(200, 200, {**dims, 256: 0}) == 256
-    assert fused._head_dim_for(64, 64, {}) is None
+    assert _table.padded_head_dim(32, 32, dims) == 32
+    assert _table.padded_head_dim(8, 8, dims) == 32
+    assert _table.padded_head_dim(40, 40, dims) == 64
+    assert _table.padded_head_dim(64, 32, dims) == 64
+    assert _table.padded_head_dim(32, 128, dims) == 128
+    assert _table.padded_head_dim(5, 3, dims) == 32
+    assert _table.padded_head_dim(200, 200, dims) is None
+    assert _table.padded_head_dim(200, 200, {**dims, 256: 0}) == 256
+    assert _table.padded_head_dim(64, 64, {}) is None
 
 
-def test_check_problem_accepts_padding_and_declines_too_large():
+def test_check_accepts_padding_and_declines_too_large(fake_kernel):
     p = _args.normalize(*_inputs((8, 8), 2, 2, 64, 64, 0)[:3], 3)
     for D, Dv in [(64, 64), (40, 40), (8, 8), (64, 32), (32, 128), (5, 3)]:
         q, k, v, _, _ = _inputs((8, 8), 2, 2, D, Dv, 0, dtype=torch.float16)
-        assert fused._check_problem(q, v, p, DIMS) is None, (D, Dv)
+        assert fused.check(q, k, v, p) is None, (D, Dv)
     q, k, v, _, _ = _inputs((8, 8), 2, 2, 200, 200, 0, dtype=torch.float16)
-    why = fused._check_problem(q, v, p, DIMS)
+    why = fused.check(q, k, v, p)
     assert why is not None and "head dim 200 not instantiated" in why
     assert "built: 32, 64, 128" in why and ">= 200" in why
     assert isinstance(why.error("fused"), NotImplementedError)
     q, k, v, _, _ = _inputs((8, 8), 2, 2, 64, 144, 0, dtype=torch.float16)
-    assert "D=64, Dv=144" in fused._check_problem(q, v, p, DIMS)
+    assert "D=64, Dv=144" in fused.check(q, k, v, p)
+
+
+def test_check_passes_on_what_can_implement_says():
+    """What the kernel can run is can_implement's answer, reason included."""
+    rule = (lambda op, pd: "batch*heads 70000 > 65535" if pd["batch"] * pd["heads"] > 65535
+            else "")
+    with faked(rows_for("fused_fwd", DIMS), rule=rule):
+        q, k, v, _, _ = _inputs((8, 8), 2, 2, 32, 32, 0, dtype=torch.float16)
+        p = _args.normalize(q, k, v, 3)
+        assert fused.check(q, k, v, p) is None
+        qb = q.new_zeros(1, 8, 8, 70000, 32)
+        why = fused.check(qb, qb, qb, p)
+        assert why == "batch*heads 70000 > 65535" and why.exc is NotImplementedError
 
 
 def test_forward_declines_without_a_large_enough_head_dim(fake_kernel):
@@ -204,7 +206,7 @@ def test_forward_and_gradients_vs_reference(case, D, Dv, E, fake_kernel):
     assert p.scale == D ** -0.5
     out, lse = fused.forward(q, k, v, p, ek, ev, return_lse=True)
     (call,) = fake_kernel
-    assert call["P"] == fused._head_dim_for(D, Dv, DIMS)
+    assert call["P"] == _table.padded_head_dim(D, Dv, DIMS)
     assert call["pd"]["scale"] == D ** -0.5            # the caller's D, not the padded one
     assert out.shape == (*q.shape[:-1], Dv) and out.is_contiguous()
     assert lse.shape == q.shape[:-1]
@@ -226,26 +228,23 @@ def test_forward_and_gradients_vs_reference(case, D, Dv, E, fake_kernel):
 
 
 @pytest.mark.parametrize("E", [0, 3])
-def test_gradient_of_out_only(E, fake_kernel):
+def test_gradient_of_out_only(E, fake_kernel, monkeypatch):
     """No lse gradient from the caller: with extras the merge still sends one into the
     kernel's lse (and the backward must use it)."""
     q, k, v, ek, ev = _inputs((11, 7), 4, 2, 40, 24, E, seed=5)
     leaves = [t.requires_grad_() for t in (q, k, v, ek, ev) if t is not None]
     p = _args.normalize(q, k, v, (3, 5), 1, (2, 1), False, None, ek, ev)
     seen = []
-    orig = fused._reference_backward
+    orig = _fused_autograd.reference
 
     def spy(q_, k_, v_, params, dout, dlse):
         seen.append(dlse is not None)
         return orig(q_, k_, v_, params, dout, dlse)
 
-    fused._reference_backward, saved = spy, fused._reference_backward
-    try:
-        out = fused.forward(q, k, v, p, ek, ev)
-        dout = torch.randn_like(out)
-        grads = torch.autograd.grad(out, leaves, dout)
-    finally:
-        fused._reference_backward = saved
+    monkeypatch.setattr(_fused_autograd, "reference", spy)
+    out = fused.forward(q, k, v, p, ek, ev)
+    dout = torch.randn_like(out)
+    grads = torch.autograd.grad(out, leaves, dout)
     assert seen == [bool(E)]
     ref = [t.detach().clone().requires_grad_() for t in leaves]
     rout = reference.attention(*ref[:3], p, *(ref[3:] if E else (None, None)))
@@ -286,67 +285,86 @@ def test_no_padding_no_copy_and_tile_of_padded_dim(fake_kernel):
     p = _args.normalize(q, k, v, 5)
     fused.forward(q, k, v, p)
     assert fake_kernel[0]["q"] is q and fake_kernel[0]["v"] is v
-    # D = 96 runs at P = 128, where rank 2 has the fast tile
+    # D = 96 runs at P = 128, where the build has the fast tile
     q, k, v, _, _ = _inputs((16, 16), 2, 2, 96, 96, 0)
     fused.forward(q, k, v, p)
-    assert fake_kernel[1]["P"] == 128 and fake_kernel[1]["pd"]["tile"] == fused.FAST_TILE
+    assert fake_kernel[1]["P"] == 128 and fake_kernel[1]["pd"]["tile"] == FAST
     fused.forward(q, k, v, p, tile="default")
     assert fake_kernel[2]["pd"]["tile"] == "default"
 
 
-def test_wide_tile_only_on_request(fake_kernel, monkeypatch):
-    """q128w8 (8 warps, 128-query box) is compiled for ranks 1, 2 at head dims 64, 128 but never
-    picked automatically: only through tile= or FASTNA_FUSED_TILE."""
-    monkeypatch.setitem(DIMS, 64, {"default", fused.WIDE_TILE})
-    monkeypatch.setitem(DIMS, 128, {"default", fused.FAST_TILE, fused.WIDE_TILE})
+def _tile_of(table, mod, q, p, **kw):
+    mod.forward(q, q, q, p, **kw)
+    return table.forward_calls[-1]["pd"]["tile"]
+
+
+def test_tiles_on_request_only(monkeypatch):
+    """A compiled tile the policy never picks (q128w8 here) runs only through tile= or
+    FASTNA_FUSED_TILE; an env tile that is not compiled falls back to "default"."""
+    wide = "q128w8"
     monkeypatch.delenv("FASTNA_FUSED_TILE", raising=False)
-    assert fused._QBOX[fused.WIDE_TILE] == {1: (128,), 2: (16, 8)}
-    dev = torch.device("cpu")
-    # (the fake instance list is the same for every rank)
-    assert fused._pick_tile(1, torch.bfloat16, 64, dev) == "default"
-    assert fused._pick_tile(2, torch.bfloat16, 128, dev) == fused.FAST_TILE
-    assert fused._pick_tile(1, torch.bfloat16, 64, dev, fused.WIDE_TILE) == fused.WIDE_TILE
-    with pytest.raises(ValueError, match="q128w8.*not compiled"):
-        fused._pick_tile(1, torch.bfloat16, 32, dev, fused.WIDE_TILE)
-    monkeypatch.setenv("FASTNA_FUSED_TILE", fused.WIDE_TILE)
-    assert fused._pick_tile(2, torch.bfloat16, 128, dev) == fused.WIDE_TILE
-    assert fused._pick_tile(1, torch.bfloat16, 32, dev) == "default"   # not built there
-    # through forward(): the tile reaches the kernel, results are the reference's
-    q, k, v, _, _ = _inputs((300,), 2, 1, 64, 64, 0)
-    p = _args.normalize(q, k, v, 33, stride=4, dilation=2, is_causal=True)
-    out = fused.forward(q, k, v, p)
-    assert fake_kernel[-1]["pd"]["tile"] == fused.WIDE_TILE
-    torch.testing.assert_close(out, reference.attention(q, k, v, p), rtol=1e-10, atol=1e-10)
-    monkeypatch.delenv("FASTNA_FUSED_TILE")
-    fused.forward(q, k, v, p, tile=fused.WIDE_TILE)
-    assert fake_kernel[-1]["pd"]["tile"] == fused.WIDE_TILE
-    fused.forward(q, k, v, p)
-    assert fake_kernel[-1]["pd"]["tile"] == "default"
-    # the grid check knows the tile's query box (128 tokens per CTA in 1D)
-    assert fused._grid_ok(p, (300,), fused.WIDE_TILE)
+    with faked(rows_for("fused_fwd", {32: {"default"}, 64: {"default", wide},
+                                      128: {"default", FAST, wide}})) as table:
+        q64 = _inputs((300,), 2, 2, 64, 64, 0)[0]
+        q32 = _inputs((300,), 2, 2, 32, 32, 0)[0]
+        q128 = _inputs((12, 12), 2, 2, 128, 128, 0)[0]
+        p1 = _args.normalize(q64, q64, q64, 33, stride=4, dilation=2, is_causal=True)
+        p2 = _args.normalize(q128, q128, q128, 5)
+        assert _tile_of(table, fused, q64, p1) == "default"
+        assert _tile_of(table, fused, q128, p2) == FAST
+        assert _tile_of(table, fused, q64, p1, tile=wide) == wide
+        with pytest.raises(ValueError, match="q128w8.*not compiled"):
+            fused.forward(q32, q32, q32, _args.normalize(q32, q32, q32, 33), tile=wide)
+        monkeypatch.setenv("FASTNA_FUSED_TILE", wide)
+        assert _tile_of(table, fused, q128, p2) == wide
+        assert _tile_of(table, fused, q32, _args.normalize(q32, q32, q32, 3)) == "default"
+        out = fused.forward(q64, q64, q64, p1)
+        assert table.forward_calls[-1]["pd"]["tile"] == wide
+        torch.testing.assert_close(out, reference.attention(q64, q64, q64, p1), rtol=1e-10,
+                                   atol=1e-10)
 
 
-def test_small_window_allowed_only_for_the_automatic_tile(fake_kernel, monkeypatch):
-    """The wrapper lets the binding swap in the small-window tile (pd["allow_small"]) only when
-    the tile is its own choice or "hopper"; FASTNA_SMALL_WINDOW=0 and explicit tiles keep it off."""
+def test_small_window_policy(monkeypatch):
+    """The policy picks the small-window tile where can_implement accepts it (here: windows
+    up to 7), for the automatic tile of backends fused and hopper; FASTNA_SMALL_WINDOW=0,
+    an explicit tile and FASTNA_FUSED_TILE keep it off; explain() says why it was not taken."""
     monkeypatch.delenv("FASTNA_FUSED_TILE", raising=False)
     monkeypatch.delenv("FASTNA_SMALL_WINDOW", raising=False)
-    monkeypatch.setitem(DIMS, 64, {"default", "hopper"})
-    q, k, v, _, _ = _inputs((16, 16), 2, 2, 64, 64, 0)
-    p = _args.normalize(q, k, v, 5)
-    fused.forward(q, k, v, p)
-    assert fake_kernel[-1]["pd"].get("allow_small") is True
-    fused.forward(q, k, v, p, tile="hopper")
-    assert fake_kernel[-1]["pd"].get("allow_small") is True
-    fused.forward(q, k, v, p, tile="default")
-    assert not fake_kernel[-1]["pd"].get("allow_small")
-    monkeypatch.setenv("FASTNA_SMALL_WINDOW", "0")
-    fused.forward(q, k, v, p)
-    assert fake_kernel[-1]["pd"].get("allow_small") is False
-    monkeypatch.delenv("FASTNA_SMALL_WINDOW")
-    monkeypatch.setenv("FASTNA_FUSED_TILE", "default")
-    fused.forward(q, k, v, p)
-    assert not fake_kernel[-1]["pd"].get("allow_small")
+
+    def rule(op, pd):
+        if pd["tile"] == "small" and max(pd["kernel"]) > 7:
+            return "window 9x9 does not fit the small tile"
+        return ""
+
+    rows = rows_for("fused_fwd", {64: {"default", "small", "hopper"}})
+    with faked(rows, rule=rule) as table:
+        q, k, v, _, _ = _inputs((16, 16), 2, 2, 64, 64, 0)
+        p5, p9 = _args.normalize(q, k, v, 5), _args.normalize(q, k, v, 9)
+        assert _tile_of(table, fused, q, p5) == "small"
+        assert _tile_of(table, hopper, q, p5) == "small"
+        assert _tile_of(table, fused, q, p9) == "default"
+        assert _tile_of(table, hopper, q, p9) == "hopper"
+        assert _tile_of(table, fused, q, p5, tile="default") == "default"
+        choice = fused.choose(q, k, v, p9, notes=[])
+        assert choice.tile == "default" and "does not fit the small tile" in choice.notes[0]
+        monkeypatch.setenv("FASTNA_SMALL_WINDOW", "0")
+        assert _tile_of(table, fused, q, p5) == "default"
+        monkeypatch.delenv("FASTNA_SMALL_WINDOW")
+        monkeypatch.setenv("FASTNA_FUSED_TILE", "default")
+        assert _tile_of(table, fused, q, p5) == "default"
+
+
+def test_hopper_backward_tile_where_can_implement_takes_it():
+    rows = rows_for("fused_fwd", {64: {"default", "hopper"}}) + \
+        rows_for("fused_bwd", {64: {"default", "hopper"}})
+    rule = (lambda op, pd: "dilation: no TMA map" if op == "fused_bwd" and pd["tile"] == "hopper"
+            and max(pd["dilation"]) > 1 else "")
+    with faked(rows, rule=rule):
+        q, k, v, _, _ = _inputs((16, 16), 2, 2, 64, 64, 0)
+        assert hopper.choose(q, k, v, _args.normalize(q, k, v, 3)).bwd_tile == "hopper"
+        assert hopper.choose(q, k, v, _args.normalize(q, k, v, 3, dilation=2)).bwd_tile == \
+            "default"
+        assert fused.choose(q, k, v, _args.normalize(q, k, v, 3)).bwd_tile == "default"
 
 
 def test_zero_extra_tokens_and_empty_batch(fake_kernel):
@@ -383,90 +401,69 @@ def test_extras_chunked_through_forward(fake_kernel, monkeypatch):
 
 # ----------------------------------------------------------------- float32 (TF32) policy
 
-@pytest.fixture
-def fake_backends(monkeypatch):
-    """Only "fused" (its check() passing: the kernel takes the call) and the reference are
-    available; "hopper", "gemm" and "naive" are not."""
-    from fastna.backends import gemm, hopper, naive
-    monkeypatch.setattr(fused, "available", lambda: True)
-    monkeypatch.setattr(fused, "check", lambda *a, **kw: None)
-    for mod in (hopper, gemm, naive):
-        monkeypatch.setattr(mod, "available", lambda: False)
-
-
-@pytest.mark.parametrize("allow_tf32", [False, True])
-def test_float32_auto_selection_follows_allow_tf32(allow_tf32, fake_backends, monkeypatch):
+@pytest.mark.parametrize("tf32", [False, True])
+def test_float32_auto_selection_follows_allow_tf32(tf32, monkeypatch):
     """backend=None runs float32 on the fused (TF32) kernel only while torch allows TF32
-    matmuls; an explicit backend="fused" always does; 16-bit dtypes ignore the switch."""
+    matmuls; an explicit backend="fused" always does; 16-bit dtypes ignore the switch.
+    (Only fused_fwd rows: hopper, gemm and naive decline.)"""
     from fastna import backends
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", allow_tf32)
     q, k, v, _, _ = _inputs((8, 8), 2, 2, 32, 32, 0, dtype=torch.float32)
     p = _args.normalize(q, k, v, 3)
-    want = fused if allow_tf32 else backends.reference
-    assert backends.select(None, q, k, v, p) is want
-    assert backends.select("fused", q, k, v, p) is fused
-    why = fused.check_auto(q, k, v, p)
-    assert (why is None) == allow_tf32
-    if why is not None:
-        assert "allow_tf32" in why and why.exc is TypeError
-    for dtype in (torch.float16, torch.bfloat16):
-        qh, kh, vh = (t.to(dtype) for t in (q, k, v))
-        assert fused.check_auto(qh, kh, vh, p) is None
-        assert backends.select(None, qh, kh, vh, p) is fused
-    # through the public API: the reference when declined, the (fake) kernel when taken
-    calls = []
-    monkeypatch.setattr(fused, "forward", lambda *a, **kw: calls.append(a[0].dtype) or a[0])
-    import fastna
-    fastna.na2d(q, k, v, 3)
-    assert calls == ([torch.float32] if allow_tf32 else [])
+    with faked(rows_for("fused_fwd", {32: {"default"}})) as table, allow_tf32(tf32):
+        want = fused if tf32 else backends.reference
+        assert backends.select(None, q, k, v, p) is want
+        assert backends.select("fused", q, k, v, p) is fused
+        why = fused.check_auto(q, k, v, p)
+        assert (why is None) == tf32
+        if why is not None:
+            assert "allow_tf32" in why and why.exc is TypeError
+            assert "allow_tf32" in fastna.explain(q, k, v, 3)
+        for dtype in (torch.float16, torch.bfloat16):
+            qh, kh, vh = (t.to(dtype) for t in (q, k, v))
+            assert fused.check_auto(qh, kh, vh, p) is None
+            assert backends.select(None, qh, kh, vh, p) is fused
+        # through the public API: the reference when declined, the (fake) kernel when taken
+        fastna.na2d(q, k, v, 3)
+        assert [c["q"].dtype for c in table.forward_calls] == ([torch.float32] if tf32 else [])
 
 
-def test_float32_dtype_checks(monkeypatch):
-    """fused.check takes float32 (TF32) and names float64; hopper declines float32 itself."""
-    from fastna.backends import hopper
-    monkeypatch.setattr(fused, "instances", lambda: [(2, "float32", 32, "default", 80, "80")])
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    q, k, v, _, _ = _inputs((8, 8), 2, 2, 32, 32, 0)
-    p = _args.normalize(q, k, v, 3)
-    why = fused.check(q, k, v, p)                        # float64
-    assert why.exc is TypeError and "float16, bfloat16 and float32" in why
-    q32, k32, v32 = q.float(), k.float(), v.float()
-    why = fused.check(q32, k32, v32, p)                  # past the dtype: the CPU device
-    assert why.exc is ValueError and "CUDA tensors" in why
-    monkeypatch.setattr(fused, "check", lambda *a, **kw: None)   # say the kernel takes it
-    why = hopper.check(q32, k32, v32, p)
-    assert why.exc is TypeError and "float16 and bfloat16" in why and "backend='fused'" in why
+def test_float32_dtype_checks():
+    """fused.check takes float32 (TF32) and names float64; hopper declines float32 itself;
+    CPU tensors are not CUDA tensors."""
+    rows = [row("fused_fwd", "default", 2, torch.float32, 32)]
+    with faked(rows, cpu_cc=None):
+        q, k, v, _, _ = _inputs((8, 8), 2, 2, 32, 32, 0)
+        p = _args.normalize(q, k, v, 3)
+        why = fused.check(q, k, v, p)                        # float64
+        assert why.exc is TypeError and "float16, bfloat16 and float32" in why
+        q32, k32, v32 = q.float(), k.float(), v.float()
+        why = fused.check(q32, k32, v32, p)                  # past the dtype: the CPU device
+        assert why.exc is ValueError and "CUDA tensors" in why
+        why = hopper.check(q32, k32, v32, p)
+        assert why.exc is TypeError and "float16 and bfloat16" in why and "backend='fused'" in why
 
 
 def test_float32_rows_are_4_element_chunks():
     """16-byte rows: float32 strides in multiples of 4 elements, 16-bit ones of 8."""
     big = torch.zeros(2, 10, 3, 36)
     q = big[..., :32]                                   # strides (1080, 108, 36, 1)
-    assert fused._aligned(q) and fused._aligned(big)
-    assert not fused._aligned(big.half()[..., :32])
-    assert not fused._aligned(torch.zeros(2, 10, 3, 34)[..., :32])
-    assert not fused._aligned(torch.zeros(2, 10, 3, 33)[..., 1:])
+    assert _layout.aligned(q) and _layout.aligned(big)
+    assert not _layout.aligned(big.half()[..., :32])
+    assert not _layout.aligned(torch.zeros(2, 10, 3, 34)[..., :32])
+    assert not _layout.aligned(torch.zeros(2, 10, 3, 33)[..., 1:])
 
 
 def test_float32_backward_falls_back_to_naive(monkeypatch):
     """No fused_bwd instance exists for float32: the backward mode is "naive" (or "reference"
     with a gradient into the lse), while 16-bit inputs take the fused backward."""
-    from fastna import _ext
-    monkeypatch.setattr(fused, "bwd_instances", lambda: [
-        (2, "float16", 32, "default", 80, "80"), (2, "bfloat16", 32, "default", 80, "80")])
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (2**34, 2**35))
-    monkeypatch.setattr(_ext, "has_instance", lambda kernel, rank, dtype, device: True)
     monkeypatch.delenv("FASTNA_FUSED_BACKWARD", raising=False)
-    cuda = torch.device("cuda", 0)
-    assert fused._bwd_head_dims(2, torch.float32, cuda) == set()
-    assert fused._bwd_head_dims(2, torch.float16, cuda) == {32}
-    # _fused_backward_ok reads the tensors' device: ask for the fake CUDA device's answer
-    real = fused._bwd_head_dims
-    monkeypatch.setattr(fused, "_bwd_head_dims", lambda r, dt, dev: real(r, dt, cuda))
-    for dtype, want in ((torch.float32, "naive"), (torch.float16, "fused")):
-        q, k, v, _, _ = _inputs((8, 8), 2, 2, 32, 32, 0, dtype=dtype)
-        p = _args.normalize(q, k, v, 3)
-        assert fused._backward_mode(q, k, p, False, v) == want
-        assert fused._backward_mode(q, k, p, True, v) == ("reference" if want == "naive" else want)
+    rows = rows_for("fused_bwd", {32: {"default"}}, dtypes=(torch.float16, torch.bfloat16)) + \
+        rows_for("naive_bwd", {0: {"default"}})
+    with faked(rows):
+        for dtype, want in ((torch.float32, "naive"), (torch.float16, "fused")):
+            q, k, v, _, _ = _inputs((8, 8), 2, 2, 32, 32, 0, dtype=dtype)
+            p = _args.normalize(q, k, v, 3)
+            pd = _layout.launch_params(p, q, k, v, "default")
+            assert _policy.backward_mode(q, p, pd, False) == want
+            assert _policy.backward_mode(q, p, pd, True) == ("reference" if want == "naive"
+                                                              else want)

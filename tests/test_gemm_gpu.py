@@ -32,19 +32,12 @@ AV = {1: U.na1d_av, 2: U.na2d_av, 3: U.na3d_av}
 
 @pytest.fixture
 def gemm_registered():
-    """(Re-)registers backend "gemm" (import already did), restores the registry afterwards."""
-    before = U._BACKENDS.get("gemm")
-    prio = list(U._PRIORITY)
+    """float32 runs on the kernels only with TF32 allowed: allow it, restore afterwards
+    (backend "gemm" is always registered; it is available where a gemm_na instance runs)."""
     tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True   # float32 runs on the kernels only with TF32 allowed
-    assert G.register()
+    torch.backends.cuda.matmul.allow_tf32 = True
     yield
     torch.backends.cuda.matmul.allow_tf32 = tf32
-    if before is None:
-        U._BACKENDS.pop("gemm", None)
-    else:
-        U._BACKENDS["gemm"] = before
-    U._PRIORITY[:] = prio
 
 
 # (lengths, kernel, dilation, causal, rpb, H, Hkv, D, B)
@@ -195,31 +188,19 @@ def test_default_selection_and_fallback(dtype):
 
 # ---- no GPU needed -------------------------------------------------------------------------
 
-def test_registration_follows_instances(monkeypatch):
-    """backend "gemm" is registered at import exactly when the build has gemm_na instances (no
-    opt-in variable); without instances backend=None uses the reference and "gemm" raises."""
-    before = U._BACKENDS.get("gemm")
-    prio = list(U._PRIORITY)
-    try:
-        assert (U._BACKENDS.get("gemm") is G.GemmBackend) == bool(G.gemm_instances())
-        monkeypatch.setattr(G, "gemm_instances", lambda: [])
-        U._BACKENDS.pop("gemm", None)
-        assert not G.register()
-        assert "gemm" not in U._BACKENDS
+def test_available_where_instances_run():
+    """backend "gemm" of the unfused ops is available exactly where a gemm_na instance of the
+    kernel table runs; otherwise backend=None uses the reference and "gemm" raises."""
+    from fake_kernels import faked, row
+    q = torch.randn(1, 10, 1, 32)
+    with faked([]):
         assert "gemm" not in U.available_backends()
-        q = torch.randn(1, 10, 1, 32)
         assert U.na1d_qk(q, q, 3).shape == (1, 10, 1, 3)   # reference
         with pytest.raises(NotImplementedError, match="not available"):
             U.na1d_qk(q, q, 3, backend="gemm")
-        monkeypatch.setattr(G, "gemm_instances", lambda: [(1, "float32", 32, 80, "80")])
-        assert G.register()
-        assert U._BACKENDS["gemm"] is G.GemmBackend
-    finally:
-        if before is None:
-            U._BACKENDS.pop("gemm", None)
-        else:
-            U._BACKENDS["gemm"] = before
-        U._PRIORITY[:] = prio
+    with faked([row("gemm_na", "default", 1, torch.float32, 32)]):
+        assert "gemm" in U.available_backends()
+        assert G.head_dims(1, torch.float32, q.device) == {32}
 
 
 def test_check_accepts_float32():

@@ -7,6 +7,7 @@ import torch
 
 import fastna
 from fastna import ops_unfused as U
+from fastna import reference_unfused
 
 QK = {1: U.na1d_qk, 2: U.na2d_qk, 3: U.na3d_qk}
 AV = {1: U.na1d_av, 2: U.na2d_av, 3: U.na3d_av}
@@ -252,7 +253,7 @@ def test_chunked_equals_unchunked(monkeypatch):
 
     whole = run()
     # 7 queries of 90 per chunk (ragged last chunk), forward and backward.
-    monkeypatch.setattr(U, "_CHUNK_ELEMS", 7 * 2 * 12 * 1 * 3)
+    monkeypatch.setattr(reference_unfused, "_CHUNK_ELEMS", 7 * 2 * 12 * 1 * 3)
     chunked = run()
     torch.testing.assert_close(chunked[0], whole[0], rtol=0, atol=0)
     torch.testing.assert_close(chunked[1], whole[1], rtol=1e-14, atol=1e-14)
@@ -326,12 +327,12 @@ def test_registered_backend_is_preferred():
         @staticmethod
         def qk(*args):
             calls.append("qk")
-            return U._ReferenceBackend.qk(*args)
+            return reference_unfused.Unfused.qk(*args)
 
         @staticmethod
         def av(*args):
             calls.append("av")
-            return U._ReferenceBackend.av(*args)
+            return reference_unfused.Unfused.av(*args)
 
     U.register_backend(Fake)
     try:

@@ -132,7 +132,6 @@ def na_backward(dout: Optional[Tensor], dlse: Optional[Tensor], q: Tensor, k: Te
     params = _params(q, kernel, stride, dilation, causal, scale)
     ek, ev = _extras(extra_k, extra_v)
     mod = _registry.get(backend)
-    grads = None
     if dout is None and dlse is None or q.shape[0] == 0:
         grads = (None,) * 5
     else:
@@ -145,7 +144,7 @@ def na_backward(dout: Optional[Tensor], dlse: Optional[Tensor], q: Tensor, k: Te
             lek, lev = (leaves[3], leaves[4]) if ek is not None else (None, None)
             o, l = mod.forward(lq, lk, lv, params, lek, lev, return_lse=True)
             grads = grad_of_out_lse(o, l, leaves, dout, dlse)
-        grads = tuple(grads) + (None,) * (5 - len(grads))
+    grads = tuple(grads) + (None,) * (5 - len(grads))   # (dq, dk, dv): no extras
     res = []
     for g, t in zip(grads, (q, k, v, extra_k, extra_v)):
         if t is None:

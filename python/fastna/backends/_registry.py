@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Dict, List, Optional
 
 from .. import _ext
+from . import _base
+from ._protocol import Choice
 
 # Every name users may pass; those without an implementation are planned but not built.
 KNOWN = ("reference", "naive", "gemm", "fused", "hopper")
@@ -20,11 +22,43 @@ _ORDER: Dict[str, List[str]] = {"attention": ["hopper", "fused", "gemm", "naive"
 _IMPLS: Dict[str, Dict[str, object]] = {kind: {} for kind in _ORDER}
 
 
+class _Minimal:
+    """An attention backend registered with only name, available(), check() and forward()
+    (and optionally check_auto()): the protocol's other members take their defaults -- no
+    kernel choice, not routed through the custom ops, backward by autograd of forward()."""
+
+    via_custom_op = False
+    aux_shape = staticmethod(_base.no_aux)
+
+    def __init__(self, impl):
+        self.impl = impl
+        self.name = impl.name
+
+    def __getattr__(self, attr):          # available, check, check_auto, ...
+        return getattr(self.impl, attr)
+
+    def choose(self, query, key, value, params, notes=None):
+        return Choice(self.name)
+
+    def forward(self, query, key, value, params, additional_keys=None,
+                additional_values=None, return_lse=False, choice=None):
+        return self.impl.forward(query, key, value, params, additional_keys,
+                                 additional_values, return_lse=return_lse)
+
+    def op_forward(self, q, k, v, ek, ev, params):
+        return _base.op_forward_via_forward(self.forward, q, k, v, ek, ev, params)
+
+    def op_backward(self, *args):
+        return None
+
+
 def register(impl, priority: Optional[int] = 0, kind: str = "attention") -> None:
     """Add (or replace) `impl` as backend impl.name of `kind`; priority 0 = tried first,
     None = keep the name's place in the order (the end for a new name)."""
     if kind not in _ORDER:
         raise ValueError(f"kind must be one of {tuple(_ORDER)}, got {kind!r}")
+    if kind == "attention" and not hasattr(impl, "choose"):
+        impl = _Minimal(impl)
     _IMPLS[kind][impl.name] = impl
     names = _ORDER[kind]
     if priority is None:
