@@ -457,13 +457,15 @@ def test_float32_backward_falls_back_to_naive(monkeypatch):
     """No fused_bwd instance exists for float32: the backward mode is "naive" (or "reference"
     with a gradient into the lse), while 16-bit inputs take the fused backward."""
     monkeypatch.delenv("FASTNA_FUSED_BACKWARD", raising=False)
-    rows = rows_for("fused_bwd", {32: {"default"}}, dtypes=(torch.float16, torch.bfloat16)) + \
+    rows = rows_for("fused_fwd", {32: {"default"}}) + \
+        rows_for("fused_bwd", {32: {"default"}}, dtypes=(torch.float16, torch.bfloat16)) + \
         rows_for("naive_bwd", {0: {"default"}})
     with faked(rows):
         for dtype, want in ((torch.float32, "naive"), (torch.float16, "fused")):
             q, k, v, _, _ = _inputs((8, 8), 2, 2, 32, 32, 0, dtype=dtype)
             p = _args.normalize(q, k, v, 3)
-            pd = _layout.launch_params(p, q, k, v, "default")
-            assert _policy.backward_mode(q, p, pd, False) == want
-            assert _policy.backward_mode(q, p, pd, True) == ("reference" if want == "naive"
-                                                              else want)
+            runs = fused.choose(q, k, v, p).bwd_runs
+            assert runs == (dtype != torch.float32)
+            assert _policy.backward_mode(q, p, runs, False) == want
+            assert _policy.backward_mode(q, p, runs, True) == ("reference" if want == "naive"
+                                                                else want)

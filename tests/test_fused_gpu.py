@@ -17,8 +17,9 @@ import pytest
 import torch
 
 import fastna
-from fastna import _args, _ext, backends, reference
-from fastna.backends import fused, hopper
+from fake_kernels import allow_tf32
+from fastna import _args, _ext, _policy, backends, reference
+from fastna.backends import _fused_launch, _layout, _table, fused, hopper
 from fastna.index_math import window
 
 pytestmark = [
@@ -39,35 +40,46 @@ LSE_TOL = {torch.float16: 1e-3, torch.bfloat16: 1e-3, torch.float32: 4e-3}
 BWD_TOL = {torch.float16: 1e-2, torch.bfloat16: 4e-2}
 
 
+def _rows(op, rank, dtype):
+    """Rows of the kernel table for op, rank and dtype that run on this GPU."""
+    cc = _ext.device_cc()
+    return [r for r in _ext.kernel_table() if r["op"] == op and r["rank"] == rank
+            and r["dtype"] == _ext.DTYPE_NAMES.get(dtype) and cc is not None
+            and _ext.runs_on(r, cc)]
+
+
 def _built(rank, dtype):
-    """{head_dim: tiles} compiled for (rank, dtype) and runnable on this GPU."""
-    if not torch.cuda.is_available():
-        return {}
-    return fused._device_instances(rank, dtype, torch.device("cuda"))
+    """{head_dim: tiles} of fused_fwd compiled for (rank, dtype) and runnable on this GPU."""
+    found = {}
+    for r in _rows("fused_fwd", rank, dtype):
+        found.setdefault(r["head_dim"], set()).add(r["tile"])
+    return found
 
 
 def _all_dims():
-    return sorted({hd for (_, _, hd, _, _, _) in fused.instances()}) or [64]
+    return sorted({r["head_dim"] for r in _ext.kernel_table() if r["op"] == "fused_fwd"}) or [64]
 
 
 def _built_bwd(rank, dtype):
-    """Head dims with a fused backward (fused_bwd) instance runnable on this GPU."""
-    if not torch.cuda.is_available():
-        return set()
-    return fused._bwd_head_dims(rank, dtype, torch.device("cuda"))
+    """Head dims with a default-tile fused_bwd instance runnable on this GPU."""
+    return {r["head_dim"] for r in _rows("fused_bwd", rank, dtype) if r["tile"] == "default"}
+
+
+def _has_naive_bwd(rank, dtype):
+    return bool(_rows("naive_bwd", rank, dtype))
 
 
 @pytest.fixture
 def fused_bwd_calls(monkeypatch):
-    """Counts calls of the fused backward kernel wrapper (fused._fused_backward)."""
+    """Counts launches of the fused backward kernel (fastna.backends._fused_launch)."""
     calls = []
-    orig = fused._fused_backward
+    orig = _fused_launch.backward
 
     def spy(*a, **kw):
         calls.append(a[0].shape[-1])
         return orig(*a, **kw)
 
-    monkeypatch.setattr(fused, "_fused_backward", spy)
+    monkeypatch.setattr(_fused_launch, "backward", spy)
     return calls
 
 
@@ -82,8 +94,16 @@ def _na_params(shape, kernel, stride, dilation, causal):
     return _args.normalize(q, q, q, kernel, stride, dilation, causal, None, None, None)
 
 
-def _small_fits(shape, kernel, stride, dilation, causal):
-    return fused.small_window_fits(_na_params(shape, kernel, stride, dilation, causal), shape)
+def _small_fits(shape, kernel, stride, dilation, causal, dtype=torch.bfloat16):
+    """Whether can_implement takes these windows on the small-window tile (at a head dim it
+    is compiled for)."""
+    dims = [d for d, tiles in _built(len(shape), dtype).items() if _policy.SMALL_TILE in tiles]
+    if not dims:
+        return False
+    p = _na_params(shape, kernel, stride, dilation, causal)
+    q = torch.empty(1, *shape, 1, min(dims), dtype=dtype)
+    pd = _layout.launch_params(p, q, q, q, _policy.SMALL_TILE)
+    return not _ext.can_implement("fused_fwd", pd)
 
 
 def _rel(a, b):
@@ -163,7 +183,7 @@ def test_forward_sweep(case, dtype, D, monkeypatch):
     _need(rank, dtype, D)
     tiles = sorted(_built(rank, dtype)[D])
     for seed, tile in enumerate(tiles):
-        if tile == fused.SMALL_TILE and not _small_fits(shape, kernel, stride, dilation, causal):
+        if tile == _policy.SMALL_TILE and not _small_fits(shape, kernel, stride, dilation, causal):
             continue  # windows too large for it (tests/test_small_window_gpu.py: its own sweep)
         q, k, v = _inputs(shape, H, Hkv, D, dtype, seed)
         _, _, msg = _compare(q, k, v, kernel, stride, dilation, causal, tile=tile)
@@ -182,7 +202,7 @@ def test_forward_packed_qkv(case, dtype, monkeypatch):
         pytest.skip("no fused instance for this rank/dtype")
     D = dims[-1]
     q, k, v = _inputs(shape, H, H, D, dtype, 3, packed=True)
-    assert not q.is_contiguous() and fused._aligned(q)
+    assert not q.is_contiguous() and _layout.aligned(q)
     _, _, msg = _compare(q, k, v, kernel, stride, dilation, causal)
     assert msg is None, msg
 
@@ -198,7 +218,7 @@ def test_forward_misaligned_and_size_one_dims(monkeypatch):
     g = torch.Generator(device="cuda").manual_seed(5)
     big = torch.randn(1, 11, 12, 2, D + 1, device="cuda", generator=g).to(dtype)
     q = big[..., 1:]                     # pointer off by one element, strides D + 1
-    assert not fused._aligned(q)
+    assert not _layout.aligned(q)
     k = torch.randn(1, 11, 12, 2, D, device="cuda", generator=g).to(dtype)
     v = torch.randn(1, 12, 11, 2, D, device="cuda", generator=g).to(dtype).transpose(1, 2)
     _, _, msg = _compare(q, k, v, (5, 3), 1, 1, False)
@@ -206,7 +226,7 @@ def test_forward_misaligned_and_size_one_dims(monkeypatch):
     # B = 1, H = 1 with odd strides on those size-1 dims (never stepped along: no copy).
     base = torch.randn(10 * 10 * D, device="cuda", generator=g).to(dtype)
     qb = base.as_strided((1, 10, 10, 1, D), (3, 10 * D, D, 5, 1))
-    assert fused._aligned(qb)
+    assert _layout.aligned(qb)
     _, _, msg = _compare(qb, qb, qb, 3, 1, 1, False)
     assert msg is None, msg
 
@@ -233,7 +253,7 @@ def _random_config(rng, dims_of, dtypes=DTYPES):
     H, Hkv = rng.choice([(1, 1), (2, 2), (3, 3), (4, 2), (4, 1), (6, 2)])
     D = rng.choice(dims)
     tiles = sorted(t for t in dims_of(rank, dtype)[D]
-                   if t != fused.SMALL_TILE or _small_fits(shape, kernel, stride, dilation, causal))
+                   if t != _policy.SMALL_TILE or _small_fits(shape, kernel, stride, dilation, causal))
     return dict(shape=shape, kernel=tuple(kernel), stride=tuple(stride),
                 dilation=tuple(dilation), causal=tuple(causal), H=H, Hkv=Hkv, D=D,
                 dtype=dtype, B=rng.choice([1, 2]), tile=rng.choice(tiles))
@@ -372,7 +392,7 @@ def test_gradients(case, dtype, mode, monkeypatch, fused_bwd_calls):
     dims = sorted(_built(rank, dtype))
     if not dims:
         pytest.skip("no fused instance")
-    if mode == "naive" and not _ext.has_instance("naive_bwd", rank, dtype, torch.device("cuda")):
+    if mode == "naive" and not _has_naive_bwd(rank, dtype):
         pytest.skip("no naive_bwd instance")
     D = dims[0]
     if mode == "fused" and D not in _built_bwd(rank, dtype):
@@ -441,7 +461,7 @@ def test_selected_by_default_and_declines():
     ek = torch.randn(2, 3, 2, D, device="cuda", dtype=dtype)
     assert fused.check(q, k, v, p, ek, ek) is None
     q48 = torch.randn(2, 8, 8, 2, 48, device="cuda", dtype=dtype)
-    if fused._head_dim_for(48, 48, _built(2, dtype)) is not None:
+    if _table.padded_head_dim(48, 48, _built(2, dtype)) is not None:
         assert fused.check(q48, q48, q48, p) is None
         # the Hopper tile of the fused forward goes first where it runs this (padded) head dim
         want = hopper if hopper.check(q48, q48, q48, p) is None else fused
@@ -562,7 +582,7 @@ def test_forward_additional_kv(case, dtype, E, monkeypatch):
 def test_forward_padded_head_dims(case, dtype, D, Dv, E, monkeypatch):
     monkeypatch.setenv("FASTNA_POISON", "1")
     shape, kernel, stride, dilation, causal, H, Hkv = case
-    if fused._head_dim_for(D, Dv, _built(len(shape), dtype)) is None:
+    if _table.padded_head_dim(D, Dv, _built(len(shape), dtype)) is None:
         pytest.skip(f"no compiled head dim >= {max(D, Dv)}")
     q, k, v, ek, ev = _inputs_x(shape, H, Hkv, D, Dv, E, dtype, seed=D + Dv)
     msg = _compare_x(q, k, v, ek, ev, kernel, stride, dilation, causal)
@@ -583,11 +603,11 @@ def test_gradients_padded_and_extras(case, dtype, D, Dv, E, mode, monkeypatch, f
         monkeypatch.setenv("FASTNA_FUSED_BACKWARD", mode)
     shape, kernel, stride, dilation, causal, H, Hkv = case
     rank = len(shape)
-    if fused._head_dim_for(D, Dv, _built(rank, dtype)) is None:
+    if _table.padded_head_dim(D, Dv, _built(rank, dtype)) is None:
         pytest.skip(f"no compiled head dim >= {max(D, Dv)}")
-    if mode == "naive" and not _ext.has_instance("naive_bwd", rank, dtype, torch.device("cuda")):
+    if mode == "naive" and not _has_naive_bwd(rank, dtype):
         pytest.skip("no naive_bwd instance")
-    P = fused._head_dim_for(D, Dv, _built(rank, dtype))
+    P = _table.padded_head_dim(D, Dv, _built(rank, dtype))
     has_fused = P in _built_bwd(rank, dtype)
     if mode == "fused" and not has_fused:
         pytest.skip("no fused_bwd instance at the padded head dim")
@@ -698,15 +718,15 @@ def test_fused_backward_binding_errors():
     D = dims[0]
     q, k, v = _inputs((8, 8), 2, 2, D, torch.float16, seed=1, B=1)
     p = _args.normalize(q, k, v, 3, 1, 1, False, None, None, None)
-    pd = fused._params_dict(p, q, k, v, "default")
+    pd = _layout.launch_params(p, q, k, v, "default")
     lse = torch.zeros(q.shape[:-1], device="cuda")
     grads = [torch.empty_like(t) for t in (q, k, v)]
 
     def call(pd=pd, lse=lse, dlse=None, dout=q):
-        C.fused_backward(pd, *(fused._targ(t) for t in (q, k, v, q, dout)),
-                         None if lse is None else fused._fp32_arg(lse),
+        C.fused_backward(pd, *(_layout.tensor_arg(t) for t in (q, k, v, q, dout)),
+                         None if lse is None else _layout.packed_arg(lse),
                          None if dlse is None else (dlse.data_ptr(), list(dlse.stride())),
-                         *(fused._targ(t) for t in grads), 0)
+                         *(_layout.tensor_arg(t) for t in grads), 0)
 
     call()  # valid (out = q is fine for the binding)
     torch.cuda.synchronize()
@@ -772,8 +792,8 @@ HOPPER_BWD_SWEEP = [
 @pytest.mark.parametrize("D", [32, 64, 128])
 def test_hopper_backward_sweep(case, dtype, D, monkeypatch):
     """dq, dk, dv (out and lse gradients) of backend="hopper" vs the float64 reference; the
-    fused backward is asked for tile "hopper" (the binding runs it where compiled; head dim 32
-    has a Hopper forward but no Hopper backward, so it checks the sm80 fallback)."""
+    fused backward runs tile "hopper" where can_implement takes the problem, else "default"
+    (head dim 32 has a Hopper forward but no Hopper backward: the sm80 fallback)."""
     monkeypatch.setenv("FASTNA_POISON", "1")
     if not hopper.available():
         pytest.skip("needs an sm_90a build on a compute capability 9.0 GPU")
@@ -782,20 +802,21 @@ def test_hopper_backward_sweep(case, dtype, D, monkeypatch):
     if "hopper" not in _built(rank, dtype).get(D, ()) or D not in _built_bwd(rank, dtype):
         pytest.skip(f"no hopper instance (rank {rank}, {dtype}, D {D})")
     tiles = []
-    orig = fused._fused_backward
+    orig = _fused_launch.backward
 
     def spy(*a, **kw):
         tiles.append(a[5]["tile"])
         return orig(*a, **kw)
 
-    monkeypatch.setattr(fused, "_fused_backward", spy)
+    monkeypatch.setattr(_fused_launch, "backward", spy)
     leaves = [t.requires_grad_() for t in _inputs(shape, H, Hkv, D, dtype, seed=D + rank, B=2)]
     out, lse = fastna.neighborhood_attention(*leaves, kernel, stride=stride, dilation=dilation,
                                              is_causal=causal, return_lse=True, backend="hopper")
     dout, dlse = torch.randn_like(out), torch.randn_like(lse)
     grads = torch.autograd.grad([out, lse], leaves, [dout, dlse])
-    assert tiles == ["hopper"]
     p = _args.normalize(*leaves, kernel, stride, dilation, causal, None, None, None)
+    # the policy asks for the sm90a backward where can_implement takes it, else the sm80 one
+    assert tiles == [hopper.choose(*leaves, p).bwd_tile]
     for name, g, rg in zip("qkv", grads, _ref_grads(leaves, p, dout, dlse)):
         assert torch.isfinite(g).all(), name
         assert _rel(g, rg) < BWD_TOL[dtype], (name, _rel(g, rg))
@@ -816,7 +837,7 @@ def _need_fp32(rank=2):
     return dims
 
 
-def test_float32_selection_policy(monkeypatch):
+def test_float32_selection_policy():
     """backend=None takes the fused TF32 kernel for float32 only while
     torch.backends.cuda.matmul.allow_tf32; backend="fused" always runs it; "hopper" declines."""
     D = _need_fp32()[0]
@@ -828,25 +849,25 @@ def test_float32_selection_policy(monkeypatch):
     with pytest.raises(TypeError, match="backend='hopper'.*float16 and bfloat16"):
         fastna.na2d(q, k, v, 3, backend="hopper")
     ref = reference.attention(q.double(), k.double(), v.double(), p)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    assert backends.select(None, q, k, v, p) not in (fused, hopper)
-    assert "allow_tf32" in fused.check_auto(q, k, v, p)
-    exact = fastna.na2d(q, k, v, 3)                        # naive: full fp32
-    assert _rel(exact, ref) < 1e-5
-    out = fastna.na2d(q, k, v, 3, backend="fused")         # explicit: TF32
-    assert out.dtype == torch.float32 and _rel(out, ref) < OUT_TOL[torch.float32]
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    assert fused.check_auto(q, k, v, p) is None
-    assert backends.select(None, q, k, v, p) is fused
-    assert _rel(fastna.na2d(q, k, v, 3), ref) < OUT_TOL[torch.float32]
+    with allow_tf32(False):
+        assert backends.select(None, q, k, v, p) not in (fused, hopper)
+        assert "allow_tf32" in fused.check_auto(q, k, v, p)
+        exact = fastna.na2d(q, k, v, 3)                        # naive: full fp32
+        assert _rel(exact, ref) < 1e-5
+        out = fastna.na2d(q, k, v, 3, backend="fused")         # explicit: TF32
+        assert out.dtype == torch.float32 and _rel(out, ref) < OUT_TOL[torch.float32]
+    with allow_tf32(True):
+        assert fused.check_auto(q, k, v, p) is None
+        assert backends.select(None, q, k, v, p) is fused
+        assert _rel(fastna.na2d(q, k, v, 3), ref) < OUT_TOL[torch.float32]
     # 16-bit inputs do not depend on the switch
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    if D in _built(2, torch.float16):
-        qh, kh, vh = (t.half() for t in (q, k, v))
-        assert backends.select(None, qh, kh, vh, p) in (fused, hopper)
+    with allow_tf32(False):
+        if D in _built(2, torch.float16):
+            qh, kh, vh = (t.half() for t in (q, k, v))
+            assert backends.select(None, qh, kh, vh, p) in (fused, hopper)
 
 
-def test_float32_error_vs_torch_tf32(monkeypatch):
+def test_float32_error_vs_torch_tf32():
     """Self attention (K = L) in float32: the fused kernel's error vs the float64 reference is
     at most twice that of torch's own TF32 path (matmul with allow_tf32, softmax in fp32)."""
     D = _need_fp32(1)[-1]
@@ -855,10 +876,10 @@ def test_float32_error_vs_torch_tf32(monkeypatch):
     p = _args.normalize(q, k, v, L, 1, 1, False, None, None, None)
     out = fused.forward(q, k, v, p)
     ref = reference.attention(q.double(), k.double(), v.double(), p)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
     qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))          # [B, H, L, D]
-    s = torch.matmul(qt, kt.transpose(-1, -2)) * p.scale
-    tout = torch.matmul(torch.softmax(s, -1), vt).transpose(1, 2)
+    with allow_tf32(True):
+        s = torch.matmul(qt, kt.transpose(-1, -2)) * p.scale
+        tout = torch.matmul(torch.softmax(s, -1), vt).transpose(1, 2)
     e_fused, e_torch = _rel(out, ref), _rel(tout, ref)
     print(f"float32 self attention L={L} D={D}: fused TF32 rel err {e_fused:.2e}, "
           f"torch TF32 {e_torch:.2e}")
@@ -874,20 +895,20 @@ def test_float32_rows_in_16_byte_chunks():
     g = torch.Generator(device="cuda").manual_seed(4)
     big = torch.randn(2, 9, 11, 2, D + 4, device="cuda", generator=g)
     q = big[..., :D]                                   # strides multiples of 4, not of 8
-    assert fused._aligned(q) and not fused._aligned(big.half()[..., :D])
+    assert _layout.aligned(q) and not _layout.aligned(big.half()[..., :D])
     k = torch.randn(2, 9, 11, 2, D, device="cuda", generator=g)
     _, _, msg = _compare(q, k, k, (3, 5), 1, 1, False)
     assert msg is None, msg
     off = torch.randn(2, 9, 11, 2, D + 1, device="cuda", generator=g)[..., 1:]
-    assert not fused._aligned(off)
+    assert not _layout.aligned(off)
     _, _, msg = _compare(off, k, k, (3, 5), (1, 2), (2, 1), (True, False))
     assert msg is None, msg
     C = _ext.load()
     p = _args.normalize(q, k, k, 3, 1, 1, False, None, None, None)
-    pd = fused._params_dict(p, q, k, k, "default")
+    pd = _layout.launch_params(p, q, k, k, "default")
     bad = (big.data_ptr(), [9 * 11 * 2 * (D + 2), 11 * 2 * (D + 2), 2 * (D + 2), D + 2, 1])
     with pytest.raises(ValueError, match="multiples of 4 elements \\(16 bytes\\) for float32"):
-        C.fused_forward(pd, bad, fused._targ(k), fused._targ(k), fused._targ(k), None,
+        C.fused_forward(pd, bad, _layout.tensor_arg(k), _layout.tensor_arg(k), _layout.tensor_arg(k), None,
                         torch.cuda.current_stream().cuda_stream)
 
 

@@ -11,11 +11,12 @@ import random
 import pytest
 import torch
 
-from fastna import _args
-from fastna.backends import fused
+from fastna import _args, _policy
+from fastna.backends import fused, hopper
 from fastna.index_math import window
 
-from test_fused_gpu import CASES as FUSED_CASES, DTYPES, _built, _compare, _inputs, _na_params as _params
+from test_fused_gpu import (CASES as FUSED_CASES, DTYPES, _built, _compare, _inputs,
+                            _na_params as _params, _small_fits)
 
 pytestmark = [
     pytest.mark.gpu,
@@ -23,7 +24,7 @@ pytestmark = [
                        reason="needs CUDA and fastna._C with fused kernels"),
 ]
 
-TILE = fused.SMALL_TILE
+TILE = _policy.SMALL_TILE
 # The documented shapes (small_window_shape.hpp): 16 queries per warp, key slots per axis.
 PATCH = {1: (16,), 2: (8, 2)}
 SLOTS = {1: (64,), 2: (14, 8)}
@@ -86,7 +87,7 @@ def test_small_window_sweep(case, dtype, monkeypatch):
     if not dims:
         pytest.skip(f"no small-window instance for rank {rank}, {dtype}")
     assert _documented_fit(case)
-    assert fused.small_window_fits(_params(shape, kernel, stride, dilation, causal), shape)
+    assert _small_fits(shape, kernel, stride, dilation, causal)
     for seed, D in enumerate(dims):
         q, k, v = _inputs(shape, H, Hkv, D, dtype, seed, B=2 if shape[0] < 100 else 1)
         _, _, msg = _compare(q, k, v, kernel, stride, dilation, causal, tile=TILE)
@@ -104,7 +105,7 @@ def _random_fitting(rng, rank):
             dilation.append(rng.randint(1, L // K))
             causal.append(rng.random() < 0.4)
         cfg = (shape, tuple(kernel), tuple(stride), tuple(dilation), tuple(causal))
-        if fused.small_window_fits(_params(*cfg), shape):
+        if _small_fits(*cfg):
             return cfg
 
 
@@ -148,8 +149,7 @@ def test_fits_bounds_every_warp_halo(rank):
         stride = tuple(rng.randint(1, K) for K in kernel)
         dilation = tuple(rng.randint(1, L // K) for L, K in zip(shape, kernel))
         causal = tuple(rng.random() < 0.5 for _ in shape)
-        p = _params(shape, kernel, stride, dilation, causal)
-        if not fused.small_window_fits(p, shape):
+        if not _small_fits(shape, kernel, stride, dilation, causal):
             continue
         checked += 1
         for a in range(rank):
@@ -165,31 +165,33 @@ def test_fits_bounds_every_warp_halo(rank):
 
 
 def test_small_window_fits_examples():
-    assert fused.small_window_fits(_params((56, 56), 7, 1, 1, False), (56, 56))
-    assert fused.small_window_fits(_params((56, 56), 7, 1, 4, False), (56, 56))
-    assert not fused.small_window_fits(_params((64, 64), 13, 1, 1, False), (64, 64))
-    assert not fused.small_window_fits(_params((56, 56), 7, 2, 1, False), (56, 56))   # 7 + 2 - 1 > 7
-    assert not fused.small_window_fits(_params((8, 8, 8), 3, 1, 1, False), (8, 8, 8))  # no 3D tile
+    assert _small_fits((56, 56), 7, 1, 1, False)
+    assert _small_fits((56, 56), 7, 1, 4, False)
+    assert not _small_fits((64, 64), 13, 1, 1, False)
+    assert not _small_fits((56, 56), 7, 2, 1, False)   # 7 + 2 - 1 > 7
+    assert not _small_fits((8, 8, 8), 3, 1, 1, False)  # no 3D tile
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_automatic_choice(dtype, monkeypatch):
-    """The automatic tile (and "hopper") runs the small-window kernel where it fits: bitwise the
-    same as asking for tile "small"; FASTNA_SMALL_WINDOW=0 gives the tile asked for."""
+    """The policy runs the small-window kernel for backends fused and hopper where
+    can_implement takes it: bitwise the same as asking for tile "small"; FASTNA_SMALL_WINDOW=0
+    gives the backend's own tile."""
     dims = _dims(2, dtype)
     if not dims:
         pytest.skip(f"no 2D small-window instance for {dtype}")
     D = dims[0]
     q, k, v = _inputs((20, 18), 2, 2, D, dtype, 11)
     p = _args.normalize(q, k, v, 5, 1, 1, False, None, None, None)
+    assert fused.choose(q, k, v, p).tile == TILE
     small = fused.forward(q, k, v, p, tile=TILE)
     assert torch.equal(fused.forward(q, k, v, p), small)
-    tiles = _built(2, dtype)[D]
-    if "hopper" in tiles:
-        assert torch.equal(fused.forward(q, k, v, p, tile="hopper"), small)
+    if hopper.available() and hopper.check(q, k, v, p) is None:
+        assert torch.equal(hopper.forward(q, k, v, p), small)
     monkeypatch.setenv("FASTNA_SMALL_WINDOW", "0")
-    assert torch.equal(fused.forward(q, k, v, p), fused.forward(q, k, v, p, tile=fused._pick_tile(
-        2, dtype, D, q.device)))
+    own = fused.choose(q, k, v, p).tile
+    assert own != TILE
+    assert torch.equal(fused.forward(q, k, v, p), fused.forward(q, k, v, p, tile=own))
 
 
 def test_window_too_large_is_a_clear_error():
@@ -199,5 +201,6 @@ def test_window_too_large_is_a_clear_error():
         pytest.skip("no 2D bf16 small-window instance")
     q, k, v = _inputs((30, 30), 1, 1, dims[0], dtype, 2)
     p = _args.normalize(q, k, v, 13, 1, 1, False, None, None, None)
-    with pytest.raises(ValueError, match="small-window"):
+    # the binding runs exactly the tile it is asked for, and says why it cannot
+    with pytest.raises(ValueError, match="small"):
         fused.forward(q, k, v, p, tile=TILE)

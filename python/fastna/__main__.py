@@ -1,4 +1,5 @@
-"""`python -m fastna info` (what this install can do), `demo` (a 2D NA) and `profile` (timings)."""
+"""`python -m fastna info` (what this install can do), `demo` (a 2D NA), `profile` (timings)
+and `explain` (which kernel and tile a call runs, and why)."""
 from __future__ import annotations
 
 import argparse
@@ -82,9 +83,13 @@ def main(argv=None) -> int:
     if argv and argv[0] == "profile":
         from fastna import profiler
         return profiler.main(argv[1:]) or 0
+    if argv and argv[0] == "explain":
+        from fastna import _explain_cli
+        return _explain_cli.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m fastna",
-                                     epilog="`python -m fastna profile --help` for the profiler")
-    parser.add_argument("command", choices=["info", "demo", "profile"])
+                                     epilog="`python -m fastna profile --help` for the profiler, "
+                                            "`python -m fastna explain --help` for explain")
+    parser.add_argument("command", choices=["info", "demo", "profile", "explain"])
     args = parser.parse_args(argv)
     return _info() if args.command == "info" else _demo()
 

@@ -144,12 +144,13 @@ def fused_backward_runs(pd: dict) -> bool:
     return pd["dim"] == pd["dim_v"] and not _ext.can_implement(FUSED_BWD, pd)
 
 
-def backward_mode(q, params, pd: dict, need_lse_grad: bool) -> str:
-    """Step 5: "fused", "naive" or "reference" for the padded q (as the kernel got it)."""
+def backward_mode(q, params, fused_runs: bool, need_lse_grad: bool) -> str:
+    """Step 5: "fused", "naive" or "reference" for the padded q (as the kernel got it);
+    fused_runs: whether the fused backward kernel takes the problem (Choice.bwd_runs)."""
     forced = forced_backward()
     if forced == "reference":
         return "reference"
-    if forced in ("", "fused") and fused_backward_runs(pd):
+    if forced in ("", "fused") and fused_runs:
         return "fused"
     if need_lse_grad or not _table.rows(NAIVE_BWD, params.rank, q.dtype, q.device):
         return "reference"

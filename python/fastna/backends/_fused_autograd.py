@@ -42,19 +42,18 @@ def _naive_runs(q, params) -> bool:
 
 
 class FusedNA(torch.autograd.Function):
-    """(q, k, v) padded and aligned -> (out, lse); pd / bwd_pd: the launch params of the
-    forward and backward tiles (fastna._policy.Choice)."""
+    """(q, k, v) padded and aligned -> (out, lse), with the launch params and backward
+    facts of the policy's choice (fastna._policy.Choice)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, params, pd, bwd_pd):
-        out, lse = fused_forward(q, k, v, params, pd)
+    def forward(ctx, q, k, v, params, choice):
+        out, lse = fused_forward(q, k, v, params, choice.fwd_params)
         # out and lse are kept only when the fused backward will read them.
-        ctx.keep_out = (any(ctx.needs_input_grad[:3])
-                        and _policy.forced_backward() in ("", "fused")
-                        and _policy.fused_backward_runs(bwd_pd))
+        ctx.keep_out = (any(ctx.needs_input_grad[:3]) and choice.bwd_runs
+                        and _policy.forced_backward() in ("", "fused"))
         ctx.save_for_backward(q, k, v, *((out, lse) if ctx.keep_out else ()))
         ctx.params = params
-        ctx.bwd_pd = bwd_pd
+        ctx.choice = choice
         ctx.set_materialize_grads(False)
         return out, lse
 
@@ -62,13 +61,13 @@ class FusedNA(torch.autograd.Function):
     def backward(ctx, dout, dlse):
         q, k, v = ctx.saved_tensors[:3]
         if dout is None and dlse is None:
-            return (None,) * 6
-        mode = _policy.backward_mode(q, ctx.params, ctx.bwd_pd, dlse is not None)
+            return (None,) * 5
+        mode = _policy.backward_mode(q, ctx.params, ctx.choice.bwd_runs, dlse is not None)
         if mode == "fused" and ctx.keep_out:
             out, lse = ctx.saved_tensors[3:]
-            dq, dk, dv = fused(q, k, v, out, lse, ctx.bwd_pd, dout, dlse)
+            dq, dk, dv = fused(q, k, v, out, lse, ctx.choice.bwd_params, dout, dlse)
         elif mode == "naive" or (mode == "fused" and dlse is None and _naive_runs(q, ctx.params)):
             dq, dk, dv = naive(q, k, v, ctx.params, dout)
         else:
             dq, dk, dv = reference(q, k, v, ctx.params, dout, dlse)
-        return dq, dk, dv, None, None, None
+        return dq, dk, dv, None, None

@@ -81,8 +81,9 @@ def choose(name: str, own_tile: Optional[str], query, key, value, params,
     base = launch_params(params, query, key, value, None, dim=P)
     fwd_tile = _policy.fused_tile(own_tile, base, dims[P], tile, notes)
     bwd_tile = _policy.backward_tile(own_tile, base, notes)
-    return Choice(name, fwd_tile, P, bwd_tile, tuple(notes or ()),
-                          {**base, "tile": fwd_tile}, {**base, "tile": bwd_tile})
+    bwd_params = {**base, "tile": bwd_tile}
+    return Choice(name, fwd_tile, P, bwd_tile, tuple(notes or ()), {**base, "tile": fwd_tile},
+                  bwd_params, _policy.fused_backward_runs(bwd_params))
 
 
 def forward(choice, query, key, value, params, additional_keys=None, additional_values=None,
@@ -94,8 +95,7 @@ def forward(choice, query, key, value, params, additional_keys=None, additional_
     # Zero columns leave q.k unchanged; params.scale is the caller's (of the original D).
     q, k, v = fit(pad_last(query, P)), fit(pad_last(key, P)), fit(pad_last(value, P))
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        out, lse = _fused_autograd.FusedNA.apply(q, k, v, params, choice.fwd_params,
-                                                 choice.bwd_params)
+        out, lse = _fused_autograd.FusedNA.apply(q, k, v, params, choice)
     else:  # no autograd node to build: skip Function.apply's bookkeeping (host time)
         out, lse = _fused_autograd.fused_forward(q, k, v, params, choice.fwd_params)
     if Dv != P:
@@ -119,7 +119,7 @@ def op_backward(choice, q, k, v, out, lse, params, dout, dlse):
         return None
     if _policy.forced_backward() not in ("", "fused"):
         return None
-    if not _policy.fused_backward_runs(choice.bwd_params):
+    if not choice.bwd_runs:
         return None
     P, D, Dv = choice.head_dim, q.shape[-1], v.shape[-1]
     qp, kp, vp = fit(pad_last(q, P)), fit(pad_last(k, P)), fit(pad_last(v, P))

@@ -40,9 +40,11 @@ class Choice:
     head_dim: Optional[int] = None
     bwd_tile: Optional[str] = None
     notes: Tuple[str, ...] = field(default=())
-    # The launch params dicts of the forward and backward tiles (fused family).
+    # The launch params dicts of the forward and backward tiles, and whether the fused
+    # backward kernel takes the problem (fused family; fixed per call signature).
     fwd_params: Optional[dict] = field(default=None, compare=False, repr=False)
     bwd_params: Optional[dict] = field(default=None, compare=False, repr=False)
+    bwd_runs: bool = field(default=False, compare=False, repr=False)
 
     def describe(self) -> str:
         if self.tile is None:
