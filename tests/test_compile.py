@@ -1,4 +1,4 @@
-"""torch.compile / custom-op / autocast integration (fastna._ops, fastna._api).
+"""torch.compile / custom-op / autocast integration (fastna._ops, fastna._dispatch).
 
 CPU: a model calling fastna.na2d (the reference backend) compiled with fullgraph=True on the
 eager, aot_eager and inductor backends equals eager, forward and gradients, with no graph
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import fastna
-from fastna import _args, _ops, backends, reference
+from fastna import _args, backends, reference
 
 
 def _rel(a, b):

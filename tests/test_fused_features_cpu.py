@@ -14,7 +14,8 @@ import torch
 from fake_kernels import allow_tf32, faked, row, rows_for
 import fastna
 from fastna import _args, _policy, reference
-from fastna.backends import _fused_autograd, _layout, _merge, _table, fused, hopper
+from fastna import _table
+from fastna.backends import _fused_autograd, _layout, _merge, fused, hopper
 
 FAST = _policy.FAST_TILE
 DIMS = {32: {"default"}, 64: {"default"}, 128: {"default", FAST}}

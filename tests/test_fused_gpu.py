@@ -19,7 +19,8 @@ import torch
 import fastna
 from fake_kernels import allow_tf32
 from fastna import _args, _ext, _policy, backends, reference
-from fastna.backends import _fused_launch, _layout, _table, fused, hopper
+from fastna import _table
+from fastna.backends import _fused_launch, _layout, fused, hopper
 from fastna.index_math import window
 
 pytestmark = [

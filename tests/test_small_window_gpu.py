@@ -15,8 +15,7 @@ from fastna import _args, _policy
 from fastna.backends import fused, hopper
 from fastna.index_math import window
 
-from test_fused_gpu import (CASES as FUSED_CASES, DTYPES, _built, _compare, _inputs,
-                            _na_params as _params, _small_fits)
+from test_fused_gpu import CASES as FUSED_CASES, DTYPES, _built, _compare, _inputs, _small_fits
 
 pytestmark = [
     pytest.mark.gpu,

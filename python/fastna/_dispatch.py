@@ -24,8 +24,7 @@ import os
 
 import torch
 
-from . import _args, _ext, _ops, _policy
-from .backends import _registry
+from . import _args, _ext, _ops, _policy, _registry
 
 _EAGER_CUSTOM_OP = os.environ.get("FASTNA_EAGER_CUSTOM_OP", "0") not in ("", "0")
 _MAX_PLANS = 4096
@@ -68,11 +67,10 @@ def _tensor(t):
 
 def _key(rank, query, key, value, kernel_size, stride, dilation, is_causal, scale, ek, ev,
          backend):
-    env = os.environ
     return (rank, _tensor(query), _tensor(key), _tensor(value), _tensor(ek), _tensor(ev),
             _ints(kernel_size), _ints(stride), _ints(dilation), _ints(is_causal), _scale(scale),
-            backend, torch.is_grad_enabled(), env.get("FASTNA_SMALL_WINDOW"),
-            env.get("FASTNA_FUSED_TILE"), torch.backends.cuda.matmul.allow_tf32)
+            backend, torch.is_grad_enabled(), _ext.getenv("FASTNA_SMALL_WINDOW"),
+            _ext.getenv("FASTNA_FUSED_TILE"), torch.backends.cuda.matmul.allow_tf32)
 
 
 def plan(rank, query, key, value, kernel_size, stride, dilation, is_causal, scale, ek, ev,

@@ -8,6 +8,7 @@ cannot run a problem).  Python keeps no second copy of tile shapes, head-dim lis
 from __future__ import annotations
 
 import functools
+import os
 from typing import Callable, List, Optional
 
 import torch
@@ -93,6 +94,26 @@ def _cc_at(index: int) -> int:
 def free_memory(device: torch.device) -> int:
     """Free bytes on a CUDA device (for workspace-size decisions)."""
     return torch.cuda.mem_get_info(device)[0]
+
+
+# os.environ.get costs about a microsecond per call (it encodes the key); the mapping behind
+# os.environ answers in nanoseconds and every os.environ assignment keeps it up to date.  The
+# per-call path reads its knobs through getenv().
+try:
+    _ENV, _encode_key = os.environ._data, os.environ.encodekey
+    _decode = os.environ.decodevalue
+except AttributeError:  # pragma: no cover - another os.environ implementation
+    _ENV, _encode_key, _decode = os.environ, str, str
+_ENV_KEYS: dict = {}
+
+
+def getenv(name: str) -> Optional[str]:
+    """os.environ.get(name), fast."""
+    key = _ENV_KEYS.get(name)
+    if key is None:
+        key = _ENV_KEYS[name] = _encode_key(name)
+    value = _ENV.get(key)
+    return None if value is None else _decode(value)
 
 
 def on_clear(hook: Callable[[], None]) -> Callable[[], None]:

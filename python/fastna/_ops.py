@@ -48,7 +48,7 @@ from torch import Tensor
 
 from . import _policy
 from ._args import NAParams
-from .backends import _registry
+from . import _registry
 from .backends._base import grad_of_out_lse
 
 __all__ = ["na_forward", "na_backward", "run", "select_traced"]

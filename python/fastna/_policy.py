@@ -27,19 +27,18 @@ The policy, in order (explain() reports each step for a call):
    recomputation.  FASTNA_FUSED_BACKWARD=fused|naive|reference forces one (falling back in
    that order where it cannot run).
 
-The choice depends only on shapes, strides' alignment, dtypes, device, parameters, grad mode
+The choice depends only on shapes, dtypes, devices, requires_grad, parameters, grad mode
 and the knobs above, so fastna._dispatch caches it per call signature.
 """
 from __future__ import annotations
 
 import math
-import os
 from typing import List, Optional
 
 from . import _ext
-from .backends import _registry, _table
-from .backends._protocol import Choice, Reason  # noqa: F401  (Choice: re-exported)
-from .backends._table import FUSED_BWD, FUSED_FWD, NAIVE_BWD
+from . import _registry, _table
+from ._protocol import Choice, Reason  # noqa: F401  (Choice: re-exported)
+from ._table import FUSED_BWD, FUSED_FWD, NAIVE_BWD
 SMALL_TILE = "small"
 FAST_TILE = "q16x8_kv4x8"
 BACKWARD_MODES = ("fused", "naive", "reference")
@@ -78,11 +77,11 @@ def select(name, query, key, value, params, additional_keys=None, additional_val
 # ----------------------------------------------------------------- 2.-4. fused-family tiles
 
 def _env_tile() -> str:
-    return os.environ.get("FASTNA_FUSED_TILE", "").strip()
+    return (_ext.getenv("FASTNA_FUSED_TILE") or "").strip()
 
 
 def small_window_enabled() -> bool:
-    return os.environ.get("FASTNA_SMALL_WINDOW", "1").strip() not in ("0", "off", "false")
+    return (_ext.getenv("FASTNA_SMALL_WINDOW") or "1").strip() not in ("0", "off", "false")
 
 
 def fused_tile(own_tile: str, pd: dict, compiled, explicit: Optional[str] = None,
@@ -130,7 +129,7 @@ def backward_tile(own_tile: Optional[str], pd: dict, notes: Optional[List[str]] 
 # ------------------------------------------------------------- 5. fused-family backward
 
 def forced_backward() -> str:
-    forced = os.environ.get("FASTNA_FUSED_BACKWARD", "").strip().lower()
+    forced = (_ext.getenv("FASTNA_FUSED_BACKWARD") or "").strip().lower()
     if forced in ("", "auto"):
         return ""
     if forced not in BACKWARD_MODES:

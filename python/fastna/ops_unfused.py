@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 from . import _args
-from .backends import _registry
+from . import _registry
 
 __all__ = [
     "na1d_qk", "na2d_qk", "na3d_qk", "na1d_av", "na2d_av", "na3d_av",

@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import List
 
 from . import fused, gemm, gemm_unfused, hopper, naive, reference
-from ._protocol import AttentionBackend, Choice, Reason, UnfusedBackend
-from ._registry import KNOWN, get, register, unregister
-from . import _registry
+from .. import _registry
+from .._protocol import AttentionBackend, Choice, Reason, UnfusedBackend
+from .._registry import KNOWN, get, register, unregister
 
 __all__ = ["KNOWN", "AttentionBackend", "Choice", "Reason", "UnfusedBackend",
            "available_backends", "get", "register", "select", "unregister"]

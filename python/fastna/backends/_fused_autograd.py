@@ -13,7 +13,8 @@ import torch
 
 from .. import _policy
 from .. import reference as _reference
-from . import _fused_launch, _table
+from .. import _table
+from . import _fused_launch
 from . import naive as _naive
 from ._base import grad_of_out_lse
 

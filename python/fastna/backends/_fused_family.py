@@ -20,10 +20,11 @@ from typing import List, Optional
 import torch
 
 from .. import _ext, _policy
-from . import _fused_autograd, _merge, _table
+from .. import _table
+from . import _fused_autograd, _merge
 from ._base import Reason, empty_result
 from ._layout import fit, launch_params, pad_last
-from ._protocol import Choice
+from .._protocol import Choice
 
 FWD, BWD = _table.FUSED_FWD, _table.FUSED_BWD
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from . import _base, _fused_family, _table
+from .. import _table
+from . import _base, _fused_family
 from ._base import Reason
 
 name = "fused"

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import torch
 
-from . import _base, _merge, _table
+from . import _base, _merge
 from ._base import Reason
-from ._protocol import Choice
+from .._protocol import Choice
 from . import gemm_unfused as _gu
 
 name = "gemm"

@@ -37,7 +37,7 @@ import torch
 
 from .. import _ext
 from ..reference_unfused import Plan, chunk_size
-from . import _table
+from .. import _table
 
 name = "gemm"
 

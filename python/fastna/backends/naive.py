@@ -15,9 +15,9 @@ import math
 import torch
 
 from .. import _ext
-from . import _table
+from .. import _table
 from ._base import Reason, alloc, empty_result
-from ._protocol import Choice
+from .._protocol import Choice
 from ._layout import launch_params, strided_arg as _arg, stream
 
 name = "naive"

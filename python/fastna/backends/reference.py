@@ -6,7 +6,7 @@ from __future__ import annotations
 from .. import reference as _ref
 from ..reference_unfused import Unfused as unfused  # noqa: F401  (the unfused ops' backend)
 from . import _base
-from ._protocol import Choice
+from .._protocol import Choice
 
 name = "reference"
 # Plain torch ops, traced as they are under torch.compile (no custom op).

@@ -2,7 +2,7 @@
 (fastna._dispatch) and the custom ops (fastna._ops) rely on, and the Reason a check returns.
 
 A backend is a module (or any object) with these attributes; it never reaches into another
-backend's private names.  Kernel capabilities come from the compiled table (backends/_table.py,
+backend's private names.  Kernel capabilities come from the compiled table (fastna/_table.py,
 fastna._ext.can_implement), never from a copy in the backend.
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
+import torch
 from torch import Tensor
 
 
@@ -109,3 +110,18 @@ class UnfusedBackend(Protocol):
     def qk(self, query, key, kernel, dilation, causal, rpb, additional_keys) -> Tensor: ...
 
     def av(self, attn, value, kernel, dilation, causal, additional_values) -> Tensor: ...
+
+
+# ------------------------------------------------- defaults of the optional protocol members
+
+def op_forward_via_forward(forward, q, k, v, ek, ev, params):
+    """op_forward for a backend whose backward needs nothing saved but q/k/v/out/lse: its
+    forward() without autograd, and an empty aux."""
+    with torch.no_grad():
+        out, lse = forward(q, k, v, params, ek, ev, return_lse=True)
+    return out, lse, q.new_empty((0,), dtype=torch.float32)
+
+
+def no_aux(q, extra_k, kernel):
+    return (0,)
+

@@ -11,7 +11,7 @@ from typing import Dict, FrozenSet, Optional, Tuple
 
 import torch
 
-from .. import _ext
+from . import _ext
 
 # Ops of the table (the binding entry that runs an instance).
 FUSED_FWD, FUSED_BWD = "fused_fwd", "fused_bwd"

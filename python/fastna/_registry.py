@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from .. import _ext
-from . import _base
-from ._protocol import Choice
+from . import _ext
+from ._protocol import Choice, no_aux, op_forward_via_forward
 
 # Every name users may pass; those without an implementation are planned but not built.
 KNOWN = ("reference", "naive", "gemm", "fused", "hopper")
@@ -28,7 +27,7 @@ class _Minimal:
     kernel choice, not routed through the custom ops, backward by autograd of forward()."""
 
     via_custom_op = False
-    aux_shape = staticmethod(_base.no_aux)
+    aux_shape = staticmethod(no_aux)
 
     def __init__(self, impl):
         self.impl = impl
@@ -46,7 +45,7 @@ class _Minimal:
                                  additional_values, return_lse=return_lse)
 
     def op_forward(self, q, k, v, ek, ev, params):
-        return _base.op_forward_via_forward(self.forward, q, k, v, ek, ev, params)
+        return op_forward_via_forward(self.forward, q, k, v, ek, ev, params)
 
     def op_backward(self, *args):
         return None
