@@ -64,7 +64,10 @@ def can_implement(op: str, params: dict) -> str:
     C = load()
     if C is None or not hasattr(C, "can_implement"):
         return NO_KERNELS
-    return str(C.can_implement(op, params))
+    try:
+        return str(C.can_implement(op, params))
+    except ValueError as e:  # params no instance could take (e.g. an empty batch): the reason
+        return str(e)
 
 
 def runs_on(row: dict, cc: int) -> bool:

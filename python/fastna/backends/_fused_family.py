@@ -66,6 +66,8 @@ def check(tile: str, query, key, value, params) -> Optional[Reason]:
     why = head_dim_reason(query, value, params, dims)
     if why is not None:
         return why
+    if query.shape[0] == 0:
+        return None               # an empty batch launches nothing
     P = _table.padded_head_dim(query.shape[-1], value.shape[-1], dims)
     why = _ext.can_implement(FWD, launch_params(params, query, key, value, tile, dim=P))
     return Reason(why) if why else None
@@ -80,6 +82,8 @@ def choose(name: str, own_tile: Optional[str], query, key, value, params,
         raise NotImplementedError(f"backend={name!r} cannot run this call: "
                                   f"{head_dim_reason(query, value, params, dims)}")
     base = launch_params(params, query, key, value, None, dim=P)
+    if query.shape[0] == 0:       # an empty batch launches nothing
+        return Choice(name, tile or own_tile or "default", P, "default")
     fwd_tile = _policy.fused_tile(own_tile, base, dims[P], tile, notes)
     bwd_tile = _policy.backward_tile(own_tile, base, notes)
     bwd_params = {**base, "tile": bwd_tile}

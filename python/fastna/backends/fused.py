@@ -57,8 +57,6 @@ def forward(query, key, value, params, additional_keys=None, additional_values=N
             return_lse=False, choice=None, tile=None):
     """Runs the fused kernel; `tile` names a compiled tile (None: the policy's choice)."""
     if choice is None:
-        if query.shape[0] == 0:
-            return _base.empty_result(query, value, return_lse)
         choice = choose(query, key, value, params, tile=tile)
     return _fused_family.forward(choice, query, key, value, params, additional_keys,
                                  additional_values, return_lse)

@@ -61,8 +61,6 @@ def choose(query, key, value, params, notes=None):
 def forward(query, key, value, params, additional_keys=None, additional_values=None,
             return_lse=False, choice=None):
     if choice is None:
-        if query.shape[0] == 0:
-            return _base.empty_result(query, value, return_lse)
         choice = choose(query, key, value, params)
     return _fused_family.forward(choice, query, key, value, params, additional_keys,
                                  additional_values, return_lse)
