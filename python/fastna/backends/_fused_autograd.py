@@ -19,10 +19,6 @@ from . import naive as _naive
 from ._base import grad_of_out_lse
 
 
-def fused_forward(q, k, v, params, pd):
-    return _fused_launch.forward(q, k, v, params, pd)
-
-
 def fused(q, k, v, out, lse, pd, dout, dlse):
     return _fused_launch.backward(q, k, v, out, lse, pd, dout, dlse)
 
@@ -48,7 +44,7 @@ class FusedNA(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, params, choice):
-        out, lse = fused_forward(q, k, v, params, choice.fwd_params)
+        out, lse = _fused_launch.forward(q, k, v, params, choice.fwd_params)
         # out and lse are kept only when the fused backward will read them.
         ctx.keep_out = (any(ctx.needs_input_grad[:3]) and choice.bwd_runs
                         and _policy.forced_backward() in ("", "fused"))

@@ -21,7 +21,7 @@ import torch
 
 from .. import _ext, _policy
 from .. import _table
-from . import _fused_autograd, _merge
+from . import _fused_autograd, _fused_launch, _merge
 from ._base import Reason, empty_result
 from ._layout import fit, launch_params, pad_last
 from .._protocol import Choice
@@ -102,7 +102,7 @@ def forward(choice, query, key, value, params, additional_keys=None, additional_
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         out, lse = _fused_autograd.FusedNA.apply(q, k, v, params, choice)
     else:  # no autograd node to build: skip Function.apply's bookkeeping (host time)
-        out, lse = _fused_autograd.fused_forward(q, k, v, params, choice.fwd_params)
+        out, lse = _fused_launch.forward(q, k, v, params, choice.fwd_params)
     if Dv != P:
         out = out[..., :Dv]
     ek, ev = additional_keys, additional_values
