@@ -353,6 +353,7 @@ def test_small_window_policy(monkeypatch):
         monkeypatch.delenv("FASTNA_SMALL_WINDOW")
         monkeypatch.setenv("FASTNA_FUSED_TILE", "default")
         assert _tile_of(table, fused, q, p5) == "default"
+        assert _tile_of(table, hopper, q, p5) == "small"      # backend fused's knob only
 
 
 def test_hopper_backward_tile_where_can_implement_takes_it():

@@ -11,8 +11,8 @@ The policy, in order (explain() reports each step for a call):
    compiled head dim P >= max(D, Dv) of the kernel table; q/k/v are zero-padded to it.
 3. Forward tile (fused family, op fused_fwd).
    a. A tile named by the caller (backend's forward(tile=...)) runs as named (ValueError if
-      not compiled); FASTNA_FUSED_TILE=<tile> likewise where compiled, else "default".
-      Neither takes the small-window tile in its place.
+      not compiled); for backend fused, FASTNA_FUSED_TILE=<tile> likewise where compiled,
+      else "default".  Neither takes the small-window tile in its place.
    b. Otherwise "small", the small-window kernel (one register tile per warp's queries and
       their whole key halo), wherever can_implement("fused_fwd", tile="small") accepts the
       problem, unless FASTNA_SMALL_WINDOW=0.
@@ -95,7 +95,7 @@ def fused_tile(own_tile: str, pd: dict, compiled, explicit: Optional[str] = None
                              f"{pd['dtype']}, head dim {pd['dim']} (built: "
                              f"{', '.join(sorted(compiled)) or 'none'})")
         return explicit
-    env = _env_tile()
+    env = _env_tile() if own_tile is None else ""
     if env and env != "auto":
         return env if env in compiled else "default"
     if small_window_enabled():
