@@ -51,9 +51,6 @@ def check(query, key, value, params, additional_keys=None, additional_values=Non
             r["supports"].get("stride") for r in _gu.gemm_instances()):
         return Reason(f"it supports stride 1 only (the GEMM kernels are the legacy stride-1 "
                       f"ops), got stride={params.stride}")
-    if value.dtype != query.dtype or key.dtype != query.dtype:
-        return Reason(f"query, key and value must share one dtype, got {query.dtype}, "
-                      f"{key.dtype}, {value.dtype}", TypeError)
     if query.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
         # The kernels compute float32 on TF32 tensor cores; follow torch's own switch for that.
         return Reason("float32 runs on TF32 tensor cores in the GEMM kernels; set "
