@@ -517,7 +517,7 @@ def test_binding_errors_name_the_condition():
 
 # ------------------------------------------------------------------ additional KV tokens,
 # head dims the build lacks and Dv != D (zero-padded to a compiled head dim, extras merged
-# through the logsumexp by the wrapper: fastna/backends/fused.py, _merge.py)
+# through the logsumexp by the wrapper: fastna/backends/_fused_family.py, _merge.py)
 
 def _inputs_x(shape, H, Hkv, D, Dv, E, dtype, seed, B=2):
     g = torch.Generator(device="cuda").manual_seed(seed)

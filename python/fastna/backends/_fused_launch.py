@@ -6,7 +6,7 @@ import torch
 
 from .. import _ext
 from ._base import alloc
-from ._layout import fit, packed_arg, stream, tensor_arg
+from ._layout import fit, on_device, packed_arg, stream, tensor_arg
 
 
 def forward(q, k, v, params, pd):
@@ -17,7 +17,7 @@ def forward(q, k, v, params, pd):
     C = _ext.load()
     out = alloc(q.shape[:-1] + (v.shape[-1],), q.dtype, q.device)
     lse = alloc(q.shape[:-1], torch.float32, q.device)
-    with torch.cuda.device(q.device):
+    with on_device(q.device):
         C.fused_forward(pd, tensor_arg(q), tensor_arg(k), tensor_arg(v), tensor_arg(out),
                         (lse.data_ptr(), list(lse.stride())), stream(q.device))
     return out, lse
@@ -37,7 +37,7 @@ def backward(q, k, v, out, lse, pd, dout, dlse):
     dk = alloc(k.shape, k.dtype, k.device)
     dv = alloc(v.shape, v.dtype, v.device)
     delta = alloc(lse.shape, torch.float32, q.device)
-    with torch.cuda.device(q.device):
+    with on_device(q.device):
         C.fused_backward(pd, tensor_arg(q), tensor_arg(k), tensor_arg(v), tensor_arg(out),
                          tensor_arg(dout), packed_arg(lse),
                          None if dlse is None else packed_arg(dlse), tensor_arg(dq),

@@ -2,6 +2,8 @@
 dict and the current stream -- what every CUDA backend hands fastna._C."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .. import _ext
@@ -66,5 +68,21 @@ def launch_params(params, q, k, v, tile, num_extra=0, dim=None):
     }
 
 
+# The raw handle of a device's current stream without building a torch.cuda.Stream object
+# (a microsecond or two per launch); torch.cuda.current_stream where torch lacks it.
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+
+
 def stream(device):
-    return torch.cuda.current_stream(device).cuda_stream
+    """The current CUDA stream of `device`, as the integer handle the bindings take."""
+    if _raw_stream is None:
+        return torch.cuda.current_stream(device).cuda_stream
+    return _raw_stream(torch.cuda.current_device() if device.index is None else device.index)
+
+
+def on_device(device):
+    """A context that makes `device` current for a launch; nothing to do (and no device
+    switch paid twice) when it already is."""
+    if device.index is None or device.index == torch.cuda.current_device():
+        return contextlib.nullcontext()
+    return torch.cuda.device(device)

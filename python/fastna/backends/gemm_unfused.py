@@ -38,6 +38,7 @@ import torch
 from .. import _ext
 from ..reference_unfused import Plan, chunk_size
 from .. import _table
+from ._layout import stream
 
 name = "gemm"
 
@@ -112,10 +113,6 @@ def _targ(t: torch.Tensor):
     return (t.data_ptr(), list(t.stride()))
 
 
-def _stream(device):
-    return torch.cuda.current_stream(device).cuda_stream
-
-
 def _params(dtype, B, lengths, H, Hkv, dim, dim_v, kernel, dilation, causal):
     r = len(lengths)
     return {"dtype": _DT[dtype], "batch": B, "heads": H, "heads_kv": Hkv, "dim": dim, "dim_v": dim_v,
@@ -130,7 +127,7 @@ def pn(q, k, rpb, kernel, dilation, causal):
     attn = q.new_empty((B, *lengths, H, math.prod(kernel)))
     p = _params(q.dtype, B, lengths, H, k.shape[-2], D, D, kernel, dilation, causal)
     _ext.load().gemm_qk(p, _targ(q), _targ(k), None if rpb is None else _targ(rpb), _targ(attn),
-                        _stream(q.device))
+                        stream(q.device))
     return attn
 
 
@@ -143,7 +140,7 @@ def gather(inverse, attn, x, heads_out, kernel, dilation, causal):
     out = x.new_empty((B, *lengths, heads_out, Dx))
     p = _params(x.dtype, B, lengths, H, Hkv, Dx, Dx, kernel, dilation, causal)
     fn = _ext.load().gemm_inverse if inverse else _ext.load().gemm_av
-    fn(p, _targ(attn), _targ(x), _targ(out), _stream(x.device))
+    fn(p, _targ(attn), _targ(x), _targ(out), stream(x.device))
     return out
 
 
@@ -162,7 +159,7 @@ def softmax_(attn, scale, dim, kernel, dilation, causal, need_lse):
     lse = attn.new_empty((B, *lengths, H), dtype=torch.float32) if need_lse else None
     p = _params(attn.dtype, B, lengths, H, H, dim, dim, kernel, dilation, causal)
     p["scale"] = float(scale)
-    _ext.load().gemm_softmax(p, _targ(attn), None if lse is None else _targ(lse), _stream(attn.device))
+    _ext.load().gemm_softmax(p, _targ(attn), None if lse is None else _targ(lse), stream(attn.device))
     return lse
 
 
@@ -174,7 +171,7 @@ def softmax_backward_(attn, dattn, lse, delta, scale, dim, kernel, dilation, cau
     p = _params(attn.dtype, B, lengths, H, H, dim, dim, kernel, dilation, causal)
     p["scale"] = float(scale)
     _ext.load().gemm_softmax_backward(p, _targ(attn), _targ(dattn), _targ(lse), _targ(delta),
-                                      _stream(attn.device))
+                                      stream(attn.device))
 
 
 class _GemmQK(torch.autograd.Function):

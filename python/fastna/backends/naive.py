@@ -18,7 +18,7 @@ from .. import _ext
 from .. import _table
 from ._base import Reason, alloc, empty_result
 from .._protocol import Choice
-from ._layout import launch_params, strided_arg as _arg, stream
+from ._layout import launch_params, on_device, strided_arg as _arg, stream
 
 name = "naive"
 via_custom_op = True
@@ -79,7 +79,7 @@ def forward_kernels(q, k, v, ek, ev, pd):
     attn = alloc((B, math.prod(spatial), H, W), torch.float32, q.device)
     out = alloc((B, *spatial, H, Dv), q.dtype, q.device)
     lse = alloc((B, *spatial, H), torch.float32, q.device)
-    with torch.cuda.device(q.device):
+    with on_device(q.device):
         C.naive_forward(pd, _arg(q), _arg(k), _arg(v), _arg(ek), _arg(ev), _arg(attn),
                         _arg(out), _arg(lse), stream(q.device))
     return out, lse, attn
@@ -93,7 +93,7 @@ def backward_kernels(q, k, v, ek, ev, attn, dout, pd):
     dek = None if ek is None else alloc(ek.shape, ek.dtype, ek.device)
     dev = None if ev is None else alloc(ev.shape, ev.dtype, ev.device)
     dattn = None if attn is None else alloc(attn.shape, torch.float32, q.device)
-    with torch.cuda.device(q.device):
+    with on_device(q.device):
         C.naive_backward(pd, _arg(q), _arg(k), _arg(v), _arg(ek), _arg(ev), _arg(attn),
                          _arg(dout), _arg(dq), _arg(dk), _arg(dv), _arg(dek), _arg(dev),
                          _arg(dattn), stream(q.device))
