@@ -188,7 +188,7 @@ def _backward(ctx, dout, dlse, daux):
 na_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
-# ------------------------------------------------------------------- called by fastna._api
+# -------------------------------------------------------------- called by fastna._dispatch
 
 def run(query, key, value, params: NAParams, additional_keys, additional_values,
         return_lse: bool, backend: str):
