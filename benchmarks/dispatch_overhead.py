@@ -91,7 +91,8 @@ def breakdown(backend, case_name):
     def whole():
         return fastna.neighborhood_attention(q, k, v, ks, backend=backend, **kw)
 
-    rows = [("plan lookup (fastna._dispatch.plan, cached)", per_call_us(lambda: _dispatch.plan(*args))),
+    rows = [("plan lookup (fastna._dispatch.plan, cached)",
+             per_call_us(lambda: _dispatch.plan(*args))),
             ("backend forward, launch stubbed", per_call_us(wrapper_only)),
             ("binding call alone (_C.fused_forward)", per_call_us(binding)),
             ("whole call (fastna.neighborhood_attention)", per_call_us(whole))]

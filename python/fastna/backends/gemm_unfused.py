@@ -91,7 +91,8 @@ def check(op, tensors, kernel, dilation, causal) -> Optional[str]:
     H = (attn if op == "av" else query).shape[-2]
     Hkv = main.shape[-2] if op == "av" else key.shape[-2]
     pd = _params(main.dtype, B, lengths, H, Hkv, hd, hd, kernel, dilation, causal)
-    return _ext.can_implement(_table.GEMM, {**pd, "tile": _tile(rank, main.dtype, main.device, hd)}) or None
+    pd["tile"] = _tile(rank, main.dtype, main.device, hd)
+    return _ext.can_implement(_table.GEMM, pd) or None
 
 
 def _tile(rank, dtype, device, head_dim):
