@@ -46,9 +46,8 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from . import _policy
+from . import _policy, _registry
 from ._args import NAParams
-from . import _registry
 from .backends._base import grad_of_out_lse
 
 __all__ = ["na_forward", "na_backward", "run", "select_traced"]

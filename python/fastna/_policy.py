@@ -35,8 +35,7 @@ from __future__ import annotations
 import math
 from typing import List, Optional
 
-from . import _ext
-from . import _registry, _table
+from . import _ext, _registry, _table
 from ._protocol import Choice, Reason  # noqa: F401  (Choice: re-exported)
 from ._table import FUSED_BWD, FUSED_FWD, NAIVE_BWD
 SMALL_TILE = "small"
