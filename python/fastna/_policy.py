@@ -4,7 +4,7 @@ The policy, in order (explain() reports each step for a call):
 
 1. Backend.  backend="name" runs that backend, or raises the reason its check() gives.
    backend=None takes the first backend in the registry order -- hopper, fused, gemm, naive,
-   reference (backends/_registry.py) -- that is available, whose check() accepts the call and
+   reference (fastna/_registry.py) -- that is available, whose check() accepts the call and
    whose check_auto(), where it has one, agrees (float32 runs on TF32 tensor cores only while
    torch.backends.cuda.matmul.allow_tf32 is True).  The reference takes every call.
 2. Head dim (fused family: backends "fused" and "hopper").  The kernel runs at the smallest
@@ -27,8 +27,9 @@ The policy, in order (explain() reports each step for a call):
    recomputation.  FASTNA_FUSED_BACKWARD=fused|naive|reference forces one (falling back in
    that order where it cannot run).
 
-The choice depends only on shapes, dtypes, devices, requires_grad, parameters, grad mode
-and the knobs above, so fastna._dispatch caches it per call signature.
+Steps 1-4 depend only on shapes, dtypes, devices, requires_grad, parameters, grad mode and
+the knobs above, so fastna._dispatch caches them per call signature; step 5 runs when the
+backward does (it depends on the gradients asked for and on free memory).
 """
 from __future__ import annotations
 
