@@ -13,8 +13,7 @@ import torch
 
 from fake_kernels import allow_tf32, faked, row, rows_for
 import fastna
-from fastna import _args, _policy, reference
-from fastna import _table
+from fastna import _args, _policy, _table, reference
 from fastna.backends import _fused_autograd, _layout, _merge, fused, hopper
 
 FAST = _policy.FAST_TILE

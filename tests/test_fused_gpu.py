@@ -18,8 +18,7 @@ import torch
 
 import fastna
 from fake_kernels import allow_tf32
-from fastna import _args, _ext, _policy, backends, reference
-from fastna import _table
+from fastna import _args, _ext, _policy, _table, backends, reference
 from fastna.backends import _fused_launch, _layout, fused, hopper
 from fastna.index_math import window
 
@@ -909,8 +908,8 @@ def test_float32_rows_in_16_byte_chunks():
     pd = _layout.launch_params(p, q, k, k, "default")
     bad = (big.data_ptr(), [9 * 11 * 2 * (D + 2), 11 * 2 * (D + 2), 2 * (D + 2), D + 2, 1])
     with pytest.raises(ValueError, match="multiples of 4 elements \\(16 bytes\\) for float32"):
-        C.fused_forward(pd, bad, _layout.tensor_arg(k), _layout.tensor_arg(k), _layout.tensor_arg(k), None,
-                        torch.cuda.current_stream().cuda_stream)
+        ka = _layout.tensor_arg(k)
+        C.fused_forward(pd, bad, ka, ka, ka, None, torch.cuda.current_stream().cuda_stream)
 
 
 @pytest.mark.parametrize("case", GRAD_CASES, ids=_case_id)
