@@ -395,11 +395,12 @@ def fake_backends(monkeypatch):
 
 
 @pytest.mark.parametrize("allow_tf32", [False, True])
-def test_float32_auto_selection_follows_allow_tf32(allow_tf32, fake_backends, monkeypatch):
+def test_float32_auto_selection_follows_allow_tf32(allow_tf32, fake_backends, monkeypatch,
+                                                   set_tf32):
     """backend=None runs float32 on the fused (TF32) kernel only while torch allows TF32
     matmuls; an explicit backend="fused" always does; 16-bit dtypes ignore the switch."""
     from fastna import backends
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", allow_tf32)
+    set_tf32(allow_tf32)
     q, k, v, _, _ = _inputs((8, 8), 2, 2, 32, 32, 0, dtype=torch.float32)
     p = _args.normalize(q, k, v, 3)
     want = fused if allow_tf32 else backends.reference

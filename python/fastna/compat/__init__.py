@@ -118,11 +118,12 @@ class _NattenShimFinder(importlib.metadata.DistributionFinder, importlib.abc.Loa
             yield _ShimDistribution()
 
 
-_finder: Optional[_NattenShimFinder] = None
+# One finder for the process, made at import: installing the shim only puts it on sys.meta_path.
+_finder = _NattenShimFinder()
 
 
 def natten_shim_installed() -> bool:
-    return _finder is not None and _finder in sys.meta_path
+    return _finder in sys.meta_path
 
 
 def install_natten_shim() -> types.ModuleType:
@@ -132,14 +133,11 @@ def install_natten_shim() -> types.ModuleType:
     since code that holds it would silently keep using it. A real natten installed on disk
     but not yet imported is shadowed while the shim is installed.
     """
-    global _finder
     existing = sys.modules.get(_PACKAGE)
     if existing is not None and not getattr(existing, _MARK, False):
         raise RuntimeError(
             f"a real 'natten' module is already imported ({getattr(existing, '__file__', '?')}); "
             f"install_natten_shim() must run before anything imports natten")
-    if _finder is None:
-        _finder = _NattenShimFinder()
     if _finder not in sys.meta_path:
         # First, so that the shim wins over an installed NATTEN and over path-based metadata.
         sys.meta_path.insert(0, _finder)
@@ -155,9 +153,8 @@ def install_natten_shim() -> types.ModuleType:
 
 def uninstall_natten_shim() -> None:
     """Undo install_natten_shim(): drop the finder and the shim's modules; idempotent."""
-    if _finder is not None:
-        while _finder in sys.meta_path:
-            sys.meta_path.remove(_finder)
+    while _finder in sys.meta_path:
+        sys.meta_path.remove(_finder)
     for name in [n for n in sys.modules if n == _PACKAGE or n.startswith(_PACKAGE + ".")]:
         if getattr(sys.modules[name], _MARK, False):
             del sys.modules[name]
