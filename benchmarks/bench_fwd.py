@@ -38,7 +38,7 @@ def bench_graph(fn, rep=50):
     host's launch path taken out -- for every contender alike (cuDNN, Flex, fastna).  The
     1-head 1d anchors run 0.07-0.1 ms on the GPU while one eager call of torch SDPA or fastna
     costs 100-220 us of Python/launch time on the H100 host, so eager timings of those cases
-    measure the host (benchmarks/NOTES.md, session 4)."""
+    measure the host (docs/PERFORMANCE.md section 11.1)."""
     from triton.testing import do_bench_cudagraph
     # do_bench_cudagraph makes its own warm-up call before capturing; bench() ran fn before too.
     return do_bench_cudagraph(fn, rep=rep, return_mode="median")

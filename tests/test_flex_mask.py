@@ -1,5 +1,5 @@
-"""The FlexAttention NA mask used by the benchmarks must encode exactly DESIGN.md's neighborhoods,
-or the competitor's timings would be of another problem."""
+"""The FlexAttention NA mask used by the benchmarks must encode exactly the neighborhoods of
+docs/SEMANTICS.md, or the competitor's timings would be of another problem."""
 import itertools
 import os
 import sys
@@ -12,7 +12,7 @@ from flex_na import na_mask_mod  # noqa: E402
 
 
 def literal_window(L, K, s, d, causal, i):
-    """DESIGN.md section 1, step by step, in plain integers."""
+    """docs/SEMANTICS.md sections 3-5, step by step, in plain integers."""
     g, il = i % d, i // d
     Lg = -(-(L - g) // d)
     if causal:

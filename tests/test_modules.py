@@ -17,7 +17,7 @@ MODULES = {1: NeighborhoodAttention1D, 2: NeighborhoodAttention2D, 3: Neighborho
 
 
 def manual_fused(m, x):
-    """qkv -> reference NA (DESIGN.md section 1) -> proj, written out by hand."""
+    """qkv -> reference NA (docs/SEMANTICS.md section 5) -> proj, written out by hand."""
     B, spatial, C = x.shape[0], x.shape[1:-1], x.shape[-1]
     qkv = torch.nn.functional.linear(x, m.qkv.weight, m.qkv.bias)
     qkv = qkv.reshape(B, *spatial, 3, m.num_heads, C // m.num_heads)

@@ -2,7 +2,11 @@
 where the backward's time goes (preprocess, dK/dV, dQ, and the autograd / .grad kernels
 around them).
 
-    cd tests && python3 ../benchmarks/tools/bwd_kernel_rows.py [--cases 1d,1d-strided] [--backend hopper]
+    python benchmarks/bwd_kernel_rows.py [--cases 1d,1d-strided] [--backend hopper] [--dtype bfloat16]
+
+A profiling tool, not a test: the rows are the profiler's self CUDA time per kernel name, summed over
+the launches of one call.  With the rank-1 Hopper backward's programmatic dependent launch, dQ's
+row overlaps dK/dV's (docs/PERFORMANCE.md section 11.1).
 """
 import argparse
 import os
@@ -10,7 +14,7 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from anchor_cases import BY_NAME  # noqa: E402
 from bench_fwd import fastna_fn, kernel_rows, make_inputs, step  # noqa: E402
 
