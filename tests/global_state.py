@@ -15,6 +15,9 @@ import types
 import torch
 
 _MISSING = object()
+# Environment variables torch sets itself the first time a feature is used (inductor's cache
+# dir, lazy CUDA module loading): additions of these are not a test's leak.
+_TORCH_SETS = ("TORCH", "_TORCH", "CUDA_MODULE_LOADING")
 
 
 def _flag(obj, attr):
@@ -77,7 +80,7 @@ class Snapshot:
         changed = sorted(k for k in set(os.environ) | set(self.environ)
                          if os.environ.get(k) != self.environ.get(k) and
                          k != "PYTEST_CURRENT_TEST" and          # pytest's own bookkeeping
-                         not (k.startswith("_TORCH") and k not in self.environ))  # torch's lazy init
+                         not (k not in self.environ and k.startswith(_TORCH_SETS)))
         if changed:
             leaks.append(f"os.environ: {', '.join(changed)}")
             for k in changed:

@@ -68,10 +68,12 @@ def test_compiled_flex_outlives_the_recompile_limit():
     # not dynamo's silent eager fallback (see fastna.flex._raise_recompile_limits).
     import torch._dynamo.config as cfg
     from fastna import flex
-    saved = cfg.recompile_limit
+    # torch < 2.5 calls it cache_size_limit
+    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+    saved = getattr(cfg, name)
     try:
-        cfg.recompile_limit = 8
+        setattr(cfg, name, 8)
         flex._raise_recompile_limits()
-        assert cfg.recompile_limit >= 64
+        assert getattr(cfg, name) >= 64
     finally:
-        cfg.recompile_limit = saved
+        setattr(cfg, name, saved)
