@@ -15,8 +15,9 @@ Names, argument order and defaults follow NATTEN 0.17.4's `natten/functional.py`
 Numbers: the unfused ops run fastna.ops_unfused (its GEMM kernels where built and allowed by
 natten.use_gemm_na, else the reference), casting rpb to the key's dtype and the weights to
 the value's dtype as 0.17 did. na*d without rpb runs fastna.neighborhood_attention (fastna's
-fastest backend); with rpb it computes qk + rpb -> softmax (float32) -> av, the same math as
-0.17's fused kernel, and like 0.17 refuses to backpropagate through it.
+fastest backend); with rpb it computes qk + rpb -> softmax -> av (half-precision weights
+normalized in float32), the math of 0.17's fused kernel, and like 0.17 refuses to
+backpropagate through it.
 
 Rejected as 0.17.4 rejected them: even kernel sizes or kernel_size 1, inputs smaller than
 kernel_size * dilation, rpb with causal masking, query/key/value (or weights/value) of
@@ -191,7 +192,9 @@ def _fused(rank, query, key, value, kernel_size, dilation, is_causal, rpb, scale
                                       additional_values=additional_values)
     attn = _QK[rank](query * scale, key, kernel, dil, causal, rpb=rpb.to(query.dtype),
                      additional_keys=additional_keys)
-    probs = torch.softmax(attn, dim=-1, dtype=torch.float32).to(value.dtype)
+    # Half-precision weights are normalized in float32, as 0.17's fused kernel accumulates.
+    wide = torch.float32 if attn.dtype in (torch.float16, torch.bfloat16) else attn.dtype
+    probs = torch.softmax(attn, dim=-1, dtype=wide).to(value.dtype)
     out = _AV[rank](probs, value, kernel, dil, causal, additional_values=additional_values)
     if torch.is_grad_enabled() and out.requires_grad:
         out = _NoBackwardWithRpb.apply(out, op)
