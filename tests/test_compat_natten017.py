@@ -15,7 +15,7 @@ import torch
 
 import fastna
 from fastna import compat, reference
-from fastna._args import NAParams
+from fastna import NAParams
 from fastna.compat import natten_context as ctx
 
 REQ = inspect.Parameter.empty

@@ -1,11 +1,18 @@
 """Compatibility layers for code written against other neighborhood-attention libraries.
 
-`install_natten_shim()` makes `import natten` / `from natten.functional import ...` resolve to
-fastna.compat.natten, for code (HuggingFace transformers' DiNAT/NAT/OneFormer, k-diffusion, ...)
-that expects NATTEN <= 0.17. Install it before importing such code: transformers decides
-whether natten exists once, when `transformers.utils.import_utils` is first imported, through
-`importlib.util.find_spec("natten")` and `importlib.metadata.version("natten")`; the shim
-answers both.
+`install_natten_shim()` makes `import natten` resolve to fastna's stand-in for NATTEN 0.17.4,
+for code (HuggingFace transformers' DiNAT/NAT/OneFormer, SHI-Labs NAT/DiNAT and StyleNAT,
+k-diffusion, ...) written against it. The shim's modules are served by:
+
+    natten (package names), natten.context   natten_context  (switches and probes)
+    natten.functional, natten.experimental    natten          (the ops)
+    natten.NeighborhoodAttention{1,2,3}D,
+    natten.na1d / na2d / na3d                 natten_modules  (the nn modules)
+    natten.types, natten.utils[.log]          natten_args     (argument forms and rules)
+
+Install it before importing such code: transformers decides whether natten exists once, when
+`transformers.utils.import_utils` is first imported, through `importlib.util.find_spec("natten")`
+and `importlib.metadata.version("natten")`; the shim answers both.
 
     import fastna.compat
     fastna.compat.install_natten_shim()
