@@ -143,7 +143,7 @@ def test_switch_signatures_match_natten_0_17_4(natten, name):
 
 
 def test_fused_na_and_kv_parallel_switches(natten):
-    assert not natten.is_fused_na_enabled()
+    assert not natten.is_fused_na_enabled() and natten.is_kv_parallelism_in_fused_na_enabled()
     natten.use_fused_na()
     assert natten.is_fused_na_enabled() and natten.is_fna_enabled()
     assert natten.is_kv_parallelism_in_fused_na_enabled()
@@ -307,6 +307,16 @@ def test_module_training_paths(natten):
     m.rpb = None
     m(x).sum().backward()
     assert m.qkv.weight.grad is not None
+
+
+def test_module_attention_dropout_on_the_unfused_path(natten):
+    torch.manual_seed(3)
+    m = natten.NeighborhoodAttention2D(16, 2, 3, attn_drop=0.5).double()
+    x = rand(1, 5, 6, 16, seed=4)
+    m.eval()
+    ref = m(x)
+    m.train()
+    assert not torch.allclose(m(x), ref)
 
 
 def test_module_rejections_and_dropout_notice(natten, caplog):

@@ -61,9 +61,10 @@ class MemoryUsagePreference(Enum):
 
 @dataclasses.dataclass
 class NattenState:
-    """Every switch's value; 0.17.4's defaults (its libnatten had GEMM and tiled kernels on)."""
+    """Every switch's value; 0.17.4's defaults (its libnatten had GEMM and tiled kernels on;
+    KV parallelism is on by default since 0.17.2)."""
     fused_na: bool = False
-    kv_parallel: bool = False
+    kv_parallel: bool = True
     deterministic: bool = False
     memory_preference: MemoryUsagePreference = MemoryUsagePreference.Default
     autotune_forward: bool = False
@@ -117,7 +118,6 @@ def is_kv_parallelism_in_fused_na_enabled() -> bool:
 
 
 def use_fused_na(mode: bool = True, kv_parallel: bool = True):
-    # kv_parallel defaults to True since 0.17.2 ("KV parallelism on by default").
     if not mode:
         STATE.fused_na = False
         use_kv_parallelism_in_fused_na(False)
