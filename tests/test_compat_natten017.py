@@ -441,6 +441,7 @@ def test_kdiffusion_hdit_call_pattern(natten, fused_branch):
     (lambda F, q: F.na2d(q.movedim(1, -2), q.movedim(1, -2)[..., :1, :], q.movedim(1, -2), 3),
      ValueError, "same shape"),
     (lambda F, q: F.na2d_qk(q, q, 3, is_causal=1), ValueError, "is_causal"),
+    (lambda F, q: F.na2d(*(q.movedim(1, -2),) * 3, 3, rpb=[0.0]), TypeError, "rpb"),
 ])
 def test_rejections(natten, call, exc, match):
     with pytest.raises(exc, match=match):

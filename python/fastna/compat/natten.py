@@ -185,6 +185,8 @@ def _fused(rank, query, key, value, kernel_size, dilation, is_causal, rpb, scale
                          f"both None")
     # NATTEN 0.17 read scale=None and scale=0 alike as "default".
     scale = scale or query.shape[-1] ** -0.5
+    if rpb is not None and not isinstance(rpb, torch.Tensor):
+        raise TypeError(f"{op}: rpb must be a torch.Tensor or None, got {type(rpb).__name__}")
     if rpb is None:
         from .. import neighborhood_attention
         return neighborhood_attention(query, key, value, kernel, 1, dil, causal, scale,
