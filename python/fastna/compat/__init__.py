@@ -105,7 +105,7 @@ def _populate_package(module: types.ModuleType) -> None:
 
 
 class _NattenShimFinder(importlib.metadata.DistributionFinder, importlib.abc.Loader):
-    """Meta-path finder/loader for `natten` and `natten.functional`, and their metadata."""
+    """Meta-path finder/loader for `natten` and its submodules, and its package metadata."""
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname == _PACKAGE:
