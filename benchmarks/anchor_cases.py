@@ -1,4 +1,4 @@
-"""The anchor cases of DESIGN.md section 4, shared by every benchmark script.
+"""The anchor cases of docs/PERFORMANCE.md section 2, shared by every benchmark script.
 
 The table itself lives in the package (fastna.presets, also behind `python -m fastna profile
 --preset`); this module only gives the benchmark scripts their historical names.

@@ -38,7 +38,7 @@ def bench_graph(fn, rep=50):
     host's launch path taken out -- for every contender alike (cuDNN, Flex, fastna).  The
     1-head 1d anchors run 0.07-0.1 ms on the GPU while one eager call of torch SDPA or fastna
     costs 100-220 us of Python/launch time on the H100 host, so eager timings of those cases
-    measure the host (benchmarks/NOTES.md, session 4)."""
+    measure the host (docs/PERFORMANCE.md section 11.1)."""
     from triton.testing import do_bench_cudagraph
     # do_bench_cudagraph makes its own warm-up call before capturing; bench() ran fn before too.
     return do_bench_cudagraph(fn, rep=rep, return_mode="median")
@@ -128,12 +128,13 @@ def fastna_fn(case, backend):
     return lambda q, k, v: fastna.neighborhood_attention(q, k, v, backend=backend, **kw)
 
 
-def run_case(case, backends, dtype, bwd, kernel_time=False, graph=False):
+def run_case(case, backends, dtype, bwd, kernel_time=False, graph=False, flex=True):
     row = {"case": case.name, "flop_bound": case.flop_bound}
     inputs = make_inputs(case, dtype, bwd)
     contenders = {"cudnn": cudnn_fn}
     try:
-        contenders["flex"] = flex_fn(case)
+        if flex:
+            contenders["flex"] = flex_fn(case)
     except Exception as e:  # report, don't hide: the table shows the reason
         row["flex_error"] = repr(e)[:200]
     for b in backends:
@@ -189,18 +190,23 @@ def main():
                     help="also time every contender replayed from a CUDA graph (GPU time without "
                          "the host's per-call launch path; ratios in the 'graph' columns compare "
                          "graph with graph)")
+    ap.add_argument("--no-flex", action="store_true",
+                    help="leave FlexAttention out (its compile dominates a short A/B run of two "
+                         "fastna builds; the cuDNN baseline stays)")
     a = ap.parse_args()
     dtype = getattr(torch, a.dtype)
     if a.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
     backends = [b for b in a.backends.split(",") if b]
-    names = ["cudnn", "flex"] + backends + ([f"{b} kernels" for b in backends] if a.kernel_time else [])
+    dense = ["cudnn"] + ([] if a.no_flex else ["flex"])
+    names = dense + backends + ([f"{b} kernels" for b in backends] if a.kernel_time else [])
     if a.graph:
-        names += [f"{n} graph" for n in ["cudnn", "flex"] + backends]
+        names += [f"{n} graph" for n in dense + backends]
     header = report_header(f"{'forward+backward' if a.bwd else 'forward'} latency, {a.dtype}", "bench_fwd.py")
     rows = []
     for name in a.cases.split(","):
-        rows.append(run_case(BY_NAME[name], backends, dtype, a.bwd, a.kernel_time, a.graph))
+        rows.append(run_case(BY_NAME[name], backends, dtype, a.bwd, a.kernel_time, a.graph,
+                             flex=not a.no_flex))
         print(json.dumps(rows[-1]), flush=True)
         # Rewritten after every case so a run cut short still leaves its finished rows.
         text = header + table(rows, names) + "\n"

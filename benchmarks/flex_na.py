@@ -1,4 +1,5 @@
-"""FlexAttention with a neighborhood-attention mask_mod: the competitor of DESIGN.md section 4.
+"""FlexAttention with a neighborhood-attention mask_mod: the competitor of docs/PERFORMANCE.md
+section 1.
 
 The implementation lives in the package (fastna.flex) so that the profiler can use it too;
 this module re-exports it for the benchmark scripts and tests/test_flex_mask.py.

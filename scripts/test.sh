@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# The test command of README.md, and what CI runs: installs everything from scratch, proves
-# the CUDA sources compile (a small instantiation set; no GPU needed), runs the C++ index-math
+# The test command of README.md, and what CI runs: installs everything into the current Python
+# environment (scripts/install.sh, then the test requirements of pyproject.toml), proves the
+# CUDA sources compile (a small instantiation set; no GPU needed), runs the C++ index-math
 # tests, builds the C++ consumer examples (add_subdirectory, and find_package of an installed
-# fastna), then the CPU test suite.  GPU tests (pytest -m gpu)
-# run on a GPU machine through scripts/gpu_check.sh.
+# fastna), then the CPU test suite.  GPU tests (pytest -m gpu) run on a GPU machine through
+# scripts/gpu_check.sh.
+#
+# Leaves behind (kept so a second run is incremental): dist/ (the wheel), build/ (the wheel's
+# CMake tree), build-cpp/, build-consumer/, build-install/, build-consumer-installed/; and in
+# the environment: fastna, its build tools and the test requirements.  `git clean -fdX` removes
+# the folders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -16,8 +22,8 @@ have_nvcc() { command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]
 echo "== install (CUDA sources compiled for a small set when nvcc is present) =="
 if have_nvcc; then
   export FASTNA_CUDA_ARCHS=${FASTNA_CUDA_ARCHS:-80}
-  # Fused TUs (CuTe) take ~20-40 CPU-s each; one head dim keeps CI's compile check to 12 of
-  # them (fused_fwd + fused_bwd x 3 ranks x float16/bfloat16) on top of the naive set.
+  # CuTe TUs take ~20-40 CPU-s each; one arch and one head dim keep CI's compile check to a
+  # few dozen TUs (every family that builds for sm80, `python -m fastna info` lists them).
   # Override to check more.
   export FASTNA_HEAD_DIMS=${FASTNA_HEAD_DIMS:-64}
 else
@@ -56,7 +62,9 @@ cmake --build build-consumer-installed
 ./build-consumer-installed/consumer_installed
 
 echo "== pytest (CPU) =="
-# The legacy-compat test drives HuggingFace's DinatModel through the natten shim; 4.46.3 is the
-# last release whose DiNAT works upstream (see tests/test_dinat_transformers.py).
-"$PY" -m pip install -q "transformers==4.46.3"
-cd tests && "$PY" -m pytest -q -m "not gpu" .
+# Test requirements from pyproject.toml (transformers: the legacy-compat test drives
+# HuggingFace's DinatModel through the natten shim; 4.46.3 is the last release whose DiNAT
+# works upstream, see tests/test_dinat_transformers.py).
+# shellcheck disable=SC2046
+"$PY" -m pip install -q $("$PY" scripts/deps.py test)
+cd tests && "$PY" -m pytest -q -m "not gpu" -p no:cacheprovider .

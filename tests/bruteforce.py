@@ -1,7 +1,7 @@
 """A tiny, independent brute-force neighborhood attention for the tests (float64 numpy).
 
-Written from DESIGN.md section 1 without sharing code with fastna: per query, enumerate every
-key, keep those that pass the neighbor predicate on every axis, dense softmax.
+Written from docs/SEMANTICS.md sections 3-5 without sharing code with fastna: per query,
+enumerate every key, keep those that pass the neighbor predicate on every axis, dense softmax.
 """
 import itertools
 import numpy as np

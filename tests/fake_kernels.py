@@ -121,14 +121,3 @@ def faked(rows, rule=None, cpu_cc=80, reference_launches=True):
             setattr(obj, n, value)
         _ext.clear_caches()
 
-
-@contextlib.contextmanager
-def allow_tf32(value):
-    """torch.backends.cuda.matmul.allow_tf32 = value, restored on exit (by hand: pytest's
-    monkeypatch cannot undo attributes of torch.backends objects)."""
-    before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = value
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = before

@@ -3,7 +3,7 @@
 transformers decides whether natten exists when it is first imported, so the check runs in a
 fresh interpreter: install the shim, import transformers, build a small random DiNAT, and
 compare it against the same model whose natten calls are replaced by a dense masked
-implementation written here from DESIGN.md (no fastna code involved).
+implementation written here from docs/SEMANTICS.md (no fastna code involved).
 """
 import importlib.metadata
 import json
@@ -85,7 +85,7 @@ SCRIPT = textwrap.dedent(r"""
     assert M.natten2dqkrpb is counting_qk and M.natten2dav is counting_av
 
 
-    # ---- dense masked NA from DESIGN.md (non-causal, stride 1), independent of fastna ----
+    # ---- dense masked NA from docs/SEMANTICS.md (non-causal, stride 1), independent of fastna ----
     def axis_mask(L, K, d):
         m = torch.zeros(L, L, dtype=torch.bool)
         for i in range(L):

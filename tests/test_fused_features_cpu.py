@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from fake_kernels import allow_tf32, faked, row, rows_for
+from fake_kernels import faked, row, rows_for
 import fastna
 from fastna import _args, _policy, _table, reference
 from fastna.backends import _fused_autograd, _layout, _merge, fused, hopper
@@ -403,14 +403,15 @@ def test_extras_chunked_through_forward(fake_kernel, monkeypatch):
 # ----------------------------------------------------------------- float32 (TF32) policy
 
 @pytest.mark.parametrize("tf32", [False, True])
-def test_float32_auto_selection_follows_allow_tf32(tf32, monkeypatch):
+def test_float32_auto_selection_follows_allow_tf32(tf32, set_tf32):
     """backend=None runs float32 on the fused (TF32) kernel only while torch allows TF32
     matmuls; an explicit backend="fused" always does; 16-bit dtypes ignore the switch.
     (Only fused_fwd rows: hopper, gemm and naive decline.)"""
     from fastna import backends
+    set_tf32(tf32)
     q, k, v, _, _ = _inputs((8, 8), 2, 2, 32, 32, 0, dtype=torch.float32)
     p = _args.normalize(q, k, v, 3)
-    with faked(rows_for("fused_fwd", {32: {"default"}})) as table, allow_tf32(tf32):
+    with faked(rows_for("fused_fwd", {32: {"default"}})) as table:
         want = fused if tf32 else backends.reference
         assert backends.select(None, q, k, v, p) is want
         assert backends.select("fused", q, k, v, p) is fused

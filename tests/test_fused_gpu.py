@@ -17,7 +17,6 @@ import pytest
 import torch
 
 import fastna
-from fake_kernels import allow_tf32
 from fastna import _args, _ext, _policy, _table, backends, reference
 from fastna.backends import _fused_launch, _layout, fused, hopper
 from fastna.index_math import window
@@ -837,7 +836,7 @@ def _need_fp32(rank=2):
     return dims
 
 
-def test_float32_selection_policy():
+def test_float32_selection_policy(set_tf32):
     """backend=None takes the fused TF32 kernel for float32 only while
     torch.backends.cuda.matmul.allow_tf32; backend="fused" always runs it; "hopper" declines."""
     D = _need_fp32()[0]
@@ -849,25 +848,25 @@ def test_float32_selection_policy():
     with pytest.raises(TypeError, match="backend='hopper'.*float16 and bfloat16"):
         fastna.na2d(q, k, v, 3, backend="hopper")
     ref = reference.attention(q.double(), k.double(), v.double(), p)
-    with allow_tf32(False):
-        assert backends.select(None, q, k, v, p) not in (fused, hopper)
-        assert "allow_tf32" in fused.check_auto(q, k, v, p)
-        exact = fastna.na2d(q, k, v, 3)                        # naive: full fp32
-        assert _rel(exact, ref) < 1e-5
-        out = fastna.na2d(q, k, v, 3, backend="fused")         # explicit: TF32
-        assert out.dtype == torch.float32 and _rel(out, ref) < OUT_TOL[torch.float32]
-    with allow_tf32(True):
-        assert fused.check_auto(q, k, v, p) is None
-        assert backends.select(None, q, k, v, p) is fused
-        assert _rel(fastna.na2d(q, k, v, 3), ref) < OUT_TOL[torch.float32]
+    set_tf32(False)
+    assert backends.select(None, q, k, v, p) not in (fused, hopper)
+    assert "allow_tf32" in fused.check_auto(q, k, v, p)
+    exact = fastna.na2d(q, k, v, 3)                        # naive: full fp32
+    assert _rel(exact, ref) < 1e-5
+    out = fastna.na2d(q, k, v, 3, backend="fused")         # explicit: TF32
+    assert out.dtype == torch.float32 and _rel(out, ref) < OUT_TOL[torch.float32]
+    set_tf32(True)
+    assert fused.check_auto(q, k, v, p) is None
+    assert backends.select(None, q, k, v, p) is fused
+    assert _rel(fastna.na2d(q, k, v, 3), ref) < OUT_TOL[torch.float32]
     # 16-bit inputs do not depend on the switch
-    with allow_tf32(False):
-        if D in _built(2, torch.float16):
-            qh, kh, vh = (t.half() for t in (q, k, v))
-            assert backends.select(None, qh, kh, vh, p) in (fused, hopper)
+    set_tf32(False)
+    if D in _built(2, torch.float16):
+        qh, kh, vh = (t.half() for t in (q, k, v))
+        assert backends.select(None, qh, kh, vh, p) in (fused, hopper)
 
 
-def test_float32_error_vs_torch_tf32():
+def test_float32_error_vs_torch_tf32(set_tf32):
     """Self attention (K = L) in float32: the fused kernel's error vs the float64 reference is
     at most twice that of torch's own TF32 path (matmul with allow_tf32, softmax in fp32)."""
     D = _need_fp32(1)[-1]
@@ -876,10 +875,10 @@ def test_float32_error_vs_torch_tf32():
     p = _args.normalize(q, k, v, L, 1, 1, False, None, None, None)
     out = fused.forward(q, k, v, p)
     ref = reference.attention(q.double(), k.double(), v.double(), p)
+    set_tf32(True)
     qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))          # [B, H, L, D]
-    with allow_tf32(True):
-        s = torch.matmul(qt, kt.transpose(-1, -2)) * p.scale
-        tout = torch.matmul(torch.softmax(s, -1), vt).transpose(1, 2)
+    s = torch.matmul(qt, kt.transpose(-1, -2)) * p.scale
+    tout = torch.matmul(torch.softmax(s, -1), vt).transpose(1, 2)
     e_fused, e_torch = _rel(out, ref), _rel(tout, ref)
     print(f"float32 self attention L={L} D={D}: fused TF32 rel err {e_fused:.2e}, "
           f"torch TF32 {e_torch:.2e}")

@@ -17,7 +17,7 @@ MODULES = {1: NeighborhoodAttention1D, 2: NeighborhoodAttention2D, 3: Neighborho
 
 
 def manual_fused(m, x):
-    """qkv -> reference NA (DESIGN.md section 1) -> proj, written out by hand."""
+    """qkv -> reference NA (docs/SEMANTICS.md section 5) -> proj, written out by hand."""
     B, spatial, C = x.shape[0], x.shape[1:-1], x.shape[-1]
     qkv = torch.nn.functional.linear(x, m.qkv.weight, m.qkv.bias)
     qkv = qkv.reshape(B, *spatial, 3, m.num_heads, C // m.num_heads)
@@ -185,7 +185,9 @@ def test_rpb_init_is_small_and_truncated():
 
 @pytest.mark.parametrize("kwargs,exc,word", [
     (dict(embed_dim=10, num_heads=3, kernel_size=3), ValueError, "num_heads"),
-    (dict(embed_dim=0, num_heads=1, kernel_size=3), ValueError, "embed_dim"),
+    (dict(embed_dim=0, num_heads=1, kernel_size=3), ValueError, "^embed_dim must be"),
+    (dict(dim=0, num_heads=1, kernel_size=3), ValueError, "^dim must be a positive int, got 0"),
+    (dict(dim=10, num_heads=3, kernel_size=3), ValueError, "must divide dim=10"),
     (dict(embed_dim=8, num_heads=2.0, kernel_size=3), TypeError, "num_heads"),
     (dict(embed_dim=8, num_heads=2, kernel_size=1), ValueError, "kernel_size"),
     (dict(embed_dim=8, num_heads=2, kernel_size=(3, 3, 3)), ValueError, "kernel_size"),

@@ -1,4 +1,5 @@
-"""The reference against an independent brute force, DESIGN.md examples and dense identities."""
+"""The reference against an independent brute force, the examples of docs/SEMANTICS.md and dense
+identities."""
 import itertools
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Unfused QK / AV ops (DESIGN.md section 2, heads-last) against a literal brute force."""
+"""Unfused QK / AV ops (docs/SEMANTICS.md section 8, heads-last) against a literal brute force."""
 import itertools
 import math
 
@@ -16,7 +16,7 @@ AV = {1: U.na1d_av, 2: U.na2d_av, 3: U.na3d_av}
 # ---------------------------------------------------------------- independent brute force
 
 def literal_window(L, K, d, causal, i):
-    """DESIGN.md section 1 rules 1-2 (stride 1), in plain integers: (start, end) group-local."""
+    """docs/SEMANTICS.md sections 3-4 (stride 1), in plain integers: (start, end) group-local."""
     g, il = i % d, i // d
     Lg = -(-(L - g) // d)
     if causal:

@@ -1,4 +1,5 @@
-// Host-only use of fastna's index math: prints the 1D windows of DESIGN.md's worked example.
+// Host-only use of fastna's index math: prints the 1D windows of the worked example in
+// docs/SEMANTICS.md section 7.
 #include <cstdio>
 
 #include <fastna/index_math.hpp>

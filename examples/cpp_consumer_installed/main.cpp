@@ -1,4 +1,5 @@
-// Host-only use of an installed fastna: one 1D window of DESIGN.md's worked example, checked.
+// Host-only use of an installed fastna: one 1D window of the worked example in
+// docs/SEMANTICS.md section 7, checked.
 #include <cstdio>
 
 #include <fastna/index_math.hpp>

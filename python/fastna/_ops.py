@@ -37,7 +37,8 @@ requires_grad): the choice is made once at trace time and baked into the graph (
 guards on those tensor properties; FASTNA_* environment variables read by the backends are
 not guarded).  Symbolic sizes are specialized for it.
 """
-from __future__ import annotations
+# No `from __future__ import annotations` here: torch.library.custom_op reads these
+# signatures' annotations as types, and torch < 2.5 cannot resolve them from strings.
 
 import math
 import operator

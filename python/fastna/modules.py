@@ -98,20 +98,22 @@ class NeighborhoodAttentionND(nn.Module):
                              f"(rank {type(self).rank})")
         if rank not in (1, 2, 3):
             raise ValueError(f"rank must be 1, 2 or 3, got {rank!r}")
+        # Errors name the argument the caller used: dim= or embed_dim=.
+        channels_arg = "embed_dim"
         if dim is not None:
             if embed_dim is not None and embed_dim != dim:
                 raise ValueError(f"embed_dim={embed_dim!r} and dim={dim!r} disagree; pass one")
-            embed_dim = dim
+            embed_dim, channels_arg = dim, "dim"
         if embed_dim is None:
             raise TypeError("missing required argument embed_dim (or dim)")
         if num_heads is None:
             raise TypeError("missing required argument num_heads")
         if kernel_size is None:
             raise TypeError("missing required argument kernel_size")
-        embed_dim = _positive_int("embed_dim", embed_dim)
+        embed_dim = _positive_int(channels_arg, embed_dim)
         num_heads = _positive_int("num_heads", num_heads)
         if embed_dim % num_heads:
-            raise ValueError(f"num_heads={num_heads} must divide embed_dim={embed_dim}")
+            raise ValueError(f"num_heads={num_heads} must divide {channels_arg}={embed_dim}")
         kernel = per_axis_ints("kernel_size", kernel_size, rank)
         strides = per_axis_ints("stride", stride, rank)
         dil = per_axis_ints("dilation", dilation, rank)

@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from ._args import check_window
 from .presets import PRESETS, Problem, get_preset, preset_names
 
 __all__ = ["main", "profile", "parse_axes", "exact_attended_pairs", "format_table"]
@@ -85,6 +86,19 @@ def build_problems(a, cuda: bool) -> List[Problem]:
     dtype = DTYPES.get(a.dtype.lower()) if a.dtype else None
     if a.dtype and dtype is None:
         raise ValueError(f"--dtype: unknown dtype {a.dtype!r}; use one of {', '.join(DTYPES)}")
+    if dtype is None and not cuda:
+        dtype = CPU_DEFAULT["dtype"]      # presets too: bf16 is their GPU dtype
+    problems = _build(a, cuda, dtype)
+    for p in problems:
+        # The same window rule every NA call applies, before anything is timed.
+        try:
+            check_window(p.kernel, p.dilation, p.shape, p.stride)
+        except ValueError as e:
+            raise ValueError(f"problem {p.name}: {e}") from None
+    return problems
+
+
+def _build(a, cuda: bool, dtype: Optional[str]) -> List[Problem]:
     problems = []
     if a.preset:
         names = preset_names() if a.preset == "all" else _split(a.preset)

@@ -1,5 +1,6 @@
 // Exhaustive check of include/fastna/index_math.hpp against a brute-force reading of
-// DESIGN.md section 1, for every L in 2..16 and every valid (K, stride, dilation, causal).
+// docs/SEMANTICS.md sections 3-6, for every L in 2..16 and every valid (K, stride, dilation,
+// causal).
 //
 // The oracle deliberately does not reuse the library's arithmetic: non-causal windows are
 // built by centering on the leader and then sliding one step at a time until they fit, and
@@ -41,7 +42,7 @@ Mask range_mask(int b, int e) {
   return m;
 }
 
-// DESIGN.md section 1, literally, for group-local query il in a group of length Lg.
+// docs/SEMANTICS.md sections 3-4, literally, for group-local query il in a group of length Lg.
 Range oracle_window(int K, int s, bool causal, int il, int Lg) {
   const int tile_base = (il / s) * s;
   if (causal) {

@@ -73,7 +73,7 @@ static Case mk(const std::string& name, int rank, std::vector<int> L, std::vecto
 }
 
 // The keys (flat token indices, row-major) that flat query i sees, into nb: every key of the N
-// tested with fastna::is_neighbor on every axis, the literal DESIGN.md section 1 of the CPU
+// tested with fastna::is_neighbor on every axis, the literal docs/SEMANTICS.md section 5 of the CPU
 // references.
 template <int R>
 static void neighbors_of(const fastna::NaProblem<R>& p, int64_t i, int64_t N, std::vector<int64_t>& nb) {

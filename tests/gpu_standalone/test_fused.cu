@@ -2,7 +2,7 @@
 // Build/run: tests/gpu_standalone/run.sh  (needs CUTLASS headers: CUTLASS_INCLUDE=...).
 //
 // Correctness: random inputs (never zeros), output poisoned with NaN, CPU reference in double
-// that is literal DESIGN.md section 1 (per query, every key, is_neighbor on every axis).
+// that is literal docs/SEMANTICS.md section 5 (per query, every key, is_neighbor on every axis).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -331,7 +331,7 @@ int main(int argc, char** argv) {
       bench<2>(mk("flux-strided 256x256 K80x80 s16 H24", 2, {256, 256}, {80, 80}, {16, 16}, {1, 1}, {0, 0}, 1, 24, 24, 128, true), 7);
       bench<2>(mk("dense-equiv 2d 64x64 K64x64 H16", 2, {64, 64}, {64, 64}, {1, 1}, {1, 1}, {0, 0}, 1, 16, 16, 128, true), 10);
     }
-    // The 1D anchors (DESIGN.md section 4: B=1, 1 head, D=128, bf16): default tile vs q128w8
+    // The 1D anchors (docs/PERFORMANCE.md section 2: B=1, 1 head, D=128, bf16): default tile vs q128w8
     // (v3) vs the 4-warp 128x32 tile (v4, D=128 only).
     for (int var : {0, 3, 4}) {
       g_variant = var;

@@ -5,7 +5,7 @@
 // one Backward instance (a TU each, built in parallel); without, it is the test driver.
 //
 // Correctness: random inputs (never zeros), gradients poisoned with NaN, lse computed by the CPU
-// reference, CPU reference of the gradients in double written literally from DESIGN.md section 1
+// reference, CPU reference of the gradients in double written literally from docs/SEMANTICS.md section 5
 // (per query: softmax over its neighbors found with is_neighbor on every axis).
 #include <cuda_runtime.h>
 #include <cstdint>

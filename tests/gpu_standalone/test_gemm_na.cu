@@ -7,7 +7,7 @@
 // every config in each dtype built (-DGEMM_WITH_F16/BF16/F32=0|1, all by default).
 //
 // Correctness: random non-zero inputs, outputs poisoned with NaN, CPU reference in double written
-// literally from DESIGN.md section 2 (per query: per-axis window, slots row-major over K, key
+// literally from docs/SEMANTICS.md section 8 (per query: per-axis window, slots row-major over K, key
 // (start_a + k_a) group-local, rpb[h, j' - i' + K - 1], causal slots past the window end -inf).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -229,7 +229,7 @@ static void strides_for(const Case& c, int heads, int64_t* s) {
   s[0] = st;
 }
 
-// ---- literal DESIGN.md section 2 (stride 1): neighbor table of one query ----
+// ---- literal docs/SEMANTICS.md section 8 (stride 1): neighbor table of one query ----
 struct Nbr {
   std::vector<int64_t> key;  // flattened key index per slot, -1 = invalid (causal, past the end)
   std::vector<int64_t> rel;  // rpb offset (row-major over 2K-1) per slot

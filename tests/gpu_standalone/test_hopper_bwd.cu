@@ -8,7 +8,7 @@
 // they count as passed "(refused)" -- the binding runs the sm80 backward for them.
 //
 // Correctness: random inputs (never zeros), gradients poisoned with NaN, lse computed by the CPU
-// reference, CPU reference of the gradients in double written literally from DESIGN.md section 1
+// reference, CPU reference of the gradients in double written literally from docs/SEMANTICS.md section 5
 // (per query: softmax over its neighbors found with is_neighbor on every axis).
 #include <cuda_runtime.h>
 #include <cstdint>
@@ -334,7 +334,7 @@ int main(int argc, char** argv) {
         cs, have_instance, [](auto rank, const Case& c) { return run_case<decltype(rank)::value>(c); }, g_only, g_skip);
   }
   if (do_bench) {
-    // The anchor cases of DESIGN.md section 4 (bf16, D=128, B=1); --bench SUBSTR picks some.
+    // The anchor cases of docs/PERFORMANCE.md section 2 (bf16, D=128, B=1); --bench SUBSTR picks some.
     auto want = [](const char* n) { return g_bench == nullptr || std::strstr(n, g_bench) != nullptr; };
     if (want("1d 32768 K2048 H1")) bench<1>(mk("1d 32768 K2048 H1", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 1, 1, 128, true), 20);
     if (want("1d-strided 32768 K2048 s256 H1"))

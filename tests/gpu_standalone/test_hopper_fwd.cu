@@ -6,7 +6,7 @@
 // from instance.cu (fused_fwd_r<R>_<elem>_d<D>, common.hpp).
 //
 // Correctness: random non-zero inputs, out and lse poisoned with NaN, CPU reference in double
-// that is literal DESIGN.md section 1 (per query, every key, fastna::is_neighbor on every axis).
+// that is literal docs/SEMANTICS.md section 5 (per query, every key, fastna::is_neighbor on every axis).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -473,11 +473,11 @@ int main(int argc, char** argv) {
     std::printf("SUMMARY: %d/%d passed\n", total - fails, total);
   }
   if (do_bench) {
-    // Small-window anchors (DESIGN.md section 4): nat, dinat (B=32, 4 heads, D=32), nat-13.
+    // Small-window anchors (docs/PERFORMANCE.md section 2): nat, dinat (B=32, 4 heads, D=32), nat-13.
     bench_all<2>(mk("nat 56x56 K7x7 B32 H4 D32", 2, {56, 56}, {7, 7}, {1, 1}, {1, 1}, {0, 0}, 32, 4, 4, 32, true), 50);
     bench_all<2>(mk("dinat 56x56 K7x7 d4x4 B32 H4 D32", 2, {56, 56}, {7, 7}, {1, 1}, {4, 4}, {0, 0}, 32, 4, 4, 32, true), 50);
     bench_all<2>(mk("nat-13 64x64 K13x13 B4 H8 D64", 2, {64, 64}, {13, 13}, {1, 1}, {1, 1}, {0, 0}, 4, 8, 8, 64, true), 50);
-    // Anchor cases (DESIGN.md section 4): B=1, bf16, D=128.
+    // Anchor cases (docs/PERFORMANCE.md section 2): B=1, bf16, D=128.
     bench_all<1>(mk("1d 32768 K2048 H1", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 1, 1, 128, true), 30);
     bench_all<1>(mk("1d-strided 32768 K2048 s256 H1", 1, {32768}, {2048}, {256}, {1}, {0}, 1, 1, 1, 128, true), 30);
     // Per-CTA fixed cost vs per-KV-box cost: the same grid (256 CTAs) with 8 / 32 / 64 boxes each.

@@ -1,11 +1,18 @@
 """Compatibility layers for code written against other neighborhood-attention libraries.
 
-`install_natten_shim()` makes `import natten` / `from natten.functional import ...` resolve to
-fastna.compat.natten, for code (HuggingFace transformers' DiNAT/NAT/OneFormer, k-diffusion, ...)
-that expects NATTEN <= 0.17. Install it before importing such code: transformers decides
-whether natten exists once, when `transformers.utils.import_utils` is first imported, through
-`importlib.util.find_spec("natten")` and `importlib.metadata.version("natten")`; the shim
-answers both.
+`install_natten_shim()` makes `import natten` resolve to fastna's stand-in for NATTEN 0.17.4,
+for code (HuggingFace transformers' DiNAT/NAT/OneFormer, SHI-Labs NAT/DiNAT and StyleNAT,
+k-diffusion, ...) written against it. The shim's modules are served by:
+
+    natten (package names), natten.context   natten_context  (switches and probes)
+    natten.functional, natten.experimental    natten          (the ops)
+    natten.NeighborhoodAttention{1,2,3}D,
+    natten.na1d / na2d / na3d                 natten_modules  (the nn modules)
+    natten.types, natten.utils[.log]          natten_args     (argument forms and rules)
+
+Install it before importing such code: transformers decides whether natten exists once, when
+`transformers.utils.import_utils` is first imported, through `importlib.util.find_spec("natten")`
+and `importlib.metadata.version("natten")`; the shim answers both.
 
     import fastna.compat
     fastna.compat.install_natten_shim()
@@ -32,8 +39,23 @@ __all__ = ["install_natten_shim", "uninstall_natten_shim", "natten_shim_installe
 NATTEN_SHIM_VERSION = "0.17.4+fastna"
 
 _PACKAGE = "natten"
-_SUBMODULES = ("functional",)
 _MARK = "__fastna_shim__"
+# Submodule of the shim -> (module of fastna.compat serving it, names it takes; None: its
+# __all__). Packages (with submodules of their own) are listed in _SUBPACKAGES.
+_SUBMODULES = {
+    "functional": ("natten", None),
+    "experimental": ("natten", ("na1d", "na2d", "na3d")),
+    "context": ("natten_context", None),
+    "types": ("natten_args", "TYPE_NAMES"),
+    "utils": ("natten_args", "UTIL_NAMES"),
+    "utils.log": ("natten_args", ("get_logger",)),
+    "na1d": ("natten_modules", ("NeighborhoodAttention1D",)),
+    "na2d": ("natten_modules", ("NeighborhoodAttention2D",)),
+    "na3d": ("natten_modules", ("NeighborhoodAttention3D",)),
+}
+_SUBPACKAGES = ("utils",)
+# What 0.17's `natten/__init__.py` holds besides its submodules.
+_PACKAGE_NAMES = (("natten_context", None), ("natten_modules", None))
 
 
 def _normalize_dist_name(name: str) -> str:
@@ -55,48 +77,47 @@ class _ShimDistribution(importlib.metadata.Distribution):
         return pathlib.Path(__file__).parent / path
 
 
+def _names(impl, names):
+    if names is None:
+        return list(impl.__all__)
+    return list(getattr(impl, names)) if isinstance(names, str) else list(names)
+
+
+def _copy(module: types.ModuleType, impl_name: str, names) -> None:
+    impl = importlib.import_module(f"{__name__}.{impl_name}")
+    exported = _names(impl, names)
+    for name in exported:
+        setattr(module, name, getattr(impl, name))
+    module.__all__ = list(getattr(module, "__all__", [])) + exported
+    module.__doc__ = module.__doc__ or impl.__doc__
+
+
 def _populate_package(module: types.ModuleType) -> None:
     module.__version__ = NATTEN_SHIM_VERSION
     module.__doc__ = "fastna's stand-in for NATTEN 0.17 (see fastna.compat)."
-    # Capability probes some callers branch on. The ops run anywhere torch does; there are no
-    # NATTEN CUDA extensions behind them (fastna picks its own kernels).
-    import torch
-
-    module.has_cuda = lambda: torch.cuda.is_available()
-    module.has_half = lambda *args, **kwargs: True
-    module.has_bfloat = lambda *args, **kwargs: True
-    module.has_gemm = lambda *args, **kwargs: False
-    module.has_fna = lambda *args, **kwargs: False
-    state = {"fused_na": False}
-
-    def use_fused_na(mode: bool = True, kv_parallel: bool = False):
-        # NATTEN's nn modules switch to fused kernels with this; the shim has no nn modules
-        # and fastna chooses its kernels itself, so only the flag is kept.
-        state["fused_na"] = bool(mode)
-
-    module.use_fused_na = use_fused_na
-    module.is_fused_na_enabled = lambda: state["fused_na"]
-
-
-def _populate_functional(module: types.ModuleType) -> None:
-    from . import natten as impl
-
-    for name in impl.__all__:
-        setattr(module, name, getattr(impl, name))
-    module.__all__ = list(impl.__all__)
-    module.__doc__ = impl.__doc__
+    for impl_name, names in _PACKAGE_NAMES:
+        _copy(module, impl_name, names)
+    # Real NATTEN's __init__ imports its submodules, so `natten.functional`, `natten.context`
+    # (which code probes with hasattr(natten, "context") to tell 0.17 from older releases),
+    # ... work after a bare `import natten`. Importing binds each as an attribute.
+    for sub in _SUBMODULES:
+        importlib.import_module(f"{_PACKAGE}.{sub}")
 
 
 class _NattenShimFinder(importlib.metadata.DistributionFinder, importlib.abc.Loader):
-    """Meta-path finder/loader for `natten` and `natten.functional`, and their metadata."""
+    """Meta-path finder/loader for `natten` and its submodules, and its package metadata."""
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname == _PACKAGE:
             spec = importlib.machinery.ModuleSpec(fullname, self, is_package=True)
             spec.submodule_search_locations = []
             return spec
-        if fullname.startswith(_PACKAGE + ".") and fullname[len(_PACKAGE) + 1:] in _SUBMODULES:
-            return importlib.machinery.ModuleSpec(fullname, self)
+        sub = fullname[len(_PACKAGE) + 1:] if fullname.startswith(_PACKAGE + ".") else None
+        if sub in _SUBMODULES:
+            spec = importlib.machinery.ModuleSpec(fullname, self, is_package=sub in _SUBPACKAGES)
+            if sub in _SUBPACKAGES:
+                spec.submodule_search_locations = []
+            return spec
         return None
 
     def create_module(self, spec):
@@ -106,11 +127,8 @@ class _NattenShimFinder(importlib.metadata.DistributionFinder, importlib.abc.Loa
         setattr(module, _MARK, True)
         if module.__name__ == _PACKAGE:
             _populate_package(module)
-            # Real NATTEN's __init__ imports .functional, so `natten.functional` works after a
-            # bare `import natten`.
-            module.functional = importlib.import_module(_PACKAGE + ".functional")
         else:
-            _populate_functional(module)
+            _copy(module, *_SUBMODULES[module.__name__[len(_PACKAGE) + 1:]])
 
     def find_distributions(self, context=importlib.metadata.DistributionFinder.Context()):
         name = getattr(context, "name", None)
@@ -118,11 +136,12 @@ class _NattenShimFinder(importlib.metadata.DistributionFinder, importlib.abc.Loa
             yield _ShimDistribution()
 
 
-_finder: Optional[_NattenShimFinder] = None
+# One finder for the process, made at import: installing the shim only puts it on sys.meta_path.
+_finder = _NattenShimFinder()
 
 
 def natten_shim_installed() -> bool:
-    return _finder is not None and _finder in sys.meta_path
+    return _finder in sys.meta_path
 
 
 def install_natten_shim() -> types.ModuleType:
@@ -132,14 +151,11 @@ def install_natten_shim() -> types.ModuleType:
     since code that holds it would silently keep using it. A real natten installed on disk
     but not yet imported is shadowed while the shim is installed.
     """
-    global _finder
     existing = sys.modules.get(_PACKAGE)
     if existing is not None and not getattr(existing, _MARK, False):
         raise RuntimeError(
             f"a real 'natten' module is already imported ({getattr(existing, '__file__', '?')}); "
             f"install_natten_shim() must run before anything imports natten")
-    if _finder is None:
-        _finder = _NattenShimFinder()
     if _finder not in sys.meta_path:
         # First, so that the shim wins over an installed NATTEN and over path-based metadata.
         sys.meta_path.insert(0, _finder)
@@ -155,9 +171,8 @@ def install_natten_shim() -> types.ModuleType:
 
 def uninstall_natten_shim() -> None:
     """Undo install_natten_shim(): drop the finder and the shim's modules; idempotent."""
-    if _finder is not None:
-        while _finder in sys.meta_path:
-            sys.meta_path.remove(_finder)
+    while _finder in sys.meta_path:
+        sys.meta_path.remove(_finder)
     for name in [n for n in sys.modules if n == _PACKAGE or n.startswith(_PACKAGE + ".")]:
         if getattr(sys.modules[name], _MARK, False):
             del sys.modules[name]
