@@ -31,7 +31,7 @@ from anchor_cases import BY_NAME  # noqa: E402
 from bench_fwd import bench, flex_fn, kernel_rows  # noqa: E402
 
 import fastna  # noqa: E402
-from fastna.backends import fused  # noqa: E402
+from fastna import _table  # noqa: E402
 
 
 def dense_ceiling(backends, L=32768, D=128):
@@ -66,7 +66,7 @@ def tile_check(case_name="1d"):
     c = BY_NAME[case_name]
     q, k, v = (torch.randn(c.batch, *c.shape, c.heads, c.dim, device="cuda",
                            dtype=torch.bfloat16) for _ in range(3))
-    tiles = sorted(fused._device_instances(1, torch.bfloat16, q.device).get(c.dim, ()))
+    tiles = sorted(_table.tiles_by_head_dim("fused_fwd", 1, torch.bfloat16, q.device).get(c.dim, ()))
     lines = [f"## Tiles of backend 'fused' on {c.describe()}", "",
              "| FASTNA_FUSED_TILE | ms (do_bench) | kernels (us per call, name) |", "|---|---|---|"]
     old = os.environ.get("FASTNA_FUSED_TILE")

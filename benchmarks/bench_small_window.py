@@ -18,7 +18,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from bench_fwd import bench_graph, report_header, write_report  # noqa: E402
 
 import fastna  # noqa: E402
-from fastna.backends import fused  # noqa: E402
+from fastna import _ext  # noqa: E402
+from fastna.backends import _layout  # noqa: E402
 
 # (name, batch, spatial shape, heads, head dim, kernel, dilation, causal)
 PROBLEMS = [
@@ -58,8 +59,9 @@ def main() -> None:
         fn = {1: fastna.na1d, 2: fastna.na2d}[len(shape)]
         row = {"case": name, "shape": "x".join(map(str, shape)), "B": B, "H": H, "D": D, "K": K,
                "dilation": dil, "causal": causal,
-               "fits": fused.small_window_fits(
-                   fastna._args.normalize(q, k, v, K, 1, dil, causal, None, None, None), shape)}
+               "fits": not _ext.can_implement("fused_fwd", _layout.launch_params(
+                   fastna._args.normalize(q, k, v, K, 1, dil, causal, None, None, None), q, k, v,
+                   "small"))}
         for be in backends:
             run = lambda be=be: fn(q, k, v, kernel_size=K, dilation=dil, is_causal=causal, backend=be)  # noqa: E731
             try:
