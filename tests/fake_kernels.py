@@ -92,9 +92,10 @@ def _reference_backward(table):
 
 
 @contextlib.contextmanager
-def faked(rows, rule=None, cpu_cc=80, reference_launches=True):
+def faked(rows, rule=None, cpu_cc=80, reference_launches=True, machine_cc=80):
     """The fake table in place; yields the Table.  cpu_cc: the compute capability a CPU
-    device reports (None: CPU tensors are not CUDA tensors, as for real)."""
+    device reports (None: CPU tensors are not CUDA tensors, as for real); machine_cc: the
+    current CUDA device's (None: a machine without one)."""
     table = Table(rows, rule)
     real_cc = _ext.device_cc
     saved = [(_ext, n, getattr(_ext, n)) for n in ("kernel_table", "can_implement",
@@ -102,7 +103,9 @@ def faked(rows, rule=None, cpu_cc=80, reference_launches=True):
     saved += [(_fused_launch, n, getattr(_fused_launch, n)) for n in ("forward", "backward")]
 
     def device_cc(device=None):
-        if device is None or device.type == "cpu":
+        if device is None:
+            return machine_cc
+        if device.type == "cpu":
             return cpu_cc
         return real_cc(device)
 

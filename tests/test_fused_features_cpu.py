@@ -432,8 +432,9 @@ def test_float32_auto_selection_follows_allow_tf32(tf32, set_tf32):
 def test_float32_dtype_checks():
     """fused.check takes float32 (TF32) and names float64; hopper declines float32 itself;
     CPU tensors are not CUDA tensors."""
-    rows = [row("fused_fwd", "default", 2, torch.float32, 32)]
-    with faked(rows, cpu_cc=None):
+    rows = [row("fused_fwd", "default", 2, torch.float32, 32),
+            row("fused_fwd", "hopper", 2, torch.float16, 32, sm=90, arch="90a")]
+    with faked(rows, cpu_cc=None, machine_cc=90):
         q, k, v, _, _ = _inputs((8, 8), 2, 2, 32, 32, 0)
         p = _args.normalize(q, k, v, 3)
         why = fused.check(q, k, v, p)                        # float64

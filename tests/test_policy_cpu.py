@@ -118,7 +118,7 @@ def test_explain_names_the_choice_and_the_alternatives(monkeypatch):
             else ""
 
     rows = rows_for("fused_fwd", {32: {"default", "small", "hopper"}}) + \
-        rows_for("fused_bwd", {32: {"default"}})
+        rows_for("fused_bwd", {32: {"default"}}) + rows_for("naive_fwd", {0: {"default"}})
     with faked(rows, rule=rule):
         q, k, v = _qkv((1, 12, 12, 2, 32), torch.bfloat16)
         text = fastna.explain(q, k, v, 9)

@@ -61,4 +61,26 @@ def runnable_here(op: str, tile: Optional[str] = None) -> bool:
         for r in _ext.kernel_table())
 
 
+def unavailable(backend: str, op: str, tile: Optional[str] = None) -> Optional[str]:
+    """Why `backend`, whose kernels are `op` instances (of `tile`, when given), cannot run on
+    this machine at all -- no compiled module, none of its kernels built, no CUDA device, or
+    none built for this device -- or None.  Every CUDA backend asks this first, so the same
+    situation raises the same NotImplementedError whatever the backend and the tensors."""
+    kind = f"{op} kernels" + (f" of tile {tile!r}" if tile else "")
+    if _ext.load() is None:
+        why = f"not available in this build (compiled module missing: {_ext.load_error()})"
+    elif not any(r["op"] == op and (tile is None or r["tile"] == tile)
+                 for r in _ext.kernel_table()):
+        why = f"not available in this build (it has no {kind}; `python -m fastna info` lists them)"
+    elif _ext.device_cc() is None:
+        why = "not available on this machine (no CUDA device)"
+    elif not runnable_here(op, tile):
+        cc = _ext.device_cc()
+        why = (f"not available on this machine (no {kind} built for compute capability "
+               f"{cc // 10}.{cc % 10}; `python -m fastna info` lists the archs built)")
+    else:
+        return None
+    return f"backend {backend!r} is {why}"
+
+
 _ext.on_clear(_rows.cache_clear)

@@ -29,14 +29,10 @@ from .._protocol import Choice
 FWD, BWD = _table.FUSED_FWD, _table.FUSED_BWD
 
 
-def unavailable(name: str) -> Optional[Reason]:
-    """Why the build has no fused kernels at all, or None."""
-    if _table.any_rows(FWD):
-        return None
-    why = (("compiled module missing: " + str(_ext.load_error())) if _ext.load() is None else
-           "the compiled module has no fused kernels (host-only build, or FASTNA_KERNELS "
-           "without fused_fwd)")
-    return Reason(f"backend '{name}' is not available in this build ({why})")
+def unavailable(name: str, tile: Optional[str] = None) -> Optional[Reason]:
+    """Why backend `name` cannot run here at all (the table's answer), or None."""
+    why = _table.unavailable(name, FWD, tile)
+    return None if why is None else Reason(why)
 
 
 def head_dims(query, params):

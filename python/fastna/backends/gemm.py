@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 
 from . import _base, _merge
+from .. import _table
 from ._base import Reason
 from .._protocol import Choice
 from . import gemm_unfused as _gu
@@ -41,12 +42,9 @@ def available() -> bool:
 
 
 def check(query, key, value, params, additional_keys=None, additional_values=None):
-    if not _gu.gemm_instances():
-        return Reason("backend 'gemm' is not available in this build (no gemm_na kernels: "
-                      "rebuild with FASTNA_KERNELS including gemm_na)")
-    if not available():
-        return Reason("backend 'gemm' is not available in this build on this machine (no CUDA "
-                      "device runs its kernels)")
+    why = _table.unavailable(name, _table.GEMM)
+    if why is not None:
+        return Reason(why)
     if any(s != 1 for s in params.stride) and not any(
             r["supports"].get("stride") for r in _gu.gemm_instances()):
         return Reason(f"it supports stride 1 only (the GEMM kernels are the legacy stride-1 "

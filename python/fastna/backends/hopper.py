@@ -31,7 +31,7 @@ def available() -> bool:
 
 
 def check(query, key, value, params, additional_keys=None, additional_values=None):
-    why = _fused_family.unavailable(name)
+    why = _fused_family.unavailable(name, TILE)
     if why is not None:
         return why
     if query.dtype not in DTYPES:

@@ -40,15 +40,14 @@ def _params(params, q, k, v, num_extra, op=FWD):
 
 
 def check(query, key, value, params, additional_keys=None, additional_values=None):
+    why = _table.unavailable(name, FWD)
+    if why is not None:
+        return Reason(why)
     if query.dtype not in DTYPES:
         return Reason(f"it supports float32, float16 and bfloat16, got {query.dtype} "
                       f"(backend='reference' takes float64)", TypeError)
     if query.device.type != "cuda":
         return Reason(f"it needs CUDA tensors, got query on {query.device}", ValueError)
-    if not _table.any_rows(FWD):
-        why = ("compiled module missing: " + str(_ext.load_error())) if _ext.load() is None \
-            else "the compiled module has no naive CUDA kernels (host-only build?)"
-        return Reason(f"backend 'naive' is not available in this build ({why})")
     tensors = (query, key, value, additional_keys, additional_values)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                                  for t in tensors)
