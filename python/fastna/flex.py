@@ -1,7 +1,7 @@
 """FlexAttention with a neighborhood-attention ``mask_mod``: the dense-kernel competitor of
-DESIGN.md section 4, used by the profiler and the benchmarks.
+docs/PERFORMANCE.md section 1, used by the profiler and the benchmarks.
 
-The mask is DESIGN.md section 1 written with tensor ops so that FlexAttention can trace it
+The mask is docs/SEMANTICS.md sections 3-5 written with tensor ops so that FlexAttention can trace it
 (no Python branching on tensor values). FlexAttention tensors are heads-first [B, H, N, D] with
 the spatial axes flattened row-major.
 """
@@ -17,7 +17,7 @@ __all__ = ["na_mask_mod", "na_block_mask", "make_flex_na", "flex_na"]
 
 
 def _axis_neighbor(i, j, L, K, s, d, causal):
-    """Rules 1-3 of DESIGN.md on one axis: is key j in query i's window? (tensor ops)."""
+    """docs/SEMANTICS.md sections 3-5 on one axis: is key j in query i's window? (tensor ops)."""
     g = i % d
     il = i // d
     group_len = (L - g + d - 1) // d

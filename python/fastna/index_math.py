@@ -1,4 +1,4 @@
-"""Per-axis neighborhood index math in Python (DESIGN.md section 1).
+"""Per-axis neighborhood index math in Python (docs/SEMANTICS.md sections 3-6).
 
 This mirrors include/fastna/index_math.hpp; tests/test_index_math_python.py cross-checks the
 two through the fastna._C bindings. Windows are half-open [start, end) in group-local
@@ -14,7 +14,7 @@ def group_length(L: int, d: int, g: int) -> int:
 
 
 def window(L: int, K: int, s: int, d: int, causal: bool, i: int) -> tuple[int, int]:
-    """Window of absolute query i: DESIGN.md rules 1-2, literally."""
+    """Window of absolute query i: docs/SEMANTICS.md sections 3-4, literally."""
     g = i % d
     il = i // d
     Lg = group_length(L, d, g)

@@ -71,7 +71,7 @@ class NeighborhoodAttentionND(nn.Module):
     Args:
         embed_dim: channels C of the input ``[B, *spatial, C]`` (``dim=`` is accepted too).
         num_heads: number of heads; must divide embed_dim.
-        kernel_size, stride, dilation: int or per-axis tuple (see DESIGN.md section 1).
+        kernel_size, stride, dilation: int or per-axis tuple (see docs/SEMANTICS.md sections 2-4).
         is_causal: bool or per-axis tuple.
         qkv_bias: bias of the qkv projection.
         qk_scale: softmax scale; default head_dim ** -0.5.

@@ -1,6 +1,6 @@
 """Unfused neighborhood attention: QK (attention weights) and AV as separate ops.
 
-These are the legacy (NATTEN <= 0.17) building blocks of DESIGN.md section 2, in the heads-last
+These are the legacy (NATTEN <= 0.17) building blocks of docs/SEMANTICS.md section 8, in the heads-last
 layout of section 1:
 
     naNd_qk(query [B, *S, H, D], key [B, *S, H_kv, D]) -> weights [B, *S, H, prod(K) (+ E)]

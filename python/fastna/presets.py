@@ -1,4 +1,4 @@
-"""Named NA problems: the anchor cases of DESIGN.md section 4 (B=1, 24 heads, head dim 128,
+"""Named NA problems: the anchor cases of docs/PERFORMANCE.md section 2 (B=1, 24 heads, head dim 128,
 bf16 unless noted), used by ``python -m fastna profile --preset NAME``.
 
 benchmarks/anchor_cases.py re-exports this table for the benchmark scripts.

@@ -1,4 +1,4 @@
-"""The oracle: neighborhood attention written literally from DESIGN.md section 1.
+"""The oracle: neighborhood attention written literally from docs/SEMANTICS.md sections 3-5.
 
 Pure PyTorch, any device, any float dtype (computes in fp32, or fp64 for fp64 inputs).
 Memory-bounded: queries are processed in spatial tiles (boxes); each tile only looks at the
