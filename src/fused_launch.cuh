@@ -14,9 +14,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "fastna/fused/backward.hpp"
-#include "fastna/fused/forward.hpp"
-#include "fastna/fused/small_window.hpp"
+#include "fastna/sm80/backward.hpp"
+#include "fastna/sm80/forward.hpp"
+#include "fastna/small/forward.hpp"
 #include "launch_views.hpp"
 
 namespace fastna {

@@ -12,7 +12,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "fastna/hopper/backward.hpp"
+#include "fastna/sm90/backward.hpp"
 #include "fused_launch.cuh"  // backward_arguments, LocalTraits, LocalTag, run_fused_backward
 
 namespace fastna {

@@ -9,7 +9,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "fastna/hopper/forward.hpp"
+#include "fastna/sm90/forward.hpp"
 #include "fused_launch.cuh"  // forward_arguments, LocalTraits, set_smem, check_launch
 
 namespace fastna {

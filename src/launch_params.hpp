@@ -7,7 +7,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "fastna/index_math.hpp"
+#include "fastna/common/index_math.hpp"
 
 namespace fastna {
 namespace binding {

@@ -4,7 +4,7 @@
 // without the kernel headers.
 #pragma once
 
-#include "fastna/problem.hpp"
+#include "fastna/common/problem.hpp"
 #include "launch_params.hpp"
 
 namespace fastna {

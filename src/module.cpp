@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "dispatch.hpp"
-#include "fastna/fused/small_window_shape.hpp"
-#include "fastna/index_math.hpp"
+#include "fastna/small/shape.hpp"
+#include "fastna/common/index_math.hpp"
 #include "launch_params.hpp"
 
 namespace py = pybind11;

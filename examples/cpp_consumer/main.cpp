@@ -1,8 +1,8 @@
 // Host-only use of fastna's index math: prints the 1D windows of DESIGN.md's worked example.
 #include <cstdio>
 
-#include <fastna/index_math.hpp>
-#include <fastna/problem.hpp>
+#include <fastna/common/index_math.hpp>
+#include <fastna/common/problem.hpp>
 
 int main() {
   fastna::NaProblem<1> problem;

@@ -1,7 +1,7 @@
 // Host-only use of an installed fastna: one 1D window of DESIGN.md's worked example, checked.
 #include <cstdio>
 
-#include <fastna/index_math.hpp>
+#include <fastna/common/index_math.hpp>
 
 #ifdef CONSUMER_HAVE_CUTLASS
 #include <cutlass/version.h>  // proves fastna::fastna carries the CUTLASS include path

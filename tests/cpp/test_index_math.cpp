@@ -1,4 +1,4 @@
-// Exhaustive check of include/fastna/index_math.hpp against a brute-force reading of
+// Exhaustive check of include/fastna/common/index_math.hpp against a brute-force reading of
 // DESIGN.md section 1, for every L in 2..16 and every valid (K, stride, dilation, causal).
 //
 // The oracle deliberately does not reuse the library's arithmetic: non-causal windows are
@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <vector>
 
-#include "fastna/index_math.hpp"
+#include "fastna/common/index_math.hpp"
 
 using fastna::AxisParams;
 using fastna::Range;

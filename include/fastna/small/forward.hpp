@@ -14,12 +14,14 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 
-#include "fastna/fused/small_window_kernel.hpp"
-#include "fastna/hopper/tma.hpp"
-#include "fastna/host_checks.hpp"
-#include "fastna/fused/small_window_traits.hpp"
-#include "fastna/problem.hpp"
+#include "fastna/small/kernel.hpp"
+#include "fastna/common/tma.hpp"
+#include "fastna/common/forward_params.hpp"
+#include "fastna/common/problem_checks.hpp"
+#include "fastna/small/traits.hpp"
+#include "fastna/common/problem.hpp"
 
 namespace fastna {
 namespace fused {
@@ -38,16 +40,9 @@ class SmallWindowForward {
   // The CTA's query tile as a box (grid and tile counts).
   using CtaBox = Box<Rank, Traits::tile(0), (Rank > 1 ? Traits::tile(1) : 1), (Rank > 2 ? Traits::tile(2) : 1)>;
 
-  struct Arguments {
-    NaProblem<Rank> problem;
-    TokenTensor<Element const, Rank> q;
-    TokenTensor<Element const, Rank> k;
-    TokenTensor<Element const, Rank> v;
-    TokenTensor<Element, Rank> out;
-    float* lse = nullptr;  // optional, fp32 contiguous [B, N, H]
-  };
+  using Arguments = ForwardArguments<Rank, Element>;
 
-  // Whether every warp's halo fits the key slots (small_window_shape.hpp).
+  // Whether every warp's halo fits the key slots (shape.hpp).
   static bool fits(NaProblem<Rank> const& p) {
     for (int a = 0; a < Rank; ++a) {
       if (small_window_halo_bound(p.axis[a], Traits::Patch::extent(a)) > Traits::Slots::extent(a)) return false;
@@ -55,17 +50,26 @@ class SmallWindowForward {
     return true;
   }
 
-  static cutlass::Status can_implement(Arguments const& args) {
-    NaProblem<Rank> const& p = args.problem;
-    const cutlass::Status st = check_fused_problem<HeadDim>(p);
-    if (st != cutlass::Status::kSuccess) return st;
-    if (box_grid_x<CtaBox>(p) > 0x7fffffff) return cutlass::Status::kErrorInvalidProblem;
-    if (!fits(p)) return cutlass::Status::kErrorNotSupported;
-    // 16-byte rows for cp.async (K, V); Q and out are read / written 4 bytes at a time.
-    if (!rows_in_16_byte_chunks(args.q) || !rows_in_16_byte_chunks(args.k) || !rows_in_16_byte_chunks(args.v) ||
-        !rows_in_16_byte_chunks(args.out))
-      return cutlass::Status::kErrorMisalignedOperand;
-    return cutlass::Status::kSuccess;
+  static Verdict can_implement_problem(NaProblem<Rank> const& p) {
+    Verdict v = check_forward_problem<HeadDim, CtaBox>(p);
+    if (v.is_ok() && !fits(p)) {
+      std::string window, slots;
+      for (int a = 0; a < Rank; ++a) {
+        window += (a ? "x" : "") + std::to_string(p.axis[a].kernel);
+        slots += (a ? "x" : "") + std::to_string(int(Traits::Slots::extent(a)));
+      }
+      v = Verdict::unsupported("window " + window + " (with its stride and causal mask) does not fit the small-window "
+                               "tile: a warp's key halo outgrows its " + slots + " key slots");
+    }
+    return v;
+  }
+
+  // K and V are copied in 16-byte rows (cp.async); Q and out are read / written 4 bytes at a time
+  // but checked alike.
+  static Verdict can_implement(Arguments const& args) {
+    Verdict v = can_implement_problem(args.problem);
+    if (v.is_ok()) v = check_forward_tensors(args);
+    return v;
   }
 
   static size_t get_workspace_size(Arguments const&) { return 0; }

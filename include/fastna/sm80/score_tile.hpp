@@ -7,7 +7,7 @@
 
 #include <cmath>
 
-#include "fastna/index_math.hpp"
+#include "fastna/common/index_math.hpp"
 
 namespace fastna {
 namespace fused {

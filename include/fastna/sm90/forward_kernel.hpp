@@ -24,14 +24,15 @@
 #include <cmath>
 #include <cstdint>
 
-#include "fastna/device_math.hpp"
-#include "fastna/fused/kernel.hpp"  // ForwardParams, detail::quad_{max,sum}
-#include "fastna/hopper/kernel_traits.hpp"
-#include "fastna/hopper/load.hpp"
-#include "fastna/hopper/tma.hpp"
-#include "fastna/hopper/mask.hpp"
-#include "fastna/index_math.hpp"
-#include "fastna/problem.hpp"
+#include "fastna/common/device_math.hpp"
+#include "fastna/common/forward_params.hpp"
+#include "fastna/sm90/kernel_traits.hpp"
+#include "fastna/sm90/load.hpp"
+#include "fastna/common/tma.hpp"
+#include "fastna/sm90/mask.hpp"
+#include "fastna/common/index_math.hpp"
+#include "fastna/common/problem.hpp"
+#include "fastna/common/warp_reduce.hpp"
 
 namespace fastna {
 namespace hopper {
@@ -54,7 +55,7 @@ struct HopperParams {
 
 namespace detail {
 
-// Division-free window / group-length / key-range fast paths: fastna/index_math.hpp.
+// Division-free window / group-length / key-range fast paths: fastna/common/index_math.hpp.
 using ::fastna::group_length_fast;
 using ::fastna::key_range_fast;
 using ::fastna::window_fast;
@@ -120,7 +121,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
   using QBox = typename Traits::QBox;
   using KBox = typename Traits::KBox;
   using Barrier = cutlass::arch::ClusterBarrier;
-  static_assert(Traits::kSignal != Signal::kWarp, "Signal::kWarp (producer one box behind) was dropped: slower");
   auto const& params = hparams.base;
   bool tma = false;
   if constexpr (Traits::kSignal == Signal::kTma) tma = hparams.use_tma != 0;
@@ -460,14 +460,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
       // Mask KV box j (unless fully inside every window of this warpgroup's rows), update the running
       // max, turn acc_s into unnormalized probabilities (fp32, in place) and return the factor that
       // rescales the earlier O and row sums.
-      // Returns whether O must be rescaled by corr (always, unless Traits::kLazyRescale; warp-uniform).
-      auto softmax = [&](int const (&origin)[R], float (&corr)[2]) -> bool {
-        if constexpr (Traits::kSkipSoftmax) {
-          corr[0] = corr[1] = 1.f;
-          row_max[0] = row_max[1] = 0.f;
-          row_sum[0] = row_sum[1] = 1.f;
-          return false;
-        }
+      auto softmax = [&](int const (&origin)[R], float (&corr)[2]) {
         bool full = true;
 #pragma unroll
         for (int a = 0; a < R; ++a)
@@ -501,26 +494,12 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
           }
           mxs[v1] = fused::detail::quad_max(mx);
         }
-        bool rescale = true;
-        if constexpr (Traits::kLazyRescale) {
-          bool grow = false;
-#pragma unroll
-          for (int v1 = 0; v1 < 2; ++v1) {
-            const float m_old = row_max[v1];
-            grow = grow || ((m_old == -INFINITY) ? (mxs[v1] != -INFINITY) : ((mxs[v1] - m_old) * scale_log2 > 8.f));
-          }
-          rescale = __any_sync(0xffffffffu, grow);
-          if (!rescale) {  // keep the stale offsets: every p <= 2^8
-            mxs[0] = row_max[0];
-            mxs[1] = row_max[1];
-          }
-        }
 #pragma unroll
         for (int v1 = 0; v1 < 2; ++v1) {
           const float mx = mxs[v1];
           // Rows without any key so far keep m = -inf: use 0 as the exponent offset (p = 0, no NaN).
           const float mscaled = (mx == -INFINITY) ? 0.f : mx * scale_log2;
-          corr[v1] = rescale ? exp2_approx(row_max[v1] * scale_log2 - mscaled) : 1.f;
+          corr[v1] = exp2_approx(row_max[v1] * scale_log2 - mscaled);
           row_max[v1] = mx;
           float sum = 0.f;
 #pragma unroll
@@ -533,7 +512,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
             }
           row_sum[v1] = row_sum[v1] * corr[v1] + sum;
         }
-        return rescale;
       };
 
       // A box this warpgroup does not need: wait until it has landed (so that a later wait on the
@@ -578,11 +556,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
             warpgroup_wait<1>();
             warpgroup_fence_operand(acc_s);
             if (j == j_last) release_q();
-            const bool rs = softmax(org, corr);
+            softmax(org, corr);
             warpgroup_wait<0>();
             fence_pv();
             release(sp);
-            if (rs) rescale_o(corr);
+            rescale_o(corr);
             convert_p();
           }
           const int sl = stage_of(j_last);
@@ -607,7 +585,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
           warpgroup_wait<0>();
           warpgroup_fence_operand(acc_s);
           if (j == j_last) release_q();
-          if (softmax(org, corr)) rescale_o(corr);
+          softmax(org, corr);
+          rescale_o(corr);
           convert_p();
           wait_full(bar_v + s, phase);
           issue_pv(s);

@@ -9,8 +9,8 @@
 
 #include <cstdint>
 
-#include "fastna/index_math.hpp"
-#include "fastna/problem.hpp"
+#include "fastna/common/index_math.hpp"
+#include "fastna/common/problem.hpp"
 
 namespace fastna {
 

@@ -16,10 +16,11 @@
 #include <cstdint>
 #include <cutlass/cutlass.h>
 
-#include "fastna/fused/forward.hpp"  // fused::Forward: argument checks shared with the sm80 kernel
-#include "fastna/hopper/kernel.hpp"
-#include "fastna/hopper/kernel_traits.hpp"
-#include "fastna/problem.hpp"
+#include "fastna/common/forward_params.hpp"  // Arguments, checks and parameters shared with the sm80 op
+#include "fastna/common/problem_checks.hpp"
+#include "fastna/sm90/forward_kernel.hpp"
+#include "fastna/sm90/kernel_traits.hpp"
+#include "fastna/common/problem.hpp"
 
 namespace fastna {
 namespace hopper {
@@ -27,32 +28,31 @@ namespace hopper {
 template <int Rank, class Element, int HeadDim, class QBox = typename DefaultQBox<Rank>::type,
           class KBox = typename DefaultKBox<Rank, HeadDim>::type,
           int Stages = DefaultStages<HeadDim, KBox::kSize>::value, Schedule Sched = DefaultSchedule<HeadDim>::value,
-          Signal Sig = Signal::kTma, bool SkipSoftmax = false, int CtasPerSm = 0, int Persistent = -1,
-          bool LazyRescale = false, bool AutoPingpong = true, bool PrefetchQ = true>
+          Signal Sig = Signal::kTma, int CtasPerSm = 0, int Persistent = -1, bool AutoPingpong = true,
+          bool PrefetchQ = true>
 class Forward {
  public:
-  using Traits = ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Stages, Sched, Sig, SkipSoftmax, CtasPerSm, Persistent,
-                               LazyRescale, PrefetchQ>;
+  using Traits = ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Stages, Sched, Sig, CtasPerSm, Persistent, PrefetchQ>;
   // The same kernel with the pingpong schedule (the two consumer warpgroups take turns issuing
   // their wgmmas).  run() takes it where use_pingpong says so.
-  using TraitsPingpong = ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Stages, Schedule::kPingpong, Sig, SkipSoftmax,
-                                       CtasPerSm, Persistent, LazyRescale, PrefetchQ>;
+  using TraitsPingpong =
+      ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Stages, Schedule::kPingpong, Sig, CtasPerSm, Persistent, PrefetchQ>;
   using Params = fused::ForwardParams<Rank, Element>;
-  // The sm80 op with the same query box: its can_implement / to_params / grid_shape depend on
-  // the problem and the query box extents only.
-  using Sm80Op = fused::Forward<Rank, Element, HeadDim, QBox, KBox>;
-  using Arguments = typename Sm80Op::Arguments;
+  using Arguments = fused::ForwardArguments<Rank, Element>;
 
-  static cutlass::Status can_implement(Arguments const& args) {
-    cutlass::Status st = Sm80Op::can_implement(args);
-    if (st != cutlass::Status::kSuccess) return st;
-    int dev = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return cutlass::Status::kErrorInternal;
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-    if (major != 9 || minor != 0) return cutlass::Status::kErrorArchMismatch;
-    if (num_tiles(args) > INT32_MAX) return cutlass::Status::kErrorInvalidProblem;  // int tile index
-    return cutlass::Status::kSuccess;
+  // The sm80 op's conditions for this query box, on a compute capability 9.0 device, with a tile
+  // count that fits the kernel's int tile index.
+  static Verdict can_implement_problem(NaProblem<Rank> const& p) {
+    Verdict v = fused::check_forward_problem<HeadDim, QBox>(p);
+    if (v.is_ok()) v = check_device_is(9, 0, "the sm90a forward");
+    if (v.is_ok() && num_tiles(p) > INT32_MAX) v = Verdict::invalid("more than 2^31 - 1 query tiles");
+    return v;
+  }
+
+  static Verdict can_implement(Arguments const& args) {
+    Verdict v = can_implement_problem(args.problem);
+    if (v.is_ok()) v = fused::check_forward_tensors(args);
+    return v;
   }
 
   static size_t get_workspace_size(Arguments const&) { return 0; }
@@ -86,10 +86,11 @@ class Forward {
   }
 
   // Query tiles (spatial boxes x heads x batch): the sm80 op's grid, flattened.
-  static int64_t num_tiles(Arguments const& args) {
-    const dim3 g = Sm80Op::grid_shape(args);
+  static int64_t num_tiles(NaProblem<Rank> const& p) {
+    const dim3 g = fused::forward_grid_shape<QBox>(p);
     return int64_t(g.x) * g.y * g.z;
   }
+  static int64_t num_tiles(Arguments const& args) { return num_tiles(args.problem); }
 
   // 1-D grid.  Persistent (Traits::kPersistent): at most as many CTAs as fit the device at once
   // (kCtasPerSm per SM); each loops over tiles blockIdx.x + k * gridDim.x, and its producer loads
@@ -133,8 +134,8 @@ class Forward {
   // (use_tma false selects the kernel's cp.async producer).  Host-side; encodes the maps.
   static HopperParams<Rank, Element> to_params(Arguments const& args) {
     HopperParams<Rank, Element> params{};
-    params.base = Sm80Op::to_params(args);
-    params.tiles_x = static_cast<int>(Sm80Op::grid_shape(args).x);
+    params.base = Params::template from_arguments<QBox>(args);
+    params.tiles_x = static_cast<int>(fused::forward_grid_shape<QBox>(args.problem).x);
     params.num_tiles = static_cast<int>(num_tiles(args));
     if constexpr (Traits::kSignal == Signal::kTma) {
       TmaDims dv;

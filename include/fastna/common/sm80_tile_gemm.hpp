@@ -9,7 +9,7 @@
 
 #include <cute/tensor.hpp>
 
-#include "fastna/tf32.hpp"
+#include "fastna/common/tf32.hpp"
 
 namespace fastna {
 namespace fused {

@@ -17,7 +17,7 @@
 #include <numeric>
 #include <vector>
 
-#include "fastna/index_math.hpp"
+#include "fastna/common/index_math.hpp"
 
 namespace fastna {
 namespace hopper {

@@ -14,11 +14,12 @@
 #include <cmath>
 #include <cstdint>
 
-#include "fastna/box_tile.hpp"  // tiles_per_group
-#include "fastna/host_checks.hpp"
-#include "fastna/fused/kernel.hpp"
-#include "fastna/fused/kernel_traits.hpp"
-#include "fastna/problem.hpp"
+#include "fastna/common/box_tile.hpp"  // tiles_per_group
+#include "fastna/common/forward_params.hpp"
+#include "fastna/common/problem_checks.hpp"
+#include "fastna/sm80/forward_kernel.hpp"
+#include "fastna/common/sm80_tile_traits.hpp"
+#include "fastna/common/problem.hpp"
 
 namespace fastna {
 namespace fused {
@@ -31,34 +32,21 @@ class Forward {
   using Traits = ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Warps, Stages>;
   using Params = ForwardParams<Rank, Element>;
 
-  struct Arguments {
-    NaProblem<Rank> problem;
-    TokenTensor<Element const, Rank> q;
-    TokenTensor<Element const, Rank> k;
-    TokenTensor<Element const, Rank> v;
-    TokenTensor<Element, Rank> out;
-    float* lse = nullptr;  // optional, fp32 contiguous [B, N, H]
-  };
+  using Arguments = ForwardArguments<Rank, Element>;
 
-  static cutlass::Status can_implement(Arguments const& args) {
-    NaProblem<Rank> const& p = args.problem;
-    const cutlass::Status st = check_fused_problem<HeadDim>(p);
-    if (st != cutlass::Status::kSuccess) return st;
-    if (box_grid_x<QBox>(p) > 0x7fffffff) return cutlass::Status::kErrorInvalidProblem;
-    if (!rows_in_16_byte_chunks(args.q) || !rows_in_16_byte_chunks(args.k) || !rows_in_16_byte_chunks(args.v) ||
-        !rows_in_16_byte_chunks(args.out))
-      return cutlass::Status::kErrorMisalignedOperand;
-    return cutlass::Status::kSuccess;
+  static Verdict can_implement_problem(NaProblem<Rank> const& p) { return check_forward_problem<HeadDim, QBox>(p); }
+
+  static Verdict can_implement(Arguments const& args) {
+    Verdict v = can_implement_problem(args.problem);
+    if (v.is_ok()) v = check_forward_tensors(args);
+    return v;
   }
 
   static size_t get_workspace_size(Arguments const&) { return 0; }
 
   static Params to_params(Arguments const& args) { return Params::template from_arguments<QBox>(args); }
 
-  static dim3 grid_shape(Arguments const& args) {
-    return dim3(static_cast<unsigned>(box_grid_x<QBox>(args.problem)), static_cast<unsigned>(args.problem.heads),
-                static_cast<unsigned>(args.problem.batch));
-  }
+  static dim3 grid_shape(Arguments const& args) { return forward_grid_shape<QBox>(args.problem); }
 
   static cutlass::Status run(Arguments const& args, cudaStream_t stream = nullptr, void* workspace = nullptr) {
     (void)workspace;

@@ -17,73 +17,21 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "fastna/box_tile.hpp"
-#include "fastna/fused/kernel_traits.hpp"
-#include "fastna/fused/score_tile.hpp"
-#include "fastna/fused/tile_gemm.hpp"
-#include "fastna/index_math.hpp"
-#include "fastna/problem.hpp"
-#include "fastna/tf32.hpp"
+#include "fastna/common/box_tile.hpp"
+#include "fastna/common/cp_async.hpp"
+#include "fastna/common/forward_params.hpp"
+#include "fastna/common/sm80_tile_traits.hpp"
+#include "fastna/sm80/score_tile.hpp"
+#include "fastna/common/sm80_tile_gemm.hpp"
+#include "fastna/common/index_math.hpp"
+#include "fastna/common/problem.hpp"
+#include "fastna/common/tf32.hpp"
+#include "fastna/common/warp_reduce.hpp"
 
 namespace fastna {
 namespace fused {
 
-template <int Rank, class Element>
-struct ForwardParams {
-  NaProblem<Rank> problem;
-  TokenTensor<Element const, Rank> q, k, v;
-  TokenTensor<Element, Rank> out;
-  float* lse = nullptr;             // optional fp32 [B, N, H]
-  int32_t tiles_per_group[Rank];    // ceil(ceil(L/d) / box extent)
-  float scale_log2;                 // scale * log2(e)
-
-  // From a device op's Arguments (problem, q, k, v, out, lse); Box: the CTA's query box.
-  template <class Box, class Arguments>
-  static ForwardParams from_arguments(Arguments const& args) {
-    ForwardParams params;
-    params.problem = args.problem;
-    params.q = args.q;
-    params.k = args.k;
-    params.v = args.v;
-    params.out = args.out;
-    params.lse = args.lse;
-    for (int a = 0; a < Rank; ++a)
-      params.tiles_per_group[a] = ::fastna::tiles_per_group(args.problem.axis[a], Box::extent(a));
-    params.scale_log2 = args.problem.scale * 1.4426950408889634f;
-    return params;
-  }
-};
-
 namespace detail {
-
-// 16-byte global->shared async copy; pred == false writes zeros and reads nothing.
-__device__ __forceinline__ void cp_async_16_zfill(void* smem, void const* gmem, bool pred) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  const int src_size = pred ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_size));
-}
-
-// Loads one box of tokens (rows) x HeadDim (cols) into swizzled shared memory, in 16-byte
-// chunks of Traits::kChunkElems elements.
-// origin/limit: group-local box origin and exclusive bound of valid positions per axis.
-template <class Traits, class Box, class SmemLayout, int Rank, class T>
-__device__ __forceinline__ void load_box(TokenTensor<T, Rank> const& t, int b, int h,
-                                         typename Traits::Element* smem, int const (&origin)[Rank],
-                                         int const (&limit)[Rank], int const (&group)[Rank],
-                                         AxisParams const (&axis)[Rank], int tid) {
-  constexpr int kRows = Box::kSize;
-  const int chunk = tid % Traits::kChunksPerRow;
-  const int row0 = tid / Traits::kChunksPerRow;
-#pragma unroll
-  for (int r = row0; r < kRows; r += Traits::kRowsPerPass) {
-    int off[Rank];
-    Box::unflatten(r, off);
-    int coord[Rank];
-    const bool valid = box_token(origin, off, limit, group, axis, coord);
-    T const* src = valid ? t.at(b, coord, h) + chunk * Traits::kChunkElems : t.ptr;
-    cp_async_16_zfill(smem + SmemLayout{}(r, chunk * Traits::kChunkElems), src, valid);
-  }
-}
 
 // Loads K and V of column tile j of `cta` (a BoxTile whose columns are KV boxes) into one
 // buffer of the K / V stages.
@@ -107,17 +55,6 @@ __device__ __forceinline__ SmemElement to_operand(float p) {
   } else {
     return static_cast<SmemElement>(p);
   }
-}
-
-__device__ __forceinline__ float quad_max(float x) {
-  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-  return x;
-}
-__device__ __forceinline__ float quad_sum(float x) {
-  x += __shfl_xor_sync(0xffffffffu, x, 1);
-  x += __shfl_xor_sync(0xffffffffu, x, 2);
-  return x;
 }
 
 }  // namespace detail

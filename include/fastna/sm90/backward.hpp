@@ -23,14 +23,15 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "fastna/box_tile.hpp"  // tiles_per_group
-#include "fastna/host_checks.hpp"
-#include "fastna/fused/backward.hpp"
-#include "fastna/hopper/backward_kernel.hpp"
-#include "fastna/hopper/kernel_traits.hpp"
-#include "fastna/hopper/tile_order.hpp"
-#include "fastna/hopper/tma.hpp"
-#include "fastna/problem.hpp"
+#include "fastna/common/box_tile.hpp"  // tiles_per_group
+#include "fastna/common/problem_checks.hpp"
+#include "fastna/common/backward_params.hpp"  // Arguments, checks and parameters shared with the sm80 op
+#include "fastna/common/box.hpp"
+#include "fastna/sm90/backward_kernel.hpp"
+#include "fastna/sm90/kernel_traits.hpp"
+#include "fastna/sm90/tile_order.hpp"
+#include "fastna/common/tma.hpp"
+#include "fastna/common/problem.hpp"
 
 namespace fastna {
 namespace hopper {
@@ -83,35 +84,32 @@ class Backward {
                                    DefaultBwdStages<HeadDim, ColBox::kSize, false>::value, SkipEmpty, Pdl>;
   using DqTraits = BackwardTraits<Rank, Element, HeadDim, RowBox, DqColBox, true,
                                   DefaultBwdStages<HeadDim, DqColBox::kSize, true>::value, SkipEmpty, Pdl>;
-  using Sm80Op = fused::Backward<Rank, Element, HeadDim>;
-  using Arguments = typename Sm80Op::Arguments;
+  using Arguments = fused::BackwardArguments<Rank, Element>;
   using Params = HopperBwdParams<Rank, Element>;
+  // The sm80 backward's boxes: its conditions and the base parameters are computed for them.
+  using Sm80Box = typename fused::DefaultBox<Rank>::type;
 
   static int last_pad(NaProblem<Rank> const& p) { return (p.axis[Rank - 1].length + 3) / 4 * 4; }
 
-  // Everything can_implement checks except the tensor maps (to_params encodes them and returns
-  // false where one cannot be made).
-  static cutlass::Status can_implement_problem(Arguments const& args) {
-    cutlass::Status st = Sm80Op::can_implement(args);
-    if (st != cutlass::Status::kSuccess) return st;
-    NaProblem<Rank> const& p = args.problem;
+  // Everything can_implement checks except the tensors' maps (to_params encodes them and returns
+  // false where one cannot be made): the sm80 backward's conditions, no dilation, a compute
+  // capability 9.0 device.
+  static Verdict can_implement_problem(NaProblem<Rank> const& p) {
+    Verdict v = fused::check_backward_problem<HeadDim, Sm80Box, Sm80Box>(p);
+    if (!v.is_ok()) return v;
     for (int a = 0; a < Rank; ++a)
-      if (p.axis[a].dilation != 1) return cutlass::Status::kErrorNotSupported;
-    int dev = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return cutlass::Status::kErrorInternal;
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-    if (major != 9 || minor != 0) return cutlass::Status::kErrorArchMismatch;
-    return cutlass::Status::kSuccess;
+      if (p.axis[a].dilation != 1) return Verdict::unsupported("the sm90a backward takes no dilation");
+    return check_device_is(9, 0, "the sm90a backward");
   }
 
-  static cutlass::Status can_implement(Arguments const& args) {
-    cutlass::Status st = can_implement_problem(args);
-    if (st != cutlass::Status::kSuccess) return st;
+  static Verdict can_implement(Arguments const& args) {
+    Verdict v = can_implement_problem(args.problem);
+    if (v.is_ok()) v = fused::check_backward_tensors(args);
+    if (!v.is_ok()) return v;
     // The tensor maps of the six token views (workspace maps are checked in to_params).
     Params probe{};
-    if (!token_maps(args, &probe)) return cutlass::Status::kErrorNotSupported;
-    return cutlass::Status::kSuccess;
+    if (!token_maps(args, &probe)) return Verdict::unsupported("no TMA tensor map describes these token views");
+    return Verdict::ok();
   }
 
   static size_t get_workspace_size(Arguments const& args) {
@@ -160,7 +158,7 @@ class Backward {
         !make_head_major_map<Rank, ColBox>(delta, p, lp, &dkv->tma_delta))
       return false;
     for (Params* pp : {dkv, dq}) {
-      pp->base = Sm80Op::to_params(args, nullptr);
+      pp->base = fused::backward_params<Sm80Box, Sm80Box>(args, nullptr);
       pp->lse2_t = lse2;
       pp->delta_t = delta;
       pp->last_pad = lp;

@@ -8,10 +8,10 @@
 
 #include <cute/tensor.hpp>
 
-#include "fastna/box_tile.hpp"
-#include "fastna/fused/kernel.hpp"  // fused::detail::cp_async_16_zfill
-#include "fastna/index_math.hpp"
-#include "fastna/problem.hpp"
+#include "fastna/common/box_tile.hpp"
+#include "fastna/common/cp_async.hpp"  // fused::detail::cp_async_16_zfill
+#include "fastna/common/index_math.hpp"
+#include "fastna/common/problem.hpp"
 
 namespace fastna {
 namespace hopper {

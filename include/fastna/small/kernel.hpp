@@ -23,11 +23,13 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "fastna/device_math.hpp"
-#include "fastna/fused/kernel.hpp"  // ForwardParams, detail::cp_async_16_zfill, quad_max / quad_sum
-#include "fastna/fused/small_window_traits.hpp"
-#include "fastna/index_math.hpp"
-#include "fastna/problem.hpp"
+#include "fastna/common/device_math.hpp"
+#include "fastna/common/cp_async.hpp"        // detail::cp_async_16_zfill
+#include "fastna/common/forward_params.hpp"  // ForwardParams
+#include "fastna/common/warp_reduce.hpp"     // quad_max / quad_sum
+#include "fastna/small/traits.hpp"
+#include "fastna/common/index_math.hpp"
+#include "fastna/common/problem.hpp"
 
 namespace fastna {
 namespace fused {

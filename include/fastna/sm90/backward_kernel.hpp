@@ -1,7 +1,7 @@
 // Fused neighborhood-attention backward kernels for sm90a: wgmma + TMA + warp specialization.
 //
 // Three launches, no atomics (deterministic by construction), the decomposition of the sm80
-// backward (include/fastna/fused/backward_kernel.hpp):
+// backward (include/fastna/sm80/backward_kernel.hpp):
 //   1. fna_hopper_bwd_preprocess_kernel: delta = rowsum(dO * O) - dlse and lse2 = lse * log2(e)
 //      per (query, head), written head-major [B, H, L0, .., L_last padded to 4] (fp32) so that a
 //      query tile's 64 values are one TMA box (the last axis padded: 16-byte row strides; the pad
@@ -35,15 +35,15 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "fastna/box_tile.hpp"
-#include "fastna/device_math.hpp"
-#include "fastna/fused/backward_kernel.hpp"  // fused::BackwardParams, fused::detail::out_dout_row_dot
-#include "fastna/hopper/kernel_traits.hpp"   // Box, SmemAtoms, DefaultQBox
-#include "fastna/hopper/mask.hpp"
-#include "fastna/hopper/tile_order.hpp"  // kBwdOrderCap
-#include "fastna/hopper/tma.hpp"
-#include "fastna/index_math.hpp"
-#include "fastna/problem.hpp"
+#include "fastna/common/box_tile.hpp"
+#include "fastna/common/device_math.hpp"
+#include "fastna/common/backward_params.hpp"  // fused::BackwardParams, fused::detail::out_dout_row_dot
+#include "fastna/sm90/kernel_traits.hpp"   // Box, SmemAtoms, DefaultQBox
+#include "fastna/sm90/mask.hpp"
+#include "fastna/sm90/tile_order.hpp"  // kBwdOrderCap
+#include "fastna/common/tma.hpp"
+#include "fastna/common/index_math.hpp"
+#include "fastna/common/problem.hpp"
 
 namespace fastna {
 namespace hopper {

@@ -19,11 +19,11 @@
 #include <cmath>
 #include <cstdint>
 
-#include "fastna/box_tile.hpp"  // tiles_per_group
-#include "fastna/host_checks.hpp"
-#include "fastna/fused/backward_kernel.hpp"
-#include "fastna/fused/kernel_traits.hpp"
-#include "fastna/problem.hpp"
+#include "fastna/common/box_tile.hpp"  // tiles_per_group
+#include "fastna/common/problem_checks.hpp"
+#include "fastna/sm80/backward_kernel.hpp"
+#include "fastna/common/sm80_tile_traits.hpp"
+#include "fastna/common/problem.hpp"
 
 namespace fastna {
 namespace fused {
@@ -43,34 +43,16 @@ class Backward {
       sizeof(Element) * (2 * size_t(DkvTraits::kElemsQ) + size_t(2 * DkvTraits::kStages) * DkvTraits::kElemsKV) +
       sizeof(float) * 2 * DkvTraits::kStages * DkvTraits::kBlockN;
 
-  struct Arguments {
-    NaProblem<Rank> problem;
-    TokenTensor<Element const, Rank> q;
-    TokenTensor<Element const, Rank> k;
-    TokenTensor<Element const, Rank> v;
-    TokenTensor<Element const, Rank> out;
-    TokenTensor<Element const, Rank> dout;
-    float const* lse = nullptr;  // fp32 contiguous [B, N, H]
-    TokenTensor<Element, Rank> dq;
-    TokenTensor<Element, Rank> dk;
-    TokenTensor<Element, Rank> dv;
-    // Optional fp32 contiguous [B, N, H]: the gradient flowing into lse (nullptr = zero).
-    float const* dlse = nullptr;
-  };
+  using Arguments = BackwardArguments<Rank, Element>;
 
-  static cutlass::Status can_implement(Arguments const& args) {
-    NaProblem<Rank> const& p = args.problem;
-    const cutlass::Status st = check_fused_problem<HeadDim>(p);
-    if (st != cutlass::Status::kSuccess) return st;
-    if (box_grid_x<QBox>(p) > 0x7fffffff || box_grid_x<KBox>(p) > 0x7fffffff)
-      return cutlass::Status::kErrorInvalidProblem;
-    if ((int64_t(p.batch) * p.num_tokens() * p.heads + 3) / 4 > 0x7fffffff) return cutlass::Status::kErrorInvalidProblem;
-    if (args.lse == nullptr) return cutlass::Status::kErrorInvalidProblem;
-    if (!rows_in_16_byte_chunks(args.q) || !rows_in_16_byte_chunks(args.k) || !rows_in_16_byte_chunks(args.v) ||
-        !rows_in_16_byte_chunks(args.out) || !rows_in_16_byte_chunks(args.dout) || !rows_in_16_byte_chunks(args.dq) ||
-        !rows_in_16_byte_chunks(args.dk) || !rows_in_16_byte_chunks(args.dv))
-      return cutlass::Status::kErrorMisalignedOperand;
-    return cutlass::Status::kSuccess;
+  static Verdict can_implement_problem(NaProblem<Rank> const& p) {
+    return check_backward_problem<HeadDim, QBox, KBox>(p);
+  }
+
+  static Verdict can_implement(Arguments const& args) {
+    Verdict v = can_implement_problem(args.problem);
+    if (v.is_ok()) v = check_backward_tensors(args);
+    return v;
   }
 
   // fp32 delta [B, N, H].
@@ -79,25 +61,7 @@ class Backward {
   }
 
   static Params to_params(Arguments const& args, void* workspace) {
-    Params params;
-    params.problem = args.problem;
-    params.q = args.q;
-    params.k = args.k;
-    params.v = args.v;
-    params.out = args.out;
-    params.dout = args.dout;
-    params.dq = args.dq;
-    params.dk = args.dk;
-    params.dv = args.dv;
-    params.lse = args.lse;
-    params.dlse = args.dlse;
-    params.delta = static_cast<float*>(workspace);
-    for (int a = 0; a < Rank; ++a) {
-      params.q_tiles_per_group[a] = tiles_per_group(args.problem.axis[a], QBox::extent(a));
-      params.kv_tiles_per_group[a] = tiles_per_group(args.problem.axis[a], KBox::extent(a));
-    }
-    params.scale_log2 = args.problem.scale * 1.4426950408889634f;
-    return params;
+    return backward_params<QBox, KBox>(args, workspace);
   }
 
   static cutlass::Status run(Arguments const& args, cudaStream_t stream, void* workspace) {

@@ -20,7 +20,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "fastna/problem.hpp"
+#include "fastna/common/problem.hpp"
 
 namespace fastna {
 namespace hopper {

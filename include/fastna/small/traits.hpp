@@ -13,8 +13,8 @@
 
 #include <cutlass/numeric_types.h>
 
-#include "fastna/fused/kernel_traits.hpp"
-#include "fastna/fused/small_window_shape.hpp"
+#include "fastna/common/sm80_tile_traits.hpp"
+#include "fastna/small/shape.hpp"
 
 namespace fastna {
 namespace fused {

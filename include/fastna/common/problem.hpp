@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "fastna/index_math.hpp"
+#include "fastna/common/index_math.hpp"
 
 namespace fastna {
 

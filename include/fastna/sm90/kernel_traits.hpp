@@ -12,8 +12,8 @@
 #include <cute/arch/mma_sm90.hpp>
 #include <cutlass/numeric_types.h>
 
-#include "fastna/fused/kernel_traits.hpp"  // fastna::fused::Box
-#include "fastna/problem.hpp"
+#include "fastna/common/box.hpp"  // fastna::fused::Box
+#include "fastna/common/problem.hpp"
 
 namespace fastna {
 namespace hopper {
@@ -72,15 +72,13 @@ enum class Signal {
   kThread = 0,  // every consumer thread releases a stage; every producer thread arrives through
                 // cp.async.mbarrier.arrive (completion tracked by the barrier)
   kConsumerWarp = 1,  // consumers: one arrival per warp; producer as kThread
-  kWarp = 2,          // consumers as kConsumerWarp; producer warps wait for their own copies
-                      // (cp.async.wait_group, one box behind) and arrive once per warp
   kTma = 3,           // K/V boxes by TMA (one thread, transaction bytes) when the problem allows
                       // it (tma.hpp), else as kThread; consumers as kConsumerWarp
 };
 
 template <int Rank_, class Element_, int HeadDim_, class QBox_, class KBox_, int Stages_,
-          Schedule Schedule_ = Schedule::kOverlap, Signal Signal_ = Signal::kThread, bool SkipSoftmax_ = false,
-          int CtasPerSm_ = 0, int Persistent_ = -1, bool LazyRescale_ = false, bool PrefetchQ_ = true>
+          Schedule Schedule_ = Schedule::kOverlap, Signal Signal_ = Signal::kThread, int CtasPerSm_ = 0,
+          int Persistent_ = -1, bool PrefetchQ_ = true>
 struct ForwardTraits {
   using Element = Element_;
   using QBox = QBox_;
@@ -90,8 +88,6 @@ struct ForwardTraits {
   static constexpr int kStages = Stages_;
   static constexpr Schedule kSchedule = Schedule_;
   static constexpr Signal kSignal = Signal_;
-  // Benchmark probe only (wrong results): P = S without mask / softmax, to time the pipeline alone.
-  static constexpr bool kSkipSoftmax = SkipSoftmax_;
   static_assert(QBox::kRank == kRank && KBox::kRank == kRank, "box rank must match problem rank");
   static_assert(kHeadDim == 32 || kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256, "head dim 32/64/128/256");
 
@@ -123,11 +119,6 @@ struct ForwardTraits {
   // launches one tile per CTA when the problem has more than kPersistentMaxWaves waves.
   static constexpr bool kPersistent = Persistent_ < 0 ? (kCtasPerSm == 1 && kRank == 1) : Persistent_ != 0;
   static constexpr int kPersistentMaxWaves = 4;
-  // FA4-style lazy rescaling: the running row max (the exponent offset) is only raised when some
-  // row of the warp grows by more than 2^8 (probabilities stay <= 256: exact in fp32 sums and
-  // bf16/fp16 P), so the O rescale (D/2 multiplies per thread) and its exp2 are skipped on most
-  // boxes (a warp-uniform branch).  The final 1/l and LSE use the same offset: same results.
-  static constexpr bool kLazyRescale = LazyRescale_;
   // Persistent CTAs with TMA K/V: the Q-loading producer warps prefetch the next tile's Q box
   // into L2 right after issuing this tile's, so the copy that follows the q_empty barrier (the
   // tile's last S = Q K^T) reads L2 instead of DRAM.

@@ -22,32 +22,19 @@
 #include <cmath>
 #include <cstdint>
 
-#include "fastna/box_tile.hpp"
-#include "fastna/fused/kernel.hpp"
-#include "fastna/fused/kernel_traits.hpp"
-#include "fastna/fused/score_tile.hpp"
-#include "fastna/fused/tile_gemm.hpp"
-#include "fastna/index_math.hpp"
-#include "fastna/problem.hpp"
+#include "fastna/common/backward_params.hpp"
+#include "fastna/common/box_tile.hpp"
+#include "fastna/sm80/forward_kernel.hpp"
+#include "fastna/common/sm80_tile_traits.hpp"
+#include "fastna/sm80/score_tile.hpp"
+#include "fastna/common/sm80_tile_gemm.hpp"
+#include "fastna/common/index_math.hpp"
+#include "fastna/common/problem.hpp"
 
 namespace fastna {
 namespace fused {
 
-template <int Rank, class Element>
-struct BackwardParams {
-  NaProblem<Rank> problem;
-  TokenTensor<Element const, Rank> q, k, v, out, dout;
-  TokenTensor<Element, Rank> dq, dk, dv;
-  float const* lse = nullptr;        // fp32 [B, N, H], natural log (forward's output)
-  float const* dlse = nullptr;       // optional fp32 [B, N, H]: gradient flowing into lse (null = 0)
-  float* delta = nullptr;            // fp32 [B, N, H] workspace: rowsum(dO * O) - dlse
-  int32_t q_tiles_per_group[Rank];   // dQ grid: ceil(ceil(L/d) / query box extent)
-  int32_t kv_tiles_per_group[Rank];  // dK/dV grid: ceil(ceil(L/d) / KV box extent)
-  float scale_log2;                  // scale * log2(e)
-};
-
 namespace detail {
-constexpr float kLog2e = 1.4426950408889634f;
 
 // Reads a box's rows (tokens) back from swizzled shared memory into a token tensor.
 template <class Traits, class Box, class SmemLayout, int Rank>
@@ -84,38 +71,6 @@ __device__ __forceinline__ void query_stats(BackwardParams<Rank, Element> const&
   }
 }
 
-// The preprocess's row: one warp per (batch, token, head) row of [B, N, H], 16-byte loads along
-// the head dim.  Calls finish(row, b, h, coord, dot) with dot = rowsum(dO * O) in every lane;
-// a warp past the last row returns at once.
-template <int HeadDim, int Rank, class Element, class Finish>
-__device__ __forceinline__ void out_dout_row_dot(BackwardParams<Rank, Element> const& params, Finish&& finish) {
-  constexpr int kChunks = HeadDim / 8;
-  static_assert(kChunks <= 32, "head dim <= 256");
-  const int lane = threadIdx.x % 32;
-  const NaProblem<Rank>& p = params.problem;
-  const int64_t n_tokens = p.num_tokens();
-  const int64_t rows = int64_t(p.batch) * n_tokens * p.heads;
-  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
-  if (row >= rows) return;
-  const int h = static_cast<int>(row % p.heads);
-  const int64_t t = row / p.heads;
-  const int64_t n = t % n_tokens;
-  const int b = static_cast<int>(t / n_tokens);
-  int32_t coord[Rank];
-  unflatten(n, p.axis, coord);
-  float acc = 0.f;
-  if (lane < kChunks) {
-    const uint4 ov = *reinterpret_cast<uint4 const*>(params.out.at(b, coord, h) + lane * 8);
-    const uint4 gv = *reinterpret_cast<uint4 const*>(params.dout.at(b, coord, h) + lane * 8);
-    Element const* oe = reinterpret_cast<Element const*>(&ov);
-    Element const* ge = reinterpret_cast<Element const*>(&gv);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) acc += static_cast<float>(oe[i]) * static_cast<float>(ge[i]);
-  }
-#pragma unroll
-  for (int m = 16; m >= 1; m >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, m);
-  finish(row, b, h, coord, acc);
-}
 }  // namespace detail
 
 // ------------------------------------------------------------------ preprocess: delta
