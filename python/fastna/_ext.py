@@ -36,6 +36,27 @@ def build_info() -> Optional[dict]:
     return None if C is None else dict(C.build_info())
 
 
+@functools.lru_cache(maxsize=None)
+def _kernel_table() -> tuple:
+    C = load()
+    return () if C is None else tuple(C.kernel_table())
+
+
+def kernel_table() -> list:
+    """The compiled kernel instances (fastna._C.kernel_table(): one dict per instance with op,
+    family, tile, rank, dtype, head_dim, arch, sm, qbox, kvbox, supports); [] without a module."""
+    return list(_kernel_table())
+
+
+def can_implement(op: str, params: dict) -> str:
+    """"" when the compiled instance `params` names (params["tile"], rank, dtype, head dim, this
+    device) can run the problem, else the reason (fastna._C.can_implement)."""
+    C = load()
+    if C is None:
+        return f"compiled module missing: {load_error()}"
+    return C.can_implement(op, params)
+
+
 def _dtype_name(name: str) -> str:
     name = str(name).lower().replace("torch.", "")
     return _ALIASES.get(name, name)

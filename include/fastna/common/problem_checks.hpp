@@ -5,10 +5,12 @@
 
 #include <cuda_runtime.h>
 #include <cutlass/cutlass.h>
+#include <cutlass/numeric_types.h>
 
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "fastna/common/box_tile.hpp"
 #include "fastna/common/problem.hpp"
@@ -34,24 +36,37 @@ Verdict check_grid_x(NaProblem<Rank> const& p) {
   return Verdict::ok();
 }
 
-// Whether 16-byte chunks (cp.async) cover t's token rows: head dim contiguous, pointer and every
-// batch / spatial / head stride 16-byte aligned.
-template <class T, int Rank>
-bool rows_in_16_byte_chunks(TokenTensor<T, Rank> const& t) {
-  if (t.ptr == nullptr || t.stride_dim != 1) return false;
-  if (reinterpret_cast<uintptr_t>(t.ptr) % 16 != 0) return false;
-  constexpr int64_t kVec = 16 / sizeof(T);
-  if (t.stride_batch % kVec != 0 || t.stride_head % kVec != 0) return false;
-  for (int a = 0; a < Rank; ++a)
-    if (t.stride_spatial[a] % kVec != 0) return false;
-  return true;
+template <class T>
+char const* element_name() {
+  using E = std::remove_const_t<T>;
+  if constexpr (std::is_same_v<E, float>) return "float32";
+  if constexpr (std::is_same_v<E, cutlass::half_t>) return "float16";
+  if constexpr (std::is_same_v<E, cutlass::bfloat16_t>) return "bfloat16";
+  return "this dtype";
 }
 
+// Whether 16-byte chunks (cp.async, TMA) cover t's token rows: head dim contiguous, pointer and
+// every batch / spatial / head stride 16-byte aligned; the reason names the failing one (dims:
+// batch, spatial..., head).
 template <class T, int Rank>
 Verdict check_rows_16b(TokenTensor<T, Rank> const& t, char const* name) {
-  if (rows_in_16_byte_chunks(t)) return Verdict::ok();
-  return Verdict::misaligned(std::string(name) + " is null, not contiguous along the head dim, or its pointer / strides "
-                             "are not 16-byte multiples");
+  const std::string n(name);
+  if (t.ptr == nullptr) return Verdict::invalid(n + " is required");
+  if (t.stride_dim != 1)
+    return Verdict::misaligned("stride_dim != 1 (" + n + " has stride " + std::to_string(t.stride_dim) +
+                               " along the head dim; make it contiguous there)");
+  if (reinterpret_cast<uintptr_t>(t.ptr) % 16 != 0) return Verdict::misaligned(n + " data pointer is not 16-byte aligned");
+  constexpr int64_t kVec = 16 / sizeof(T);
+  int64_t strides[Rank + 2];
+  strides[0] = t.stride_batch;
+  for (int a = 0; a < Rank; ++a) strides[1 + a] = t.stride_spatial[a];
+  strides[Rank + 1] = t.stride_head;
+  for (int i = 0; i < Rank + 2; ++i)
+    if (strides[i] % kVec != 0)
+      return Verdict::misaligned(n + " strides must be multiples of " + std::to_string(kVec) + " elements (16 bytes) for " +
+                                 element_name<T>() + ", got stride " + std::to_string(strides[i]) + " on dim " +
+                                 std::to_string(i));
+  return Verdict::ok();
 }
 
 // Positive batch and heads, heads_kv dividing heads, at most kMaxGridYZ of batch and heads.

@@ -261,7 +261,7 @@ def small_window_fits(params, lengths, dtype=torch.bfloat16) -> bool:
     pd = {"dtype": _ext.DTYPE_NAMES.get(dtype, str(dtype)), "batch": 1, "heads": 1, "dim": 32,
           "length": list(lengths), "kernel": list(params.kernel), "stride": list(params.stride),
           "dilation": list(params.dilation), "causal": [bool(c) for c in params.causal]}
-    return bool(_ext.load().fused_small_fits(pd))
+    return _ext.can_implement("fused_fwd", dict(pd, tile=SMALL_TILE)) == ""
 
 
 def _aligned(t) -> bool:
@@ -368,6 +368,10 @@ def _fused_backward(q, k, v, out, lse, pd, dout, dlse):
     only place the wrapper touches fastna._C's backward (CPU tests replace it).
     """
     C = _ext.load()
+    # The binding runs exactly the tile named; a forward tile without a backward of its own
+    # (or one that does not take the problem) runs the default one.
+    if pd.get("tile", "default") != "default" and _ext.can_implement("fused_bwd", pd) != "":
+        pd = dict(pd, tile="default")
     dout = torch.zeros_like(out) if dout is None else _fit(dout.to(out.dtype))
     lse = lse.to(torch.float32).contiguous()
     if dlse is not None:
@@ -526,8 +530,10 @@ def forward(query, key, value, params, additional_keys=None, additional_values=N
     # Zero columns leave q.k unchanged; params.scale is the caller's (of the original D).
     q, k, v = _fit(_pad_last(query, P)), _fit(_pad_last(key, P)), _fit(_pad_last(value, P))
     pd = _params_dict(params, q, k, v, tile)
-    if automatic and tile in ("hopper", FAST_TILE, "default"):
-        pd["allow_small"] = _small_allowed()
+    # The binding runs exactly the tile named: the small-window tile where it takes the problem.
+    if automatic and tile in ("hopper", FAST_TILE, "default") and _small_allowed() and \
+            _ext.can_implement("fused_fwd", dict(pd, tile=SMALL_TILE)) == "":
+        pd["tile"] = SMALL_TILE
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         out, lse = _FusedNA.apply(q, k, v, params, pd)
     else:  # no autograd node to build: skip Function.apply's bookkeeping (host time per call)

@@ -19,7 +19,7 @@
 #include <type_traits>
 
 #include "fastna/gemm/device.hpp"
-#include "launch_views.hpp"
+#include "common/launch_views.hpp"
 
 namespace fastna {
 namespace binding {
@@ -41,10 +41,10 @@ gemm_na::AttnView<E> gemm_attn(const TensorArg& t) {
   return v;
 }
 
-inline void gemm_check_status(cutlass::Status st, const char* op, const char* name) {
-  if (st != cutlass::Status::kSuccess) {
-    throw std::invalid_argument(std::string("fastna: gemm: ") + op + " of " + name +
-                                " cannot run this problem: " + cutlassGetStatusString(st));
+inline void gemm_check_status(Verdict const& v, const char* op, const char* name) {
+  if (!v.is_ok()) {
+    throw std::invalid_argument(std::string("fastna: gemm: ") + v.reason + " (" + op + " of " + name + ": " +
+                                cutlassGetStatusString(v.status) + ")");
   }
 }
 
@@ -275,8 +275,9 @@ void run_gemm_op(const LaunchParams& lp, const char* name) {
 //   PN: lp.q, lp.k [B, *S, H(_kv), dim], lp.rpb (optional), lp.attn (written); HeadDim == dim
 //   NN: lp.attn, lp.v = x [B, *S, H_kv, dim_v], lp.out [B, *S, H, dim_v];   HeadDim == dim_v
 //   IN: lp.attn, lp.dout = x [B, *S, H, dim_v], lp.dv = out [B, *S, H_kv, dim_v]; HeadDim == dim_v
-template <int Rank, class Element, int HeadDim>
+template <int Rank, class Element, int HeadDim, class QBox>
 void run_gemm_na(const LaunchParams& lp, const char* name) {
+  static_assert(std::is_same<QBox, typename gemm_na::DefaultBox<Rank>::type>::value, "cmake/kernel_table.json: gemm qbox");
   if (lp.gemm_op == kGemmSoftmax || lp.gemm_op == kGemmSoftmaxBwd) {
     run_softmax<Element>(lp, name, lp.gemm_op == kGemmSoftmaxBwd);
     return;
@@ -292,6 +293,19 @@ void run_gemm_na(const LaunchParams& lp, const char* name) {
     }
   }
   run_gemm_op<Rank, Element, HeadDim, typename gemm_na::DefaultBox<Rank>::type>(lp, name);
+}
+
+// The instance's answer to "can you run lp's problem" for lp.gemm_op (PN: head dim lp.dim,
+// NN / IN: lp.dim_v; the softmax ops take any problem the PN instance takes).
+template <int Rank, class Element, int HeadDim>
+std::string gemm_na_reason(const LaunchParams& lp) {
+  using RowBox = typename gemm_na::DefaultBox<Rank>::type;
+  const NaProblem<Rank> p = problem_of<Rank>(lp);
+  if (lp.gemm_op == kGemmNN || lp.gemm_op == kGemmIN)
+    return gemm_na::GatherOp<false, Rank, Element, HeadDim, Element, RowBox, RowBox>::can_implement_problem(p, lp.dim_v)
+        .reason;
+  return gemm_na::PN<Rank, Element, HeadDim, Element, RowBox, RowBox>::can_implement_problem(p, lp.rpb.present())
+      .reason;
 }
 
 }  // namespace

@@ -1,8 +1,6 @@
 // Glue between LaunchParams and fastna::hopper::Backward (the sm90a fused backward), included by
-// the generated hopper_bwd TUs (cmake/templates/hopper_bwd.cu.in).  Dispatched as fused_bwd tile
-// `hopper` (the binding picks it when the forward ran tile `hopper`), so it shares the fused
-// backward's binding, checks and tests.  Problems the Hopper kernels do not take (dilation, a
-// layout no TMA tensor map accepts) run the sm80 backward (run_fused_backward, default boxes)
+// the generated hopper_bwd TUs (cmake/templates/hopper_bwd.cu.in; fused_bwd tile "hopper").
+// Problems the Hopper kernels do not take (dilation, a layout no TMA tensor map accepts) run the sm80 backward (run_fused_backward, default boxes)
 // from the same TU: the fallback never changes results, only speed.
 #pragma once
 
@@ -11,22 +9,34 @@
 
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
+#include "common/launch_glue.cuh"
 #include "fastna/sm90/backward.hpp"
-#include "fused_launch.cuh"  // backward_arguments, LocalTraits, LocalTag, run_fused_backward
+#include "sm80/launch.cuh"  // run_fused_backward: the fallback
 
 namespace fastna {
 namespace binding {
 namespace {
 
 template <int Rank, class Element, int HeadDim>
+using Sm90Backward = hopper::Backward<Rank, Element, HeadDim>;
+
+// What this instance runs, with its fallback: the sm80 backward's conditions (default boxes).
+template <int Rank, class Element, int HeadDim>
+using Sm90BackwardFallback =
+    Sm80Backward<Rank, Element, HeadDim, typename fused::DefaultBox<Rank>::type, typename fused::DefaultBox<Rank>::type>;
+
+// QBox / KBox: the table's boxes of tile "hopper" (the dQ kernel's query and key tiles).
+template <int Rank, class Element, int HeadDim, class QBox, class KBox>
 void run_hopper_backward(const LaunchParams& lp, const char* name) {
-  using Op = hopper::Backward<Rank, Element, HeadDim>;
-  const auto args = backward_arguments<typename Op::Arguments, Rank, Element>(lp);
-  const cutlass::Status st = Op::can_implement_problem(args);  // tensor maps: to_params below
-  if (st != cutlass::Status::kSuccess) {
-    // Invalid problems raise in the sm80 path's own can_implement; unsupported ones run there.
-    using Box = typename fused::DefaultBox<Rank>::type;
+  using Op = Sm90Backward<Rank, Element, HeadDim>;
+  static_assert(std::is_same<QBox, typename Op::DqTraits::RowBox>::value, "cmake/kernel_table.json: hopper bwd qbox");
+  static_assert(std::is_same<KBox, typename Op::DqTraits::ColBox>::value, "cmake/kernel_table.json: hopper bwd kvbox");
+  using Box = typename fused::DefaultBox<Rank>::type;
+  const auto args = backward_arguments<Rank, Element>(lp);
+  // Invalid problems raise in the sm80 path's own can_implement; unsupported ones run there.
+  if (!Op::can_implement_problem(args.problem).is_ok() || !fused::check_backward_tensors(args).is_ok()) {
     run_fused_backward<Rank, Element, HeadDim, Box, Box>(lp, name);
     return;
   }
@@ -41,7 +51,6 @@ void run_hopper_backward(const LaunchParams& lp, const char* name) {
   typename Op::Params dkv, dq;
   if (!Op::to_params(args, workspace, &dkv, &dq)) {
     cudaFreeAsync(workspace, stream);
-    using Box = typename fused::DefaultBox<Rank>::type;
     run_fused_backward<Rank, Element, HeadDim, Box, Box>(lp, name);
     return;
   }

@@ -1,11 +1,10 @@
 // The kernel-side views of the binding's LaunchParams, shared by every generated instance's glue
-// (fused_launch.cuh, gemm_launch.cuh, naive_launch.cuh): the problem description and the
-// [B, *spatial, H, D] token tensors.  Separate from launch_params.hpp, which module.cpp includes
-// without the kernel headers.
+// (src/<family>/*launch.cuh): the problem description and the [B, *spatial, H, D] token tensors.
+// Separate from launch_params.hpp, which the bindings include without the kernel headers.
 #pragma once
 
 #include "fastna/common/problem.hpp"
-#include "launch_params.hpp"
+#include "common/launch_params.hpp"
 
 namespace fastna {
 namespace binding {

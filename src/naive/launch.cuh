@@ -8,7 +8,7 @@
 #include <string>
 
 #include "fastna/naive/naive.cuh"
-#include "launch_views.hpp"
+#include "common/launch_views.hpp"
 
 namespace fastna {
 namespace binding {
@@ -87,6 +87,13 @@ void run_naive_backward(const LaunchParams& lp) {
   a.dextra_v = extra_view<T>(lp.dextra_v);
   a.dattn = reinterpret_cast<float*>(lp.dattn.ptr);
   run_op<naive::Backward<Rank, T>>("naive_backward", a, reinterpret_cast<cudaStream_t>(lp.stream));
+}
+
+// The instance's answer to "can you run lp's problem": the naive ops take every valid problem.
+template <int Rank>
+std::string naive_reason(const LaunchParams& lp) {
+  return naive::detail::problem_is_valid(problem_of<Rank>(lp)) ? std::string()
+                                                                 : std::string("invalid problem (naive kernels)");
 }
 
 }  // namespace
