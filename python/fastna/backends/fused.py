@@ -102,8 +102,8 @@ WIDE_TILE = "q128w8"
 # Query box extents of each tile (kernel_traits.hpp DefaultBox / the generator's variants).
 _QBOX = {"default": {1: (64,), 2: (8, 8), 3: (4, 4, 4)}, FAST_TILE: {2: (16, 8)},
          WIDE_TILE: {1: (128,), 2: (16, 8)}}
-# Small-window tile (include/fastna/fused/small_window*.hpp; ranks 1 and 2): the binding runs it
-# in place of the automatic tile or "hopper" when the windows fit (pd["allow_small"]);
+# Small-window tile (include/fastna/small; ranks 1 and 2): forward() runs it in place of the
+# automatic tile or "hopper" when fastna._C.can_implement takes the problem with it;
 # FASTNA_SMALL_WINDOW=0 turns that off.  Its CTA covers the default tile's query box.
 SMALL_TILE = "small"
 _QBOX[SMALL_TILE] = {1: (64,), 2: (8, 8)}
