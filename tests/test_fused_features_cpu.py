@@ -327,28 +327,29 @@ def test_wide_tile_only_on_request(fake_kernel, monkeypatch):
 
 
 def test_small_window_allowed_only_for_the_automatic_tile(fake_kernel, monkeypatch):
-    """The wrapper runs the small-window tile (pd["tile"] = "small", where the compiled module's
-    can_implement takes the problem) only in place of its own choice or "hopper";
+    """The wrapper runs the small-window tile (pd["forward_tile"] = "small", where the compiled
+    module's can_implement takes the problem) only in place of its own choice or "hopper";
     FASTNA_SMALL_WINDOW=0 and explicit tiles keep it off."""
     monkeypatch.delenv("FASTNA_FUSED_TILE", raising=False)
     monkeypatch.delenv("FASTNA_SMALL_WINDOW", raising=False)
-    monkeypatch.setitem(DIMS, 64, {"default", "hopper", fused.SMALL_TILE})
+    monkeypatch.setitem(DIMS, 64, {"default", "hopper"})
     monkeypatch.setattr(fused._ext, "can_implement", lambda op, pd: "" if pd["tile"] == fused.SMALL_TILE else "no")
     q, k, v, _, _ = _inputs((16, 16), 2, 2, 64, 64, 0)
     p = _args.normalize(q, k, v, 5)
     fused.forward(q, k, v, p)
-    assert fake_kernel[-1]["pd"]["tile"] == fused.SMALL_TILE
+    assert fake_kernel[-1]["pd"].get("forward_tile") == fused.SMALL_TILE
     fused.forward(q, k, v, p, tile="hopper")
-    assert fake_kernel[-1]["pd"]["tile"] == fused.SMALL_TILE
+    assert fake_kernel[-1]["pd"].get("forward_tile") == fused.SMALL_TILE
+    assert fake_kernel[-1]["pd"]["tile"] == "hopper"   # the backward's
     fused.forward(q, k, v, p, tile="default")
-    assert fake_kernel[-1]["pd"]["tile"] == "default"
+    assert "forward_tile" not in fake_kernel[-1]["pd"]
     monkeypatch.setenv("FASTNA_SMALL_WINDOW", "0")
     fused.forward(q, k, v, p)
-    assert fake_kernel[-1]["pd"]["tile"] == "default"
+    assert "forward_tile" not in fake_kernel[-1]["pd"]
     monkeypatch.delenv("FASTNA_SMALL_WINDOW")
     monkeypatch.setenv("FASTNA_FUSED_TILE", "default")
     fused.forward(q, k, v, p)
-    assert fake_kernel[-1]["pd"]["tile"] == "default"
+    assert "forward_tile" not in fake_kernel[-1]["pd"]
 
 
 def test_zero_extra_tokens_and_empty_batch(fake_kernel):

@@ -424,8 +424,9 @@ def _kernel(q, k, v, params, pd):
     out = _alloc(q.shape[:-1] + (v.shape[-1],), q.dtype, q.device)
     lse = _alloc(q.shape[:-1], torch.float32, q.device)
     with torch.cuda.device(q.device):
-        C.fused_forward(pd, _targ(q), _targ(k), _targ(v), _targ(out),
-                        (lse.data_ptr(), list(lse.stride())), _stream(q.device))
+        C.fused_forward(dict(pd, tile=pd.get("forward_tile", pd["tile"])), _targ(q), _targ(k),
+                        _targ(v), _targ(out), (lse.data_ptr(), list(lse.stride())),
+                        _stream(q.device))
     return out, lse
 
 
@@ -530,10 +531,11 @@ def forward(query, key, value, params, additional_keys=None, additional_values=N
     # Zero columns leave q.k unchanged; params.scale is the caller's (of the original D).
     q, k, v = _fit(_pad_last(query, P)), _fit(_pad_last(key, P)), _fit(_pad_last(value, P))
     pd = _params_dict(params, q, k, v, tile)
-    # The binding runs exactly the tile named: the small-window tile where it takes the problem.
+    # The binding runs exactly the tile named: the forward runs the small-window tile where it
+    # takes the problem (pd["forward_tile"]); pd["tile"] stays the backward's.
     if automatic and tile in ("hopper", FAST_TILE, "default") and _small_allowed() and \
             _ext.can_implement("fused_fwd", dict(pd, tile=SMALL_TILE)) == "":
-        pd["tile"] = SMALL_TILE
+        pd["forward_tile"] = SMALL_TILE
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         out, lse = _FusedNA.apply(q, k, v, params, pd)
     else:  # no autograd node to build: skip Function.apply's bookkeeping (host time per call)
