@@ -50,11 +50,15 @@ def kernel_table() -> list:
 
 def can_implement(op: str, params: dict) -> str:
     """"" when the compiled instance `params` names (params["tile"], rank, dtype, head dim, this
-    device) can run the problem, else the reason (fastna._C.can_implement)."""
+    device) can run the problem, else the reason (fastna._C.can_implement; a params dict the
+    module rejects, e.g. a dtype it has no kernels for, is a reason too)."""
     C = load()
     if C is None:
         return f"compiled module missing: {load_error()}"
-    return C.can_implement(op, params)
+    try:
+        return C.can_implement(op, params)
+    except ValueError as e:
+        return str(e)
 
 
 def _dtype_name(name: str) -> str:
