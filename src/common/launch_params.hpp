@@ -34,7 +34,7 @@ struct LaunchParams {
   // fused backward only: optional gradient into lse (fp32 [B, N, H]) and the fp32 [B, N, H]
   // delta workspace (absent = the instance allocates it stream-ordered itself).
   TensorArg dlse, workspace;
-  // gemm_na only (src/gemm_launch.cuh): which GEMM runs (kGemmPN / kGemmNN / kGemmIN) and the
+  // gemm_na only (src/gemm/launch.cuh): which GEMM runs (kGemmPN / kGemmNN / kGemmIN) and the
   // optional relative positional bias of PN (contiguous [H, 2K_1-1, ...] in the input dtype).
   // PN: q k rpb -> attn; NN: attn v -> out (dim_v columns); IN: attn dout (x) -> dv (out).
   int gemm_op = 0;

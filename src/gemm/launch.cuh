@@ -2,7 +2,7 @@
 // included by exactly one generated TU per instance (cmake/templates/gemm_na.cu.in).
 // Element: cutlass::half_t, cutlass::bfloat16_t, or float (TF32 tensor cores; attn in fp32).
 //
-// As in fused_launch.cuh, the kernels are launched here (not through PN::run / GatherOp::run)
+// As in src/common/launch_glue.cuh, the kernels are launched here (not through PN::run / GatherOp::run)
 // with template arguments of internal linkage (GemmLocalTraits, anonymous namespace), so the
 // same kernel compiled for several archs never shares a weak symbol across TUs.
 #pragma once
