@@ -12,7 +12,8 @@ namespace binding {
 namespace {
 
 void require_4_byte_aligned(const TensorArg& t, const char* name) {
-  if (t.present() && t.ptr % 4 != 0) throw py::value_error(std::string("fastna: fused: ") + name + " is not 4-byte aligned");
+  if (t.present() && t.ptr % 4 != 0)
+    throw py::value_error(std::string("fastna: fused: ") + name + " is not 4-byte aligned");
 }
 
 void fused_forward(const py::dict& params, py::object q, py::object k, py::object v, py::object out,

@@ -118,11 +118,13 @@ py::dict build_info() {
   d["dtypes"] = py::cast(std::vector<std::string>(dtypes.begin(), dtypes.end()));
   d["kernels"] = py::cast(std::vector<std::string>(ops.begin(), ops.end()));
   d["head_dims"] = py::cast(std::vector<int>(head_dims.begin(), head_dims.end()));
-  py::dict families, tiles;
-  for (const auto& kv : families_by_arch) families[py::str(kv.first)] = py::cast(std::vector<std::string>(kv.second.begin(), kv.second.end()));
-  for (const auto& kv : tiles_by_op) tiles[py::str(kv.first)] = py::cast(std::vector<std::string>(kv.second.begin(), kv.second.end()));
-  d["families"] = families;
-  d["tiles"] = tiles;
+  auto as_dict = [](const std::map<std::string, std::set<std::string>>& m) {
+    py::dict out;
+    for (const auto& kv : m) out[py::str(kv.first)] = py::cast(std::vector<std::string>(kv.second.begin(), kv.second.end()));
+    return out;
+  };
+  d["families"] = as_dict(families_by_arch);
+  d["tiles"] = as_dict(tiles_by_op);
   d["instances"] = inst;
   d["fused_instances"] = fused;
   d["fused_bwd_instances"] = fused_bwd;

@@ -36,7 +36,8 @@ struct RawInstance {
 
 #define FASTNA_BOX(...) {__VA_ARGS__}
 #define FASTNA_INSTANCE(symbol, op, family, tile, rank, dtype, head_dim, arch, qbox, kvbox, supports) \
-  {op, family, tile, rank, dtype, head_dim, arch, FASTNA_BOX qbox, FASTNA_BOX kvbox, supports, &symbol, &symbol##_check},
+  {op, family, tile, rank, dtype, head_dim, arch, FASTNA_BOX qbox, FASTNA_BOX kvbox, supports, \
+   &symbol, &symbol##_check},
 std::vector<RawInstance> raw_instances() {
   return {
 #include "fastna_instances.inc"
@@ -69,6 +70,7 @@ std::vector<Instance> build_table() {
   return out;
 }
 
+#ifdef FASTNA_WITH_CUDA
 template <class T>
 std::string join(const std::set<T>& items) {
   std::ostringstream os;
@@ -83,7 +85,30 @@ std::string op_label(const std::string& op) {
   return op;
 }
 
-#ifdef FASTNA_WITH_CUDA
+// Why no instance matches q (only built when a lookup fails: the lookup itself stays a scan).
+std::string why_no_instance(const InstanceQuery& q) {
+  const std::string where = "rank " + std::to_string(q.rank) + ", " + q.dtype;
+  std::set<std::string> dtypes, tiles;
+  std::set<int> dims;
+  for (const Instance& i : instances()) {
+    if (i.op != q.op) continue;
+    dtypes.insert(i.dtype);
+    if (i.rank != q.rank || i.dtype != q.dtype) continue;
+    dims.insert(i.head_dim);
+    if (i.head_dim == q.head_dim) tiles.insert(i.tile);
+  }
+  if (!dtypes.count(q.dtype))
+    return "dtype " + q.dtype + " not supported by " + op_label(q.op) + " (built: " + join(dtypes) + ")";
+  if (dims.empty())
+    return "no instance of " + q.op + " for " + where + "; rebuild with FASTNA_RANKS / FASTNA_DTYPES including it";
+  if (!dims.count(q.head_dim))
+    return "head dim " + std::to_string(q.head_dim) + " not instantiated " +
+           (q.op == "fused_bwd" ? "in the backward (fused_bwd) " : "") + "for " + where + " (built: " + join(dims) +
+           "; rebuild with FASTNA_HEAD_DIMS including it and FASTNA_KERNELS including " + q.op + ")";
+  return "tile '" + q.tile + "' not instantiated for " + where + ", head dim " + std::to_string(q.head_dim) +
+         " (built: " + join(tiles) + ")";
+}
+
 int device_cc() {
   int dev = 0, major = 0, minor = 0;
   cudaError_t err = cudaGetDevice(&dev);
@@ -119,37 +144,13 @@ const Instance* resolve(const InstanceQuery& q, const LaunchParams& lp, std::str
   *reason = "no CUDA kernels in this build";
   return nullptr;
 #else
-  const std::string where = "rank " + std::to_string(q.rank) + ", " + q.dtype;
-  std::set<std::string> dtypes;
-  std::set<int> dims;
-  std::set<std::string> tiles;
   std::vector<const Instance*> matching;
   for (const Instance& i : instances()) {
-    if (i.op != q.op) continue;
-    dtypes.insert(i.dtype);
-    if (i.rank != q.rank || i.dtype != q.dtype) continue;
-    dims.insert(i.head_dim);
-    if (i.head_dim != q.head_dim) continue;
-    tiles.insert(i.tile);
-    if (i.tile == q.tile) matching.push_back(&i);
-  }
-  if (!dtypes.count(q.dtype)) {
-    *reason = "dtype " + q.dtype + " not supported by " + op_label(q.op) + " (built: " + join(dtypes) + ")";
-    return nullptr;
-  }
-  if (dims.empty()) {
-    *reason = "no instance of " + q.op + " for " + where + "; rebuild with FASTNA_RANKS / FASTNA_DTYPES including it";
-    return nullptr;
-  }
-  if (!dims.count(q.head_dim)) {
-    *reason = "head dim " + std::to_string(q.head_dim) + " not instantiated " +
-              (q.op == "fused_bwd" ? "in the backward (fused_bwd) " : "") + "for " + where + " (built: " + join(dims) +
-              "; rebuild with FASTNA_HEAD_DIMS including it and FASTNA_KERNELS including " + q.op + ")";
-    return nullptr;
+    if (i.op == q.op && i.rank == q.rank && i.head_dim == q.head_dim && i.tile == q.tile && i.dtype == q.dtype)
+      matching.push_back(&i);
   }
   if (matching.empty()) {
-    *reason = "tile '" + q.tile + "' not instantiated for " + where + ", head dim " + std::to_string(q.head_dim) +
-              " (built: " + join(tiles) + ")";
+    *reason = why_no_instance(q);
     return nullptr;
   }
   const int cc = device_cc();
@@ -161,9 +162,9 @@ const Instance* resolve(const InstanceQuery& q, const LaunchParams& lp, std::str
   if (!best) {
     std::set<std::string> archs;
     for (const Instance* i : matching) archs.insert("sm" + i->arch);
-    *reason = q.op + " tile '" + q.tile + "' (" + where + ") was compiled for " + join(archs) +
-              ", none of which runs on this GPU (sm" + std::to_string(cc) + "); rebuild with FASTNA_CUDA_ARCHS including " +
-              std::to_string(cc) + (cc == 90 ? "a" : "");
+    *reason = q.op + " tile '" + q.tile + "' (rank " + std::to_string(q.rank) + ", " + q.dtype +
+              ") was compiled for " + join(archs) + ", none of which runs on this GPU (sm" + std::to_string(cc) +
+              "); rebuild with FASTNA_CUDA_ARCHS including " + std::to_string(cc) + (cc == 90 ? "a" : "");
     return nullptr;
   }
   *reason = best->check(lp);

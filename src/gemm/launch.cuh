@@ -277,7 +277,8 @@ void run_gemm_op(const LaunchParams& lp, const char* name) {
 //   IN: lp.attn, lp.dout = x [B, *S, H, dim_v], lp.dv = out [B, *S, H_kv, dim_v]; HeadDim == dim_v
 template <int Rank, class Element, int HeadDim, class QBox>
 void run_gemm_na(const LaunchParams& lp, const char* name) {
-  static_assert(std::is_same<QBox, typename gemm_na::DefaultBox<Rank>::type>::value, "cmake/kernel_table.json: gemm qbox");
+  static_assert(std::is_same<QBox, typename gemm_na::DefaultBox<Rank>::type>::value,
+                "cmake/kernel_table.json: gemm qbox");
   if (lp.gemm_op == kGemmSoftmax || lp.gemm_op == kGemmSoftmaxBwd) {
     run_softmax<Element>(lp, name, lp.gemm_op == kGemmSoftmaxBwd);
     return;

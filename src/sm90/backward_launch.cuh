@@ -1,7 +1,8 @@
 // Glue between LaunchParams and fastna::hopper::Backward (the sm90a fused backward), included by
 // the generated hopper_bwd TUs (cmake/templates/hopper_bwd.cu.in; fused_bwd tile "hopper").
-// Problems the Hopper kernels do not take (dilation, a layout no TMA tensor map accepts) run the sm80 backward (run_fused_backward, default boxes)
-// from the same TU: the fallback never changes results, only speed.
+// Problems the Hopper kernels do not take (dilation, a layout no TMA tensor map accepts) run the
+// sm80 backward (run_fused_backward, default boxes) from the same TU: the fallback never changes
+// results, only speed.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -23,9 +24,8 @@ template <int Rank, class Element, int HeadDim>
 using Sm90Backward = hopper::Backward<Rank, Element, HeadDim>;
 
 // What this instance runs, with its fallback: the sm80 backward's conditions (default boxes).
-template <int Rank, class Element, int HeadDim>
-using Sm90BackwardFallback =
-    Sm80Backward<Rank, Element, HeadDim, typename fused::DefaultBox<Rank>::type, typename fused::DefaultBox<Rank>::type>;
+template <int Rank, class Element, int HeadDim, class Box = typename fused::DefaultBox<Rank>::type>
+using Sm90BackwardFallback = Sm80Backward<Rank, Element, HeadDim, Box, Box>;
 
 // QBox / KBox: the table's boxes of tile "hopper" (the dQ kernel's query and key tiles).
 template <int Rank, class Element, int HeadDim, class QBox, class KBox>

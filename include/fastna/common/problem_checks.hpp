@@ -32,7 +32,8 @@ int64_t box_grid_x(NaProblem<Rank> const& p) {
 
 template <class Box, int Rank>
 Verdict check_grid_x(NaProblem<Rank> const& p) {
-  if (box_grid_x<Box>(p) > 0x7fffffff) return Verdict::invalid("too many query tiles for one grid (more than 2^31 - 1 CTAs)");
+  if (box_grid_x<Box>(p) > 0x7fffffff)
+    return Verdict::invalid("too many query tiles for one grid (more than 2^31 - 1 CTAs)");
   return Verdict::ok();
 }
 
@@ -55,7 +56,8 @@ Verdict check_rows_16b(TokenTensor<T, Rank> const& t, char const* name) {
   if (t.stride_dim != 1)
     return Verdict::misaligned("stride_dim != 1 (" + n + " has stride " + std::to_string(t.stride_dim) +
                                " along the head dim; make it contiguous there)");
-  if (reinterpret_cast<uintptr_t>(t.ptr) % 16 != 0) return Verdict::misaligned(n + " data pointer is not 16-byte aligned");
+  if (reinterpret_cast<uintptr_t>(t.ptr) % 16 != 0)
+    return Verdict::misaligned(n + " data pointer is not 16-byte aligned");
   constexpr int64_t kVec = 16 / sizeof(T);
   int64_t strides[Rank + 2];
   strides[0] = t.stride_batch;
@@ -63,9 +65,9 @@ Verdict check_rows_16b(TokenTensor<T, Rank> const& t, char const* name) {
   strides[Rank + 1] = t.stride_head;
   for (int i = 0; i < Rank + 2; ++i)
     if (strides[i] % kVec != 0)
-      return Verdict::misaligned(n + " strides must be multiples of " + std::to_string(kVec) + " elements (16 bytes) for " +
-                                 element_name<T>() + ", got stride " + std::to_string(strides[i]) + " on dim " +
-                                 std::to_string(i));
+      return Verdict::misaligned(n + " strides must be multiples of " + std::to_string(kVec) +
+                                 " elements (16 bytes) for " + element_name<T>() + ", got stride " +
+                                 std::to_string(strides[i]) + " on dim " + std::to_string(i));
   return Verdict::ok();
 }
 

@@ -32,11 +32,12 @@ template <int Rank, class Element, int HeadDim, class QBox = typename DefaultQBo
           bool PrefetchQ = true>
 class Forward {
  public:
-  using Traits = ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Stages, Sched, Sig, CtasPerSm, Persistent, PrefetchQ>;
+  using Traits =
+      ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Stages, Sched, Sig, CtasPerSm, Persistent, PrefetchQ>;
   // The same kernel with the pingpong schedule (the two consumer warpgroups take turns issuing
   // their wgmmas).  run() takes it where use_pingpong says so.
-  using TraitsPingpong =
-      ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Stages, Schedule::kPingpong, Sig, CtasPerSm, Persistent, PrefetchQ>;
+  using TraitsPingpong = ForwardTraits<Rank, Element, HeadDim, QBox, KBox, Stages, Schedule::kPingpong, Sig,
+                                       CtasPerSm, Persistent, PrefetchQ>;
   using Params = fused::ForwardParams<Rank, Element>;
   using Arguments = fused::ForwardArguments<Rank, Element>;
 
