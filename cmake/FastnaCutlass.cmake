@@ -3,7 +3,7 @@
 # Order: CUTLASS_DIR (cache var, then env var), then the nvidia-cutlass wheel through the Python
 # interpreter.  The wheel is a build requirement only for its headers; nothing imports it at
 # runtime.  Missing CUTLASS is not fatal: the naive kernels and the index math do not need it,
-# and a consumer that only wants <fastna/index_math.hpp> should not have to install it.
+# and a consumer that only wants <fastna/common/index_math.hpp> should not have to install it.
 #
 # Sets FASTNA_CUTLASS_FOUND and FASTNA_CUTLASS_INCLUDE_DIRS (include/ and tools/util/include/).
 

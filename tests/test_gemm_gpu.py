@@ -219,6 +219,8 @@ def _params(**kw):
     return p
 
 
+# The conditions are the gemm_na instances' can_implement: they need a CUDA build.
+@pytest.mark.gpu
 @pytest.mark.skipif(_ext.load() is None, reason="fastna._C not built")
 @pytest.mark.parametrize("kw, match", [
     ({"dtype": "float64"}, "unsupported dtype"),
@@ -238,6 +240,7 @@ def test_binding_value_errors(kw, match):
         C.gemm_inverse(_params(**kw), attn, t, (32, [512, 32, 32, 1]), 0)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(_ext.load() is None, reason="fastna._C not built")
 def test_binding_float32_strides():
     """16-byte rows: float32 views need strides in multiples of 4 elements, 16-bit ones of 8. The

@@ -1,4 +1,4 @@
-"""The small-window fused forward (fused_fwd tile "small", include/fastna/fused/small_window*.hpp)
+"""The small-window fused forward (fused_fwd tile "small", include/fastna/small)
 against the reference: a fixed sweep of windows that fit it (borders, odd sizes, even kernels,
 stride, dilation groups of unequal length, every causal combination, GQA, windows as large as
 the group), a seeded random sweep, the binding's automatic choice (bitwise equal to asking for

@@ -2,8 +2,8 @@
 // docs/SEMANTICS.md section 7.
 #include <cstdio>
 
-#include <fastna/index_math.hpp>
-#include <fastna/problem.hpp>
+#include <fastna/common/index_math.hpp>
+#include <fastna/common/problem.hpp>
 
 int main() {
   fastna::NaProblem<1> problem;

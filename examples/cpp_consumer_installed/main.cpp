@@ -2,7 +2,7 @@
 // docs/SEMANTICS.md section 7, checked.
 #include <cstdio>
 
-#include <fastna/index_math.hpp>
+#include <fastna/common/index_math.hpp>
 
 #ifdef CONSUMER_HAVE_CUTLASS
 #include <cutlass/version.h>  // proves fastna::fastna carries the CUTLASS include path

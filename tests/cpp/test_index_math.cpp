@@ -1,4 +1,4 @@
-// Exhaustive check of include/fastna/index_math.hpp against a brute-force reading of
+// Exhaustive check of include/fastna/common/index_math.hpp against a brute-force reading of
 // docs/SEMANTICS.md sections 3-6, for every L in 2..16 and every valid (K, stride, dilation,
 // causal).
 //
@@ -10,7 +10,7 @@
 #include <cstdio>
 #include <vector>
 
-#include "fastna/index_math.hpp"
+#include "fastna/common/index_math.hpp"
 
 using fastna::AxisParams;
 using fastna::Range;

@@ -12,7 +12,7 @@
 #include <random>
 #include <vector>
 
-#include "fastna/fused/small_window.hpp"
+#include "fastna/small/forward.hpp"
 
 using namespace fastna;
 using namespace fastna::fused;

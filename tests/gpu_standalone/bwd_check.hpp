@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "case.hpp"
-#include "fastna/index_math.hpp"
+#include "fastna/common/index_math.hpp"
 #include "half_bits.hpp"
 #include "harness.hpp"
 

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "fastna/index_math.hpp"
-#include "fastna/problem.hpp"
+#include "fastna/common/index_math.hpp"
+#include "fastna/common/problem.hpp"
 
 struct Case {
   std::string name;

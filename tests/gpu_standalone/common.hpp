@@ -2,7 +2,7 @@
 #pragma once
 #include <cuda_runtime.h>
 #include <cstdint>
-#include "fastna/problem.hpp"
+#include "fastna/common/problem.hpp"
 
 // Type-erased call into one Forward<Rank, Element, HeadDim> instance (compiled in instance.cu).
 // Strides: element strides of [B, *spatial, H, D] (Rank + 3 entries each).

@@ -1,6 +1,6 @@
 // One Forward instance per translation unit: compile with -DINST_RANK=2 -DINST_ELEM=bf16 -DINST_DIM=128.
 #include "common.hpp"
-#include "fastna/fused/forward.hpp"
+#include "fastna/sm80/forward.hpp"
 #include "instance_tu.hpp"
 
 // Optional non-default boxes (2D benchmark variants): -DINST_VARIANT=1 -DINST_TAG=_v1

@@ -7,7 +7,7 @@
 
 #include <cstdint>
 
-#include "fastna/problem.hpp"
+#include "fastna/common/problem.hpp"
 
 #define f16 cutlass::half_t
 #define bf16 cutlass::bfloat16_t

@@ -9,8 +9,7 @@ source "$(dirname "$0")/build_env.sh" /tmp/fastna_hopper_standalone "90a"
 if [ "${HOPPER_SET:-}" = small ]; then
   flags="$flags -DFASTNA_HOPPER_SMALL_SET"
   HOPPER_INSTS="r1_f16_32 r1_bf16_32 r2_f16_32 r2_bf16_32 r3_f16_32 r3_bf16_32 r2_bf16_64 r1_bf16_128 r2_bf16_128 r3_bf16_128"
-  HOPPER_VARIANTS="r1_bf16_32_v1 r2_bf16_32_v1 r3_bf16_32_v1 r1_bf16_128_v1 r1_bf16_128_v2 r1_bf16_128_v4 r1_bf16_128_v7
-                   r1_bf16_128_v9 r2_bf16_128_v9 r3_bf16_128_v9 r2_bf16_32_v9 r1_bf16_128_v10"
+  HOPPER_VARIANTS="r1_bf16_32_v1 r2_bf16_32_v1 r3_bf16_32_v1 r1_bf16_128_v1 r1_bf16_128_v2 r1_bf16_128_v7"
   HOPPER_SM80="r2_bf16_32 r2_bf16_64"
 fi
 # HOPPER_SET=r1: the 1D bf16 D=128 default and its variants 7, 11, 12.
@@ -27,10 +26,10 @@ if [ -z "$hopper" ]; then
 fi
 # bf16 variants (see test_hopper_fwd.cu FASTNA_HOPPER_FOR_VARIANTS), as r<R>_bf16_<D>_v<n>
 variants="${HOPPER_VARIANTS-r1_bf16_128_v1 r2_bf16_128_v1 r3_bf16_128_v1 r1_bf16_128_v2 r2_bf16_128_v2 r3_bf16_128_v2
-          r1_bf16_128_v3 r2_bf16_128_v3 r3_bf16_128_v3 r1_bf16_128_v4 r2_bf16_128_v4 r3_bf16_128_v4
-          r1_bf16_32_v1 r2_bf16_32_v1 r3_bf16_32_v1 r2_bf16_32_v4 r2_bf16_32_v5 r2_bf16_32_v3 r2_bf16_64_v6
-          r1_bf16_128_v7 r2_bf16_128_v8 r2_bf16_32_v8 r1_bf16_128_v9 r2_bf16_128_v9 r3_bf16_128_v9 r2_bf16_32_v9
-          r1_bf16_128_v10 r1_bf16_128_v11 r1_bf16_128_v12}"
+          r1_bf16_128_v3 r2_bf16_128_v3 r3_bf16_128_v3
+          r1_bf16_32_v1 r2_bf16_32_v1 r3_bf16_32_v1 r2_bf16_32_v5 r2_bf16_32_v3 r2_bf16_64_v6
+          r1_bf16_128_v7 r2_bf16_128_v8 r2_bf16_32_v8
+          r1_bf16_128_v11 r1_bf16_128_v12}"
 sm80="${HOPPER_SM80-r1_bf16_128 r2_bf16_128 r3_bf16_128 r2_bf16_32 r2_bf16_64}"  # the benchmark's sm80 comparison instances
 jobs=""
 for t in $hopper; do jobs="$jobs h_$t"; done

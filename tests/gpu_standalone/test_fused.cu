@@ -19,8 +19,8 @@
 
 #include "case.hpp"
 #include "common.hpp"
-#include "fastna/index_math.hpp"
-#include "fastna/problem.hpp"
+#include "fastna/common/index_math.hpp"
+#include "fastna/common/problem.hpp"
 
 #include "harness.hpp"
 

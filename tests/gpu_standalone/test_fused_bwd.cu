@@ -9,7 +9,7 @@
 // (per query: softmax over its neighbors found with is_neighbor on every axis).
 #include <cuda_runtime.h>
 #include <cstdint>
-#include "fastna/problem.hpp"
+#include "fastna/common/problem.hpp"
 
 // Type-erased call into one Backward<Rank, Element, HeadDim> instance.  sq: strides of the
 // q-shaped tensors (q, out, dout, dq); sk: of the kv-shaped ones (k, v, dk, dv); Rank + 3 each.
@@ -28,7 +28,7 @@ FASTNA_BWD_INSTANCES(FASTNA_BWD_DECL)
 
 #ifdef INST_RANK
 // ------------------------------------------------------------------ one instance
-#include "fastna/fused/backward.hpp"
+#include "fastna/sm80/backward.hpp"
 #include "instance_tu.hpp"
 
 
@@ -63,7 +63,7 @@ int CAT(fused_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, )(const fastna::NaPr
 #include <vector>
 
 #include "common.hpp"  // the forward's instances (used by the benchmark to produce out and lse)
-#include "fastna/index_math.hpp"
+#include "fastna/common/index_math.hpp"
 
 #include "harness.hpp"
 

@@ -15,7 +15,7 @@
 
 #include <cstdint>
 
-#include "fastna/problem.hpp"
+#include "fastna/common/problem.hpp"
 
 #define FASTNA_GEMM_DECL(R, E, D)                                                                           \
   int gemm_pn_r##R##_##E##_d##D(const fastna::NaProblem<R>& p, const void* q, const int64_t* sq, const void* k, \

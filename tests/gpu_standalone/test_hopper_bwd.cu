@@ -12,7 +12,7 @@
 // (per query: softmax over its neighbors found with is_neighbor on every axis).
 #include <cuda_runtime.h>
 #include <cstdint>
-#include "fastna/problem.hpp"
+#include "fastna/common/problem.hpp"
 
 // Type-erased call into one Backward<Rank, Element, HeadDim> instance.  The driver declares every
 // instance weak: a build of a subset (run_hopper_bwd.sh HOPPER_INSTS / VARIANTS / SM80_INSTS)
@@ -65,7 +65,7 @@ FASTNA_SM80_BWD_DECL(3, bf16, 128)
 #include <cstdlib>
 #include <type_traits>
 
-#include "fastna/hopper/backward.hpp"
+#include "fastna/sm90/backward.hpp"
 #include "instance_tu.hpp"
 #ifndef INST_VARIANT
 #define INST_VARIANT 0
@@ -145,7 +145,7 @@ int CAT(hopper_bwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(int which
 #include <string>
 #include <vector>
 
-#include "fastna/index_math.hpp"
+#include "fastna/common/index_math.hpp"
 
 #include "harness.hpp"
 

@@ -13,7 +13,7 @@
 #include <cstdio>
 
 #include "common.hpp"
-#include "fastna/problem.hpp"
+#include "fastna/common/problem.hpp"
 
 #define FASTNA_HOPPER_DECL(R, E, D) FASTNA_HOPPER_DECL_V(R, E, D, )
 #define FASTNA_HOPPER_DECL_V(R, E, D, TAG)                                                              \
@@ -42,26 +42,23 @@
 #endif
 FASTNA_HOPPER_FOR_ALL(FASTNA_HOPPER_DECL)
 // bf16 variants (INST_VARIANT): 1 Signal::kThread (cp.async K/V loads; the default is TMA), 2 pingpong schedule (TMA), 3 the
-// other of serial / overlap (serial at D >= 64, overlap at D=32 whose default is serial; TMA), 4 timing probe without mask / softmax (TMA; wrong results, benchmark only),
+// other of serial / overlap (serial at D >= 64, overlap at D=32 whose default is serial; TMA),
 // 5 (D=32) the D=64-style configuration: 128-key boxes, one CTA per SM (TMA), 6 (2D) 8x8 KV boxes,
 // 7 one tile per CTA (the 1D default is persistent at one CTA per SM), 8 persistent (2D, D=32: defaults are not),
-// 9 lazy rescale (Traits::kLazyRescale), 10 pingpong + lazy rescale, 11 overlap only (the 1D default takes
+// 11 overlap only (the 1D default takes
 // pingpong where both warpgroups need the same boxes), 12 no L2 prefetch of the next tile's Q.
 // g_max_ctas > 0 caps the persistent grid (tests: many tiles per CTA on small problems).
 #define FASTNA_HOPPER_FOR_VARIANTS(X)                                                              \
   X(1, bf16, 128, _v1) X(2, bf16, 128, _v1) X(3, bf16, 128, _v1) X(1, bf16, 128, _v2) X(2, bf16, 128, _v2) \
-  X(3, bf16, 128, _v2) X(1, bf16, 128, _v3) X(2, bf16, 128, _v3) X(3, bf16, 128, _v3) X(1, bf16, 128, _v4) \
-  X(2, bf16, 128, _v4) X(3, bf16, 128, _v4)                                                      \
-  X(1, bf16, 32, _v1) X(2, bf16, 32, _v1) X(3, bf16, 32, _v1) X(2, bf16, 32, _v4) X(2, bf16, 32, _v5) \
+  X(3, bf16, 128, _v2) X(1, bf16, 128, _v3) X(2, bf16, 128, _v3) X(3, bf16, 128, _v3) \
+  X(1, bf16, 32, _v1) X(2, bf16, 32, _v1) X(3, bf16, 32, _v1) X(2, bf16, 32, _v5) \
   X(2, bf16, 32, _v3) X(2, bf16, 64, _v6) X(1, bf16, 128, _v7) X(2, bf16, 128, _v8) X(2, bf16, 32, _v8) \
-  X(1, bf16, 128, _v9) X(2, bf16, 128, _v9) X(3, bf16, 128, _v9) X(2, bf16, 32, _v9) X(1, bf16, 128, _v10) \
   X(1, bf16, 128, _v11) X(1, bf16, 128, _v12)
 #ifdef FASTNA_HOPPER_SMALL_SET
 #undef FASTNA_HOPPER_FOR_VARIANTS
 #define FASTNA_HOPPER_FOR_VARIANTS(X) \
   X(1, bf16, 32, _v1) X(2, bf16, 32, _v1) X(3, bf16, 32, _v1) X(1, bf16, 128, _v1) X(1, bf16, 128, _v2) \
-  X(1, bf16, 128, _v4) X(1, bf16, 128, _v7) X(1, bf16, 128, _v9) X(2, bf16, 128, _v9) X(3, bf16, 128, _v9) \
-  X(2, bf16, 32, _v9) X(1, bf16, 128, _v10)
+  X(1, bf16, 128, _v7)
 #endif
 #ifdef FASTNA_HOPPER_R1_SET
 #undef FASTNA_HOPPER_FOR_VARIANTS
@@ -80,7 +77,7 @@ extern int g_max_ctas;  // defined by the driver
 
 #ifdef INST_RANK
 // ------------------------------------------------------------------ one hopper instance
-#include "fastna/hopper/forward.hpp"
+#include "fastna/sm90/forward.hpp"
 #include "instance_tu.hpp"
 #ifndef INST_VARIANT
 #define INST_VARIANT 0
@@ -107,26 +104,18 @@ int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fas
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt,
                          Base::Traits::kSchedule == hp::Schedule::kSerial ? hp::Schedule::kOverlap
                                                                           : hp::Schedule::kSerial>;
-#elif INST_VARIANT == 4
-  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kOverlap, hp::Signal::kTma, true>;
 #elif INST_VARIANT == 6
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, fastna::fused::Box<INST_RANK, 8, 8>>;
 #elif INST_VARIANT == 7 || INST_VARIANT == 8
-  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, Base::Traits::kSchedule, hp::Signal::kTma, false, 0,
+  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, Base::Traits::kSchedule, hp::Signal::kTma, 0,
                          INST_VARIANT == 8 ? 1 : 0>;
-#elif INST_VARIANT == 9
-  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, Base::Traits::kSchedule, hp::Signal::kTma, false, 0, -1,
-                         true>;
-#elif INST_VARIANT == 10
-  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, hp::Schedule::kPingpong, hp::Signal::kTma, false, 0, -1,
-                         true>;
 #elif INST_VARIANT == 11 || INST_VARIANT == 12
-  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, Base::Traits::kSchedule, hp::Signal::kTma, false, 0, -1,
-                         false, INST_VARIANT != 11, INST_VARIANT != 12>;
+  using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB, kSt, Base::Traits::kSchedule, hp::Signal::kTma, 0, -1,
+                         INST_VARIANT != 11, INST_VARIANT != 12>;
 #elif INST_VARIANT == 5
   using KB5 = typename hp::DefaultKBox<INST_RANK, 64>::type;
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM, QB, KB5, hp::DefaultStages<INST_DIM, KB5::kSize>::value,
-                         hp::Schedule::kOverlap, hp::Signal::kTma, false, 1>;
+                         hp::Schedule::kOverlap, hp::Signal::kTma, 1>;
 #else
   using Op = hp::Forward<INST_RANK, Elem, INST_DIM>;
 #endif
@@ -145,7 +134,7 @@ int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fas
 #include <string>
 #include <vector>
 
-#include "fastna/index_math.hpp"
+#include "fastna/common/index_math.hpp"
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -160,8 +149,8 @@ enum class Impl { kHopper, kSm80, kVariant };
 static int g_variant = 0;
 int g_max_ctas = 0;
 static const char* variant_name(int v) {
-  static const char* names[] = {"hopper", "cpasync", "pingpong", "altsched", "nosoftmax", "kv128x1", "kv8x8",
-                                "nopersist", "persist", "lazy", "pplazy", "overlap", "noprefq"};
+  static const char* names[] = {"hopper", "cpasync", "pingpong", "altsched", "(dropped)", "kv128x1", "kv8x8",
+                                "nopersist", "persist", "(dropped)", "(dropped)", "overlap", "noprefq"};
   return names[v];
 }
 

@@ -18,12 +18,12 @@
 
 #include <cstdint>
 
-#include "fastna/box_tile.hpp"  // tiles_per_group
-#include "fastna/fused/kernel.hpp"
-#include "fastna/fused/kernel_traits.hpp"
-#include "fastna/index_math.hpp"
-#include "fastna/problem.hpp"
-#include "fastna/tf32.hpp"
+#include "fastna/common/box_tile.hpp"  // tiles_per_group
+#include "fastna/common/cp_async.hpp"
+#include "fastna/common/sm80_tile_traits.hpp"
+#include "fastna/common/index_math.hpp"
+#include "fastna/common/problem.hpp"
+#include "fastna/common/tf32.hpp"
 
 namespace fastna {
 namespace gemm_na {

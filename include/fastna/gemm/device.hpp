@@ -30,13 +30,14 @@
 #include <cutlass/cutlass.h>
 
 #include <cstdint>
+#include <string>
 #include <type_traits>
 
 #include "fastna/gemm/common.hpp"
-#include "fastna/host_checks.hpp"
+#include "fastna/common/problem_checks.hpp"
 #include "fastna/gemm/kernel_gather.hpp"
 #include "fastna/gemm/kernel_pn.hpp"
-#include "fastna/problem.hpp"
+#include "fastna/common/problem.hpp"
 
 namespace fastna {
 namespace gemm_na {
@@ -47,19 +48,24 @@ inline constexpr bool is_supported_element = std::is_same_v<T, cutlass::half_t> 
 
 namespace detail {
 
+// The conditions PN and GatherOp share: check_heads_and_batch, no extra tokens, per axis a valid
+// window (kernel * dilation <= length) and stride 1 (the legacy qk / av ops have no stride).
 template <int Rank>
-cutlass::Status check_problem(NaProblem<Rank> const& p) {
-  if (p.batch <= 0 || p.heads <= 0 || p.heads_kv <= 0 || p.heads % p.heads_kv != 0)
-    return cutlass::Status::kErrorInvalidProblem;
-  if (p.batch > 65535 || p.heads > 65535) return cutlass::Status::kErrorInvalidProblem;
-  if (p.num_extra != 0) return cutlass::Status::kErrorNotSupported;
+Verdict check_problem(NaProblem<Rank> const& p) {
+  Verdict v = check_heads_and_batch(p);
+  if (!v.is_ok()) return v;
+  if (p.num_extra != 0)
+    return Verdict::unsupported("additional KV tokens not supported (num_extra must be 0; the caller handles the "
+                                "extra slots)");
   for (int a = 0; a < Rank; ++a) {
     AxisParams const& ax = p.axis[a];
     if (ax.length <= 0 || ax.kernel < 1 || ax.dilation < 1 || int64_t(ax.kernel) * ax.dilation > ax.length)
-      return cutlass::Status::kErrorInvalidProblem;
-    if (ax.stride != 1) return cutlass::Status::kErrorNotSupported;  // legacy ops: no stride
+      return Verdict::invalid(axis_text(a, ax) + " (need kernel * dilation <= length)");
+    if (ax.stride != 1)
+      return Verdict::unsupported("stride != 1 not supported (legacy qk/av ops; axis " + std::to_string(a) +
+                                  " has stride " + std::to_string(ax.stride) + ")");
   }
-  return cutlass::Status::kSuccess;
+  return Verdict::ok();
 }
 
 template <class T>
@@ -87,18 +93,25 @@ class PN {
     Element const* rpb = nullptr;        // optional [H, 2K_1-1, ...] contiguous
   };
 
-  static cutlass::Status can_implement(Arguments const& args) {
-    NaProblem<Rank> const& p = args.problem;
-    cutlass::Status st = detail::check_problem(p);
-    if (st != cutlass::Status::kSuccess) return st;
-    if (p.dim != HeadDim) return cutlass::Status::kErrorInvalidProblem;
-    if (args.rpb != nullptr)
+  // rpb: whether a relative positional bias will be added (it needs odd kernels, no causal axis).
+  static Verdict can_implement_problem(NaProblem<Rank> const& p, bool rpb = false) {
+    Verdict v = detail::check_problem(p);
+    if (!v.is_ok()) return v;
+    if (p.dim != HeadDim)
+      return Verdict::invalid("head dim " + std::to_string(p.dim) + " != the instance's " + std::to_string(HeadDim));
+    if (rpb)
       for (int a = 0; a < Rank; ++a)
-        if (p.axis[a].causal || p.axis[a].kernel % 2 == 0) return cutlass::Status::kErrorNotSupported;
-    if (box_grid_x<QBox>(p) > 0x7fffffff) return cutlass::Status::kErrorInvalidProblem;
-    if (!rows_in_16_byte_chunks(args.q) || !rows_in_16_byte_chunks(args.k) || !detail::attn_ok(args.attn))
-      return cutlass::Status::kErrorMisalignedOperand;
-    return cutlass::Status::kSuccess;
+        if (p.axis[a].causal || p.axis[a].kernel % 2 == 0)
+          return Verdict::unsupported("rpb needs an odd kernel on every axis and no causal axis");
+    return check_grid_x<QBox>(p);
+  }
+
+  static Verdict can_implement(Arguments const& args) {
+    Verdict v = can_implement_problem(args.problem, args.rpb != nullptr);
+    if (v.is_ok()) v = check_rows_16b(args.q, "q");
+    if (v.is_ok()) v = check_rows_16b(args.k, "k");
+    if (v.is_ok() && !detail::attn_ok(args.attn)) v = Verdict::misaligned("attn pointer is null or misaligned");
+    return v;
   }
 
   static size_t get_workspace_size(Arguments const&) { return 0; }
@@ -152,16 +165,22 @@ class GatherOp {
     int32_t head_dim = 0;                // columns of x / out; 0 = problem.dim_v
   };
 
-  static cutlass::Status can_implement(Arguments const& args) {
-    NaProblem<Rank> const& p = args.problem;
-    cutlass::Status st = detail::check_problem(p);
-    if (st != cutlass::Status::kSuccess) return st;
-    const int32_t d = args.head_dim != 0 ? args.head_dim : p.dim_v;
-    if (d != HeadDim) return cutlass::Status::kErrorInvalidProblem;
-    if (box_grid_x<RowBox>(p) > 0x7fffffff) return cutlass::Status::kErrorInvalidProblem;
-    if (!rows_in_16_byte_chunks(args.x) || !rows_in_16_byte_chunks(args.out) || !detail::attn_ok(args.attn))
-      return cutlass::Status::kErrorMisalignedOperand;
-    return cutlass::Status::kSuccess;
+  // head_dim: columns of x / out (0 = problem.dim_v).
+  static Verdict can_implement_problem(NaProblem<Rank> const& p, int32_t head_dim = 0) {
+    Verdict v = detail::check_problem(p);
+    if (!v.is_ok()) return v;
+    const int32_t d = head_dim != 0 ? head_dim : p.dim_v;
+    if (d != HeadDim)
+      return Verdict::invalid("head dim " + std::to_string(d) + " != the instance's " + std::to_string(HeadDim));
+    return check_grid_x<RowBox>(p);
+  }
+
+  static Verdict can_implement(Arguments const& args) {
+    Verdict v = can_implement_problem(args.problem, args.head_dim);
+    if (v.is_ok()) v = check_rows_16b(args.x, "x");
+    if (v.is_ok()) v = check_rows_16b(args.out, "out");
+    if (v.is_ok() && !detail::attn_ok(args.attn)) v = Verdict::misaligned("attn pointer is null or misaligned");
+    return v;
   }
 
   static size_t get_workspace_size(Arguments const&) { return 0; }

@@ -26,12 +26,12 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "fastna/box_tile.hpp"
-#include "fastna/fused/kernel.hpp"
-#include "fastna/fused/tile_gemm.hpp"
+#include "fastna/common/box_tile.hpp"
+#include "fastna/common/cp_async.hpp"
+#include "fastna/common/sm80_tile_gemm.hpp"
 #include "fastna/gemm/common.hpp"
-#include "fastna/index_math.hpp"
-#include "fastna/problem.hpp"
+#include "fastna/common/index_math.hpp"
+#include "fastna/common/problem.hpp"
 
 namespace fastna {
 namespace gemm_na {

@@ -13,7 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "fastna/problem.hpp"
+#include "fastna/common/problem.hpp"
 
 // Kernels are templates, and a template __global__ instantiated in two translation units
 // compiled for different archs would be one symbol with two fatbins behind it: the linker keeps

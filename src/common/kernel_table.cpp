@@ -1,0 +1,176 @@
+#include "common/kernel_table.hpp"
+
+#include <cstdlib>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+#ifdef FASTNA_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace fastna {
+namespace binding {
+
+#define FASTNA_INSTANCE(symbol, op, family, tile, rank, dtype, head_dim, arch, qbox, kvbox, supports) \
+  void symbol(const LaunchParams&);                                                                  \
+  std::string symbol##_check(const LaunchParams&);
+#include "fastna_instances.inc"
+#undef FASTNA_INSTANCE
+
+namespace {
+
+struct RawInstance {
+  const char* op;
+  const char* family;
+  const char* tile;
+  int rank;
+  const char* dtype;
+  int head_dim;
+  const char* arch;
+  std::vector<int> qbox, kvbox;
+  const char* supports;
+  LaunchFn fn;
+  CheckFn check;
+};
+
+#define FASTNA_BOX(...) {__VA_ARGS__}
+#define FASTNA_INSTANCE(symbol, op, family, tile, rank, dtype, head_dim, arch, qbox, kvbox, supports) \
+  {op, family, tile, rank, dtype, head_dim, arch, FASTNA_BOX qbox, FASTNA_BOX kvbox, supports, \
+   &symbol, &symbol##_check},
+std::vector<RawInstance> raw_instances() {
+  return {
+#include "fastna_instances.inc"
+  };
+}
+#undef FASTNA_INSTANCE
+#undef FASTNA_BOX
+
+std::vector<Instance> build_table() {
+  std::vector<Instance> out;
+  for (const RawInstance& r : raw_instances()) {
+    Instance i;
+    i.op = r.op;
+    i.family = r.family;
+    i.tile = r.tile;
+    i.rank = r.rank;
+    i.dtype = r.dtype;
+    i.head_dim = r.head_dim;
+    i.arch = r.arch;
+    i.sm = std::atoi(r.arch);
+    i.arch_specific = !i.arch.empty() && (i.arch.back() == 'a' || i.arch.back() == 'f');
+    i.qbox = r.qbox;
+    i.kvbox = r.kvbox;
+    std::istringstream features(r.supports);
+    for (std::string f; features >> f;) i.supports.push_back(f);
+    i.fn = r.fn;
+    i.check = r.check;
+    out.push_back(i);
+  }
+  return out;
+}
+
+#ifdef FASTNA_WITH_CUDA
+template <class T>
+std::string join(const std::set<T>& items) {
+  std::ostringstream os;
+  for (const T& x : items) os << (os.tellp() > 0 ? ", " : "") << x;
+  return items.empty() ? std::string("none") : os.str();
+}
+
+// How the messages name an op.
+std::string op_label(const std::string& op) {
+  if (op == "fused_fwd") return "the fused forward";
+  if (op == "fused_bwd") return "the fused backward";
+  return op;
+}
+
+// Why no instance matches q (only built when a lookup fails: the lookup itself stays a scan).
+std::string why_no_instance(const InstanceQuery& q) {
+  const std::string where = "rank " + std::to_string(q.rank) + ", " + q.dtype;
+  std::set<std::string> dtypes, tiles;
+  std::set<int> dims;
+  for (const Instance& i : instances()) {
+    if (i.op != q.op) continue;
+    dtypes.insert(i.dtype);
+    if (i.rank != q.rank || i.dtype != q.dtype) continue;
+    dims.insert(i.head_dim);
+    if (i.head_dim == q.head_dim) tiles.insert(i.tile);
+  }
+  if (!dtypes.count(q.dtype))
+    return "dtype " + q.dtype + " not supported by " + op_label(q.op) + " (built: " + join(dtypes) + ")";
+  if (dims.empty())
+    return "no instance of " + q.op + " for " + where + "; rebuild with FASTNA_RANKS / FASTNA_DTYPES including it";
+  if (!dims.count(q.head_dim))
+    return "head dim " + std::to_string(q.head_dim) + " not instantiated " +
+           (q.op == "fused_bwd" ? "in the backward (fused_bwd) " : "") + "for " + where + " (built: " + join(dims) +
+           "; rebuild with FASTNA_HEAD_DIMS including it and FASTNA_KERNELS including " + q.op + ")";
+  return "tile '" + q.tile + "' not instantiated for " + where + ", head dim " + std::to_string(q.head_dim) +
+         " (built: " + join(tiles) + ")";
+}
+
+int device_cc() {
+  int dev = 0, major = 0, minor = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+  if (err != cudaSuccess) {
+    throw std::runtime_error(std::string("fastna: cannot query the CUDA device: ") + cudaGetErrorString(err));
+  }
+  return major * 10 + minor;
+}
+#endif
+
+}  // namespace
+
+const std::vector<Instance>& instances() {
+  static const std::vector<Instance> table = build_table();
+  return table;
+}
+
+bool built_with_cuda() {
+#ifdef FASTNA_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+const Instance* resolve(const InstanceQuery& q, const LaunchParams& lp, std::string* reason) {
+  reason->clear();
+#ifndef FASTNA_WITH_CUDA
+  (void)q;
+  (void)lp;
+  *reason = "no CUDA kernels in this build";
+  return nullptr;
+#else
+  std::vector<const Instance*> matching;
+  for (const Instance& i : instances()) {
+    if (i.op == q.op && i.rank == q.rank && i.head_dim == q.head_dim && i.tile == q.tile && i.dtype == q.dtype)
+      matching.push_back(&i);
+  }
+  if (matching.empty()) {
+    *reason = why_no_instance(q);
+    return nullptr;
+  }
+  const int cc = device_cc();
+  const Instance* best = nullptr;
+  for (const Instance* i : matching) {
+    const bool runs = i->arch_specific ? i->sm == cc : i->sm <= cc;
+    if (runs && (!best || i->sm > best->sm)) best = i;
+  }
+  if (!best) {
+    std::set<std::string> archs;
+    for (const Instance* i : matching) archs.insert("sm" + i->arch);
+    *reason = q.op + " tile '" + q.tile + "' (rank " + std::to_string(q.rank) + ", " + q.dtype +
+              ") was compiled for " + join(archs) + ", none of which runs on this GPU (sm" + std::to_string(cc) +
+              "); rebuild with FASTNA_CUDA_ARCHS including " + std::to_string(cc) + (cc == 90 ? "a" : "");
+    return nullptr;
+  }
+  *reason = best->check(lp);
+  return reason->empty() ? best : nullptr;
+#endif
+}
+
+}  // namespace binding
+}  // namespace fastna
