@@ -16,8 +16,8 @@ import torch
 
 _MISSING = object()
 # Environment variables torch sets itself the first time a feature is used (inductor's cache
-# dir, lazy CUDA module loading): additions of these are not a test's leak.
-_TORCH_SETS = ("TORCH", "_TORCH", "CUDA_MODULE_LOADING")
+# and triton cache dirs, lazy CUDA module loading): additions of these are not a test's leak.
+_TORCH_SETS = ("TORCH", "_TORCH", "TRITON", "CUDA_MODULE_LOADING")
 
 
 def _flag(obj, attr):

@@ -1,6 +1,6 @@
 """Per-axis neighborhood index math in Python (docs/SEMANTICS.md sections 3-6).
 
-This mirrors include/fastna/index_math.hpp; tests/test_index_math_python.py cross-checks the
+This mirrors include/fastna/common/index_math.hpp; tests/test_index_math_python.py cross-checks the
 two through the fastna._C bindings. Windows are half-open [start, end) in group-local
 coordinates of the query's dilation group.
 """

@@ -1,4 +1,4 @@
-// Neighborhood index math (DESIGN.md section 1), one spatial axis at a time.
+// Neighborhood index math (docs/SEMANTICS.md sections 3-6), one spatial axis at a time.
 //
 // Everything here is host+device, branch-light integer arithmetic, so that every kernel
 // (naive, GEMM-based, fused) and the host-side tile planners agree on which keys a query

@@ -2,7 +2,7 @@
 // view, the stride-1 window of the legacy ops, CTA -> box enumeration, the traits (fp16 / bf16
 // and fp32 on TF32 tensor cores) and the global -> shared box loader.
 //
-// Semantics: DESIGN.md section 2 (legacy qk / av, no stride), in the heads-last layout of
+// Semantics: docs/SEMANTICS.md section 8 (legacy qk / av, no stride), in the heads-last layout of
 // section 1.  Attention weights are [B, N, H, W(+E)] with N the row-major flattened spatial
 // index and slot w < W = prod(K) the window position (k_1..k_r) row-major, key (start_a + k_a)
 // group-local on axis a.  Causal slots outside the window hold -inf after PN and are never read

@@ -1,4 +1,4 @@
-// Device-level API of GEMM-based neighborhood attention (legacy unfused ops, DESIGN.md section 2,
+// Device-level API of GEMM-based neighborhood attention (legacy unfused ops, docs/SEMANTICS.md section 8,
 // heads-last layout; sm80-class tensor-core kernels, fp16 / bf16 inputs, or fp32 inputs computed
 // on TF32 tensor cores (operands rounded to TF32, as torch's allow_tf32 matmuls); fp32
 // accumulation throughout).

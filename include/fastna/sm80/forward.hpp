@@ -4,7 +4,7 @@
 //   Op::Arguments args{problem, q, k, v, out, lse};
 //   if (Op::can_implement(args) == cutlass::Status::kSuccess) Op::run(args, stream);
 //
-// Semantics: DESIGN.md section 1 (heads-last [B, *spatial, H, D] strided views, per-axis
+// Semantics: docs/SEMANTICS.md sections 1-5 (heads-last [B, *spatial, H, D] strided views, per-axis
 // kernel / stride / dilation / causal, GQA, scale; lse in natural log).
 #pragma once
 

@@ -44,7 +44,7 @@ struct BackwardTraits {
   static constexpr bool kDq = Dq_;
   // A warpgroup skips the column tiles outside its own rows' column range (the union over the
   // row box is wider by the box extent): exactly the tiles whose every pair is masked, so the
-  // results are unchanged.  Off: slower on the H100 (benchmarks/NOTES_hopper.md, session 4: the
+  // results are unchanged.  Off: slower on the H100 (docs/PERFORMANCE.md section 11.3, session 4: the
   // extra live registers spill in 2D / 3D; hunyuan -11%, flux +7%).
   static constexpr bool kSkipEmpty = SkipEmpty_;
   // Programmatic dependent launch (Backward::launch_main; rank 1 by default): the dK/dV kernel may

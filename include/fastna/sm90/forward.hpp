@@ -4,7 +4,7 @@
 //   Op::Arguments args{problem, q, k, v, out, lse};
 //   if (Op::can_implement(args) == cutlass::Status::kSuccess) Op::run(args, stream);
 //
-// Same semantics, Arguments and restrictions as fastna::fused::Forward (DESIGN.md section 1;
+// Same semantics, Arguments and restrictions as fastna::fused::Forward (docs/SEMANTICS.md sections 1-5;
 // heads-last strided views, contiguous head dim, 16-byte aligned rows, Dv == D, no extra KV
 // tokens, lse natural log fp32 [B, N, H]).  Needs an sm_90a build and a compute-capability 9.0
 // device: can_implement returns kErrorArchMismatch elsewhere.
@@ -61,7 +61,7 @@ class Forward {
   // Pingpong instead of overlap (AutoPingpong, 1D, overlap schedule, head dim 128 -- the one
   // measured): where both consumer warpgroups of an interior query tile need the same KV boxes
   // (large windows: 1d, 1d-strided, dense), so that pingpong's lack of per-warpgroup box skipping
-  // costs nothing; at least 4 boxes.  H100: 1-3% faster there (NOTES_hopper.md); small 1D
+  // costs nothing; at least 4 boxes.  H100: 1-3% faster there (docs/PERFORMANCE.md section 11.2); small 1D
   // windows keep the skipping.
   static constexpr bool kMayPingpong = AutoPingpong && Rank == 1 && HeadDim == 128 && Sched == Schedule::kOverlap;
   static bool use_pingpong(Arguments const& args) {

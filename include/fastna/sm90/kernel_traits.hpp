@@ -21,7 +21,7 @@ namespace hopper {
 using fused::Box;
 
 // Default boxes: 128 query tokens and 128 keys per KV tile (3D 2x8x8 beat 4x4x8 by 7-18% on the
-// hunyuan / video anchors, H100, NOTES_hopper.md; 2D 16x8 beat 8x16 by 9% on flux).  The last extent is a multiple of
+// hunyuan / video anchors, H100, docs/PERFORMANCE.md section 11.2; 2D 16x8 beat 8x16 by 9% on flux).  The last extent is a multiple of
 // 8 so a thread's accumulator columns (8*v2 + 2*quad + v0) decompose into compile-time box
 // offsets (see mask.hpp).
 template <int Rank> struct DefaultQBox;

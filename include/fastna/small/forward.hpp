@@ -6,7 +6,7 @@
 //
 // can_implement() says kErrorNotSupported when a warp's key halo may outgrow the register tile
 // (Slots; small_window_shape.hpp has the bound).  Use the general fused::Forward (or the Hopper one) then.
-// Same semantics and arguments as fused::Forward (DESIGN.md section 1).
+// Same semantics and arguments as fused::Forward (docs/SEMANTICS.md sections 1-5).
 #pragma once
 
 #include <cuda_runtime.h>

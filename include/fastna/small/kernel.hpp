@@ -494,7 +494,7 @@ __device__ __forceinline__ void small_window_warp(ForwardParams<Traits::kRank, t
 
 // The kernel body: one tile per CTA (grid = query tiles x heads x batch).  (A persistent
 // variant, CTAs striding over tiles with a double-buffered halo, measured 10-30% slower on
-// nat / dinat: benchmarks/NOTES_small_window.md.)
+// nat / dinat: docs/PERFORMANCE.md section 11.4.)
 template <class Traits>
 __device__ __forceinline__ void small_window_forward(
     SmallWindowParams<Traits::kRank, typename Traits::Element> const& kparams) {
