@@ -293,3 +293,82 @@ def normalize_av(rank, attn, value, kernel_size, dilation, is_causal, additional
                          f"kernel_size={kernel}, got {attn.shape[-1]} (attn shape "
                          f"{tuple(attn.shape)})")
     return kernel, dil, causal
+
+
+# ------------------------------------------------------------------------------ varlen
+
+@dataclass(frozen=True)
+class VarlenSample:
+    """One sample of a packed batch: its rows [start, start + tokens) and its parameters."""
+    index: int
+    start: int
+    shape: Tuple[int, ...]
+    params: NAParams
+
+    @property
+    def tokens(self) -> int:
+        return math.prod(self.shape)
+
+
+def _spatial_shapes(spatial_shapes) -> list:
+    if isinstance(spatial_shapes, torch.Tensor):
+        if spatial_shapes.dim() != 2 or spatial_shapes.is_floating_point() or \
+                spatial_shapes.is_complex():
+            raise ValueError(f"spatial_shapes as a tensor must be an integer tensor [B, rank], "
+                             f"got {spatial_shapes.dtype} of shape {tuple(spatial_shapes.shape)}")
+        spatial_shapes = spatial_shapes.tolist()
+    if not isinstance(spatial_shapes, (list, tuple)) or len(spatial_shapes) == 0:
+        raise ValueError(f"spatial_shapes must be a non-empty list of per-sample shapes or an "
+                         f"integer tensor [B, rank], got {spatial_shapes!r}")
+    shapes = []
+    for i, s in enumerate(spatial_shapes):
+        s = (s,) if _is_int(s) else s
+        if not isinstance(s, (list, tuple)) or not all(_is_int(x) and x >= 1 for x in s) or \
+                not 1 <= len(s) <= 3:
+            raise ValueError(f"spatial_shapes[{i}] must be 1 to 3 positive ints, got {s!r}")
+        shapes.append(tuple(int(x) for x in s))
+    ranks = {len(s) for s in shapes}
+    if len(ranks) != 1:
+        raise ValueError(f"every sample must have the same rank, got spatial_shapes={shapes}")
+    return shapes
+
+
+def _per_sample(name: str, value, count: int) -> list:
+    """A list gives one entry per sample; anything else is shared by all samples."""
+    if isinstance(value, list):
+        if len(value) != count:
+            raise ValueError(f"{name} as a list gives one entry per sample: expected {count} "
+                             f"entries (len(spatial_shapes)), got {len(value)}: {value!r}")
+        return value
+    return [value] * count
+
+
+def normalize_varlen(query, key, value, spatial_shapes, kernel_size, stride=1, dilation=1,
+                     is_causal=False, scale=None) -> Tuple[VarlenSample, ...]:
+    """Validate a packed variable-size call; one VarlenSample per sample, in packing order."""
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        check_float_tensor(name, t)
+        if t.dim() != 3:
+            raise ValueError(f"{name} must be packed [total_tokens, heads, dim], got shape "
+                             f"{tuple(t.shape)}")
+    shapes = _spatial_shapes(spatial_shapes)
+    total = sum(math.prod(s) for s in shapes)
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if t.shape[0] != total:
+            raise ValueError(f"{name} has {t.shape[0]} tokens but spatial_shapes {shapes} sum to "
+                             f"{total}")
+    count = len(shapes)
+    per = [_per_sample(n, v, count) for n, v in (("kernel_size", kernel_size), ("stride", stride),
+                                                  ("dilation", dilation),
+                                                  ("is_causal", is_causal))]
+    samples, start = [], 0
+    for i, shape in enumerate(shapes):
+        n = math.prod(shape)
+        views = [t[start:start + n].reshape(1, *shape, *t.shape[1:]) for t in (query, key, value)]
+        try:
+            p = normalize(*views, per[0][i], per[1][i], per[2][i], per[3][i], scale)
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"sample {i} (spatial shape {shape}): {e}") from None
+        samples.append(VarlenSample(i, start, shape, p))
+        start += n
+    return tuple(samples)
