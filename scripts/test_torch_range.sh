@@ -11,7 +11,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-repo=$PWD
 wheel=$(ls dist/fastna-*.whl 2>/dev/null || true)
 [ -n "$wheel" ] || { echo "no dist/fastna-*.whl: run scripts/install.sh first" >&2; exit 1; }
 ends=("$@"); [ ${#ends[@]} -gt 0 ] || ends=(torch-oldest torch-newest)
@@ -36,4 +35,3 @@ for end in "${ends[@]}"; do
   rm -rf "$env_dir"
   trap - EXIT
 done
-cd "$repo"

@@ -30,12 +30,12 @@ def format_kernels(rows) -> list:
     groups = {}
     for r in rows:
         key = (r["op"], r["family"], r["arch"], r["tile"])
-        g = groups.setdefault(key, (set(), set(), set(), r.get("qbox"), r.get("kvbox")))
-        g[0].add(int(r["rank"]))
-        g[1].add(str(r["dtype"]))
-        g[2].add(int(r["head_dim"]))
+        ranks, dtypes, dims = groups.setdefault(key, (set(), set(), set()))
+        ranks.add(int(r["rank"]))
+        dtypes.add(str(r["dtype"]))
+        dims.add(int(r["head_dim"]))
     lines = []
-    for (op, family, arch, tile), (ranks, dtypes, dims, _, _) in sorted(groups.items()):
+    for (op, family, arch, tile), (ranks, dtypes, dims) in sorted(groups.items()):
         dims_txt = "any" if dims == {0} else "/".join(str(d) for d in sorted(dims))
         lines.append(f"  {op:<10} {family:<6} sm{arch:<4} tile {tile:<12} ranks "
                      f"{','.join(str(x) for x in sorted(ranks))}  dtypes {','.join(sorted(dtypes))}"

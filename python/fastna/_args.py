@@ -299,11 +299,13 @@ def normalize_av(rank, attn, value, kernel_size, dilation, is_causal, additional
 
 @dataclass(frozen=True)
 class VarlenSample:
-    """One sample of a packed batch: its rows [start, start + tokens) and its parameters."""
+    """One sample of a packed batch: its rows [start, start + tokens), its parameters and its
+    query / key / value as [1, *shape, heads, dim] views of the packed tensors."""
     index: int
     start: int
     shape: Tuple[int, ...]
     params: NAParams
+    tensors: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
     @property
     def tokens(self) -> int:
@@ -369,6 +371,6 @@ def normalize_varlen(query, key, value, spatial_shapes, kernel_size, stride=1, d
             p = normalize(*views, per[0][i], per[1][i], per[2][i], per[3][i], scale)
         except (ValueError, TypeError) as e:
             raise type(e)(f"sample {i} (spatial shape {shape}): {e}") from None
-        samples.append(VarlenSample(i, start, shape, p))
+        samples.append(VarlenSample(i, start, shape, p, tuple(views)))
         start += n
     return tuple(samples)

@@ -50,9 +50,7 @@ def neighborhood_attention_varlen(query: Tensor, key: Tensor, value: Tensor, spa
                                      dilation, is_causal, scale)
     outs, lses = [], []
     for s in samples:
-        rows = slice(s.start, s.start + s.tokens)
-        q, k, v = (t[rows].reshape(1, *s.shape, *t.shape[1:]) for t in (query, key, value))
-        out, lse = _reference.attention(q, k, v, s.params, return_lse=True)
+        out, lse = _reference.attention(*s.tensors, s.params, return_lse=True)
         outs.append(out.reshape(s.tokens, *out.shape[-2:]))
         lses.append(lse.reshape(s.tokens, lse.shape[-1]))
     out = torch.cat(outs).to(query.dtype)
