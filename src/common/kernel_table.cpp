@@ -2,7 +2,6 @@
 
 #include <cstdlib>
 #include <set>
-#include <sstream>
 #include <stdexcept>
 
 #ifdef FASTNA_WITH_CUDA
@@ -61,8 +60,13 @@ std::vector<Instance> build_table() {
     i.arch_specific = !i.arch.empty() && (i.arch.back() == 'a' || i.arch.back() == 'f');
     i.qbox = r.qbox;
     i.kvbox = r.kvbox;
-    std::istringstream features(r.supports);
-    for (std::string f; features >> f;) i.supports.push_back(f);
+    for (const char* c = r.supports; *c;) {  // space-separated words
+      while (*c == ' ') ++c;
+      const char* end = c;
+      while (*end && *end != ' ') ++end;
+      if (end > c) i.supports.emplace_back(c, end);
+      c = end;
+    }
     i.fn = r.fn;
     i.check = r.check;
     out.push_back(i);
@@ -71,11 +75,16 @@ std::vector<Instance> build_table() {
 }
 
 #ifdef FASTNA_WITH_CUDA
+std::string text(const std::string& s) { return s; }
+std::string text(int x) { return std::to_string(x); }
+
+// No iostreams: a GPU-machine build that pulled parts of libstdc++ in statically crashed in
+// ostream's number formatting once torch's libstdc++ was loaded (locale facets of two copies).
 template <class T>
 std::string join(const std::set<T>& items) {
-  std::ostringstream os;
-  for (const T& x : items) os << (os.tellp() > 0 ? ", " : "") << x;
-  return items.empty() ? std::string("none") : os.str();
+  std::string out;
+  for (const T& x : items) out += (out.empty() ? "" : ", ") + text(x);
+  return items.empty() ? std::string("none") : out;
 }
 
 // How the messages name an op.
