@@ -70,7 +70,8 @@ def _key(rank, query, key, value, kernel_size, stride, dilation, is_causal, scal
     return (rank, _tensor(query), _tensor(key), _tensor(value), _tensor(ek), _tensor(ev),
             _ints(kernel_size), _ints(stride), _ints(dilation), _ints(is_causal), _scale(scale),
             backend, torch.is_grad_enabled(), _ext.getenv("FASTNA_SMALL_WINDOW"),
-            _ext.getenv("FASTNA_FUSED_TILE"), torch.backends.cuda.matmul.allow_tf32)
+            _ext.getenv("FASTNA_FUSED_TILE"),
+            query.dtype is torch.float32 and torch.backends.cuda.matmul.allow_tf32)
 
 
 def plan(rank, query, key, value, kernel_size, stride, dilation, is_causal, scale, ek, ev,

@@ -37,7 +37,10 @@ def pad_last(t, size):
 def tensor_arg(t):
     """(pointer, strides); a dimension of size 1 is never stepped along, so its stride is
     passed as 0 (the binding's 16-byte-row check must not reject a sliced batch of one)."""
-    return (t.data_ptr(), [0 if n == 1 else s for n, s in zip(t.shape, t.stride())])
+    shape = t.shape
+    if 1 not in shape:
+        return (t.data_ptr(), t.stride())
+    return (t.data_ptr(), [0 if n == 1 else s for n, s in zip(shape, t.stride())])
 
 
 def strided_arg(t):
