@@ -2,10 +2,16 @@
 per fastna backend and dtype, in one run.
 
     python benchmarks/bench_models.py [--models nat_mini,dinat_tiny] [--backends all]
-        [--dtypes fp32,fp16,bf16] [--batch auto|N] [--mode infer,train] [--rpb] [--out DIR]
+        [--dtypes fp32,fp16,bf16,amp-bf16] [--batch auto|N] [--mode infer,train] [--rpb] [--out DIR]
+
+--mode train times one training step: forward, cross-entropy, backward and an AdamW step.
+--dtypes amp-bf16: float32 weights under torch.autocast(bfloat16) (the usual training setup);
+fp32 / fp16 / bf16 cast the whole model.
 
 --backends all = every backend fastna knows (reference, naive, gemm, fused, hopper): the
-available ones run, the others are listed as skipped with the reason. The models are built
+available ones run, the others are listed as skipped with the reason.  Two more names: auto
+(backend=None, fastna's own choice per layer) and flex (FlexAttention with the NA mask,
+benchmarks/flex_backend.py). The models are built
 without relative positional bias so that attention runs through the chosen backend (with RPB
 every layer takes the unfused legacy path whatever the backend); --rpb adds that configuration
 as a row named "unfused+rpb".
@@ -19,6 +25,7 @@ CPU smoke run: python benchmarks/bench_models.py --device cpu --models tiny --ba
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime
 import json
@@ -41,7 +48,10 @@ from fastna.modules import NeighborhoodAttentionND  # noqa: E402
 from fastna import backends as _backends  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
-          "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+          "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+          "amp-bf16": torch.float32}
+# dtype name -> autocast dtype (weights stay DTYPES[name])
+AUTOCAST = {"amp-bf16": torch.bfloat16}
 # Starting batch for --batch auto (inference, half precision, 80 GB); halved for fp32 and for
 # training, and again on out-of-memory.
 AUTO_BATCH = {"nat_mini": 512, "nat_tiny": 512, "nat_small": 256, "nat_base": 256,
@@ -73,6 +83,8 @@ def skip_reason(backend, device):
     """None if the backend can be tried on this machine, else why not."""
     if backend == "unfused+rpb":
         return None
+    if backend == "auto":
+        return None if device.type == "cuda" else "backend 'auto' is timed on CUDA only"
     try:
         mod = _backends.get(backend)
     except (ValueError, NotImplementedError, TypeError) as e:
@@ -89,22 +101,27 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def measure(model, batch, res, dtype, device, train, warmup, iters, row_seconds=0.0):
+def measure(model, batch, res, dtype, device, train, warmup, iters, row_seconds=0.0,
+            autocast=None):
     """(seconds per iteration, peak bytes or None, timed iterations) for one batch of images. row_seconds > 0
-    caps the timed iterations at about that many seconds (at least 2 iterations)."""
+    caps the timed iterations at about that many seconds (at least 2 iterations).  A training
+    iteration is forward, loss, backward and an AdamW step; autocast: the autocast dtype or None."""
     x = torch.randn(batch, 3, res, res, device=device, dtype=dtype)
     target = torch.randint(0, 1000, (batch,), device=device)
-    params = [p for p in model.parameters()]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4) if train else None
+    amp = (torch.autocast(device.type, dtype=autocast) if autocast is not None
+           else contextlib.nullcontext())
 
     def step():
         if train:
-            out = model(x)
+            with amp:
+                out = model(x)
             loss = torch.nn.functional.cross_entropy(out.float(), target)
             loss.backward()
-            for p in params:
-                p.grad = None
+            opt.step()
+            opt.zero_grad(set_to_none=True)
         else:
-            with torch.inference_mode():
+            with torch.inference_mode(), amp:
                 model(x)
 
     # Warm-up, but no more of it than about one row budget: the reference backend takes
@@ -146,7 +163,7 @@ def run_one(name, backend, dtype_name, mode, a, device):
     na_layers = [m for m in model.modules() if isinstance(m, NeighborhoodAttentionND)]
     assert na_layers, f"{name}: no NeighborhoodAttentionND layer to set the backend of"
     for m in na_layers:  # the backend is a plain attribute of every NA layer
-        m.backend = None if rpb else backend
+        m.backend = None if rpb or backend == "auto" else backend
     row["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
     model = model.to(device=device, dtype=dtype).train(train)
     if a.batch == "auto":
@@ -161,7 +178,7 @@ def run_one(name, backend, dtype_name, mode, a, device):
     while True:
         try:
             dt, peak, n = measure(model, batch, a.res, dtype, device, train, a.warmup, a.iters,
-                               a.row_seconds)
+                                  a.row_seconds, AUTOCAST.get(dtype_name))
             break
         except Exception as e:  # OOM: halve (auto only); anything else: report
             if device.type == "cuda":
@@ -289,7 +306,8 @@ def main(argv=None):
                                         "dinat_tiny,dinat_small,dinat_base,dinat_large",
                     help=f"comma list of {', '.join(M.list_models() + ['tiny'])}")
     ap.add_argument("--backends", default="all",
-                    help="comma list (reference, naive, gemm, fused, hopper, unfused+rpb) or all")
+                    help="comma list (reference, naive, gemm, fused, hopper, unfused+rpb, auto, "
+                         "flex) or all")
     ap.add_argument("--rpb", action="store_true", help="also run the models with RPB (unfused)")
     ap.add_argument("--dtypes", default="fp32,fp16,bf16")
     ap.add_argument("--mode", default="infer", help="infer, train or infer,train")
@@ -328,12 +346,16 @@ def main(argv=None):
         names = list(_backends.KNOWN)
     else:
         names = [b for b in a.backends.split(",") if b]
+    if "flex" in names:
+        sys.path.insert(0, _HERE)
+        import flex_backend
+        flex_backend.register()
     if a.rpb and "unfused+rpb" not in names:
         names.append("unfused+rpb")
     dtypes = [d for d in a.dtypes.split(",") if d]
     for d in dtypes:
         if d not in DTYPES:
-            ap.error(f"unknown dtype {d!r}; use fp32, fp16, bf16")
+            ap.error(f"unknown dtype {d!r}; use fp32, fp16, bf16, amp-bf16")
     modes = [m for m in a.mode.split(",") if m]
     for m in modes:
         if m not in ("infer", "train"):
