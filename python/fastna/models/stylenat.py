@@ -23,7 +23,7 @@ mlp.{fc1, fc2}}``, ``layers.i.upsample.{norm, reduction, alpha}``,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -34,7 +34,8 @@ from .stylenat_layers import (AdaptiveInstanceNorm, BilinearUpsample, ConstantIn
                               MappingNetwork, ToRGB)
 
 __all__ = ["StyleNATConfig", "StyleNATGenerator", "StyleNATBlock", "StyleNATStage",
-           "FFHQ256", "OFFICIAL_FFHQ256_PARAMS", "stylenat_ffhq256", "load_official_state_dict"]
+           "FFHQ256", "OFFICIAL_FFHQ256_PARAMS", "stylenat_ffhq256", "load_official_state_dict",
+           "official_to_fastna_keys"]
 
 # The authors' README (SHI-Labs/StyleNAT, "Performance" table): 48.92M parameters for the
 # FFHQ-256 generator. Their structure counted layer by layer gives 48,921,000, which this

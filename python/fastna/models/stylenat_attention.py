@@ -13,12 +13,14 @@ fastna.models.stylenat.load_official_state_dict renames those).
 """
 from __future__ import annotations
 
-import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .. import ops_unfused
+from .._api import neighborhood_attention
 
 __all__ = ["HeadGroup", "split_heads", "hydra_attention", "HydraNeighborhoodAttention2D",
            "DenseAttentionRPB"]
@@ -64,9 +66,6 @@ def hydra_attention(q, k, v, groups: Sequence[HeadGroup], rpbs: Sequence[Optiona
     fastna.neighborhood_attention takes none); switch it to a single per-head-group call when
     fastna.neighborhood_attention takes one.
     """
-    from .. import ops_unfused
-    from .._api import neighborhood_attention
-
     groups, rpbs = _merge_equal_windows(groups, rpbs)
     outs, h0 = [], 0
     for (heads, kernel, dilation), rpb in zip(groups, rpbs):
