@@ -319,3 +319,14 @@ def test_load_official_state_dict():
         M.load_official_state_dict(small(seed=5), ddp)
     with pytest.raises(TypeError, match="state_dict must be a dict"):
         S.load_official_state_dict(target, [1, 2])
+
+
+def test_profile_preset_is_the_last_stage_dilated_group():
+    from fastna import presets
+    with torch.device("meta"):
+        g = M.stylenat_ffhq256()
+    attn = g.layers[-1].blocks[0].attn
+    heads, kernel, dilation = attn.groups[-1]
+    p = presets.get_preset("stylenat")
+    assert p.shape == (g.size, g.size) and p.kernel == (kernel,) * 2
+    assert p.dilation == (dilation,) * 2 and p.heads == heads and p.dim == attn.head_dim
