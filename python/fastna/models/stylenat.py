@@ -12,7 +12,8 @@ StyleSwin's generator. Layout (FFHQ-256):
 - attention: full attention with relative positional bias at 4x4, Hydra neighborhood attention
   (kernel 7, two head groups: dilation 1 and the stage's dilation) from 8x8 on;
 - a ToRGB per stage (1x1 conv) summing into a running image upsampled with the [1, 3, 3, 1]
-  blur filter; the last ToRGB's output is the image (no tanh: values roughly in [-1, 1]).
+  blur filter; the last ToRGB's output is the image (no tanh; trained weights give about
+  [-1, 1]).
 
 Module and parameter names are the authors' (``style.*``, ``input.input``,
 ``layers.i.blocks.j.{norm1.style, attn.{qkv, proj, rpb | rpb0, rpb1}, norm2.style,
