@@ -91,6 +91,9 @@ PRESETS: List[Problem] = [
     Problem("nat", (56, 56), (7, 7), batch=32, heads=4, dim=32),
     Problem("dinat", (56, 56), (7, 7), dilation=(4, 4), batch=32, heads=4, dim=32),
     Problem("nat-13", (64, 64), (13, 13), batch=4, heads=8, dim=64),
+    # StyleNAT FFHQ-256 (fastna.models.stylenat_ffhq256), its 256x256 stage: the dilated head
+    # group (the other 2 of the 4 heads run the same window at dilation 1).
+    Problem("stylenat", (256, 256), (7, 7), dilation=(32, 32), batch=8, heads=2, dim=32),
 ]
 
 _BY_NAME: Dict[str, Problem] = {p.name: p for p in PRESETS}

@@ -1,22 +1,28 @@
-"""NAT / DiNAT image classifiers (randomly initialized; no downloads).
+"""NAT / DiNAT image classifiers and the StyleNAT generator (randomly initialized; no
+downloads).
 
     model = fastna.models.nat_mini(num_classes=1000)
     model = fastna.models.create("dinat_tiny", backend="fused")
-    fastna.models.list_models()
+    fastna.models.list_models()          # the classifiers
+    generator = fastna.models.stylenat_ffhq256()   # z [B, 512] -> images [B, 3, 256, 256]
 
-Every constructor takes the keyword arguments of :class:`NAT` (num_classes, in_chans,
-drop_path_rate, rel_pos_bias, backend, ...), overriding the published configuration.
+Every classifier constructor takes the keyword arguments of :class:`NAT` (num_classes,
+in_chans, drop_path_rate, rel_pos_bias, backend, ...), overriding the published configuration.
+The StyleNAT generator is not in the classifiers' registry (create / list_models).
 """
 from __future__ import annotations
 
 from typing import Callable, Dict, List
 
 from .nat import NAT, DiNAT, NATBlock, NATLayer
+from .stylenat import (StyleNATConfig, StyleNATGenerator, load_official_state_dict,
+                       stylenat_ffhq256)
 
 __all__ = ["NAT", "DiNAT", "NATBlock", "NATLayer", "create", "list_models", "register_model",
            "PUBLISHED_PARAMS", "CONFIGS",
            "nat_mini", "nat_tiny", "nat_small", "nat_base",
-           "dinat_mini", "dinat_tiny", "dinat_small", "dinat_base", "dinat_large"]
+           "dinat_mini", "dinat_tiny", "dinat_small", "dinat_base", "dinat_large",
+           "StyleNATConfig", "StyleNATGenerator", "load_official_state_dict", "stylenat_ffhq256"]
 
 _REGISTRY: Dict[str, Callable] = {}
 
