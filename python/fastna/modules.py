@@ -31,8 +31,9 @@ from torch import nn
 from ._args import per_axis_bools, per_axis_ints
 
 __all__ = ["NeighborhoodAttention1D", "NeighborhoodAttention2D", "NeighborhoodAttention3D",
-           "NeighborhoodAttentionND", "HydraNeighborhoodAttention1D", "HydraNeighborhoodAttention2D",
-           "HydraNeighborhoodAttention3D", "HydraNeighborhoodAttentionND"]
+           "NeighborhoodAttentionND", "HydraNeighborhoodAttention1D",
+           "HydraNeighborhoodAttention2D", "HydraNeighborhoodAttention3D",
+           "HydraNeighborhoodAttentionND"]
 
 
 def _positive_int(name, value) -> int:
@@ -251,5 +252,6 @@ class NeighborhoodAttention3D(NeighborhoodAttentionND):
 
 
 # At the end: modules_hydra builds on the helpers above.
-from .modules_hydra import (HydraNeighborhoodAttention1D, HydraNeighborhoodAttention2D,  # noqa: E402
-                            HydraNeighborhoodAttention3D, HydraNeighborhoodAttentionND)
+from .modules_hydra import (  # noqa: E402
+    HydraNeighborhoodAttention1D, HydraNeighborhoodAttention2D, HydraNeighborhoodAttention3D,
+    HydraNeighborhoodAttentionND)

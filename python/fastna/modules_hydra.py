@@ -291,7 +291,8 @@ class HydraNeighborhoodAttentionND(nn.Module):
 
 
 class HydraNeighborhoodAttention1D(HydraNeighborhoodAttentionND):
-    """1D Hydra neighborhood attention on ``[B, L, C]``; see :class:`HydraNeighborhoodAttentionND`."""
+    """1D Hydra neighborhood attention on ``[B, L, C]``; see
+    :class:`HydraNeighborhoodAttentionND`."""
     rank = 1
 
 
