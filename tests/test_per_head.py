@@ -352,6 +352,7 @@ def _hydra_by_hand(m, x):
     (2, (14, 15), dict(kernel_sizes=7, dilations=[1, 2])),
     (2, (12, 11), dict(kernel_sizes=[3, (5, 3), 3], dilations=[(1, 2), 2, 3])),
     (3, (6, 5, 7), dict(kernel_sizes=[3, (3, 5, 3)], dilations=[(2, 1, 1), 1])),
+    (2, (12, 11), dict(kernel_sizes=[3, 3, 5], dilations=[2, 2, 1])),
 ])
 @pytest.mark.parametrize("rel_pos_bias", [False, True])
 def test_hydra_vs_composition(rank, shape, kwargs, rel_pos_bias):
@@ -380,6 +381,27 @@ def test_hydra_head_split_and_bias_tables():
                                             dilations=[1, 2], head_groups=[6, 2])
     assert m.head_groups == (6, 2) and m.kernel_sizes == ((7, 7), (7, 7))
     assert m.dilations == ((1, 1), (2, 2)) and m.rpb is None
+
+
+def test_hydra_groups_with_one_window_run_as_one(monkeypatch):
+    """StyleNAT's layers with one dilation hold two groups (two bias tables) of one window:
+    one qk call with the tables stacked."""
+    calls = []
+    real = ops_unfused.na2d_qk
+
+    def spy(q, k, kernel, dilation, is_causal=False, rpb=None, **kw):
+        calls.append(None if rpb is None else tuple(rpb.shape))
+        return real(q, k, kernel, dilation, is_causal=is_causal, rpb=rpb, **kw)
+
+    monkeypatch.setattr(ops_unfused, "na2d_qk", spy)
+    m = fastna.HydraNeighborhoodAttention2D(dim=48, num_heads=6, kernel_sizes=[5, 5, 3],
+                                            dilations=[1, 1, 2], rel_pos_bias=True,
+                                            dtype=torch.float64)
+    x = torch.randn(1, 9, 10, 48, dtype=torch.float64)
+    y = m(x)
+    assert calls == [(4, 9, 9), (2, 5, 5)]
+    calls.clear()
+    assert _rel(y, _hydra_by_hand(m, x)) < 1e-12
 
 
 def test_hydra_loads_stylenat_two_group_state_dict():

@@ -24,7 +24,8 @@ load as they are (the names are mapped on load).
 Execution: without bias and attention dropout, one call of
 ``fastna.neighborhood_attention(..., head_groups=...)`` (its per-head-group path); with them,
 per group the unfused ops of :mod:`fastna.ops_unfused` (``qk`` with the group's bias ->
-softmax -> dropout -> ``av``), the path NeighborhoodAttention2D takes for its bias.  Inputs
+softmax -> dropout -> ``av``), the path NeighborhoodAttention2D takes for its bias; consecutive
+groups with the same window run as one (their tables stacked).  Inputs
 smaller than a group's ``kernel * dilation`` are zero-padded and cropped back, as in
 :mod:`fastna.modules`.
 """
@@ -245,20 +246,41 @@ class HydraNeighborhoodAttentionND(nn.Module):
             raise ValueError(f"{type(self).__name__} expects input [B, {axes}, C={self.embed_dim}]"
                              f" ({self.rank + 2} dims), got shape {tuple(x.shape)}")
 
-    def _unfused(self, q, k, v) -> torch.Tensor:
-        """Per group: qk (+ the group's bias) -> softmax -> dropout -> av."""
-        qk_op, av_op = _unfused_ops(self.rank)
-        outs: List[torch.Tensor] = []
+    def _unfused_runs(self) -> List[Tuple[int, int, List[int]]]:
+        """(first head, end head, groups) of each run of consecutive groups with the same
+        window: one qk / av call each (their bias tables stacked along the heads)."""
+        runs: List[Tuple[int, int, List[int]]] = []
         start = 0
         for g, n in enumerate(self.head_groups):
-            heads = slice(start, start + n)
+            window = (self.kernel_sizes[g], self.dilations[g], self.is_causal[g])
+            if runs:
+                last = runs[-1][2][-1]
+                if window == (self.kernel_sizes[last], self.dilations[last],
+                              self.is_causal[last]):
+                    runs[-1] = (runs[-1][0], start + n, runs[-1][2] + [g])
+                    start += n
+                    continue
+            runs.append((start, start + n, [g]))
+            start += n
+        return runs
+
+    def _unfused(self, q, k, v) -> torch.Tensor:
+        """Per run of groups with one window: qk (+ their biases) -> softmax -> dropout -> av."""
+        qk_op, av_op = _unfused_ops(self.rank)
+        outs: List[torch.Tensor] = []
+        for start, stop, groups in self._unfused_runs():
+            heads = slice(start, stop)
+            g = groups[0]
             kernel, dil, causal = self.kernel_sizes[g], self.dilations[g], self.is_causal[g]
+            rpb = None
+            if self.rpb is not None:
+                tables = [self.rpb[i] for i in groups]
+                rpb = tables[0] if len(tables) == 1 else torch.cat(tables)
             attn = qk_op(q[..., heads, :] * self.scale, k[..., heads, :], kernel, dil,
-                         is_causal=causal, rpb=None if self.rpb is None else self.rpb[g])
+                         is_causal=causal, rpb=rpb)
             attn = self.attn_drop(attn.softmax(dim=-1))
             outs.append(av_op(attn, v[..., heads, :], kernel, dil, is_causal=causal))
-            start += n
-        return torch.cat(outs, dim=-2)
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
