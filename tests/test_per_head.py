@@ -429,9 +429,10 @@ def test_hydra_pads_small_inputs_and_attention_dropout():
     assert not m.uses_fused_path and m(x).shape == x.shape
 
 
-def test_hydra_compiles_fullgraph():
+@pytest.mark.parametrize("rel_pos_bias", [False, True])
+def test_hydra_compiles_fullgraph(rel_pos_bias):
     m = fastna.HydraNeighborhoodAttention2D(dim=32, num_heads=4, kernel_sizes=[3, 5],
-                                            dilations=[2, 1])
+                                            dilations=[2, 1], rel_pos_bias=rel_pos_bias)
     x = torch.randn(1, 11, 10, 32)
     torch._dynamo.reset()
     try:
