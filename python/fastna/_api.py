@@ -1,7 +1,8 @@
 """Public functional API: neighborhood_attention, na1d / na2d / na3d, explain.
 
-All of them are one generic call (fastna._dispatch.attention); na1d / na2d / na3d only fix
-the rank, so a call of the wrong rank fails with the expected number of dims.
+All of them are one generic call (fastna._dispatch.attention; with head_groups,
+fastna._heads.attention); na1d / na2d / na3d only fix the rank, so a call of the wrong rank
+fails with the expected number of dims.
 """
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from typing import Optional, Sequence, Tuple, Union
 
 from torch import Tensor
 
-from . import _args, _dispatch, _policy
+from . import _args, _dispatch, _heads, _policy
 
 IntOrTuple = Union[int, Sequence[int]]
 BoolOrTuple = Union[bool, Sequence[bool]]
 Output = Union[Tensor, Tuple[Tensor, Tensor]]
+HeadGroups = Optional[Sequence[int]]
 
 
 def neighborhood_attention(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple,
@@ -22,7 +24,8 @@ def neighborhood_attention(query: Tensor, key: Tensor, value: Tensor, kernel_siz
                            additional_keys: Optional[Tensor] = None,
                            additional_values: Optional[Tensor] = None,
                            return_lse: bool = False,
-                           backend: Optional[str] = None) -> Output:
+                           backend: Optional[str] = None,
+                           head_groups: HeadGroups = None) -> Output:
     """Neighborhood attention over 1 to 3 spatial axes (rank = query.dim() - 3).
 
     query [B, *spatial, H, D]; key [B, *spatial, H_kv, D]; value [B, *spatial, H_kv, Dv];
@@ -40,7 +43,20 @@ def neighborhood_attention(query: Tensor, key: Tensor, value: Tensor, kernel_siz
     trace time). Autocast: under torch.autocast for query's device type (cuda or cpu),
     floating inputs other than float64 are cast to the autocast dtype first, so the output
     is in the autocast dtype (the reference still accumulates in fp32 internally).
+
+    head_groups: None, or the query heads split into consecutive groups given as head counts
+    summing to H (e.g. [4, 4]); under GQA a group covers whole key/value heads or lies inside
+    one.  kernel_size, stride, dilation and is_causal may then each be a *list* with one entry
+    (a value or a per-axis tuple) per group; anything else (an int, a bool, a tuple) is shared
+    by every group.  Each group computes exactly what this function computes on its heads
+    alone (its key/value heads, their additional keys/values, the shared scale); out and lse
+    keep the head order.  Today this runs one call per group of consecutive heads with equal
+    parameters (docs/GUIDE.md, "Per-head-group windows"; fastna._heads).
     """
+    if head_groups is not None:
+        return _heads.attention(None, query, key, value, head_groups, kernel_size, stride,
+                                dilation, is_causal, scale, additional_keys, additional_values,
+                                return_lse, backend)
     return _dispatch.attention(None, query, key, value, kernel_size, stride, dilation,
                                is_causal, scale, additional_keys, additional_values,
                                return_lse, backend)
@@ -50,7 +66,7 @@ def na1d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple,
          stride: IntOrTuple = 1, dilation: IntOrTuple = 1, is_causal: BoolOrTuple = False,
          scale: Optional[float] = None, additional_keys: Optional[Tensor] = None,
          additional_values: Optional[Tensor] = None, return_lse: bool = False,
-         backend: Optional[str] = None) -> Output:
+         backend: Optional[str] = None, head_groups: HeadGroups = None) -> Output:
     """1D neighborhood attention: query [B, X, H, D], key [B, X, H_kv, D], value
     [B, X, H_kv, Dv] -> out [B, X, H, Dv] (and lse [B, X, H] when return_lse).
 
@@ -58,6 +74,10 @@ def na1d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple,
     placement, stride, dilation and causal masks: docs/SEMANTICS.md.  See
     fastna.neighborhood_attention for every argument.
     """
+    if head_groups is not None:
+        return _heads.attention(1, query, key, value, head_groups, kernel_size, stride,
+                                dilation, is_causal, scale, additional_keys, additional_values,
+                                return_lse, backend)
     return _dispatch.attention(1, query, key, value, kernel_size, stride, dilation, is_causal,
                                scale, additional_keys, additional_values, return_lse, backend)
 
@@ -66,13 +86,17 @@ def na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple,
          stride: IntOrTuple = 1, dilation: IntOrTuple = 1, is_causal: BoolOrTuple = False,
          scale: Optional[float] = None, additional_keys: Optional[Tensor] = None,
          additional_values: Optional[Tensor] = None, return_lse: bool = False,
-         backend: Optional[str] = None) -> Output:
+         backend: Optional[str] = None, head_groups: HeadGroups = None) -> Output:
     """2D neighborhood attention: query [B, X, Y, H, D], key [B, X, Y, H_kv, D], value
     [B, X, Y, H_kv, Dv] -> out [B, X, Y, H, Dv] (and lse [B, X, Y, H] when return_lse).
 
     kernel_size, stride, dilation: an int or one per axis (X, Y); is_causal likewise.
     See fastna.neighborhood_attention for every argument.
     """
+    if head_groups is not None:
+        return _heads.attention(2, query, key, value, head_groups, kernel_size, stride,
+                                dilation, is_causal, scale, additional_keys, additional_values,
+                                return_lse, backend)
     return _dispatch.attention(2, query, key, value, kernel_size, stride, dilation, is_causal,
                                scale, additional_keys, additional_values, return_lse, backend)
 
@@ -81,7 +105,7 @@ def na3d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple,
          stride: IntOrTuple = 1, dilation: IntOrTuple = 1, is_causal: BoolOrTuple = False,
          scale: Optional[float] = None, additional_keys: Optional[Tensor] = None,
          additional_values: Optional[Tensor] = None, return_lse: bool = False,
-         backend: Optional[str] = None) -> Output:
+         backend: Optional[str] = None, head_groups: HeadGroups = None) -> Output:
     """3D neighborhood attention: query [B, X, Y, Z, H, D], key [B, X, Y, Z, H_kv, D], value
     [B, X, Y, Z, H_kv, Dv] -> out [B, X, Y, Z, H, Dv] (and lse [B, X, Y, Z, H] when
     return_lse).
@@ -89,6 +113,10 @@ def na3d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple,
     kernel_size, stride, dilation: an int or one per axis (X, Y, Z); is_causal likewise.
     See fastna.neighborhood_attention for every argument.
     """
+    if head_groups is not None:
+        return _heads.attention(3, query, key, value, head_groups, kernel_size, stride,
+                                dilation, is_causal, scale, additional_keys, additional_values,
+                                return_lse, backend)
     return _dispatch.attention(3, query, key, value, kernel_size, stride, dilation, is_causal,
                                scale, additional_keys, additional_values, return_lse, backend)
 
@@ -97,13 +125,17 @@ def explain(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple,
             stride: IntOrTuple = 1, dilation: IntOrTuple = 1, is_causal: BoolOrTuple = False,
             scale: Optional[float] = None, additional_keys: Optional[Tensor] = None,
             additional_values: Optional[Tensor] = None, return_lse: bool = False,
-            backend: Optional[str] = None) -> str:
+            backend: Optional[str] = None, head_groups: HeadGroups = None) -> str:
     """Which backend, kernel and tile fastna.neighborhood_attention would run for these
     arguments (in the current grad mode), and why the alternatives were not taken, as text.
 
     Runs nothing; raises what the call would raise for bad arguments or an explicit backend
     that cannot run it.  The policy it applies is documented in fastna._policy.
     """
+    if head_groups is not None:
+        return _heads.explain(query, key, value, head_groups, kernel_size, stride, dilation,
+                              is_causal, scale, additional_keys, additional_values, return_lse,
+                              backend)
     params = _args.normalize(query, key, value, kernel_size, stride, dilation, is_causal,
                              scale, additional_keys, additional_values)
     _args.check_return_lse(return_lse)

@@ -15,7 +15,7 @@ import torch
 
 __all__ = ["NAParams", "normalize", "normalize_rank", "per_axis_ints", "per_axis_bools",
            "check_float_tensor", "check_window", "check_backend_arg", "check_return_lse",
-           "normalize_qk", "normalize_av"]
+           "normalize_qk", "normalize_av", "HeadGroup", "normalize_head_groups", "kv_head_range"]
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,22 @@ def normalize(query, key, value, kernel_size, stride=1, dilation=1, is_causal=Fa
               scale=None, additional_keys=None, additional_values=None,
               rank: Optional[int] = None) -> NAParams:
     """Validate a neighborhood-attention call and return its per-axis parameters."""
+    rank = _check_tensors(query, key, value, rank)
+    D = query.shape[-1]
+    kernel = per_axis_ints("kernel_size", kernel_size, rank)
+    strides = per_axis_ints("stride", stride, rank)
+    dil = per_axis_ints("dilation", dilation, rank)
+    causal = per_axis_bools("is_causal", is_causal, rank)
+    length = tuple(int(x) for x in query.shape[1:rank + 1])
+    check_window(kernel, dil, length, strides)
+    _check_extras(additional_keys, additional_values, query, key, value)
+    return NAParams(rank=rank, kernel=kernel, stride=strides, dilation=dil, causal=causal,
+                    scale=_check_scale(scale, D), length=length)
+
+
+def _check_tensors(query, key, value, rank: Optional[int]) -> int:
+    """query / key / value of one call agree (dims, dtype, device, batch, spatial shape,
+    heads, head dims); returns the rank."""
     rank = normalize_rank(query, rank)
     check_float_tensor("key", key)
     check_float_tensor("value", value)
@@ -186,16 +202,7 @@ def normalize(query, key, value, kernel_size, stride=1, dilation=1, is_causal=Fa
     if D < 1 or value.shape[-1] < 1:
         raise ValueError(f"head dims must be positive, got query {tuple(query.shape)}, value "
                          f"{tuple(value.shape)}")
-
-    kernel = per_axis_ints("kernel_size", kernel_size, rank)
-    strides = per_axis_ints("stride", stride, rank)
-    dil = per_axis_ints("dilation", dilation, rank)
-    causal = per_axis_bools("is_causal", is_causal, rank)
-    length = tuple(int(x) for x in query.shape[1:rank + 1])
-    check_window(kernel, dil, length, strides)
-    _check_extras(additional_keys, additional_values, query, key, value)
-    return NAParams(rank=rank, kernel=kernel, stride=strides, dilation=dil, causal=causal,
-                    scale=_check_scale(scale, D), length=length)
+    return rank
 
 
 # ------------------------------------------------------------------------------ unfused ops
@@ -374,3 +381,101 @@ def normalize_varlen(query, key, value, spatial_shapes, kernel_size, stride=1, d
         samples.append(VarlenSample(i, start, shape, p, tuple(views)))
         start += n
     return tuple(samples)
+
+
+# ------------------------------------------------------------------------------ head groups
+
+@dataclass(frozen=True)
+class HeadGroup:
+    """Query heads [heads[0], heads[1]) of a call with their own window parameters; they read
+    key/value heads [kv_heads[0], kv_heads[1]).  `groups`: the caller's head_groups entries it
+    covers, [first, last] (one entry, or several consecutive ones with equal parameters after
+    fastna._heads merged them)."""
+    groups: Tuple[int, int]
+    heads: Tuple[int, int]
+    kv_heads: Tuple[int, int]
+    params: NAParams
+
+    def label(self) -> str:
+        first, last = self.groups
+        which = f"head group {first}" if first == last else f"head groups {first}-{last}"
+        return f"{which} (query heads {self.heads[0]}-{self.heads[1] - 1})"
+
+
+def _head_counts(head_groups, H: int) -> Tuple[int, ...]:
+    if not isinstance(head_groups, (list, tuple)) or len(head_groups) == 0:
+        raise TypeError(f"head_groups must be a non-empty list or tuple of head counts (one "
+                        f"per group, summing to the query heads H={H}) or None, got "
+                        f"{head_groups!r}")
+    for i, n in enumerate(head_groups):
+        if not _is_int(n) or n < 1:
+            raise ValueError(f"head_groups entries must be positive ints (heads per group), "
+                             f"got head_groups={head_groups!r} (entry {i}: {n!r})")
+    counts = tuple(int(n) for n in head_groups)
+    if sum(counts) != H:
+        raise ValueError(f"head_groups must sum to the query heads H={H}, got "
+                         f"head_groups={head_groups!r} (sum {sum(counts)})")
+    return counts
+
+
+def kv_head_range(start: int, stop: int, group_size: int) -> Optional[Tuple[int, int]]:
+    """The key/value heads that query heads [start, stop) read when query head h reads key/value
+    head h // group_size: a whole number of them, or one that all of them share; None when the
+    range splits a key/value head's query heads and also reaches into another one."""
+    if start % group_size == 0 and stop % group_size == 0:
+        return start // group_size, stop // group_size
+    if start // group_size == (stop - 1) // group_size:
+        return start // group_size, start // group_size + 1
+    return None
+
+
+def _per_group(name: str, value, count: int) -> list:
+    """A list gives one entry per head group; anything else is shared by all groups."""
+    if isinstance(value, list):
+        if len(value) != count:
+            raise ValueError(f"{name} as a list gives one entry per head group: expected "
+                             f"{count} entries (len(head_groups)), got {len(value)}: {value!r} "
+                             f"(a tuple gives one value per axis, shared by every group)")
+        return value
+    return [value] * count
+
+
+def normalize_head_groups(query, key, value, head_groups, kernel_size, stride=1, dilation=1,
+                          is_causal=False, scale=None, additional_keys=None,
+                          additional_values=None, rank: Optional[int] = None
+                          ) -> Tuple[HeadGroup, ...]:
+    """Validate a call with per-head-group window parameters; one HeadGroup per entry of
+    head_groups, in head order.  Each group means exactly what fastna.neighborhood_attention
+    means on its heads alone (its query heads, the key/value heads they read, the matching
+    heads of the additional keys / values, the shared scale)."""
+    rank = _check_tensors(query, key, value, rank)
+    _check_extras(additional_keys, additional_values, query, key, value)
+    _check_scale(scale, query.shape[-1])
+    H, Hkv = query.shape[-2], key.shape[-2]
+    counts = _head_counts(head_groups, H)
+    per = [_per_group(n, v, len(counts)) for n, v in (("kernel_size", kernel_size),
+                                                      ("stride", stride),
+                                                      ("dilation", dilation),
+                                                      ("is_causal", is_causal))]
+    groups, start = [], 0
+    for i, n in enumerate(counts):
+        stop = start + n
+        kv = kv_head_range(start, stop, H // Hkv)
+        if kv is None:
+            raise ValueError(
+                f"head group {i} (query heads {start}-{stop - 1}) does not map to whole "
+                f"key/value heads: with H={H} query heads and H_kv={Hkv} (query head h reads "
+                f"key/value head h // {H // Hkv}) a group must cover whole key/value heads "
+                f"(start and size multiples of {H // Hkv}) or lie inside one; got "
+                f"head_groups={head_groups!r}")
+        heads, kv_heads = slice(start, stop), slice(*kv)
+        extras = [None if t is None else t[:, :, kv_heads]
+                  for t in (additional_keys, additional_values)]
+        try:
+            p = normalize(query[..., heads, :], key[..., kv_heads, :], value[..., kv_heads, :],
+                          per[0][i], per[1][i], per[2][i], per[3][i], scale, *extras, rank=rank)
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"head group {i} (query heads {start}-{stop - 1}): {e}") from None
+        groups.append(HeadGroup((i, i), (start, stop), kv, p))
+        start = stop
+    return tuple(groups)

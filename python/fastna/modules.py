@@ -1,4 +1,6 @@
-"""Neighborhood-attention layers: ``NeighborhoodAttention1D/2D/3D``.
+"""Neighborhood-attention layers: ``NeighborhoodAttention1D/2D/3D``, and (defined in
+:mod:`fastna.modules_hydra`) ``HydraNeighborhoodAttention1D/2D/3D``, whose head groups have
+their own kernel sizes and dilations.
 
 Inputs are channels-last ``[B, *spatial, C]``. The parameters are named like NATTEN's modules
 (``qkv``, ``proj`` and, with ``rel_pos_bias=True``, ``rpb`` of shape ``[heads, 2K_1-1, ...]``),
@@ -29,7 +31,9 @@ from torch import nn
 from ._args import per_axis_bools, per_axis_ints
 
 __all__ = ["NeighborhoodAttention1D", "NeighborhoodAttention2D", "NeighborhoodAttention3D",
-           "NeighborhoodAttentionND"]
+           "NeighborhoodAttentionND", "HydraNeighborhoodAttention1D",
+           "HydraNeighborhoodAttention2D", "HydraNeighborhoodAttention3D",
+           "HydraNeighborhoodAttentionND"]
 
 
 def _positive_int(name, value) -> int:
@@ -245,3 +249,9 @@ class NeighborhoodAttention2D(NeighborhoodAttentionND):
 class NeighborhoodAttention3D(NeighborhoodAttentionND):
     """3D neighborhood attention on ``[B, D, H, W, C]``. See :class:`NeighborhoodAttentionND`."""
     rank = 3
+
+
+# At the end: modules_hydra builds on the helpers above.
+from .modules_hydra import (  # noqa: E402
+    HydraNeighborhoodAttention1D, HydraNeighborhoodAttention2D, HydraNeighborhoodAttention3D,
+    HydraNeighborhoodAttentionND)
