@@ -61,11 +61,15 @@ def hydra_attention(q, k, v, groups: Sequence[HeadGroup], rpbs: Sequence[Optiona
     in head order, heads summing to H; rpbs: per group a bias [heads, 2K-1, 2K-1] or None.
     Returns [B, X, Y, H, D].
 
-    The one place that runs the per-group windows: today one fastna call per group (the
-    unfused qk + rpb -> softmax -> av ops where a group has a bias, since
-    fastna.neighborhood_attention takes none); switch it to a single per-head-group call when
-    fastna.neighborhood_attention takes one.
+    The one place that runs the per-group windows: without biases one
+    fastna.neighborhood_attention call with head_groups; with biases the unfused qk + rpb ->
+    softmax -> av ops per group (fastna.neighborhood_attention takes no bias yet).
     """
+    if all(r is None for r in rpbs):
+        # One per-head-group call (fastna._heads: one launch where a backend takes head groups).
+        return neighborhood_attention(q, k, v, kernel_size=[g[1] for g in groups],
+                                      dilation=[g[2] for g in groups], scale=scale,
+                                      backend=backend, head_groups=[g[0] for g in groups])
     groups, rpbs = _merge_equal_windows(groups, rpbs)
     outs, h0 = [], 0
     for (heads, kernel, dilation), rpb in zip(groups, rpbs):
