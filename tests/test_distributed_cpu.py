@@ -138,12 +138,14 @@ def test_halo_backends_and_errors_without_a_process_group():
 
 # ------------------------------------------------------------------ process groups
 
-def _lengths(rng, L, P, allow_empty):
-    while True:
-        cuts = sorted(rng.randint(0, L) for _ in range(P - 1))
-        lengths = [b - a for a, b in zip([0] + cuts, cuts + [L])]
-        if allow_empty or min(lengths) > 0:
-            return lengths
+def _lengths(rng, L, P, with_empty):
+    """Random uneven slab lengths summing to L; with_empty: one rank holds no rows."""
+    parts = P - 1 if with_empty else P
+    cuts = sorted(rng.sample(range(1, L), parts - 1))
+    lengths = [b - a for a, b in zip([0] + cuts, cuts + [L])]
+    if with_empty:
+        lengths.insert(rng.randrange(P), 0)
+    return lengths
 
 
 def _attention_cases(P, count, seed):
@@ -165,7 +167,7 @@ def _attention_cases(P, count, seed):
             seed=seed * 1000 + i, batch=rng.choice([1, 2]), shape=shape, heads=heads,
             heads_kv=heads_kv, dim=rng.choice([2, 4]), dim_v=rng.choice([2, 3]),
             kernel=kernel, stride=stride, dilation=dilation, causal=causal, shard_axis=axis,
-            lengths=_lengths(rng, shape[axis], P, allow_empty=i % 5 == 4),
+            lengths=_lengths(rng, shape[axis], P, with_empty=i % 5 == 4),
             mode="ulysses" if ulysses else "halo", gather=i % 6 == 0))
     return cases
 
@@ -186,6 +188,13 @@ def _special_cases(P):
         dict(base, name=f"P{P} causal shard axis, strided", seed=3, shape=[L + 2, 3, 4],
              kernel=(4, 2, 3), stride=(3, 1, 2), dilation=(1, 1, 1), causal=(True, False, False),
              shard_axis=0, lengths=_plan.even_lengths(L + 2, P)),
+        dict(base, name=f"P{P} slabs wider than the window (interior overlapped)", seed=5,
+             shape=[6 * P, 3], kernel=(3, 2), stride=(1, 1), dilation=(2, 1),
+             causal=(False, True), shard_axis=0, lengths=_plan.even_lengths(6 * P, P)),
+        dict(base, name=f"P{P} ulysses with an empty slab", seed=6, shape=[3, 2 * P + 1],
+             heads=2 * P, heads_kv=P, kernel=(2, 3), stride=(1, 2), dilation=(1, 1),
+             causal=(False, True), shard_axis=1, lengths=[0] + [2] * (P - 2) + [5],
+             mode="ulysses"),
         dict(base, name=f"P{P} hunyuan-like", seed=4, shape=[2 * P + 2, 4, 5], heads=2 * P,
              heads_kv=P, kernel=(P + 2, 3, 3), stride=(1, 1, 1), dilation=(1, 1, 1),
              causal=(False, False, False), shard_axis=0, lengths=_plan.even_lengths(2 * P + 2, P),
@@ -195,12 +204,12 @@ def _special_cases(P):
 
 def _extra_cases(P, seed):
     rng = random.Random(seed)
-    lengths = _lengths(rng, 2 * P + 1, P, allow_empty=False)
+    lengths = _lengths(rng, 2 * P + 1, P, with_empty=False)
     module = dict(kind="module", seed=seed, heads=2 * P, shape=[2 * P + 1, 5], kernel=(3, 3),
                   dilation=(1, 2), causal=(True, False), shard_axis=0, lengths=lengths)
     return [dict(kind="errors", name=f"P{P} errors"),
             dict(kind="gather_grad", name=f"P{P} gather gradient", seed=seed,
-                 lengths=_lengths(rng, 2 * P + 1, P, allow_empty=True)),
+                 lengths=_lengths(rng, 2 * P + 1, P, with_empty=True)),
             dict(module, name=f"P{P} module halo", mode="halo"),
             dict(module, name=f"P{P} module ulysses", mode="ulysses")]
 
@@ -230,9 +239,29 @@ def _run_group(P, cases, tmp_path, timeout=240):
     assert not failures, "\n".join(failures)
 
 
+def _coverage(cases):
+    """What the halo cases exercise: (a rank receiving from a rank 2+ away, an interior
+    segment next to a border one, an empty slab)."""
+    far = interior = empty = False
+    for c in cases:
+        if c["kind"] != "attention" or c["mode"] != "halo":
+            continue
+        a = c["shard_axis"]
+        plan = _plan.axis_plan(tuple(c["lengths"]), c["kernel"][a], c["stride"][a],
+                               c["dilation"][a], c["causal"][a])
+        P = plan.world
+        far |= any(plan.sends(src, dst) for src in range(P) for dst in range(P)
+                   if abs(src - dst) >= 2)
+        interior |= any(len({seg.local for seg in segs}) == 2 for segs in plan.segments)
+        empty |= 0 in c["lengths"]
+    return far, interior, empty
+
+
 @pytest.mark.parametrize("P,count", [(2, 14), (3, 12), (4, 9)])
 def test_process_group(P, count, tmp_path):
     cases = _attention_cases(P, count, seed=P) + _special_cases(P) + _extra_cases(P, seed=P)
+    far, interior, empty = _coverage(cases)
+    assert interior and empty and (far or P == 2)
     _run_group(P, cases, tmp_path)
 
 
