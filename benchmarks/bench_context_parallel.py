@@ -1,0 +1,336 @@
+"""Context parallelism (fastna.distributed): halo vs ulysses on one problem sharded along one
+spatial axis, at the world size it is launched with.
+
+    torchrun --nproc-per-node 8 benchmarks/bench_context_parallel.py [--preset hunyuan]
+        [--shard-axis 0] [--modes halo,ulysses] [--iters 10] [--warmup 3] [--backend NAME]
+        [--json out.json]
+    torchrun --nproc-per-node 2 benchmarks/bench_context_parallel.py --small      # CPU / gloo
+    python benchmarks/bench_context_parallel.py --model [--ranks 2,4,8]           # no GPU needed
+
+Per mode: step time forward and fwd+bwd (max over ranks of the median), bytes moved per rank
+(predicted from the plan, and counted by fastna.distributed.count_traffic: the busiest rank),
+and the scaling efficiency t1 / (P * tP) against fastna.neighborhood_attention of the whole
+problem on one device (rank 0; backend as given). For halo also the pieces: the exchange alone
+and the local compute alone (rows already there), so the overlap can be judged.
+
+--model prints, without GPUs or a process group, the *predicted* bytes per rank and halo
+widths for 2/4/8 ranks along every spatial axis (fastna.distributed.axis_plan; no timing).
+
+A benchmark, not a test. Without torchrun it runs as a group of one. CUDA tensors use NCCL,
+CPU tensors gloo; --small is a small fp32 problem for a CPU smoke run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+import torch.distributed as dist
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+try:
+    import fastna
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, os.path.join(_HERE, "..", "python"))
+    import fastna
+import fastna.distributed as fd  # noqa: E402
+from fastna import _args, presets  # noqa: E402
+from fastna.distributed import _comm, _halo, _slab  # noqa: E402
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+SMALL = dict(shape=(8, 12, 16), kernel=(5, 7, 7), stride=(1, 1, 1), dilation=(1, 1, 1),
+             causal=(False, False, False), batch=1, heads=4, heads_kv=4, dim=16, dim_v=16,
+             dtype="float32", name="small")
+
+
+def problem(args) -> dict:
+    if args.small:
+        return dict(SMALL)
+    p = presets.get_preset(args.preset)
+    return dict(name=p.name, shape=p.shape, kernel=p.kernel, stride=p.stride,
+                dilation=p.dilation, causal=p.causal, batch=p.batch, heads=p.heads,
+                heads_kv=p.heads, dim=p.dim, dim_v=p.dim, dtype=p.dtype)
+
+
+def _plan(prob, axis, lengths):
+    return fd.axis_plan(tuple(lengths), prob["kernel"][axis], prob["stride"][axis],
+                        prob["dilation"][axis], prob["causal"][axis])
+
+
+def predicted_bytes(prob, axis, lengths):
+    """Per rank {mode: (forward bytes sent + received, fwd+bwd bytes sent + received)}.
+
+    halo: the rows of k and v each rank receives (and sends) in the forward, the same rows'
+    dK / dV back in the backward. ulysses: q, k, v to heads and out back in the forward; dout to
+    heads and dq, dk, dv back in the backward; each all-to-all keeps 1/P of a slab at home.
+    """
+    elem = torch.finfo(DTYPES[prob["dtype"]]).bits // 8
+    others = math.prod(x for a, x in enumerate(prob["shape"]) if a != axis)
+    row = prob["batch"] * others * elem        # bytes of one shard-axis row per head per channel
+    kv_row = row * prob["heads_kv"] * (prob["dim"] + prob["dim_v"])
+    plan = _plan(prob, axis, lengths)
+    P, L = len(lengths), sum(lengths)
+    out = []
+    for r in range(P):
+        recv = len(plan.halo(r))
+        sent = sum(len(plan.sends(r, dst)) for dst in range(P))
+        halo_fwd = (recv + sent) * kv_row
+        n = lengths[r]
+        # one all-to-all of a tensor with `heads` x `dim` per row: sent + received rows x heads/P
+        def a2a(heads, dim):
+            return (n * (P - 1) + (L - n)) * heads // P * dim * row
+        q = a2a(prob["heads"], prob["dim"])
+        kv = a2a(prob["heads_kv"], prob["dim"]) + a2a(prob["heads_kv"], prob["dim_v"])
+        o = a2a(prob["heads"], prob["dim_v"])
+        uly_fwd = q + kv + o
+        uly_bwd = o + q + kv            # dout to heads; dq, dk, dv back
+        out.append({"halo": (halo_fwd, 2 * halo_fwd), "ulysses": (uly_fwd, uly_fwd + uly_bwd)})
+    return out
+
+
+def model(args) -> None:
+    prob = problem(args)
+    ranks = [int(x) for x in args.ranks.split(",")]
+    print(f"PREDICTION (fastna.distributed.axis_plan; no measurement): {prob['name']} "
+          f"{'x'.join(map(str, prob['shape']))}, window {'x'.join(map(str, prob['kernel']))}, "
+          f"{prob['heads']} heads, D {prob['dim']}, {prob['dtype']}, batch {prob['batch']}; "
+          f"MB = 10^6 bytes sent + received by the busiest rank\n")
+    print("| shard axis | ranks | slab rows | halo rows received (max) | interior queries | "
+          "halo fwd MB | ulysses fwd MB | halo fwd+bwd MB | ulysses fwd+bwd MB | fewer bytes |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for axis in range(len(prob["shape"])):
+        for P in ranks:
+            lengths = fd.even_lengths(prob["shape"][axis], P)
+            plan = _plan(prob, axis, lengths)
+            b = predicted_bytes(prob, axis, lengths)
+            halo_rows = max(len(plan.halo(r)) for r in range(P))
+            interior = sum(seg.q1 - seg.q0 for segs in plan.segments for seg in segs if seg.local)
+            hf, hb = (max(x["halo"][i] for x in b) / 1e6 for i in (0, 1))
+            uf, ub = (max(x["ulysses"][i] for x in b) / 1e6 for i in (0, 1))
+            slab = f"{min(lengths)}-{max(lengths)}" if min(lengths) != max(lengths) \
+                else str(lengths[0])
+            print(f"| {axis} | {P} | {slab} | {halo_rows} | {interior}/{sum(lengths)} | "
+                  f"{hf:.0f} | {uf:.0f} | {hb:.0f} | {ub:.0f} | "
+                  f"{'halo' if hb < ub else 'ulysses'} |")
+
+
+# ---------------------------------------------------------------------------- measuring
+
+def _init():
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    backend = "nccl" if cuda else "gloo"
+    if "RANK" in os.environ:
+        dist.init_process_group(backend)
+    else:
+        store = dist.FileStore(os.path.join(tempfile.mkdtemp(), "store"), 1)
+        dist.init_process_group(backend, store=store, rank=0, world_size=1)
+    return torch.device("cuda") if cuda else torch.device("cpu")
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fn, iters, warmup, device) -> float:
+    """Median ms of fn over iters (ranks aligned by a barrier before each), max over ranks."""
+    times = []
+    for i in range(warmup + iters):
+        dist.barrier()
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1e3)
+    mine = torch.tensor([statistics.median(times)], dtype=torch.float64, device=device)
+    dist.all_reduce(mine, op=dist.ReduceOp.MAX)
+    return mine.item()
+
+
+def _tensors(prob, device, generator_seed=0):
+    g = torch.Generator(device=device).manual_seed(generator_seed)
+    dtype = DTYPES[prob["dtype"]]
+    B, S = prob["batch"], prob["shape"]
+
+    def rnd(h, d):
+        return torch.randn(B, *S, h, d, generator=g, device=device, dtype=dtype)
+
+    return (rnd(prob["heads"], prob["dim"]), rnd(prob["heads_kv"], prob["dim"]),
+            rnd(prob["heads_kv"], prob["dim_v"]), rnd(prob["heads"], prob["dim_v"]))
+
+
+def _kwargs(prob):
+    return dict(kernel_size=prob["kernel"], stride=prob["stride"], dilation=prob["dilation"],
+                is_causal=prob["causal"])
+
+
+def _step(fn, slabs, dout, backward: bool):
+    if not backward:
+        with torch.no_grad():
+            fn(*slabs)
+        return
+    leaves = [t.detach().requires_grad_() for t in slabs]
+    fn(*leaves).backward(dout)
+
+
+def _halo_pieces(q, k, v, prob, axis, lengths, backend, iters, warmup, device):
+    """(exchange alone, local compute alone) ms of the halo forward."""
+    grp = _comm.resolve_group(None)
+    full = list(q.shape)
+    full[1 + axis] = sum(lengths)
+    meta = torch.empty(full, device="meta", dtype=q.dtype)
+    params = _args.normalize(meta, meta.new_empty((*full[:-2], k.shape[-2], k.shape[-1])),
+                             meta.new_empty((*full[:-2], v.shape[-2], v.shape[-1])),
+                             **_kwargs(prob))
+    _, fwd, bwd = _slab.implementation(backend, q.device)
+    setup = _halo.HaloSetup(params, axis, _plan(prob, axis, lengths), grp, fwd, bwd)
+    segments = setup.plan.segments[grp.rank]
+
+    def exchange():
+        pending, arrivals, _ = _halo._post_kv(k, v, setup)
+        pending.wait()
+        return arrivals
+
+    krows, vrows = _halo._assemble(k, v, exchange(), setup)
+
+    def compute():
+        with torch.no_grad():
+            for seg in segments:
+                _halo._segment_forward(seg, q, krows, vrows, setup)
+
+    return (_timed(exchange, iters, warmup, device), _timed(compute, iters, warmup, device))
+
+
+def run(args) -> None:
+    device = _init()
+    me, P = dist.get_rank(), dist.get_world_size()
+    prob = problem(args)
+    axis = args.shard_axis
+    lengths = fd.even_lengths(prob["shape"][axis], P)
+    q, k, v, dout = _tensors(prob, device)
+    kw = _kwargs(prob)
+    results = {"problem": prob, "world": P, "shard_axis": axis, "lengths": lengths,
+               "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+               "modes": {}}
+    # world size 1: the whole problem on one device (rank 0 only; the others wait)
+    base = {}
+    for backward in (False, True):
+        if me == 0:
+            def single():
+                _step(lambda a, b, c: fastna.neighborhood_attention(a, b, c, **kw,
+                                                                     backend=args.backend),
+                      (q, k, v), dout, backward)
+            times = []
+            for i in range(args.warmup + args.iters):
+                _sync(device)
+                t0 = time.perf_counter()
+                single()
+                _sync(device)
+                if i >= args.warmup:
+                    times.append((time.perf_counter() - t0) * 1e3)
+            base["fwd+bwd" if backward else "fwd"] = statistics.median(times)
+        dist.barrier()
+    results["single_device_ms"] = base
+    slabs = [fd.shard(t, axis, lengths=lengths).contiguous() for t in (q, k, v, dout)]
+    del q, k, v, dout
+    predicted = predicted_bytes(prob, axis, lengths)
+    for mode in args.modes.split(","):
+        if mode == "ulysses" and (prob["heads"] % P or prob["heads_kv"] % P):
+            results["modes"][mode] = {"skipped": f"{prob['heads']} heads not divisible by {P}"}
+            continue
+        backend = args.backend if mode == "ulysses" else args.halo_backend
+
+        def attn(a, b, c, mode=mode, backend=backend):
+            return fd.neighborhood_attention(a, b, c, **kw, shard_axis=axis, mode=mode,
+                                             backend=backend)
+
+        entry = {}
+        for backward in (False, True):
+            name = "fwd+bwd" if backward else "fwd"
+            with fd.count_traffic() as traffic:
+                _step(attn, slabs[:3], slabs[3], backward)
+            moved = torch.tensor([float(sum(traffic.by_kind.get(kind, (0, 0))[i]
+                                            for kind in traffic.by_kind if kind != "metadata"
+                                            for i in (0, 1)))], device=device,
+                                 dtype=torch.float64)
+            dist.all_reduce(moved, op=dist.ReduceOp.MAX)
+            ms = _timed(lambda: _step(attn, slabs[:3], slabs[3], backward), args.iters,
+                        args.warmup, device)
+            single = base.get(name)
+            entry[name] = {
+                "ms": ms,
+                "bytes_counted": moved.item(),
+                "bytes_predicted": max(p[mode][1 if backward else 0] for p in predicted),
+                "efficiency": None if single is None else single / (P * ms)}
+        if mode == "halo":
+            ex, comp = _halo_pieces(*slabs[:3], prob, axis, lengths, args.halo_backend,
+                                    args.iters, args.warmup, device)
+            entry["pieces_fwd_ms"] = {"exchange": ex, "compute": comp}
+        results["modes"][mode] = entry
+    if me == 0:
+        _report(results, args)
+    dist.destroy_process_group()
+
+
+def _report(r, args) -> None:
+    prob = r["problem"]
+    print(f"{prob['name']} {'x'.join(map(str, prob['shape']))} window "
+          f"{'x'.join(map(str, prob['kernel']))}, {prob['heads']} heads, D {prob['dim']}, "
+          f"{prob['dtype']}; {r['world']} ranks on {r['device']}, shard axis {r['shard_axis']} "
+          f"(slabs {r['lengths']})")
+    print(f"one device: fwd {r['single_device_ms']['fwd']:.2f} ms, fwd+bwd "
+          f"{r['single_device_ms']['fwd+bwd']:.2f} ms (fastna.neighborhood_attention, backend "
+          f"{args.backend or 'auto'})\n")
+    print("| mode | pass | step ms | efficiency | MB/rank counted | MB/rank predicted |")
+    print("|---|---|---|---|---|---|")
+    for mode, entry in r["modes"].items():
+        if "skipped" in entry:
+            print(f"| {mode} | - | skipped: {entry['skipped']} | | | |")
+            continue
+        for name in ("fwd", "fwd+bwd"):
+            e = entry[name]
+            print(f"| {mode} | {name} | {e['ms']:.2f} | {100 * e['efficiency']:.0f}% | "
+                  f"{e['bytes_counted'] / 1e6:.2f} | {e['bytes_predicted'] / 1e6:.2f} |")
+        if "pieces_fwd_ms" in entry:
+            p = entry["pieces_fwd_ms"]
+            print(f"| {mode} | fwd pieces | exchange {p['exchange']:.2f}, compute "
+                  f"{p['compute']:.2f} | | | |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(r, f, indent=1)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="hunyuan", help="a fastna.presets problem")
+    ap.add_argument("--small", action="store_true", help="a small fp32 problem (CPU smoke run)")
+    ap.add_argument("--shard-axis", type=int, default=0)
+    ap.add_argument("--modes", default="halo,ulysses")
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--backend", default=None,
+                    help="fastna backend of the single-device baseline and of ulysses")
+    ap.add_argument("--halo-backend", default=None,
+                    help="offset-slab implementation of halo mode (fd.slab_backends())")
+    ap.add_argument("--json", default=None, help="write the results here (rank 0)")
+    ap.add_argument("--model", action="store_true",
+                    help="print the predicted bytes per rank and halo widths; no run")
+    ap.add_argument("--ranks", default="2,4,8", help="world sizes of --model")
+    args = ap.parse_args(argv)
+    if args.model:
+        model(args)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
