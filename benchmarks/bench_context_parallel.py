@@ -194,6 +194,7 @@ def _halo_pieces(q, k, v, prob, axis, lengths, backend, iters, warmup, device):
     _, fwd, bwd = _slab.implementation(backend, q.device)
     setup = _halo.HaloSetup(params, axis, _plan(prob, axis, lengths), grp, fwd, bwd)
     segments = setup.plan.segments[grp.rank]
+    owned = setup.plan.owned(grp.rank)
 
     def exchange():
         pending, arrivals, _ = _halo._post_kv(k, v, setup)
@@ -205,7 +206,9 @@ def _halo_pieces(q, k, v, prob, axis, lengths, backend, iters, warmup, device):
     def compute():
         with torch.no_grad():
             for seg in segments:
-                _halo._segment_forward(seg, q, krows, vrows, setup)
+                for halo in (False, True):
+                    for a, b in _halo._parts(seg, owned, halo):
+                        _halo._part_forward(seg, a, b, q, krows, vrows, setup)
 
     return (_timed(exchange, iters, warmup, device), _timed(compute, iters, warmup, device))
 

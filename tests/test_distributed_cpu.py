@@ -114,6 +114,54 @@ def test_slab_attention_matches_the_full_problem(seed):
             torch.testing.assert_close(x, y, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_partial_slabs_merge_to_the_full_problem(seed):
+    """A neighborhood split over two or three kv slabs (partial=True): the merged forward, and
+    the backward of each part from the merged out / lse, summed, are the full problem's."""
+    rng = random.Random(100 + seed)
+    for _ in range(6):
+        rank = rng.randint(1, 3)
+        shape = [rng.randint(3, 8) for _ in range(rank)]
+        kernel, stride, dilation, causal = zip(*(_random_axis(rng, L) for L in shape))
+        H, Hkv = rng.choice([(2, 2), (4, 2), (3, 1)])
+        g = torch.Generator().manual_seed(seed)
+        q = torch.randn(2, *shape, H, 3, generator=g, dtype=torch.float64, requires_grad=True)
+        k = torch.randn(2, *shape, Hkv, 3, generator=g, dtype=torch.float64, requires_grad=True)
+        v = torch.randn(2, *shape, Hkv, 2, generator=g, dtype=torch.float64, requires_grad=True)
+        ref = fastna.neighborhood_attention(q, k, v, kernel, stride, dilation, causal,
+                                            backend="reference")
+        params = _args.normalize(q, k, v, kernel, stride, dilation, causal)
+        a = rng.randrange(rank)
+        L = shape[a]
+        cuts = sorted(set([0, L] + [rng.randint(1, L - 1) for _ in range(rng.randint(1, 2))]))
+        off = [0] * rank
+
+        def at(x):
+            o = list(off)
+            o[a] = x
+            return tuple(o)
+
+        kv = [(x0, x1) for x0, x1 in zip(cuts, cuts[1:])]
+        parts = [_slab.reference_forward(q, k.narrow(1 + a, x0, x1 - x0),
+                                         v.narrow(1 + a, x0, x1 - x0), params, at(0), at(x0),
+                                         partial=True) for x0, x1 in kv]
+        out, lse = _slab.merge(parts)
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+        dout = torch.randn_like(out)
+        want = torch.autograd.grad(ref, (q, k, v), dout)
+        dq = torch.zeros_like(q)
+        dk, dv = torch.zeros_like(k), torch.zeros_like(v)
+        for x0, x1 in kv:
+            gq, gk, gv = _slab.reference_backward(dout, q, k.narrow(1 + a, x0, x1 - x0),
+                                                  v.narrow(1 + a, x0, x1 - x0), out, lse,
+                                                  params, at(0), at(x0), max_bytes=1 << 12)
+            dq += gq
+            dk.narrow(1 + a, x0, x1 - x0).add_(gk)
+            dv.narrow(1 + a, x0, x1 - x0).add_(gv)
+        for x, y in zip((dq, dk, dv), want):
+            torch.testing.assert_close(x, y, rtol=0, atol=1e-12)
+
+
 def test_slab_attention_refuses_a_kv_slab_missing_neighbors():
     q = torch.randn(1, 10, 2, 4)
     params = _args.normalize(q, q, q, 5)

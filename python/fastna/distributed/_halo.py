@@ -1,9 +1,11 @@
 """mode="halo": each rank receives exactly the key / value rows (along the shard axis) its
 queries need, from their owners, and runs its queries against them as offset slabs (fastna.
-distributed._slab). Queries whose windows stay inside the rank's own slab run while the transfers
-are in flight; the border queries run after wait(). Backward mirrors it: the border queries'
-halo dK / dV go back to the rows' owners, who add them to their own, while the interior
-backward runs.
+distributed._slab). While the transfers are in flight every query runs against the rank's own
+rows: complete for the interior queries (windows inside the slab), partial for the border ones;
+after wait() the border queries run against the halo rows and the parts merge through their
+logsumexps -- so the overlap holds even where a window is wider than the slab and no query is
+interior. Backward mirrors it: the border queries' halo dK / dV are computed first and go back
+to the rows' owners, who add them to their own, while the rest of the backward runs.
 
 Every rank of the group must run the backward of the call (the owners wait for their halo
 gradients), as with any collective inside autograd.
@@ -16,7 +18,7 @@ from typing import Callable, List, Tuple
 import torch
 
 from .._args import NAParams
-from . import _comm
+from . import _comm, _slab
 from ._plan import AxisPlan, Segment
 
 __all__ = ["HaloSetup", "halo_attention"]
@@ -133,36 +135,57 @@ def _local_rows(k, v, setup: HaloSetup):
     return tuple(_Rows(t, *empty, (s0, s0, s1, s1), setup.dim) for t in (k, v))
 
 
-def _segment_forward(seg: Segment, q, krows: _Rows, vrows: _Rows, setup: HaloSetup):
+def _parts(seg: Segment, owned, halo: bool):
+    """The kv row ranges the segment's neighborhood splits into: its part of the rank's own
+    rows (halo=False; the whole range for a local segment), or its left and right halo parts
+    (halo=True)."""
+    s0, s1 = owned
+    if seg.local:
+        return [] if halo else [(seg.k0, seg.k1)]
+    ranges = [(seg.k0, min(seg.k1, s0)), (max(seg.k0, s1), seg.k1)] if halo \
+        else [(max(seg.k0, s0), min(seg.k1, s1))]
+    return [(a, b) for a, b in ranges if a < b]
+
+
+def _part_forward(seg: Segment, a: int, b: int, q, krows: _Rows, vrows: _Rows,
+                  setup: HaloSetup):
     s0 = setup.plan.starts[setup.group.rank]
     qs = q.narrow(setup.dim, seg.q0 - s0, seg.q1 - seg.q0)
-    return setup.forward(qs, krows.rows(seg.k0, seg.k1), vrows.rows(seg.k0, seg.k1),
-                         setup.params, setup.offsets(seg.q0), setup.offsets(seg.k0))
+    return setup.forward(qs, krows.rows(a, b), vrows.rows(a, b), setup.params,
+                         setup.offsets(seg.q0), setup.offsets(a), not seg.local)
 
 
 class _HaloAttention(torch.autograd.Function):
+    """Forward: post the transfers; every segment against the rank's own rows (complete for
+    the interior, partial for the borders) while they fly; wait; the borders against the halo
+    rows, merged through the logsumexp. Backward: the borders' halo parts first, their dK / dV
+    posted back to the owners, the rest while those fly."""
+
     @staticmethod
     def forward(ctx, q, k, v, setup: HaloSetup):
-        segments = setup.plan.segments[setup.group.rank]
+        me = setup.group.rank
+        segments = setup.plan.segments[me]
+        owned = setup.plan.owned(me)
         pending, arrivals, sent = _post_kv(k, v, setup)
         local_k, local_v = _local_rows(k, v, setup)
-        results = {seg: _segment_forward(seg, q, local_k, local_v, setup)
-                   for seg in segments if seg.local}
+        parts = {seg: [_part_forward(seg, a, b, q, local_k, local_v, setup)
+                       for a, b in _parts(seg, owned, halo=False)] for seg in segments}
         pending.wait()
         del sent
         krows, vrows = _assemble(k, v, arrivals, setup)
         for seg in segments:
-            if not seg.local:
-                results[seg] = _segment_forward(seg, q, krows, vrows, setup)
-        outs = [results[seg][0] for seg in segments]
-        if outs:
+            parts[seg] += [_part_forward(seg, a, b, q, krows, vrows, setup)
+                           for a, b in _parts(seg, owned, halo=True)]
+        results = [_slab.merge(parts[seg]) for seg in segments]
+        if results:
+            outs = [o for o, _ in results]
             out = outs[0] if len(outs) == 1 else torch.cat(outs, setup.dim)
         else:   # a rank without rows
             out = q.new_zeros((*q.shape[:-1], v.shape[-1]))
         ctx.save_for_backward(q, k, v)
         ctx.setup = setup
         ctx.halo = (krows, vrows)
-        ctx.results = [results[seg] for seg in segments]
+        ctx.results = results
         return out
 
     @staticmethod
@@ -172,28 +195,30 @@ class _HaloAttention(torch.autograd.Function):
         plan, group, dim = setup.plan, setup.group, setup.dim
         me = group.rank
         s0 = plan.starts[me]
+        owned = plan.owned(me)
         segments = plan.segments[me]
         krows, vrows = ctx.halo
         acc = torch.float64 if q.dtype == torch.float64 else torch.float32
         # gradients of every row the rank's queries read, halo included, in acc precision
         dk, dv = (_Rows(*(torch.zeros_like(t, dtype=acc) for t in (r.local, r.left, r.right)),
                         plan.halo_span(me), dim) for r in (krows, vrows))
-        dq_parts: List = [None] * len(segments)
+        dq_parts = [torch.zeros_like(q.narrow(dim, seg.q0 - s0, seg.q1 - seg.q0), dtype=acc)
+                    for seg in segments]
 
-        def run(i: int, seg: Segment) -> None:
+        def run(i: int, seg: Segment, halo: bool) -> None:
             out, lse = ctx.results[i]
             sl = (dim, seg.q0 - s0, seg.q1 - seg.q0)
-            gq, gk, gv = setup.backward(dout.narrow(*sl).contiguous(), q.narrow(*sl),
-                                        krows.rows(seg.k0, seg.k1), vrows.rows(seg.k0, seg.k1),
-                                        out, lse, setup.params, setup.offsets(seg.q0),
-                                        setup.offsets(seg.k0))
-            dq_parts[i] = gq
-            dk.add(seg.k0, gk.to(acc))
-            dv.add(seg.k0, gv.to(acc))
+            for a, b in _parts(seg, owned, halo):
+                gq, gk, gv = setup.backward(dout.narrow(*sl).contiguous(), q.narrow(*sl),
+                                            krows.rows(a, b), vrows.rows(a, b), out, lse,
+                                            setup.params, setup.offsets(seg.q0),
+                                            setup.offsets(a))
+                dq_parts[i] += gq.to(acc)
+                dk.add(a, gk.to(acc))
+                dv.add(a, gv.to(acc))
 
         for i, seg in enumerate(segments):
-            if not seg.local:
-                run(i, seg)
+            run(i, seg, halo=True)
         # halo gradients back to the rows' owners (in the input dtype, like the rows came)
         sends, recvs, arrivals = [], [], []
         for src in range(group.size):
@@ -212,8 +237,7 @@ class _HaloAttention(torch.autograd.Function):
                 arrivals.append((rows, gk, gv))
         pending = _comm.p2p(sends, recvs, group, "halo dkv")
         for i, seg in enumerate(segments):
-            if seg.local:
-                run(i, seg)
+            run(i, seg, halo=False)
         pending.wait()
         del sends
         for rows, gk, gv in arrivals:
@@ -223,8 +247,8 @@ class _HaloAttention(torch.autograd.Function):
         if dq_parts:
             dq = dq_parts[0] if len(dq_parts) == 1 else torch.cat(dq_parts, dim)
         else:
-            dq = torch.zeros_like(q)
-        return dq, dk.local.to(k.dtype), dv.local.to(v.dtype), None
+            dq = torch.zeros_like(q, dtype=acc)
+        return dq.to(q.dtype), dk.local.to(k.dtype), dv.local.to(v.dtype), None
 
 
 def halo_attention(q, k, v, setup: HaloSetup) -> torch.Tensor:
