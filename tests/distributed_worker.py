@@ -141,6 +141,11 @@ def _errors_case(case):
     problems += _expect_error(lambda: call(tensors=(q, bad_k, q)), ValueError,
                               "rows of shard_axis" if me == world - 1 else
                               f"rank(s) [{world - 1}]")
+    # one rank's key has another dtype: caught before any transfer
+    odd_k = q.float() if me == 0 else q
+    problems += _expect_error(lambda: call(tensors=(q, odd_k, q)),
+                              TypeError if me == 0 else ValueError,
+                              "does not match query dtype" if me == 0 else "rank(s) [0]")
     # halo mode has only the reference slab implementation
     problems += _expect_error(lambda: call(backend="fused"), NotImplementedError,
                               "offset-slab")

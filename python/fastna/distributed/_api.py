@@ -43,17 +43,17 @@ def _padded(values, fill=-1):
     return list(values) + [fill] * (_MAX_RANK - len(values))
 
 
-def _scale_code(scale) -> float:
-    if scale is None:
-        return -1.0
-    if isinstance(scale, numbers.Real) and not isinstance(scale, bool):
-        return float(scale)
-    return -2.0          # invalid: the global validation raises its TypeError on every rank
+def _meta(t: torch.Tensor, dim: int, length: int) -> torch.Tensor:
+    shape = list(t.shape)
+    shape[dim] = length
+    return torch.empty(shape, dtype=t.dtype, device="meta")
 
 
 def _local_signature(q, k, v, kernel_size, stride, dilation, is_causal, scale, shard_axis,
                      mode, backend):
-    """(slab length, [(field, value)]) after the checks one rank can make alone."""
+    """(slab length, [(field, value)]) after every check one rank can make alone: fastna's own
+    validation with the shard axis given a length the window fits (only the global length,
+    known after the exchange, can still fail it -- the same way on every rank)."""
     rank = _args.normalize_rank(q, None)
     for name, t in (("key", k), ("value", v)):
         _args.check_float_tensor(name, t)
@@ -73,9 +73,10 @@ def _local_signature(q, k, v, kernel_size, stride, dilation, is_causal, scale, s
             raise ValueError(f"{name} holds {t.shape[dim]} rows of shard_axis {axis} but query "
                              f"holds {n}: q, k and v must be slabs of the same rows")
     kernel = _args.per_axis_ints("kernel_size", kernel_size, rank)
-    strides = _args.per_axis_ints("stride", stride, rank)
     dil = _args.per_axis_ints("dilation", dilation, rank)
-    causal = _args.per_axis_bools("is_causal", is_causal, rank)
+    fits = max(n, kernel[axis] * dil[axis], 1)
+    params = _args.normalize(_meta(q, dim, fits), _meta(k, dim, fits), _meta(v, dim, fits),
+                             kernel_size, stride, dilation, is_causal, scale)
     extents = [q.shape[1 + a] if a != axis else -1 for a in range(rank)]
     fields = [("number of spatial axes", rank), ("shard_axis", axis),
               ("mode", MODES.index(mode)), ("batch size", q.shape[0])]
@@ -83,11 +84,12 @@ def _local_signature(q, k, v, kernel_size, stride, dilation, is_causal, scale, s
                for a, x in enumerate(_padded(extents))]
     fields += [("query heads", q.shape[-2]), ("key/value heads", k.shape[-2]),
                ("head dim", q.shape[-1]), ("value head dim", v.shape[-1]),
-               ("dtype", _DTYPES.index(q.dtype) if q.dtype in _DTYPES else 99)]
-    for name, vals in (("kernel_size", kernel), ("stride", strides), ("dilation", dil),
-                       ("is_causal", [int(c) for c in causal])):
+               ("dtype", _DTYPES.index(q.dtype) if q.dtype in _DTYPES else len(_DTYPES))]
+    for name, vals in (("kernel_size", params.kernel), ("stride", params.stride),
+                       ("dilation", params.dilation),
+                       ("is_causal", [int(c) for c in params.causal])):
         fields += [(f"{name} (axis {a})", x) for a, x in enumerate(_padded(vals))]
-    fields.append(("scale", _scale_code(scale)))
+    fields.append(("scale", params.scale))
     return n, fields
 
 
@@ -97,7 +99,7 @@ def _show(name: str, value: float) -> str:
     if name == "dtype":
         return str(_DTYPES[int(value)]) if int(value) < len(_DTYPES) else "other"
     if name == "scale":
-        return {-1.0: "None", -2.0: "invalid"}.get(value, repr(value))
+        return repr(value)
     return str(int(value)) if float(value).is_integer() else repr(value)
 
 
@@ -159,13 +161,10 @@ def neighborhood_attention(q, k, v, kernel_size, stride=1, dilation=1, is_causal
     dim = 1 + axis
     total = sum(lengths)
 
-    def global_view(t):
-        shape = list(t.shape)
-        shape[dim] = total
-        return torch.empty(shape, dtype=t.dtype, device="meta")
-
-    params = _args.normalize(global_view(q), global_view(k), global_view(v), kernel_size, stride,
-                             dilation, is_causal, scale)
+    # every rank passed the same arguments: only the global length is new, and it fails (or
+    # passes) the same way everywhere
+    params = _args.normalize(_meta(q, dim, total), _meta(k, dim, total), _meta(v, dim, total),
+                             kernel_size, stride, dilation, is_causal, scale)
     if mode == "ulysses":
         P, H, Hkv = grp.size, q.shape[-2], k.shape[-2]
         if H % P or Hkv % P:
