@@ -42,6 +42,7 @@ except ImportError:  # run from a checkout without installing
 import fastna.distributed as fd  # noqa: E402
 from fastna import _args, presets  # noqa: E402
 from fastna.distributed import _comm, _halo, _slab  # noqa: E402
+from fastna.distributed._plan import key_bounds  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SMALL = dict(shape=(8, 12, 16), kernel=(5, 7, 7), stride=(1, 1, 1), dilation=(1, 1, 1),
@@ -64,7 +65,7 @@ def _plan(prob, axis, lengths):
 
 
 def predicted_bytes(prob, axis, lengths):
-    """Per rank {mode: (forward bytes sent + received, fwd+bwd bytes sent + received)}.
+    """Per rank {mode: {"fwd" / "bwd": (bytes sent, bytes received)}}.
 
     halo: the rows of k and v each rank receives (and sends) in the forward, the same rows'
     dK / dV back in the backward. ulysses: q, k, v to heads and out back in the forward; dout to
@@ -78,46 +79,105 @@ def predicted_bytes(prob, axis, lengths):
     P, L = len(lengths), sum(lengths)
     out = []
     for r in range(P):
-        recv = len(plan.halo(r))
-        sent = sum(len(plan.sends(r, dst)) for dst in range(P))
-        halo_fwd = (recv + sent) * kv_row
+        recv = len(plan.halo(r)) * kv_row
+        sent = sum(len(plan.sends(r, dst)) for dst in range(P)) * kv_row
         n = lengths[r]
-        # one all-to-all of a tensor with `heads` x `dim` per row: sent + received rows x heads/P
-        def a2a(heads, dim):
-            return (n * (P - 1) + (L - n)) * heads // P * dim * row
-        q = a2a(prob["heads"], prob["dim"])
-        kv = a2a(prob["heads_kv"], prob["dim"]) + a2a(prob["heads_kv"], prob["dim_v"])
-        o = a2a(prob["heads"], prob["dim_v"])
-        uly_fwd = q + kv + o
-        uly_bwd = o + q + kv            # dout to heads; dq, dk, dv back
-        out.append({"halo": (halo_fwd, 2 * halo_fwd), "ulysses": (uly_fwd, uly_fwd + uly_bwd)})
+
+        def to_heads(heads, dim):      # (sent, received) of one space -> heads all-to-all
+            return (n * (P - 1) * heads // P * dim * row, (L - n) * heads // P * dim * row)
+
+        def add(*pairs):
+            return tuple(sum(p[i] for p in pairs) for i in (0, 1))
+
+        q, o = to_heads(prob["heads"], prob["dim"]), to_heads(prob["heads"], prob["dim_v"])
+        kv = add(to_heads(prob["heads_kv"], prob["dim"]), to_heads(prob["heads_kv"], prob["dim_v"]))
+        back = (o[1], o[0])                         # heads -> space mirrors space -> heads
+        uly_fwd = add(q, kv, back)
+        uly_bwd = add(o, (q[1], q[0]), (kv[1], kv[0]))   # dout to heads; dq, dk, dv back
+        out.append({"halo": {"fwd": (sent, recv), "bwd": (recv, sent)},
+                    "ulysses": {"fwd": uly_fwd, "bwd": uly_bwd}})
     return out
+
+
+def own_share(prob, axis, lengths, r) -> float:
+    """Share of rank r's query-key pairs (along the shard axis) whose key is its own row: the
+    compute halo mode runs while the transfers fly."""
+    L, K, s, d, c = (sum(lengths), prob["kernel"][axis], prob["stride"][axis],
+                     prob["dilation"][axis], prob["causal"][axis])
+    s0 = sum(lengths[:r])
+    s1 = s0 + lengths[r]
+    own = total = 0
+    for i in range(s0, s1):
+        lo, hi = key_bounds(L, K, s, d, c, i)
+        rows = range(lo, hi, d)
+        total += len(rows)
+        own += sum(1 for j in rows if s0 <= j < s1)
+    return own / total if total else 1.0
+
+
+def predicted_step(prob, axis, lengths, mode, t1_fwd, t1_bwd, gbps):
+    """(fwd ms, fwd+bwd ms) of the slowest rank: compute split by queries (halo) or heads
+    (ulysses) at the single-device speed, transfers at gbps per direction; halo hides its
+    transfers behind the own-rows compute, ulysses hides none."""
+    P, L = len(lengths), sum(lengths)
+    b = predicted_bytes(prob, axis, lengths)
+    worst = [0.0, 0.0]
+    for r in range(P):
+        share = own_share(prob, axis, lengths, r) if mode == "halo" else 0.0
+        frac = lengths[r] / L if mode == "halo" else 1 / P
+        total = 0.0
+        for i, (name, t1) in enumerate((("fwd", t1_fwd), ("bwd", t1_bwd))):
+            compute = t1 * frac
+            transfer = max(b[r][mode][name]) / (gbps * 1e6)     # bytes / (GB/s) -> ms
+            total += compute + max(0.0, transfer - share * compute)
+            worst[i] = max(worst[i], total)
+    return worst[0], worst[1]
 
 
 def model(args) -> None:
     prob = problem(args)
     ranks = [int(x) for x in args.ranks.split(",")]
+    t1 = [float(x) for x in args.compute_ms.split(",")] if args.compute_ms else None
     print(f"PREDICTION (fastna.distributed.axis_plan; no measurement): {prob['name']} "
           f"{'x'.join(map(str, prob['shape']))}, window {'x'.join(map(str, prob['kernel']))}, "
-          f"{prob['heads']} heads, D {prob['dim']}, {prob['dtype']}, batch {prob['batch']}; "
-          f"MB = 10^6 bytes sent + received by the busiest rank\n")
-    print("| shard axis | ranks | slab rows | halo rows received (max) | interior queries | "
-          "halo fwd MB | ulysses fwd MB | halo fwd+bwd MB | ulysses fwd+bwd MB | fewer bytes |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"{prob['heads']} heads, D {prob['dim']}, {prob['dtype']}, batch {prob['batch']}. "
+          f"MB: 10^6 bytes sent + received by the busiest rank.")
+    if t1:
+        print(f"Efficiency t1 / (P tP) with t1 = {t1[0]} ms fwd, {t1[1]} ms fwd+bwd on one "
+              f"device, compute split evenly at that speed, {args.link_gbps} GB/s per direction, "
+              f"halo hiding its transfers behind its own-rows compute, ulysses hiding none.")
+    print()
+    head = ("| shard axis | ranks | slab rows | halo rows received (max) | own-rows compute | "
+            "halo fwd MB | ulysses fwd MB | halo fwd+bwd MB | ulysses fwd+bwd MB |")
+    if t1:
+        head += " halo eff. fwd / fwd+bwd | ulysses eff. fwd / fwd+bwd |"
+    print(head)
+    print("|---" * (head.count("|") - 1) + "|")
     for axis in range(len(prob["shape"])):
         for P in ranks:
             lengths = fd.even_lengths(prob["shape"][axis], P)
             plan = _plan(prob, axis, lengths)
             b = predicted_bytes(prob, axis, lengths)
             halo_rows = max(len(plan.halo(r)) for r in range(P))
-            interior = sum(seg.q1 - seg.q0 for segs in plan.segments for seg in segs if seg.local)
-            hf, hb = (max(x["halo"][i] for x in b) / 1e6 for i in (0, 1))
-            uf, ub = (max(x["ulysses"][i] for x in b) / 1e6 for i in (0, 1))
+            share = min(own_share(prob, axis, lengths, r) for r in range(P))
+
+            def mb(mode, passes):
+                return max(sum(sum(x[mode][p]) for p in passes) for x in b) / 1e6
+
             slab = f"{min(lengths)}-{max(lengths)}" if min(lengths) != max(lengths) \
                 else str(lengths[0])
-            print(f"| {axis} | {P} | {slab} | {halo_rows} | {interior}/{sum(lengths)} | "
-                  f"{hf:.0f} | {uf:.0f} | {hb:.0f} | {ub:.0f} | "
-                  f"{'halo' if hb < ub else 'ulysses'} |")
+            line = (f"| {axis} | {P} | {slab} | {halo_rows} | {100 * share:.0f}% | "
+                    f"{mb('halo', ['fwd']):.0f} | {mb('ulysses', ['fwd']):.0f} | "
+                    f"{mb('halo', ['fwd', 'bwd']):.0f} | {mb('ulysses', ['fwd', 'bwd']):.0f} |")
+            if t1:
+                for mode in ("halo", "ulysses"):
+                    if mode == "ulysses" and prob["heads"] % P:
+                        line += " - |"
+                        continue
+                    f, fb = predicted_step(prob, axis, lengths, mode, t1[0], t1[1] - t1[0],
+                                           args.link_gbps)
+                    line += f" {100 * t1[0] / (P * f):.0f}% / {100 * t1[1] / (P * fb):.0f}% |"
+            print(line)
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -272,7 +332,9 @@ def run(args) -> None:
             entry[name] = {
                 "ms": ms,
                 "bytes_counted": moved.item(),
-                "bytes_predicted": max(p[mode][1 if backward else 0] for p in predicted),
+                "bytes_predicted": max(sum(sum(p[mode][x]) for x in
+                                           (("fwd", "bwd") if backward else ("fwd",)))
+                                       for p in predicted),
                 "efficiency": None if single is None else single / (P * ms)}
         if mode == "halo":
             ex, comp = _halo_pieces(*slabs[:3], prob, axis, lengths, args.halo_backend,
@@ -328,6 +390,12 @@ def main(argv=None) -> None:
     ap.add_argument("--model", action="store_true",
                     help="print the predicted bytes per rank and halo widths; no run")
     ap.add_argument("--ranks", default="2,4,8", help="world sizes of --model")
+    ap.add_argument("--compute-ms", default=None,
+                    help="--model: one device's fwd,fwd+bwd ms, for predicted efficiencies "
+                         "(hunyuan on an H100, hopper backend, docs/PERFORMANCE.md sections 3-4: "
+                         "45.51,187.8)")
+    ap.add_argument("--link-gbps", type=float, default=450.0,
+                    help="--model: GB/s per direction between two GPUs (NVLink 4: 450)")
     args = ap.parse_args(argv)
     if args.model:
         model(args)
