@@ -147,7 +147,7 @@ def model(args) -> None:
               f"device, compute split evenly at that speed, {args.link_gbps} GB/s per direction, "
               f"halo hiding its transfers behind its own-rows compute, ulysses hiding none.")
     print()
-    head = ("| shard axis | ranks | slab rows | halo rows received (max) | own-rows compute | "
+    head = ("| shard axis | ranks | slab rows | halo rows received (max) | own-rows compute (min) | "
             "halo fwd MB | ulysses fwd MB | halo fwd+bwd MB | ulysses fwd+bwd MB |")
     if t1:
         head += " halo eff. fwd / fwd+bwd | ulysses eff. fwd / fwd+bwd |"

@@ -1,5 +1,6 @@
 """Context parallelism: one neighborhood attention over the ranks of a torch.distributed group,
-each holding a contiguous slab of one spatial axis (docs/GUIDE.md, "Context parallelism").
+each holding a contiguous slab of one spatial axis (docs/GUIDE.md, "Python: context
+parallelism").
 
     import fastna.distributed as fd
     q, k, v = (fd.shard(t, shard_axis=0) for t in (q_full, k_full, v_full))   # or your own slabs
