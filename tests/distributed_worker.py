@@ -149,6 +149,10 @@ def _errors_case(case):
     # halo mode has only the reference slab implementation
     problems += _expect_error(lambda: call(backend="fused"), NotImplementedError,
                               "offset-slab")
+    # one rank names a halo backend that does not exist: it raises, the others name it
+    problems += _expect_error(lambda: call(backend="fused" if me == 1 else None),
+                              NotImplementedError if me == 1 else ValueError,
+                              "offset-slab" if me == 1 else "rank(s) [1]")
     problems += _expect_error(lambda: call(mode="ring"), ValueError, "mode must be one of")
     # gather of slabs whose other dims differ
     x = torch.zeros(1, 2, 3 + (me == 0), 4)

@@ -9,6 +9,7 @@ validation on the *global* shapes (the same on every rank, so all of them raise 
 from __future__ import annotations
 
 import numbers
+import zlib
 from typing import Optional
 
 import torch
@@ -24,8 +25,8 @@ MODES = ("halo", "ulysses")
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _MAX_RANK = 3
 # [ok, length] + 4 call-wide fields + 3 extents + 5 head / dtype fields + 4 per-axis
-# parameters x 3 axes + scale
-_SIGNATURE_WIDTH = 2 + 4 + _MAX_RANK + 5 + 4 * _MAX_RANK + 1
+# parameters x 3 axes + scale + backend
+_SIGNATURE_WIDTH = 2 + 4 + _MAX_RANK + 5 + 4 * _MAX_RANK + 2
 
 
 def _is_int(x) -> bool:
@@ -90,6 +91,11 @@ def _local_signature(q, k, v, kernel_size, stride, dilation, is_causal, scale, s
                        ("is_causal", [int(c) for c in params.causal])):
         fields += [(f"{name} (axis {a})", x) for a, x in enumerate(_padded(vals))]
     fields.append(("scale", params.scale))
+    # the backend must agree too: a rank failing on its name later would leave the others
+    # waiting in a transfer
+    if mode == "halo":
+        _slab.implementation(backend, q.device)
+    fields.append(("backend", zlib.crc32(repr(backend).encode())))
     return n, fields
 
 
@@ -100,6 +106,8 @@ def _show(name: str, value: float) -> str:
         return str(_DTYPES[int(value)]) if int(value) < len(_DTYPES) else "other"
     if name == "scale":
         return repr(value)
+    if name == "backend":
+        return f"name hash {int(value)}"
     return str(int(value)) if float(value).is_integer() else repr(value)
 
 
@@ -109,7 +117,8 @@ def agree(length, fields, local_error, width: int, device, group: _comm.Group, w
     naming the ranks that failed or the field that differs."""
     if local_error is None:
         mine = [1.0, float(length)] + [float(x) for _, x in fields]
-        assert len(mine) == width, (len(mine), width)
+        if len(mine) != width:   # a bug here, not a user error
+            raise RuntimeError(f"{what}: signature of {len(mine)} values, expected {width}")
     else:
         mine = [0.0] * width
     vectors = _comm.all_gather_vectors(mine, device, group)
@@ -154,7 +163,7 @@ def neighborhood_attention(q, k, v, kernel_size, stride=1, dilation=1, is_causal
         (length, fields), error = _local_signature(q, k, v, kernel_size, stride, dilation,
                                                    is_causal, scale, shard_axis, mode,
                                                    backend), None
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, NotImplementedError) as e:
         length, fields, error = 0, (), e
     lengths = agree(length, fields, error, _SIGNATURE_WIDTH, device, grp, what)
     axis = int(shard_axis)
