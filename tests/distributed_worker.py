@@ -18,17 +18,47 @@ import torch.distributed as dist
 TOL = 1e-10
 
 
-def launch(world: int, store_path: str, out_dir: str, cases) -> None:
-    """Start `world` processes running the cases; returns the started context."""
+def launch(world: int, store_path: str, out_dir: str, cases, backend: str = "gloo"):
+    """Start `world` processes running the cases (backend "nccl": one GPU each); returns the
+    started context."""
     import torch.multiprocessing as mp
-    return mp.start_processes(_main, args=(world, store_path, out_dir, cases), nprocs=world,
-                              join=False, start_method="spawn")
+    return mp.start_processes(_main, args=(world, store_path, out_dir, cases, backend),
+                              nprocs=world, join=False, start_method="spawn")
 
 
-def _main(rank: int, world: int, store_path: str, out_dir: str, cases) -> None:
+def run_group(world: int, cases, tmp_path, backend: str = "gloo", timeout: float = 240) -> None:
+    """Run the cases in a fresh process group of `world` ranks; fail with every rank's
+    failures (or when the group does not finish in `timeout` seconds)."""
+    import pytest
+
+    out_dir = tmp_path / f"world{world}"
+    out_dir.mkdir()
+    ctx = launch(world, str(tmp_path / f"store{world}"), str(out_dir), cases, backend)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ctx.join(timeout=1):
+            if time.monotonic() > deadline:
+                pytest.fail(f"world size {world}: the process group did not finish in "
+                            f"{timeout} s")
+    finally:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.terminate()
+    failures = []
+    for r in range(world):
+        path = out_dir / f"rank{r}.txt"
+        assert path.exists(), f"rank {r} wrote no result"
+        if path.read_text():
+            failures.append(path.read_text())
+    assert not failures, "\n".join(failures)
+
+
+def _main(rank: int, world: int, store_path: str, out_dir: str, cases, backend: str) -> None:
     torch.set_num_threads(1)
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
     store = dist.FileStore(store_path, world)
-    dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world)
     failures = []
     try:
         for case in cases:
@@ -52,15 +82,16 @@ def _main(rank: int, world: int, store_path: str, out_dir: str, cases) -> None:
     os._exit(0)
 
 
-def _full(case, generator_offset=0):
-    g = torch.Generator().manual_seed(case["seed"] + generator_offset)
+def _full(case):
+    """The case's full q, k, v, dout: float64 on the CPU, then to its device and dtype."""
+    g = torch.Generator().manual_seed(case["seed"])
     B, shape, H, Hkv, D, Dv = (case[k] for k in ("batch", "shape", "heads", "heads_kv", "dim",
                                                    "dim_v"))
-    q = torch.randn(B, *shape, H, D, generator=g, dtype=torch.float64)
-    k = torch.randn(B, *shape, Hkv, D, generator=g, dtype=torch.float64)
-    v = torch.randn(B, *shape, Hkv, Dv, generator=g, dtype=torch.float64)
-    dout = torch.randn(B, *shape, H, Dv, generator=g, dtype=torch.float64)
-    return q, k, v, dout
+    dtype = getattr(torch, case.get("dtype", "float64"))
+    device = f"cuda:{dist.get_rank()}" if case.get("device") == "cuda" else "cpu"
+    return tuple(torch.randn(B, *shape, h, d, generator=g, dtype=torch.float64)
+                 .to(device=device, dtype=dtype)
+                 for h, d in ((H, D), (Hkv, D), (Hkv, Dv), (H, Dv)))
 
 
 def _err(a, b) -> float:
@@ -74,29 +105,32 @@ def _attention_case(case):
     q, k, v, dout = _full(case)
     args = dict(kernel_size=case["kernel"], stride=case["stride"], dilation=case["dilation"],
                 is_causal=case["causal"])
-    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    # the oracle in float64 from the same (rounded) inputs
+    leaves = [t.double().requires_grad_() for t in (q, k, v)]
     ref = fastna.neighborhood_attention(*leaves, **args, backend="reference")
-    ref_grads = torch.autograd.grad(ref, leaves, dout)
+    ref_grads = torch.autograd.grad(ref, leaves, dout.double())
+    tol = case.get("tol", TOL)
 
     axis, lengths = case["shard_axis"], case["lengths"]
     me = dist.get_rank()
     dim = 1 + axis
     start, n = sum(lengths[:me]), lengths[me]
     slabs = [fd.shard(t, axis, lengths=lengths).clone().requires_grad_() for t in (q, k, v)]
-    out = fd.neighborhood_attention(*slabs, **args, shard_axis=axis, mode=case["mode"])
+    out = fd.neighborhood_attention(*slabs, **args, shard_axis=axis, mode=case["mode"],
+                                    backend=case.get("backend"))
     grads = torch.autograd.grad(out, slabs, dout.narrow(dim, start, n))
     problems = []
-    e = _err(out, ref.narrow(dim, start, n))
-    if e > TOL:
+    e = _err(out.double(), ref.narrow(dim, start, n))
+    if e > tol:
         problems.append(f"rank {me} forward max error {e:.3g}")
     for name, g, rg in zip("qkv", grads, ref_grads):
-        e = _err(g, rg.narrow(dim, start, n))
-        if e > TOL:
+        e = _err(g.double(), rg.narrow(dim, start, n))
+        if e > tol:
             problems.append(f"rank {me} d{name} max error {e:.3g}")
     if case.get("gather"):
         whole = fd.gather(out.detach(), axis)
-        e = _err(whole, ref.detach())
-        if e > TOL:
+        e = _err(whole.double(), ref.detach())
+        if e > tol:
             problems.append(f"rank {me} gather max error {e:.3g}")
     return problems
 

@@ -6,11 +6,11 @@ reaching several ranks, stride, dilation, causal on and off the shard axis, GQA,
 shard_axis != 0, both modes, the modules, and the errors."""
 import os
 import random
-import time
 
 import pytest
 import torch
 
+import distributed_worker
 import fastna
 from fastna import _args
 from fastna.distributed import _plan, _slab
@@ -262,31 +262,6 @@ def _extra_cases(P, seed):
             dict(module, name=f"P{P} module ulysses", mode="ulysses")]
 
 
-def _run_group(P, cases, tmp_path, timeout=240):
-    import distributed_worker
-
-    out_dir = tmp_path / f"world{P}"
-    out_dir.mkdir()
-    ctx = distributed_worker.launch(P, str(tmp_path / f"store{P}"), str(out_dir), cases)
-    deadline = time.monotonic() + timeout
-    try:
-        while not ctx.join(timeout=1):
-            if time.monotonic() > deadline:
-                pytest.fail(f"world size {P}: the process group did not finish in {timeout} s")
-    finally:
-        for p in ctx.processes:
-            if p.is_alive():
-                p.terminate()
-    failures = []
-    for r in range(P):
-        path = out_dir / f"rank{r}.txt"
-        assert path.exists(), f"rank {r} wrote no result"
-        text = path.read_text()
-        if text:
-            failures.append(text)
-    assert not failures, "\n".join(failures)
-
-
 def _coverage(cases):
     """What the halo cases exercise: (a rank receiving from a rank 2+ away, an interior
     segment next to a border one, an empty slab)."""
@@ -310,7 +285,7 @@ def test_process_group(P, count, tmp_path):
     cases = _attention_cases(P, count, seed=P) + _special_cases(P) + _extra_cases(P, seed=P)
     far, interior, empty = _coverage(cases)
     assert interior and empty and (far or P == 2)
-    _run_group(P, cases, tmp_path)
+    distributed_worker.run_group(P, cases, tmp_path)
 
 
 def test_worker_module_is_importable_by_children():
