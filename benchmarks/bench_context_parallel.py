@@ -147,8 +147,8 @@ def model(args) -> None:
               f"device, compute split evenly at that speed, {args.link_gbps} GB/s per direction, "
               f"halo hiding its transfers behind its own-rows compute, ulysses hiding none.")
     print()
-    head = ("| shard axis | ranks | slab rows | halo rows received (max) | own-rows compute (min) | "
-            "halo fwd MB | ulysses fwd MB | halo fwd+bwd MB | ulysses fwd+bwd MB |")
+    head = ("| shard axis | ranks | slab rows | halo rows received (max) | "
+            "own-rows compute (min) | halo fwd MB | ulysses fwd MB | halo fwd+bwd MB | ulysses fwd+bwd MB |")
     if t1:
         head += " halo eff. fwd / fwd+bwd | ulysses eff. fwd / fwd+bwd |"
     print(head)
@@ -303,8 +303,9 @@ def run(args) -> None:
             base["fwd+bwd" if backward else "fwd"] = statistics.median(times)
         dist.barrier()
     results["single_device_ms"] = base
-    slabs = [fd.shard(t, axis, lengths=lengths).contiguous() for t in (q, k, v, dout)]
-    del q, k, v, dout
+    # copies, so that the full tensors' memory goes
+    slabs = [fd.shard(t, axis, lengths=lengths).clone() for t in (q, k, v, dout)]
+    q = k = v = dout = None
     predicted = predicted_bytes(prob, axis, lengths)
     for mode in args.modes.split(","):
         if mode == "ulysses" and (prob["heads"] % P or prob["heads_kv"] % P):

@@ -13,7 +13,7 @@ gradients), as with any collective inside autograd.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Tuple
+from typing import Callable, Tuple
 
 import torch
 
