@@ -253,22 +253,15 @@ def _halo_pieces(q, k, v, prob, axis, lengths, backend, iters, warmup, device):
                              **_kwargs(prob))
     _, fwd, bwd = _slab.implementation(backend, q.device)
     setup = _halo.HaloSetup(params, axis, _plan(prob, axis, lengths), grp, fwd, bwd)
-    segments = setup.plan.segments[grp.rank]
-    owned = setup.plan.owned(grp.rank)
 
     def exchange():
-        pending, arrivals, _ = _halo._post_kv(k, v, setup)
-        pending.wait()
-        return arrivals
+        return _halo.exchange(k, v, setup)
 
-    krows, vrows = _halo._assemble(k, v, exchange(), setup)
+    krows, vrows = exchange()
 
     def compute():
         with torch.no_grad():
-            for seg in segments:
-                for halo in (False, True):
-                    for a, b in _halo._parts(seg, owned, halo):
-                        _halo._part_forward(seg, a, b, q, krows, vrows, setup)
+            _halo.compute(q, krows, vrows, setup)
 
     return (_timed(exchange, iters, warmup, device), _timed(compute, iters, warmup, device))
 

@@ -1,11 +1,13 @@
 """mode="halo": each rank receives exactly the key / value rows (along the shard axis) its
 queries need, from their owners, and runs its queries against them as offset slabs (fastna.
-distributed._slab). While the transfers are in flight every query runs against the rank's own
-rows: complete for the interior queries (windows inside the slab), partial for the border ones;
-after wait() the border queries run against the halo rows and the parts merge through their
-logsumexps -- so the overlap holds even where a window is wider than the slab and no query is
-interior. Backward mirrors it: the border queries' halo dK / dV are computed first and go back
-to the rows' owners, who add them to their own, while the rest of the backward runs.
+distributed._slab). The transfers go by distance (level d: the peers d ranks away), all posted at
+once. While they fly every query runs against the rank's own rows: complete for the interior
+queries (windows inside the slab), partial for the border ones; then, nearest level first, the
+border queries run against each level's rows as soon as they are there, and the parts merge
+through their logsumexps -- so the overlap holds even where a window is wider than the slab and
+no query is interior. Backward mirrors it: farthest level first, the border queries' dK / dV of
+that level's rows are computed and go back to the rows' owners, who add them to their own, while
+the rest of the backward runs.
 
 Every rank of the group must run the backward of the call (the owners wait for their halo
 gradients), as with any collective inside autograd.
@@ -21,7 +23,7 @@ from .._args import NAParams
 from . import _comm, _slab
 from ._plan import AxisPlan, Segment
 
-__all__ = ["HaloSetup", "halo_attention"]
+__all__ = ["HaloSetup", "halo_attention", "exchange", "compute"]
 
 
 @dataclass(frozen=True)
@@ -90,61 +92,72 @@ def _halo_part(plan: AxisPlan, me: int, src: int):
     return ("left", lo) if src < me else ("right", s1)
 
 
-def _post_kv(k, v, setup: HaloSetup):
-    """Post the halo transfers: my rows to every rank that needs them, theirs into new buffers.
-    Returns (pending, [(src, rows, k_rows, v_rows)], sent tensors kept alive until wait)."""
+def _levels(plan: AxisPlan, me: int):
+    """The peers me exchanges rows with (either way), grouped by distance |peer - me|,
+    nearest first. Both ends of a pair put it in the same level, and every rank posts its
+    levels in the same order (forward nearest first, backward farthest first), so the
+    transfers of one level never wait for another rank's later level."""
+    levels = {}
+    for p in range(plan.world):
+        if p != me and (plan.sends(me, p) or plan.sends(p, me)):
+            levels.setdefault(abs(p - me), []).append(p)
+    return [levels[d] for d in sorted(levels)]
+
+
+def _post_kv(k, v, peers, setup: HaloSetup):
+    """Post one level's transfers: my rows to those peers that need them, theirs into new
+    buffers. Returns (pending, [(src, rows, k_rows, v_rows)], sent tensors to keep alive)."""
     plan, group, dim = setup.plan, setup.group, setup.dim
     me = group.rank
     s0 = plan.starts[me]
     sends, recvs, arrivals = [], [], []
-    for dst in range(group.size):
-        rows = plan.sends(me, dst)
+    for p in peers:
+        rows = plan.sends(me, p)
         if rows:
             idx = _index(rows, s0, k.device)
-            sends += [(dst, k.index_select(dim, idx), 0), (dst, v.index_select(dim, idx), 1)]
-    for src in range(group.size):
-        rows = plan.sends(src, me)
+            sends += [(p, k.index_select(dim, idx), 0), (p, v.index_select(dim, idx), 1)]
+        rows = plan.sends(p, me)
         if rows:
             kb, vb = _with_rows(k, dim, len(rows)), _with_rows(v, dim, len(rows))
-            recvs += [(src, kb, 0), (src, vb, 1)]
-            arrivals.append((src, rows, kb, vb))
+            recvs += [(p, kb, 0), (p, vb, 1)]
+            arrivals.append((p, rows, kb, vb))
     return _comm.p2p(sends, recvs, group, "halo kv"), arrivals, sends
 
 
-def _assemble(k, v, arrivals, setup: HaloSetup):
-    """(_Rows of k, _Rows of v) from my slab and the received rows."""
+def _halo_rows(k, v, setup: HaloSetup):
+    """(_Rows of k, _Rows of v): my slab and zeroed halo buffers the arrivals fill."""
     plan, dim, me = setup.plan, setup.dim, setup.group.rank
     span = plan.halo_span(me)
     lo, s0, s1, hi = span
-    parts = {}
-    for t, which in ((k, 0), (v, 1)):
-        parts[which] = {"left": _with_rows(t, dim, s0 - lo), "right": _with_rows(t, dim, hi - s1)}
+    return tuple(_Rows(t, _with_rows(t, dim, s0 - lo), _with_rows(t, dim, hi - s1), span, dim)
+                 for t in (k, v))
+
+
+def _place(krows: _Rows, vrows: _Rows, arrivals, setup: HaloSetup) -> None:
+    plan, dim, me = setup.plan, setup.dim, setup.group.rank
     for src, rows, kb, vb in arrivals:
         side, base = _halo_part(plan, me, src)
-        idx = _index(rows, base, k.device)
-        parts[0][side].index_copy_(dim, idx, kb)
-        parts[1][side].index_copy_(dim, idx, vb)
-    return tuple(_Rows(t, parts[w]["left"], parts[w]["right"], span, dim)
-                 for t, w in ((k, 0), (v, 1)))
+        idx = _index(rows, base, kb.device)
+        getattr(krows, side).index_copy_(dim, idx, kb)
+        getattr(vrows, side).index_copy_(dim, idx, vb)
 
 
-def _local_rows(k, v, setup: HaloSetup):
-    me = setup.group.rank
-    s0, s1 = setup.plan.owned(me)
-    empty = (None, None)
-    return tuple(_Rows(t, *empty, (s0, s0, s1, s1), setup.dim) for t in (k, v))
+def _own_parts(seg: Segment, owned):
+    """The segment's kv range within the rank's own rows (all of it for a local segment)."""
+    a, b = max(seg.k0, owned[0]), min(seg.k1, owned[1])
+    return [(a, b)] if a < b else []
 
 
-def _parts(seg: Segment, owned, halo: bool):
-    """The kv row ranges the segment's neighborhood splits into: its part of the rank's own
-    rows (halo=False; the whole range for a local segment), or its left and right halo parts
-    (halo=True)."""
-    s0, s1 = owned
-    if seg.local:
-        return [] if halo else [(seg.k0, seg.k1)]
-    ranges = [(seg.k0, min(seg.k1, s0)), (max(seg.k0, s1), seg.k1)] if halo \
-        else [(max(seg.k0, s0), min(seg.k1, s1))]
-    return [(a, b) for a, b in ranges if a < b]
+def _halo_parts(seg: Segment, plan: AxisPlan, me: int, peers):
+    """The segment's kv range within the rows each of `peers` sends me."""
+    out = []
+    for src in peers:
+        rows = plan.sends(src, me)
+        if rows:
+            a, b = max(seg.k0, rows[0]), min(seg.k1, rows[-1] + 1)
+            if a < b:
+                out.append((a, b))
+    return out
 
 
 def _part_forward(seg: Segment, a: int, b: int, q, krows: _Rows, vrows: _Rows,
@@ -156,26 +169,31 @@ def _part_forward(seg: Segment, a: int, b: int, q, krows: _Rows, vrows: _Rows,
 
 
 class _HaloAttention(torch.autograd.Function):
-    """Forward: post the transfers; every segment against the rank's own rows (complete for
-    the interior, partial for the borders) while they fly; wait; the borders against the halo
-    rows, merged through the logsumexp. Backward: the borders' halo parts first, their dK / dV
-    posted back to the owners, the rest while those fly."""
+    """Forward: post every level's transfers; every query against the rank's own rows
+    (complete for the interior, partial for the borders) while they fly; then level by level,
+    nearest first, wait and run the border queries against that level's rows; merge the parts
+    through the logsumexp. Backward: level by level, farthest first, the border queries'
+    gradients through that level's rows, posted back to their owners at once; the own rows'
+    part while those fly."""
 
     @staticmethod
     def forward(ctx, q, k, v, setup: HaloSetup):
         me = setup.group.rank
-        segments = setup.plan.segments[me]
-        owned = setup.plan.owned(me)
-        pending, arrivals, sent = _post_kv(k, v, setup)
-        local_k, local_v = _local_rows(k, v, setup)
-        parts = {seg: [_part_forward(seg, a, b, q, local_k, local_v, setup)
-                       for a, b in _parts(seg, owned, halo=False)] for seg in segments}
-        pending.wait()
-        del sent
-        krows, vrows = _assemble(k, v, arrivals, setup)
-        for seg in segments:
-            parts[seg] += [_part_forward(seg, a, b, q, krows, vrows, setup)
-                           for a, b in _parts(seg, owned, halo=True)]
+        plan = setup.plan
+        segments = plan.segments[me]
+        owned = plan.owned(me)
+        levels = _levels(plan, me)
+        posted = [_post_kv(k, v, peers, setup) for peers in levels]
+        krows, vrows = _halo_rows(k, v, setup)
+        parts = {seg: [_part_forward(seg, a, b, q, krows, vrows, setup)
+                       for a, b in _own_parts(seg, owned)] for seg in segments}
+        for peers, (pending, arrivals, _) in zip(levels, posted):
+            pending.wait()
+            _place(krows, vrows, arrivals, setup)
+            for seg in segments:
+                parts[seg] += [_part_forward(seg, a, b, q, krows, vrows, setup)
+                               for a, b in _halo_parts(seg, plan, me, peers)]
+        del posted
         results = [_slab.merge(parts[seg]) for seg in segments]
         if results:
             outs = [o for o, _ in results]
@@ -205,41 +223,42 @@ class _HaloAttention(torch.autograd.Function):
         dq_parts = [torch.zeros_like(q.narrow(dim, seg.q0 - s0, seg.q1 - seg.q0), dtype=acc)
                     for seg in segments]
 
-        def run(i: int, seg: Segment, halo: bool) -> None:
-            out, lse = ctx.results[i]
-            sl = (dim, seg.q0 - s0, seg.q1 - seg.q0)
-            for a, b in _parts(seg, owned, halo):
-                gq, gk, gv = setup.backward(dout.narrow(*sl).contiguous(), q.narrow(*sl),
-                                            krows.rows(a, b), vrows.rows(a, b), out, lse,
-                                            setup.params, setup.offsets(seg.q0),
-                                            setup.offsets(a))
-                dq_parts[i] += gq.to(acc)
-                dk.add(a, gk.to(acc))
-                dv.add(a, gv.to(acc))
+        def run(ranges_of) -> None:
+            for i, seg in enumerate(segments):
+                out, lse = ctx.results[i]
+                sl = (dim, seg.q0 - s0, seg.q1 - seg.q0)
+                for a, b in ranges_of(seg):
+                    gq, gk, gv = setup.backward(dout.narrow(*sl).contiguous(), q.narrow(*sl),
+                                                krows.rows(a, b), vrows.rows(a, b), out, lse,
+                                                setup.params, setup.offsets(seg.q0),
+                                                setup.offsets(a))
+                    dq_parts[i] += gq.to(acc)
+                    dk.add(a, gk.to(acc))
+                    dv.add(a, gv.to(acc))
 
-        for i, seg in enumerate(segments):
-            run(i, seg, halo=True)
-        # halo gradients back to the rows' owners (in the input dtype, like the rows came)
-        sends, recvs, arrivals = [], [], []
-        for src in range(group.size):
-            rows = plan.sends(src, me)
-            if rows:
-                side, base = _halo_part(plan, me, src)
-                idx = _index(rows, base, k.device)
-                gk = getattr(dk, side).index_select(dim, idx).to(k.dtype)
-                gv = getattr(dv, side).index_select(dim, idx).to(v.dtype)
-                sends += [(src, gk, 0), (src, gv, 1)]
-        for dst in range(group.size):
-            rows = plan.sends(me, dst)
-            if rows:
-                gk, gv = _with_rows(k, dim, len(rows)), _with_rows(v, dim, len(rows))
-                recvs += [(dst, gk, 0), (dst, gv, 1)]
-                arrivals.append((rows, gk, gv))
-        pending = _comm.p2p(sends, recvs, group, "halo dkv")
-        for i, seg in enumerate(segments):
-            run(i, seg, halo=False)
-        pending.wait()
-        del sends
+        posted, arrivals = [], []
+        for peers in reversed(_levels(plan, me)):
+            run(lambda seg: _halo_parts(seg, plan, me, peers))
+            # this level's halo gradients back to the rows' owners (in the input dtype, like
+            # the rows came), and theirs for my rows
+            sends, recvs = [], []
+            for p in peers:
+                rows = plan.sends(p, me)
+                if rows:
+                    side, base = _halo_part(plan, me, p)
+                    idx = _index(rows, base, k.device)
+                    sends += [(p, getattr(dk, side).index_select(dim, idx).to(k.dtype), 0),
+                              (p, getattr(dv, side).index_select(dim, idx).to(v.dtype), 1)]
+                rows = plan.sends(me, p)
+                if rows:
+                    gk, gv = _with_rows(k, dim, len(rows)), _with_rows(v, dim, len(rows))
+                    recvs += [(p, gk, 0), (p, gv, 1)]
+                    arrivals.append((rows, gk, gv))
+            posted.append((_comm.p2p(sends, recvs, group, "halo dkv"), sends))
+        run(lambda seg: _own_parts(seg, owned))
+        for pending, _ in posted:
+            pending.wait()
+        del posted
         for rows, gk, gv in arrivals:
             idx = _index(rows, s0, k.device)
             dk.local.index_add_(dim, idx, gk.to(acc))
@@ -249,6 +268,28 @@ class _HaloAttention(torch.autograd.Function):
         else:
             dq = torch.zeros_like(q, dtype=acc)
         return dq.to(q.dtype), dk.local.to(k.dtype), dv.local.to(v.dtype), None
+
+
+def exchange(k, v, setup: HaloSetup):
+    """The forward's transfers alone (benchmarks): (_Rows of k, _Rows of v) once all arrived."""
+    krows, vrows = _halo_rows(k, v, setup)
+    for peers in _levels(setup.plan, setup.group.rank):
+        pending, arrivals, sent = _post_kv(k, v, peers, setup)
+        pending.wait()
+        _place(krows, vrows, arrivals, setup)
+    return krows, vrows
+
+
+def compute(q, krows: _Rows, vrows: _Rows, setup: HaloSetup):
+    """The forward's local compute alone, rows already there (benchmarks): the output parts of
+    every segment, merged."""
+    me = setup.group.rank
+    plan = setup.plan
+    peers = [p for level in _levels(plan, me) for p in level]
+    return [_slab.merge([_part_forward(seg, a, b, q, krows, vrows, setup)
+                         for a, b in _own_parts(seg, plan.owned(me)) +
+                         _halo_parts(seg, plan, me, peers)])
+            for seg in plan.segments[me]]
 
 
 def halo_attention(q, k, v, setup: HaloSetup) -> torch.Tensor:
