@@ -115,22 +115,64 @@ def own_share(prob, axis, lengths, r) -> float:
     return own / total if total else 1.0
 
 
+def level_profile(prob, axis, lengths, r):
+    """Rank r's halo timeline inputs: [(share of its compute, bytes sent, bytes received)] for
+    its own rows (level 0, no bytes) and each level of peers (distance 1, 2, ...), as
+    fastna.distributed's halo mode orders them."""
+    L, K, s, d, c = (sum(lengths), prob["kernel"][axis], prob["stride"][axis],
+                     prob["dilation"][axis], prob["causal"][axis])
+    plan = _plan(prob, axis, lengths)
+    elem = torch.finfo(DTYPES[prob["dtype"]]).bits // 8
+    others = math.prod(x for a, x in enumerate(prob["shape"]) if a != axis)
+    kv_row = prob["batch"] * others * elem * prob["heads_kv"] * (prob["dim"] + prob["dim_v"])
+    owner = [p for p, n in enumerate(lengths) for _ in range(n)]
+    pairs = {}
+    for i in range(*plan.owned(r)):
+        lo, hi = key_bounds(L, K, s, d, c, i)
+        for j in range(lo, hi, d):
+            level = abs(owner[j] - r)
+            pairs[level] = pairs.get(level, 0) + 1
+    total = sum(pairs.values()) or 1
+    out = [(pairs.get(0, 0) / total, 0, 0)]
+    for level in range(1, len(lengths)):
+        peers = [p for p in (r - level, r + level) if 0 <= p < len(lengths)]
+        sent = sum(len(plan.sends(r, p)) for p in peers) * kv_row
+        recv = sum(len(plan.sends(p, r)) for p in peers) * kv_row
+        if sent or recv or pairs.get(level):
+            out.append((pairs.get(level, 0) / total, sent, recv))
+    return out
+
+
 def predicted_step(prob, axis, lengths, mode, t1_fwd, t1_bwd, gbps):
-    """(fwd ms, fwd+bwd ms) of the slowest rank: compute split by queries (halo) or heads
-    (ulysses) at the single-device speed, transfers at gbps per direction; halo hides its
-    transfers behind the own-rows compute, ulysses hides none."""
+    """(fwd ms, fwd+bwd ms) of the slowest rank. Compute is split by queries (halo) or heads
+    (ulysses) at the single-device speed; one transfer at a time per rank at gbps per direction.
+    halo: forward, its own rows' part first, then level by level as the level arrives (levels
+    transfer nearest first); backward, level by level farthest first, each level's gradients
+    sent when computed, its own rows' part last. ulysses: transfers and compute in sequence."""
     P, L = len(lengths), sum(lengths)
-    b = predicted_bytes(prob, axis, lengths)
     worst = [0.0, 0.0]
     for r in range(P):
-        share = own_share(prob, axis, lengths, r) if mode == "halo" else 0.0
-        frac = lengths[r] / L if mode == "halo" else 1 / P
-        total = 0.0
-        for i, (name, t1) in enumerate((("fwd", t1_fwd), ("bwd", t1_bwd))):
-            compute = t1 * frac
-            transfer = max(b[r][mode][name]) / (gbps * 1e6)     # bytes / (GB/s) -> ms
-            total += compute + max(0.0, transfer - share * compute)
-            worst[i] = max(worst[i], total)
+        if mode == "ulysses":
+            b = predicted_bytes(prob, axis, lengths)[r]["ulysses"]
+            fwd = t1_fwd / P + max(b["fwd"]) / (gbps * 1e6)
+            bwd = t1_bwd / P + max(b["bwd"]) / (gbps * 1e6)
+        else:
+            prof = level_profile(prob, axis, lengths, r)
+            frac = lengths[r] / L
+            arrive = done = 0.0
+            for i, (share, sent, recv) in enumerate(prof):
+                if i:      # level i's rows are there after the levels before it and itself
+                    arrive += max(sent, recv) / (gbps * 1e6)
+                done = max(done, arrive) + share * t1_fwd * frac
+            fwd = done
+            done = sent_end = 0.0
+            for share, sent, recv in reversed(prof[1:]):
+                done += share * t1_bwd * frac
+                sent_end = max(sent_end, done) + max(sent, recv) / (gbps * 1e6)
+            done += prof[0][0] * t1_bwd * frac
+            bwd = max(done, sent_end)
+        worst[0] = max(worst[0], fwd)
+        worst[1] = max(worst[1], fwd + bwd)
     return worst[0], worst[1]
 
 
@@ -145,7 +187,8 @@ def model(args) -> None:
     if t1:
         print(f"Efficiency t1 / (P tP) with t1 = {t1[0]} ms fwd, {t1[1]} ms fwd+bwd on one "
               f"device, compute split evenly at that speed, {args.link_gbps} GB/s per direction, "
-              f"halo hiding its transfers behind its own-rows compute, ulysses hiding none.")
+              f"halo overlapping each level's transfer with the compute before it (see "
+              f"predicted_step), ulysses overlapping none.")
     print()
     head = ("| shard axis | ranks | slab rows | halo rows received (max) | "
             "own-rows compute (min) | halo fwd MB | ulysses fwd MB | halo fwd+bwd MB | ulysses fwd+bwd MB |")
