@@ -247,5 +247,30 @@ def _module_case(case):
     return problems
 
 
-_RUN = {"attention": _attention_case, "errors": _errors_case, "gather_grad": _gather_grad_case,
+def _traffic_case(case):
+    """Halo mode moves exactly the planned rows: k and v rows in the forward, their gradients
+    back in the backward, nothing else but the argument exchange."""
+    import fastna.distributed as fd
+
+    q, k, v, dout = _full(case)
+    me, axis, lengths = dist.get_rank(), case["shard_axis"], case["lengths"]
+    slabs = [fd.shard(t, axis, lengths=lengths).clone().requires_grad_() for t in (q, k, v)]
+    with fd.count_traffic() as traffic:
+        out = fd.neighborhood_attention(*slabs, case["kernel"], case["stride"], case["dilation"],
+                                        case["causal"], shard_axis=axis)
+        out.backward(fd.shard(dout, axis, lengths=lengths))
+    plan = fd.axis_plan(tuple(lengths), case["kernel"][axis], case["stride"][axis],
+                        case["dilation"][axis], case["causal"][axis])
+    row = (k[0].select(axis, 0).numel() + v[0].select(axis, 0).numel()) * q.shape[0] * 8
+    sent = sum(len(plan.sends(me, p)) for p in range(len(lengths))) * row
+    received = len(plan.halo(me)) * row
+    want = {"halo kv": (sent, received), "halo dkv": (received, sent)}
+    got = {kind: traffic.by_kind.get(kind, (0, 0)) for kind in want}
+    extra = set(traffic.by_kind) - set(want) - {"metadata"}
+    if got != want or extra:
+        return [f"rank {me}: moved {traffic.by_kind}, planned {want}"]
+    return []
+
+
+_RUN = {"attention": _attention_case, "traffic": _traffic_case, "errors": _errors_case, "gather_grad": _gather_grad_case,
         "module": _module_case}
