@@ -34,13 +34,14 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import torch
 
 from .._args import NAParams
+from .. import reference as _reference
 from ..index_math import window
 from ._plan import key_bounds
 
 __all__ = ["slab_attention", "merge", "register", "implementation", "slab_backends",
            "reference_forward", "reference_backward", "DEFAULT_MAX_BYTES"]
 
-DEFAULT_MAX_BYTES = 256 << 20
+DEFAULT_MAX_BYTES = _reference.DEFAULT_MAX_BYTES   # the same per-tile budget as the oracle
 
 Forward = Callable[..., Tuple[torch.Tensor, torch.Tensor]]
 Backward = Callable[..., Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
