@@ -71,11 +71,11 @@ def _check_context_parallel(rank, shard_axis, process_group, mode, rel_pos_bias,
             raise ValueError("process_group is given without shard_axis: pass the spatial axis "
                              "the input is sharded along (shard_axis=0, ...)")
         return
-    if isinstance(shard_axis, bool) or not isinstance(shard_axis, numbers.Integral) or \
-            not 0 <= shard_axis < rank:
-        raise ValueError(f"shard_axis must be None or an int in [0, {rank}), got {shard_axis!r}")
-    if mode not in ("halo", "ulysses"):
-        raise ValueError(f"context_parallel_mode must be 'halo' or 'ulysses', got {mode!r}")
+    from .distributed import MODES
+    from .distributed._api import check_shard_axis
+    check_shard_axis(shard_axis, rank)
+    if mode not in MODES:
+        raise ValueError(f"context_parallel_mode must be one of {MODES}, got {mode!r}")
     if rel_pos_bias or attn_drop > 0:
         what = "rel_pos_bias=True" if rel_pos_bias else f"attn_drop={attn_drop}"
         raise ValueError(f"{what} runs the unfused ops, which have no context-parallel form; "
