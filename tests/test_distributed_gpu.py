@@ -13,11 +13,11 @@ def _cases(P):
     base = dict(kind="attention", device="cuda", batch=1, gather=True, seed=7)
     L = 2 * P + 2
     return [
-        dict(base, name="halo bf16 3D", mode="halo", dtype="bfloat16", tol=6e-2,
+        dict(base, name="halo bf16 3D", mode="halo", dtype="bfloat16", tol=1e-1,
              shape=[L, 8, 12], heads=4, heads_kv=2, dim=64, dim_v=64, kernel=(P + 2, 5, 5),
              stride=(1, 2, 1), dilation=(1, 1, 2), causal=(False, False, False), shard_axis=0,
              lengths=even_lengths(L, P)),
-        dict(base, name="ulysses bf16 3D", mode="ulysses", dtype="bfloat16", tol=6e-2,
+        dict(base, name="ulysses bf16 3D", mode="ulysses", dtype="bfloat16", tol=1e-1,
              shape=[L, 8, 12], heads=4, heads_kv=2, dim=64, dim_v=64, kernel=(P + 2, 5, 5),
              stride=(1, 1, 1), dilation=(1, 1, 1), causal=(True, False, False), shard_axis=0,
              lengths=even_lengths(L, P)),
