@@ -16,7 +16,9 @@ and the local compute alone (rows already there), so the overlap can be judged.
 --model prints, without GPUs or a process group, the *predicted* bytes per rank and halo
 widths for 2/4/8 ranks along every spatial axis (fastna.distributed.axis_plan; no timing).
 
-A benchmark, not a test. Without torchrun it runs as a group of one. CUDA tensors use NCCL,
+A benchmark, not a test. Without torchrun it runs as a group of one. Until an offset-slab
+kernel is registered, halo mode computes with the pure-PyTorch reference (slow on hunyuan: try
+--iters 3 --warmup 1). CUDA tensors use NCCL,
 CPU tensors gloo; --small is a small fp32 problem for a CPU smoke run.
 """
 from __future__ import annotations
