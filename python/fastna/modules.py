@@ -69,6 +69,23 @@ def _unfused_ops(rank: int):
     return qk, av
 
 
+def _check_context_parallel(rank, shard_axis, process_group, mode, rel_pos_bias, attn_drop):
+    if shard_axis is None:
+        if process_group is not None:
+            raise ValueError("process_group is given without shard_axis: pass the spatial axis "
+                             "the input is sharded along (shard_axis=0, ...)")
+        return
+    from .distributed import MODES
+    from .distributed._api import check_shard_axis
+    check_shard_axis(shard_axis, rank)
+    if mode not in MODES:
+        raise ValueError(f"context_parallel_mode must be one of {MODES}, got {mode!r}")
+    if rel_pos_bias or attn_drop > 0:
+        what = "rel_pos_bias=True" if rel_pos_bias else f"attn_drop={attn_drop}"
+        raise ValueError(f"{what} runs the unfused ops, which have no context-parallel form; "
+                         f"shard_axis={shard_axis} needs rel_pos_bias=False and attn_drop=0")
+
+
 class NeighborhoodAttentionND(nn.Module):
     """Multi-head neighborhood self-attention over ``rank`` spatial axes.
 
@@ -84,6 +101,12 @@ class NeighborhoodAttentionND(nn.Module):
         rel_pos_bias: learn NATTEN's relative positional bias ``rpb`` ``[heads, 2K-1, ...]``
             (odd kernel sizes, non-causal, stride 1; forces the unfused path).
         backend: fastna backend for the fused path (None = best available).
+        shard_axis, process_group, context_parallel_mode: context parallelism. With
+            ``shard_axis`` (0-based spatial axis) the input is this rank's slab of that axis
+            and attention runs through :func:`fastna.distributed.neighborhood_attention` over
+            ``process_group`` (None = the world) in ``context_parallel_mode`` ("halo" or
+            "ulysses"); the shard axis is not padded. Needs the fused path (no rpb, no
+            attention dropout).
     """
 
     rank: int = 0
@@ -93,7 +116,8 @@ class NeighborhoodAttentionND(nn.Module):
                  qk_scale: Optional[float] = None, attn_drop: float = 0.0,
                  proj_drop: float = 0.0, rel_pos_bias: bool = False, *, dim: Optional[int] = None,
                  backend: Optional[str] = None, rank: Optional[int] = None, device=None,
-                 dtype=None):
+                 dtype=None, shard_axis: Optional[int] = None, process_group=None,
+                 context_parallel_mode: str = "halo"):
         super().__init__()
         if rank is None:
             rank = type(self).rank
@@ -159,6 +183,8 @@ class NeighborhoodAttentionND(nn.Module):
                              f"stride={stride!r}")
         if backend is not None and not isinstance(backend, str):
             raise TypeError(f"backend must be a str or None, got {backend!r}")
+        _check_context_parallel(rank, shard_axis, process_group, context_parallel_mode,
+                                rel_pos_bias, attn_drop)
 
         self.rank = rank
         self.embed_dim = self.dim = embed_dim
@@ -171,6 +197,9 @@ class NeighborhoodAttentionND(nn.Module):
         self.scale = scale
         self.backend = backend
         self.attn_drop_p = attn_drop
+        self.shard_axis = shard_axis
+        self.process_group = process_group
+        self.context_parallel_mode = context_parallel_mode
 
         fk = dict(device=device, dtype=dtype)
         self.qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=qkv_bias, **fk)
@@ -209,6 +238,8 @@ class NeighborhoodAttentionND(nn.Module):
         spatial = tuple(x.shape[1:rank + 1])
         need = [k * d for k, d in zip(self.kernel_size, self.dilation)]
         pads = [max(0, n - L) for n, L in zip(need, spatial)]
+        if self.shard_axis is not None:
+            pads[self.shard_axis] = 0    # a slab: the global length is checked by the call
         if any(pads):
             pad_arg = [0, 0]  # channels
             for p in reversed(pads):
@@ -218,7 +249,13 @@ class NeighborhoodAttentionND(nn.Module):
         padded = tuple(x.shape[1:rank + 1])
         qkv = self.qkv(x).reshape(B, *padded, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.unbind(rank + 1)
-        if self.uses_fused_path:
+        if self.shard_axis is not None:
+            from .distributed import neighborhood_attention as distributed_attention
+            out = distributed_attention(q, k, v, self.kernel_size, self.stride, self.dilation,
+                                        self.is_causal, self.scale, shard_axis=self.shard_axis,
+                                        group=self.process_group,
+                                        mode=self.context_parallel_mode, backend=self.backend)
+        elif self.uses_fused_path:
             from ._api import neighborhood_attention
             out = neighborhood_attention(q, k, v, kernel_size=self.kernel_size,
                                          stride=self.stride, dilation=self.dilation,
