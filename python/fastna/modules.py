@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,33 @@ def _positive_int(name, value) -> int:
     if value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
+
+
+def _common_args(cls, rank, embed_dim, dim, num_heads, window_name, window):
+    """The arguments every attention module checks alike: (rank, embed_dim, num_heads, the name
+    the caller used for the channels -- dim= or embed_dim=, which errors repeat)."""
+    if rank is None:
+        rank = cls.rank
+    elif cls.rank and rank != cls.rank:
+        raise ValueError(f"rank={rank!r} contradicts {cls.__name__} (rank {cls.rank})")
+    if rank not in (1, 2, 3):
+        raise ValueError(f"rank must be 1, 2 or 3, got {rank!r}")
+    channels_arg = "embed_dim"
+    if dim is not None:
+        if embed_dim is not None and embed_dim != dim:
+            raise ValueError(f"embed_dim={embed_dim!r} and dim={dim!r} disagree; pass one")
+        embed_dim, channels_arg = dim, "dim"
+    if embed_dim is None:
+        raise TypeError("missing required argument embed_dim (or dim)")
+    if num_heads is None:
+        raise TypeError("missing required argument num_heads")
+    if window is None:
+        raise TypeError(f"missing required argument {window_name}")
+    embed_dim = _positive_int(channels_arg, embed_dim)
+    num_heads = _positive_int("num_heads", num_heads)
+    if embed_dim % num_heads:
+        raise ValueError(f"num_heads={num_heads} must divide {channels_arg}={embed_dim}")
+    return rank, embed_dim, num_heads, channels_arg
 
 
 def _probability(name, value) -> float:
@@ -119,29 +146,8 @@ class NeighborhoodAttentionND(nn.Module):
                  dtype=None, shard_axis: Optional[int] = None, process_group=None,
                  context_parallel_mode: str = "halo"):
         super().__init__()
-        if rank is None:
-            rank = type(self).rank
-        elif type(self).rank and rank != type(self).rank:
-            raise ValueError(f"rank={rank!r} contradicts {type(self).__name__} "
-                             f"(rank {type(self).rank})")
-        if rank not in (1, 2, 3):
-            raise ValueError(f"rank must be 1, 2 or 3, got {rank!r}")
-        # Errors name the argument the caller used: dim= or embed_dim=.
-        channels_arg = "embed_dim"
-        if dim is not None:
-            if embed_dim is not None and embed_dim != dim:
-                raise ValueError(f"embed_dim={embed_dim!r} and dim={dim!r} disagree; pass one")
-            embed_dim, channels_arg = dim, "dim"
-        if embed_dim is None:
-            raise TypeError("missing required argument embed_dim (or dim)")
-        if num_heads is None:
-            raise TypeError("missing required argument num_heads")
-        if kernel_size is None:
-            raise TypeError("missing required argument kernel_size")
-        embed_dim = _positive_int(channels_arg, embed_dim)
-        num_heads = _positive_int("num_heads", num_heads)
-        if embed_dim % num_heads:
-            raise ValueError(f"num_heads={num_heads} must divide {channels_arg}={embed_dim}")
+        rank, embed_dim, num_heads, channels_arg = _common_args(
+            type(self), rank, embed_dim, dim, num_heads, "kernel_size", kernel_size)
         kernel = per_axis_ints("kernel_size", kernel_size, rank)
         strides = per_axis_ints("stride", stride, rank)
         dil = per_axis_ints("dilation", dilation, rank)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._args import per_axis_bools, per_axis_ints
-from .modules import _positive_int, _probability, _unfused_ops
+from .modules import _common_args, _positive_int, _probability, _unfused_ops
 
 __all__ = ["HydraNeighborhoodAttention1D", "HydraNeighborhoodAttention2D",
            "HydraNeighborhoodAttention3D", "HydraNeighborhoodAttentionND", "even_head_groups"]
@@ -108,28 +108,8 @@ class HydraNeighborhoodAttentionND(nn.Module):
                  *, dim: Optional[int] = None, backend: Optional[str] = None,
                  rank: Optional[int] = None, device=None, dtype=None):
         super().__init__()
-        if rank is None:
-            rank = type(self).rank
-        elif type(self).rank and rank != type(self).rank:
-            raise ValueError(f"rank={rank!r} contradicts {type(self).__name__} "
-                             f"(rank {type(self).rank})")
-        if rank not in (1, 2, 3):
-            raise ValueError(f"rank must be 1, 2 or 3, got {rank!r}")
-        channels_arg = "embed_dim"
-        if dim is not None:
-            if embed_dim is not None and embed_dim != dim:
-                raise ValueError(f"embed_dim={embed_dim!r} and dim={dim!r} disagree; pass one")
-            embed_dim, channels_arg = dim, "dim"
-        if embed_dim is None:
-            raise TypeError("missing required argument embed_dim (or dim)")
-        if num_heads is None:
-            raise TypeError("missing required argument num_heads")
-        if kernel_sizes is None:
-            raise TypeError("missing required argument kernel_sizes")
-        embed_dim = _positive_int(channels_arg, embed_dim)
-        num_heads = _positive_int("num_heads", num_heads)
-        if embed_dim % num_heads:
-            raise ValueError(f"num_heads={num_heads} must divide {channels_arg}={embed_dim}")
+        rank, embed_dim, num_heads, channels_arg = _common_args(
+            type(self), rank, embed_dim, dim, num_heads, "kernel_sizes", kernel_sizes)
         if head_groups is not None:
             if not isinstance(head_groups, (list, tuple)) or not head_groups:
                 raise TypeError(f"head_groups must be a non-empty list of head counts or None, "
