@@ -13,10 +13,7 @@ import torch
 
 import fastna
 from fastna import _args, backends, reference
-
-
-def _rel(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+from numerics import rel_error as _rel
 
 
 class TinyNA(torch.nn.Module):

@@ -15,6 +15,7 @@ from fake_kernels import faked, row, rows_for
 import fastna
 from fastna import _args, _policy, _table, reference
 from fastna.backends import _fused_autograd, _layout, _merge, fused, hopper
+from numerics import rel_error as _rel
 
 FAST = _policy.FAST_TILE
 DIMS = {32: {"default"}, 64: {"default"}, 128: {"default", FAST}}
@@ -26,10 +27,6 @@ def fake_kernel():
     Returns the list of kernel calls."""
     with faked(rows_for("fused_fwd", DIMS)) as table:
         yield table.forward_calls
-
-
-def _rel(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
 
 def _inputs(shape, H, Hkv, D, Dv, E, dtype=torch.float64, seed=0, B=2):

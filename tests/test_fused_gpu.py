@@ -20,6 +20,7 @@ import fastna
 from fastna import _args, _ext, _policy, _table, backends, reference
 from fastna.backends import _fused_launch, _layout, fused, hopper
 from fastna.index_math import window
+from numerics import rel_error as _rel
 
 pytestmark = [
     pytest.mark.gpu,
@@ -103,10 +104,6 @@ def _small_fits(shape, kernel, stride, dilation, causal, dtype=torch.bfloat16):
     q = torch.empty(1, *shape, 1, min(dims), dtype=dtype)
     pd = _layout.launch_params(p, q, q, q, _policy.SMALL_TILE)
     return not _ext.can_implement("fused_fwd", pd)
-
-
-def _rel(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
 
 def _inputs(shape, H, Hkv, D, dtype, seed, B=2, packed=False):

@@ -17,6 +17,7 @@ from fastna import backends
 from fastna._args import normalize
 from fastna.backends import gemm as gemm_backend
 from fastna.backends import gemm_unfused as G
+from numerics import rel_error as _rel
 
 pytestmark = [
     pytest.mark.gpu,
@@ -47,10 +48,6 @@ def _need(rank, dtype, D):
     dims = G.head_dims(rank, dtype, torch.device("cuda"))
     if D not in dims:
         pytest.skip(f"no gemm_na instance for rank {rank}, {dtype}, head dim {D}")
-
-
-def _rel(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
 
 # (shape, kernel, dilation, causal, H, Hkv, D, B)

@@ -6,6 +6,7 @@ import torch
 
 import fastna
 from fastna import _args, backends, reference
+from numerics import rel_error as _rel
 
 pytestmark = [
     pytest.mark.gpu,
@@ -47,10 +48,6 @@ def _make(case, dtype, seed, fused=False):
     ek = r(2, E, k.shape[-2], D) if E else None
     ev = r(2, E, v.shape[-2], v.shape[-1]) if E else None
     return q, k, v, ek, ev
-
-
-def _rel(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
 
 def _compare(case, dtype, monkeypatch, fused=False, seed=0):

@@ -14,23 +14,7 @@ import torch
 import fastna
 from fake_kernels import faked, rows_for
 from fastna import _dispatch, _heads, ops_unfused
-
-
-def _rel(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
-
-
-def _group_params(rng, shape):
-    """A random valid (kernel, stride, dilation, causal) per axis for `shape`."""
-    kernel, stride, dilation, causal = [], [], [], []
-    for L in shape:
-        d = rng.randint(1, max(1, L // 2))
-        k = rng.randint(2, max(2, L // d))
-        kernel.append(k)
-        dilation.append(d)
-        stride.append(rng.randint(1, k))
-        causal.append(rng.random() < 0.5)
-    return tuple(kernel), tuple(stride), tuple(dilation), tuple(causal)
+from numerics import rel_error as _rel, random_window_params as _group_params
 
 
 def _random_groups(rng, H, Hkv, count):

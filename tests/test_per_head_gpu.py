@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import fastna
+from numerics import rel_error as _rel
 
 pytestmark = [
     pytest.mark.gpu,
@@ -33,10 +34,6 @@ CASES = [
     ((12, 16, 16), 4, 2, [2, 2], [((3, 5, 5), 1, 1, False), ((3, 3, 3), 1, (2, 3, 3),
                                                                  (True, False, False))]),
 ]
-
-
-def _rel(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
 
 def _case_id(c):

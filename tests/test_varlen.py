@@ -8,23 +8,7 @@ import pytest
 import torch
 
 import fastna
-
-
-def _rel(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
-
-
-def _sample_params(rng, shape):
-    """A random valid (kernel, stride, dilation, causal) per axis for `shape`."""
-    kernel, stride, dilation, causal = [], [], [], []
-    for L in shape:
-        d = rng.randint(1, max(1, L // 2))
-        k = rng.randint(2, max(2, L // d))
-        kernel.append(k)
-        dilation.append(d)
-        stride.append(rng.randint(1, k))
-        causal.append(rng.random() < 0.5)
-    return tuple(kernel), tuple(stride), tuple(dilation), tuple(causal)
+from numerics import rel_error as _rel, random_window_params as _sample_params
 
 
 def _pack(rng, rank, count, H, Hkv, D, Dv, per_sample):
