@@ -1,6 +1,5 @@
 """What many tests share: the relative error they compare with, and random valid window
 parameters for a shape."""
-import torch  # noqa: F401  (tensors are passed in)
 
 
 def rel_error(a, b) -> float:

@@ -7,7 +7,6 @@ The weights round-trip through memory in the input dtype (as NATTEN's unfused ke
 the tolerances are those of a half-precision softmax, looser than the fused backend's.
 """
 import itertools
-import os
 
 import pytest
 import torch

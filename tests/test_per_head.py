@@ -13,7 +13,7 @@ import torch
 
 import fastna
 from fake_kernels import faked, rows_for
-from fastna import _dispatch, _heads, ops_unfused
+from fastna import _dispatch, ops_unfused
 from numerics import rel_error as _rel, random_window_params as _group_params
 
 
