@@ -1,0 +1,122 @@
+"""Variable-size batches (fastna.neighborhood_attention_varlen): one packed call against the
+alternatives users have, in one run.
+
+    python benchmarks/bench_varlen.py [--case video|images|all] [--dtype bfloat16] [--bwd] [--out FILE]
+
+Cases (the issue's): video = three clips 16x48x80, 8x60x104, 24x32x56, window 8x16x16, 24 heads,
+D 128; images = 64 images of random sizes 24..64 per side (seed 0), window 7x7, 4 heads, D 32.
+Contenders: packed (one varlen call, its backend=None), separate (one
+fastna.neighborhood_attention call per sample, backend=None: its fastest kernel), and, for the
+images, padded (every image zero-padded to 64x64 and one fixed-shape call -- a speed baseline
+only: padding changes the border windows).  Milliseconds per call (CUDA events, median of
+--iters) and how many times faster the packed call is.  --small: a CPU smoke run at tiny sizes.  A benchmark, not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import statistics
+import sys
+import time
+
+import torch
+
+import fastna
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def case(name, small):
+    if name == "video":
+        shapes = [(4, 8, 12), (2, 10, 14), (6, 6, 10)] if small else \
+            [(16, 48, 80), (8, 60, 104), (24, 32, 56)]
+        return dict(shapes=shapes, kernel=(2, 4, 4) if small else (8, 16, 16),
+                    heads=2 if small else 24, dim=16 if small else 128, pad_to=None)
+    rng = random.Random(0)
+    lo, hi, n = (8, 12, 4) if small else (24, 64, 64)
+    shapes = [(rng.randint(lo, hi), rng.randint(lo, hi)) for _ in range(n)]
+    return dict(shapes=shapes, kernel=(7, 7), heads=4, dim=16 if small else 32, pad_to=(hi, hi))
+
+
+def timer(device, iters):
+    def run(fn):
+        for _ in range(2):
+            fn()
+        times = []
+        for _ in range(iters):
+            if device.type == "cuda":
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                fn()
+                b.record()
+                torch.cuda.synchronize()
+                times.append(a.elapsed_time(b))
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+    return run
+
+
+def contenders(c, device, dtype, bwd):
+    H, D, K = c["heads"], c["dim"], c["kernel"]
+    total = sum(math.prod(s) for s in c["shapes"])
+    q, k, v = (torch.randn(total, H, D, device=device, dtype=dtype, requires_grad=bwd)
+               for _ in range(3))
+    samples, start = [], 0
+    for s in c["shapes"]:
+        n = math.prod(s)
+        samples.append(tuple(t[start:start + n].reshape(1, *s, H, D) for t in (q, k, v)))
+        start += n
+
+    def wrap(f):
+        return (lambda: _fwd_bwd(f)) if bwd else f
+    out = {"packed": wrap(lambda: fastna.neighborhood_attention_varlen(q, k, v, c["shapes"], K)),
+           "separate": wrap(lambda: [fastna.neighborhood_attention(*t, K) for t in samples])}
+    if c["pad_to"]:
+        P = c["pad_to"]
+        padded = torch.zeros(len(samples), *P, H, D, device=device, dtype=dtype,
+                             requires_grad=bwd)
+        out["padded"] = wrap(lambda: fastna.neighborhood_attention(padded, padded, padded, K))
+    return out
+
+
+def _fwd_bwd(f):
+    res = f()
+    res = res if isinstance(res, list) else [res]
+    torch.autograd.backward(res, [torch.ones_like(r) for r in res])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--case", default="all", choices=["video", "images", "all"])
+    ap.add_argument("--dtype", default="bfloat16", choices=list(DTYPES))
+    ap.add_argument("--bwd", action="store_true", help="forward + backward")
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--small", action="store_true", help="tiny sizes (CPU smoke run)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+    device = torch.device(a.device)
+    run = timer(device, a.iters)
+    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    lines = [f"# varlen ({'fwd+bwd' if a.bwd else 'forward'}, {a.dtype}, {dev})", "",
+             f"- command: python benchmarks/bench_varlen.py {' '.join(sys.argv[1:] if argv is None else argv)}",
+             "", "| case | contender | ms | packed is N x faster |", "|---|---|---|---|"]
+    for name in (["video", "images"] if a.case == "all" else [a.case]):
+        c = case(name, a.small)
+        ms = {n: run(f) for n, f in contenders(c, device, DTYPES[a.dtype], a.bwd).items()}
+        for n, t in ms.items():
+            lines.append(f"| {name} | {n} | {t:.3f} | {t / ms['packed']:.2f}x |")
+    text = "\n".join(lines) + "\n"
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
