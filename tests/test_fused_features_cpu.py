@@ -15,7 +15,7 @@ from fake_kernels import faked, row, rows_for
 import fastna
 from fastna import _args, _policy, _table, reference
 from fastna.backends import _fused_autograd, _layout, _merge, fused, hopper
-from numerics import rel_error as _rel
+from numerics import random_inputs as _inputs, rel_error as _rel
 
 FAST = _policy.FAST_TILE
 DIMS = {32: {"default"}, 64: {"default"}, 128: {"default", FAST}}
@@ -27,18 +27,6 @@ def fake_kernel():
     Returns the list of kernel calls."""
     with faked(rows_for("fused_fwd", DIMS)) as table:
         yield table.forward_calls
-
-
-def _inputs(shape, H, Hkv, D, Dv, E, dtype=torch.float64, seed=0, B=2):
-    g = torch.Generator().manual_seed(seed)
-
-    def r(*s):
-        return torch.randn(*s, generator=g, dtype=torch.float64).to(dtype)
-
-    q, k, v = r(B, *shape, H, D), r(B, *shape, Hkv, D), r(B, *shape, Hkv, Dv)
-    ek = r(B, E, Hkv, D) if E else None
-    ev = r(B, E, Hkv, Dv) if E else None
-    return q, k, v, ek, ev
 
 
 # ----------------------------------------------------------------------------- merge math

@@ -14,7 +14,8 @@ import torch
 import fastna
 from fake_kernels import faked, rows_for
 from fastna import _dispatch, ops_unfused
-from numerics import rel_error as _rel, random_window_params as _group_params
+from numerics import random_inputs as _inputs, random_window_params as _group_params
+from numerics import rel_error as _rel
 
 
 def _random_groups(rng, H, Hkv, count):
@@ -51,18 +52,6 @@ def _one_call_per_group(q, k, v, counts, params, ek=None, ev=None, scale=None,
         lses.append(lse)
         start = stop
     return torch.cat(outs, -2), torch.cat(lses, -1)
-
-
-def _inputs(shape, H, Hkv, D, Dv, B=2, E=0, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-
-    def r(*s):
-        return torch.randn(*s, generator=g, dtype=torch.float64).to(dtype)
-
-    q, k, v = r(B, *shape, H, D), r(B, *shape, Hkv, D), r(B, *shape, Hkv, Dv)
-    ek = r(B, E, Hkv, D) if E else None
-    ev = r(B, E, Hkv, Dv) if E else None
-    return q, k, v, ek, ev
 
 
 @pytest.mark.parametrize("rank", [1, 2, 3])

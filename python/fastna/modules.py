@@ -72,6 +72,23 @@ def _common_args(cls, rank, embed_dim, dim, num_heads, window_name, window):
     return rank, embed_dim, num_heads, channels_arg
 
 
+def _common_options(head_dim, qkv_bias, rel_pos_bias, qk_scale, attn_drop, proj_drop):
+    """(softmax scale, attn_drop, proj_drop) after the option checks every attention module
+    shares."""
+    for name, value in (("qkv_bias", qkv_bias), ("rel_pos_bias", rel_pos_bias)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be a bool, got {value!r}")
+    if qk_scale is None:
+        scale = head_dim ** -0.5
+    else:
+        if isinstance(qk_scale, bool) or not isinstance(qk_scale, numbers.Real) \
+                or not math.isfinite(qk_scale) or qk_scale <= 0:
+            raise ValueError(f"qk_scale must be a positive finite number or None, "
+                             f"got {qk_scale!r}")
+        scale = float(qk_scale)
+    return scale, _probability("attn_drop", attn_drop), _probability("proj_drop", proj_drop)
+
+
 def _probability(name, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float in [0, 1), got {value!r} of type "
@@ -113,7 +130,55 @@ def _check_context_parallel(rank, shard_axis, process_group, mode, rel_pos_bias,
                          f"shard_axis={shard_axis} needs rel_pos_bias=False and attn_drop=0")
 
 
-class NeighborhoodAttentionND(nn.Module):
+class _AttentionModule(nn.Module):
+    """What NeighborhoodAttentionND and the Hydra modules share around their attention call:
+    the input check, the qkv projection of the input zero-padded up to the window span, and the
+    output cropped back and projected."""
+
+    rank: int = 0
+
+    @property
+    def uses_fused_path(self) -> bool:
+        """Whether forward() currently runs fastna.neighborhood_attention (else the legacy ops)."""
+        return self.rpb is None and (self.attn_drop_p == 0 or not self.training)
+
+    def _check_input(self, x) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != self.rank + 2 or x.shape[-1] != self.embed_dim:
+            axes = ", ".join("XYZ"[:self.rank]) if self.rank > 1 else "L"
+            raise ValueError(f"{type(self).__name__} expects input [B, {axes}, C={self.embed_dim}]"
+                             f" ({self.rank + 2} dims), got shape {tuple(x.shape)}")
+
+    def _project(self, x, need, keep_axis=None):
+        """(q, k, v, crop) of input x: axes shorter than need[a] (the window span) are
+        zero-padded at the end (not keep_axis); crop undoes it in _output."""
+        self._check_input(x)
+        rank = self.rank
+        spatial = tuple(x.shape[1:rank + 1])
+        pads = [max(0, n - L) for n, L in zip(need, spatial)]
+        if keep_axis is not None:
+            pads[keep_axis] = 0
+        if any(pads):
+            pad_arg = [0, 0]  # channels
+            for p in reversed(pads):
+                pad_arg += [0, p]
+            x = F.pad(x, pad_arg)
+        B = x.shape[0]
+        padded = tuple(x.shape[1:rank + 1])
+        qkv = self.qkv(x).reshape(B, *padded, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.unbind(rank + 1)
+        return q, k, v, (B, padded, spatial, any(pads))
+
+    def _output(self, out, crop):
+        B, padded, spatial, was_padded = crop
+        out = out.reshape(B, *padded, self.embed_dim)
+        if was_padded:
+            out = out[(slice(None),) + tuple(slice(0, L) for L in spatial)]
+        return self.proj_drop(self.proj(out))
+
+
+class NeighborhoodAttentionND(_AttentionModule):
     """Multi-head neighborhood self-attention over ``rank`` spatial axes.
 
     Args:
@@ -161,21 +226,9 @@ class NeighborhoodAttentionND(nn.Module):
             if not 1 <= strides[a] <= kernel[a]:
                 raise ValueError(f"stride must satisfy 1 <= stride <= kernel_size on every axis, "
                                  f"got stride={stride!r} with kernel_size={kernel_size!r}")
-        if not isinstance(qkv_bias, bool):
-            raise TypeError(f"qkv_bias must be a bool, got {qkv_bias!r}")
-        if not isinstance(rel_pos_bias, bool):
-            raise TypeError(f"rel_pos_bias must be a bool, got {rel_pos_bias!r}")
         head_dim = embed_dim // num_heads
-        if qk_scale is None:
-            scale = head_dim ** -0.5
-        else:
-            if isinstance(qk_scale, bool) or not isinstance(qk_scale, numbers.Real) \
-                    or not math.isfinite(qk_scale) or qk_scale <= 0:
-                raise ValueError(f"qk_scale must be a positive finite number or None, "
-                                 f"got {qk_scale!r}")
-            scale = float(qk_scale)
-        attn_drop = _probability("attn_drop", attn_drop)
-        proj_drop = _probability("proj_drop", proj_drop)
+        scale, attn_drop, proj_drop = _common_options(head_dim, qkv_bias, rel_pos_bias, qk_scale,
+                                                      attn_drop, proj_drop)
         if rel_pos_bias:
             if any(k % 2 == 0 for k in kernel):
                 raise ValueError(f"rel_pos_bias=True needs odd kernel sizes, got "
@@ -225,36 +278,10 @@ class NeighborhoodAttentionND(nn.Module):
                 f"stride={self.stride}, dilation={self.dilation}, is_causal={self.is_causal}, "
                 f"rel_pos_bias={self.rpb is not None}, backend={self.backend!r}")
 
-    @property
-    def uses_fused_path(self) -> bool:
-        """Whether forward() currently runs fastna.neighborhood_attention (else the legacy ops)."""
-        return self.rpb is None and (self.attn_drop_p == 0 or not self.training)
-
-    def _check_input(self, x) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != self.rank + 2 or x.shape[-1] != self.embed_dim:
-            axes = ", ".join("XYZ"[:self.rank]) if self.rank > 1 else "L"
-            raise ValueError(f"{type(self).__name__} expects input [B, {axes}, C={self.embed_dim}]"
-                             f" ({self.rank + 2} dims), got shape {tuple(x.shape)}")
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        rank = self.rank
-        spatial = tuple(x.shape[1:rank + 1])
         need = [k * d for k, d in zip(self.kernel_size, self.dilation)]
-        pads = [max(0, n - L) for n, L in zip(need, spatial)]
-        if self.shard_axis is not None:
-            pads[self.shard_axis] = 0    # a slab: the global length is checked by the call
-        if any(pads):
-            pad_arg = [0, 0]  # channels
-            for p in reversed(pads):
-                pad_arg += [0, p]
-            x = F.pad(x, pad_arg)
-        B = x.shape[0]
-        padded = tuple(x.shape[1:rank + 1])
-        qkv = self.qkv(x).reshape(B, *padded, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.unbind(rank + 1)
+        # a slab of the shard axis is not padded: the global length is checked by the call
+        q, k, v, crop = self._project(x, need, keep_axis=self.shard_axis)
         if self.shard_axis is not None:
             from .distributed import neighborhood_attention as distributed_attention
             out = distributed_attention(q, k, v, self.kernel_size, self.stride, self.dilation,
@@ -268,16 +295,12 @@ class NeighborhoodAttentionND(nn.Module):
                                          is_causal=self.is_causal, scale=self.scale,
                                          backend=self.backend)
         else:
-            qk_op, av_op = _unfused_ops(rank)
+            qk_op, av_op = _unfused_ops(self.rank)
             attn = qk_op(q * self.scale, k, self.kernel_size, self.dilation,
                          is_causal=self.is_causal, rpb=self.rpb)
             attn = self.attn_drop(attn.softmax(dim=-1))
             out = av_op(attn, v, self.kernel_size, self.dilation, is_causal=self.is_causal)
-        out = out.reshape(B, *padded, self.embed_dim)
-        if any(pads):
-            out = out[(slice(None),) + tuple(slice(0, L) for L in spatial)]
-        return self.proj_drop(self.proj(out))
-
+        return self._output(out, crop)
 
 class NeighborhoodAttention1D(NeighborhoodAttentionND):
     """1D neighborhood attention on ``[B, L, C]``. See :class:`NeighborhoodAttentionND`."""

@@ -31,16 +31,13 @@ smaller than a group's ``kernel * dilation`` are zero-padded and cropped back, a
 """
 from __future__ import annotations
 
-import math
-import numbers
 from typing import List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._args import per_axis_bools, per_axis_ints
-from .modules import _common_args, _positive_int, _probability, _unfused_ops
+from .modules import _AttentionModule, _common_args, _common_options, _positive_int, _unfused_ops
 
 __all__ = ["HydraNeighborhoodAttention1D", "HydraNeighborhoodAttention2D",
            "HydraNeighborhoodAttention3D", "HydraNeighborhoodAttentionND", "even_head_groups"]
@@ -82,7 +79,7 @@ def _per_group(name: str, value, count: int, rank: int, per_axis) -> Tuple[tuple
     return tuple(per_axis(f"{name}[{g}]", e, rank) for g, e in enumerate(entries))
 
 
-class HydraNeighborhoodAttentionND(nn.Module):
+class HydraNeighborhoodAttentionND(_AttentionModule):
     """Multi-head neighborhood self-attention whose head groups have their own windows (module
     docstring).
 
@@ -138,20 +135,9 @@ class HydraNeighborhoodAttentionND(nn.Module):
                 raise ValueError(f"strides[{g}] must satisfy 1 <= stride <= kernel_size on "
                                  f"every axis, got strides {strides_[g]} with kernel_sizes "
                                  f"{kernels[g]}")
-        for name, value in (("qkv_bias", qkv_bias), ("rel_pos_bias", rel_pos_bias)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} must be a bool, got {value!r}")
         head_dim = embed_dim // num_heads
-        if qk_scale is None:
-            scale = head_dim ** -0.5
-        else:
-            if isinstance(qk_scale, bool) or not isinstance(qk_scale, numbers.Real) \
-                    or not math.isfinite(qk_scale) or qk_scale <= 0:
-                raise ValueError(f"qk_scale must be a positive finite number or None, "
-                                 f"got {qk_scale!r}")
-            scale = float(qk_scale)
-        attn_drop = _probability("attn_drop", attn_drop)
-        proj_drop = _probability("proj_drop", proj_drop)
+        scale, attn_drop, proj_drop = _common_options(head_dim, qkv_bias, rel_pos_bias, qk_scale,
+                                                      attn_drop, proj_drop)
         if rel_pos_bias or attn_drop > 0:
             what = "rel_pos_bias=True" if rel_pos_bias else f"attn_drop={attn_drop}"
             for g in range(count):
@@ -205,11 +191,6 @@ class HydraNeighborhoodAttentionND(nn.Module):
                 f"strides={self.strides}, is_causal={self.is_causal}, "
                 f"rel_pos_bias={self.rpb is not None}, backend={self.backend!r}")
 
-    @property
-    def uses_fused_path(self) -> bool:
-        """Whether forward() runs fastna.neighborhood_attention (else the unfused ops)."""
-        return self.rpb is None and (self.attn_drop_p == 0 or not self.training)
-
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # StyleNAT's two-group layer names its bias tables rpb0 / rpb1, ours rpb.0 / rpb.1.
         for g in range(self.num_groups):
@@ -217,14 +198,6 @@ class HydraNeighborhoodAttentionND(nn.Module):
             if legacy in state_dict and ours not in state_dict:
                 state_dict[ours] = state_dict.pop(legacy)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def _check_input(self, x) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != self.rank + 2 or x.shape[-1] != self.embed_dim:
-            axes = ", ".join("XYZ"[:self.rank]) if self.rank > 1 else "L"
-            raise ValueError(f"{type(self).__name__} expects input [B, {axes}, C={self.embed_dim}]"
-                             f" ({self.rank + 2} dims), got shape {tuple(x.shape)}")
 
     def _unfused_runs(self) -> List[Tuple[int, int, List[int]]]:
         """(first head, end head, groups) of each run of consecutive groups with the same
@@ -263,21 +236,9 @@ class HydraNeighborhoodAttentionND(nn.Module):
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        rank = self.rank
-        spatial = tuple(x.shape[1:rank + 1])
         need = [max(k[a] * d[a] for k, d in zip(self.kernel_sizes, self.dilations))
-                for a in range(rank)]
-        pads = [max(0, n - L) for n, L in zip(need, spatial)]
-        if any(pads):
-            pad_arg = [0, 0]  # channels
-            for p in reversed(pads):
-                pad_arg += [0, p]
-            x = F.pad(x, pad_arg)
-        B = x.shape[0]
-        padded = tuple(x.shape[1:rank + 1])
-        qkv = self.qkv(x).reshape(B, *padded, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.unbind(rank + 1)
+                for a in range(self.rank)]
+        q, k, v, crop = self._project(x, need)
         if self.uses_fused_path:
             from ._api import neighborhood_attention
             out = neighborhood_attention(q, k, v, kernel_size=list(self.kernel_sizes),
@@ -286,11 +247,7 @@ class HydraNeighborhoodAttentionND(nn.Module):
                                          backend=self.backend, head_groups=list(self.head_groups))
         else:
             out = self._unfused(q, k, v)
-        out = out.reshape(B, *padded, self.embed_dim)
-        if any(pads):
-            out = out[(slice(None),) + tuple(slice(0, L) for L in spatial)]
-        return self.proj_drop(self.proj(out))
-
+        return self._output(out, crop)
 
 class HydraNeighborhoodAttention1D(HydraNeighborhoodAttentionND):
     """1D Hydra neighborhood attention on ``[B, L, C]``; see
