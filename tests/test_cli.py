@@ -37,7 +37,7 @@ def test_help_describes_every_command():
 def test_demo_says_what_it_compares():
     r = _run("demo")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "checked against: dense fp32 attention" in r.stdout
+    assert "checked against: dense float64 attention" in r.stdout
     err = float(r.stdout.split("||out - dense|| / ||dense|| = ")[1].split()[0])
     assert 0 < err < 1e-5       # an independent computation: round-off, never exactly 0
 
