@@ -56,6 +56,14 @@ def _watched_modules():
             (name.split(".")[0] in ("fastna", "natten"))}
 
 
+def _is_dynamo_global(attr: str) -> bool:
+    """torch.compile stores its own globals in the modules it traces (`__resume_at_84_30`,
+    `__builtins_dict___29`, `__compiled_fn_3`, `___stack0`, ...) and torch._dynamo.reset()
+    deletes them again on newer releases: neither is a test's leak.  Dunder names a module
+    defines itself (`__all__`, `__doc__`) end in a double underscore; dynamo's never do."""
+    return attr.startswith("__") and not attr.endswith("__")
+
+
 def _short(value) -> str:
     return "unset" if value is _MISSING else f"{type(value).__name__} {value!r}"[:80]
 
@@ -95,7 +103,7 @@ class Snapshot:
             now = vars(mod)
             for attr in set(now) | set(before):
                 old, new = before.get(attr, _MISSING), now.get(attr, _MISSING)
-                if old is new:
+                if old is new or _is_dynamo_global(attr):
                     continue
                 if old is _MISSING:
                     # Added names are not checked: torch.compile stores its own globals in
