@@ -53,13 +53,19 @@ def neighborhood_attention(query: Tensor, key: Tensor, value: Tensor, kernel_siz
     keep the head order.  Today this runs one call per group of consecutive heads with equal
     parameters (docs/GUIDE.md, "Per-head-group windows"; fastna._heads).
     """
+    return _attention(None, query, key, value, kernel_size, stride, dilation, is_causal, scale,
+                      additional_keys, additional_values, return_lse, backend, head_groups)
+
+
+def _attention(rank, query, key, value, kernel_size, stride, dilation, is_causal, scale,
+               additional_keys, additional_values, return_lse, backend, head_groups):
+    """The one body of the public calls; rank None: any (query.dim() - 3)."""
     if head_groups is not None:
-        return _heads.attention(None, query, key, value, head_groups, kernel_size, stride,
+        return _heads.attention(rank, query, key, value, head_groups, kernel_size, stride,
                                 dilation, is_causal, scale, additional_keys, additional_values,
                                 return_lse, backend)
-    return _dispatch.attention(None, query, key, value, kernel_size, stride, dilation,
-                               is_causal, scale, additional_keys, additional_values,
-                               return_lse, backend)
+    return _dispatch.attention(rank, query, key, value, kernel_size, stride, dilation, is_causal,
+                               scale, additional_keys, additional_values, return_lse, backend)
 
 
 def na1d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple,
@@ -74,12 +80,8 @@ def na1d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple,
     placement, stride, dilation and causal masks: docs/SEMANTICS.md.  See
     fastna.neighborhood_attention for every argument.
     """
-    if head_groups is not None:
-        return _heads.attention(1, query, key, value, head_groups, kernel_size, stride,
-                                dilation, is_causal, scale, additional_keys, additional_values,
-                                return_lse, backend)
-    return _dispatch.attention(1, query, key, value, kernel_size, stride, dilation, is_causal,
-                               scale, additional_keys, additional_values, return_lse, backend)
+    return _attention(1, query, key, value, kernel_size, stride, dilation, is_causal, scale,
+                      additional_keys, additional_values, return_lse, backend, head_groups)
 
 
 def na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple,
@@ -93,12 +95,8 @@ def na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple,
     kernel_size, stride, dilation: an int or one per axis (X, Y); is_causal likewise.
     See fastna.neighborhood_attention for every argument.
     """
-    if head_groups is not None:
-        return _heads.attention(2, query, key, value, head_groups, kernel_size, stride,
-                                dilation, is_causal, scale, additional_keys, additional_values,
-                                return_lse, backend)
-    return _dispatch.attention(2, query, key, value, kernel_size, stride, dilation, is_causal,
-                               scale, additional_keys, additional_values, return_lse, backend)
+    return _attention(2, query, key, value, kernel_size, stride, dilation, is_causal, scale,
+                      additional_keys, additional_values, return_lse, backend, head_groups)
 
 
 def na3d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple,
@@ -113,12 +111,8 @@ def na3d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple,
     kernel_size, stride, dilation: an int or one per axis (X, Y, Z); is_causal likewise.
     See fastna.neighborhood_attention for every argument.
     """
-    if head_groups is not None:
-        return _heads.attention(3, query, key, value, head_groups, kernel_size, stride,
-                                dilation, is_causal, scale, additional_keys, additional_values,
-                                return_lse, backend)
-    return _dispatch.attention(3, query, key, value, kernel_size, stride, dilation, is_causal,
-                               scale, additional_keys, additional_values, return_lse, backend)
+    return _attention(3, query, key, value, kernel_size, stride, dilation, is_causal, scale,
+                      additional_keys, additional_values, return_lse, backend, head_groups)
 
 
 def explain(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple,

@@ -108,6 +108,14 @@ class Plan:
             rel = self._combine([t[2] for t in self.tables], coords, rel_strides, torch.add)
         return idx, valid, rel
 
+    def chunks(self, per_query: int):
+        """(n0, n1, *chunk(n0, n1)) over all queries, chunk_size(n, per_query) queries at a
+        time (per_query: elements one query's chunk work holds)."""
+        step = chunk_size(self.n, per_query)
+        for n0 in range(0, self.n, step):
+            n1 = min(n0 + step, self.n)
+            yield (n0, n1) + self.chunk(n0, n1)
+
 
 def chunk_size(n: int, per_query: int) -> int:
     return max(1, min(n, _CHUNK_ELEMS // max(per_query, 1)))
@@ -134,10 +142,7 @@ class _QK(torch.autograd.Function):
         B, N, Hkv, G, D = q.shape
         H, W = Hkv * G, plan.w
         attn = q.new_empty((B, N, H, W))
-        step = chunk_size(N, B * W * Hkv * D)
-        for n0 in range(0, N, step):
-            n1 = min(n0 + step, N)
-            idx, valid, rel = plan.chunk(n0, n1)
+        for n0, n1, idx, valid, rel in plan.chunks(B * W * Hkv * D):
             k_nb = k.index_select(1, idx.reshape(-1)).reshape(B, n1 - n0, W, Hkv, D)
             s = torch.einsum("bnhgd,bnwhd->bnhgw", q[:, n0:n1], k_nb).reshape(B, n1 - n0, H, W)
             if rel is not None:
@@ -163,10 +168,7 @@ class _QK(torch.autograd.Function):
         dk = torch.zeros_like(k) if need_k else None
         drpb = (dattn.new_zeros(ctx.rpb_shape) if need_rpb and ctx.rpb_shape is not None
                 else None)
-        step = chunk_size(N, B * W * Hkv * D)
-        for n0 in range(0, N, step):
-            n1 = min(n0 + step, N)
-            idx, valid, rel = plan.chunk(n0, n1)
+        for n0, n1, idx, valid, rel in plan.chunks(B * W * Hkv * D):
             g = dattn[:, n0:n1]
             if valid is not None:
                 g = g.masked_fill(~valid[:, None, :], 0)  # -inf outputs are constants
@@ -193,10 +195,7 @@ class _AV(torch.autograd.Function):
         B, N, Hkv, G, W = attn.shape
         Dv = v.shape[-1]
         out = v.new_empty((B, N, Hkv, G, Dv))
-        step = chunk_size(N, B * W * Hkv * Dv)
-        for n0 in range(0, N, step):
-            n1 = min(n0 + step, N)
-            idx, valid, _ = plan.chunk(n0, n1)
+        for n0, n1, idx, valid, _ in plan.chunks(B * W * Hkv * Dv):
             w = attn[:, n0:n1]
             if valid is not None:
                 # Zero, not multiply: invalid slots usually hold -inf (or its softmax, 0), and
@@ -217,10 +216,7 @@ class _AV(torch.autograd.Function):
         need_a, need_v = ctx.needs_input_grad[:2]
         da = torch.zeros_like(attn) if need_a else None
         dv = torch.zeros_like(v) if need_v else None
-        step = chunk_size(N, B * W * Hkv * Dv)
-        for n0 in range(0, N, step):
-            n1 = min(n0 + step, N)
-            idx, valid, _ = plan.chunk(n0, n1)
+        for n0, n1, idx, valid, _ in plan.chunks(B * W * Hkv * Dv):
             flat = idx.reshape(-1)
             g = dout[:, n0:n1]
             if need_a:

@@ -11,7 +11,8 @@
 - Layout: the kernels read 16-byte chunks (_layout.aligned); other tensors are copied.
 
 Which tile runs, which backward: fastna._policy (steps 2-5).  What a kernel can run:
-fastna._ext.can_implement.  The launches: _fused_launch.py; autograd: _fused_autograd.py.
+fastna._ext.can_implement.  The launches: _fused_launch.py; autograd: _fused_autograd.py.  The
+protocol members both backends share: Members.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch
 from .. import _ext, _policy
 from .. import _table
 from . import _fused_autograd, _fused_launch, _merge
-from ._base import Reason, empty_result
+from ._base import Reason, empty_result, no_aux, op_forward_via_forward
 from ._layout import fit, launch_params, pad_last
 from .._protocol import Choice
 
@@ -132,3 +133,33 @@ def op_backward(choice, q, k, v, out, lse, params, dout, dlse):
     if P != Dv:
         dv = dv[..., :Dv]
     return dq, dk, dv
+
+
+class Members:
+    """The protocol members backends "fused" and "hopper" share (choose, forward, op_forward,
+    aux_shape, op_backward) for backend `name`; own_tile: the tile it runs (None: the policy's
+    choice among the family's tiles).  choose / forward take tile=: a compiled tile to run."""
+
+    aux_shape = staticmethod(no_aux)
+
+    def __init__(self, name: str, own_tile: Optional[str]):
+        self.name = name
+        self.own_tile = own_tile
+
+    def choose(self, query, key, value, params, notes=None, tile=None) -> Choice:
+        return choose(self.name, self.own_tile, query, key, value, params, notes, tile)
+
+    def forward(self, query, key, value, params, additional_keys=None, additional_values=None,
+                return_lse=False, choice=None, tile=None):
+        if choice is None:
+            choice = self.choose(query, key, value, params, tile=tile)
+        return forward(choice, query, key, value, params, additional_keys, additional_values,
+                       return_lse)
+
+    def op_forward(self, q, k, v, ek, ev, params):
+        return op_forward_via_forward(self.forward, q, k, v, ek, ev, params)
+
+    def op_backward(self, q, k, v, ek, ev, out, lse, aux, params, dout, dlse):
+        if ek is not None:
+            return None
+        return op_backward(self.choose(q, k, v, params), q, k, v, out, lse, params, dout, dlse)

@@ -36,7 +36,7 @@ from typing import Optional
 import torch
 
 from .. import _ext
-from ..reference_unfused import Plan, chunk_size
+from ..reference_unfused import Plan
 from .. import _table
 from ._layout import stream
 
@@ -207,10 +207,7 @@ def _rpb_grad(g, kernel, dilation, causal, shape, dtype):
     plan = Plan(lengths, kernel, dilation, causal, g.device, True)
     gs = g.reshape(B, plan.n, H, W)
     drpb = torch.zeros((H, math.prod(2 * k - 1 for k in kernel)), dtype=torch.float32, device=g.device)
-    step = chunk_size(plan.n, B * W * H)
-    for n0 in range(0, plan.n, step):
-        n1 = min(n0 + step, plan.n)
-        _, _, rel = plan.chunk(n0, n1)
+    for n0, n1, _, _, rel in plan.chunks(B * W * H):
         vals = gs[:, n0:n1].float().sum(0).permute(1, 0, 2).reshape(H, -1)
         drpb.index_add_(1, rel.reshape(-1), vals)
     return drpb.reshape(shape).to(dtype)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from .. import _table
-from . import _base, _fused_family
+from . import _fused_family
 from ._base import Reason
 
 name = "hopper"
@@ -54,27 +54,6 @@ def check(query, key, value, params, additional_keys=None, additional_values=Non
     return _fused_family.check(TILE, query, key, value, params)
 
 
-def choose(query, key, value, params, notes=None):
-    return _fused_family.choose(name, TILE, query, key, value, params, notes)
-
-
-def forward(query, key, value, params, additional_keys=None, additional_values=None,
-            return_lse=False, choice=None):
-    if choice is None:
-        choice = choose(query, key, value, params)
-    return _fused_family.forward(choice, query, key, value, params, additional_keys,
-                                 additional_values, return_lse)
-
-
-def op_forward(q, k, v, ek, ev, params):
-    return _base.op_forward_via_forward(forward, q, k, v, ek, ev, params)
-
-
-aux_shape = _base.no_aux
-
-
-def op_backward(q, k, v, ek, ev, out, lse, aux, params, dout, dlse):
-    if ek is not None:
-        return None
-    return _fused_family.op_backward(choose(q, k, v, params), q, k, v, out, lse, params,
-                                     dout, dlse)
+_members = _fused_family.Members(name, TILE)
+choose, forward = _members.choose, _members.forward
+op_forward, aux_shape, op_backward = _members.op_forward, _members.aux_shape, _members.op_backward
