@@ -72,12 +72,14 @@ def _common_args(cls, rank, embed_dim, dim, num_heads, window_name, window):
     return rank, embed_dim, num_heads, channels_arg
 
 
-def _common_options(head_dim, qkv_bias, rel_pos_bias, qk_scale, attn_drop, proj_drop):
+def _common_options(head_dim, qkv_bias, rel_pos_bias, qk_scale, attn_drop, proj_drop, backend):
     """(softmax scale, attn_drop, proj_drop) after the option checks every attention module
     shares."""
     for name, value in (("qkv_bias", qkv_bias), ("rel_pos_bias", rel_pos_bias)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be a bool, got {value!r}")
+    if backend is not None and not isinstance(backend, str):
+        raise TypeError(f"backend must be a str or None, got {backend!r}")
     if qk_scale is None:
         scale = head_dim ** -0.5
     else:
@@ -130,12 +132,36 @@ def _check_context_parallel(rank, shard_axis, process_group, mode, rel_pos_bias,
                          f"shard_axis={shard_axis} needs rel_pos_bias=False and attn_drop=0")
 
 
+def _rpb_table(heads, kernel, factory) -> nn.Parameter:
+    """A relative positional bias table [heads, 2K_1-1, ...], initialised as NATTEN's."""
+    table = nn.Parameter(torch.zeros(heads, *(2 * k - 1 for k in kernel), **factory))
+    if table.device.type != "meta":
+        nn.init.trunc_normal_(table, std=0.02, a=-2.0, b=2.0)
+    return table
+
+
 class _AttentionModule(nn.Module):
     """What NeighborhoodAttentionND and the Hydra modules share around their attention call:
     the input check, the qkv projection of the input zero-padded up to the window span, and the
     output cropped back and projected."""
 
     rank: int = 0
+
+    def _keep_common(self, rank, embed_dim, num_heads, is_causal, scale, backend, attn_drop):
+        self.rank = rank
+        self.embed_dim = self.dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.is_causal = is_causal
+        self.scale = scale
+        self.backend = backend
+        self.attn_drop_p = attn_drop
+
+    def _make_output_layers(self, attn_drop, proj_drop, factory):
+        # After qkv and the bias tables: seeded initialisation draws in NATTEN's order.
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(self.embed_dim, self.embed_dim, **factory)
+        self.proj_drop = nn.Dropout(proj_drop)
 
     @property
     def uses_fused_path(self) -> bool:
@@ -228,7 +254,7 @@ class NeighborhoodAttentionND(_AttentionModule):
                                  f"got stride={stride!r} with kernel_size={kernel_size!r}")
         head_dim = embed_dim // num_heads
         scale, attn_drop, proj_drop = _common_options(head_dim, qkv_bias, rel_pos_bias, qk_scale,
-                                                      attn_drop, proj_drop)
+                                                      attn_drop, proj_drop, backend)
         if rel_pos_bias:
             if any(k % 2 == 0 for k in kernel):
                 raise ValueError(f"rel_pos_bias=True needs odd kernel sizes, got "
@@ -240,22 +266,13 @@ class NeighborhoodAttentionND(_AttentionModule):
             what = "rel_pos_bias=True" if rel_pos_bias else f"attn_drop={attn_drop}"
             raise ValueError(f"{what} runs the unfused (legacy) ops, which have no stride; got "
                              f"stride={stride!r}")
-        if backend is not None and not isinstance(backend, str):
-            raise TypeError(f"backend must be a str or None, got {backend!r}")
         _check_context_parallel(rank, shard_axis, process_group, context_parallel_mode,
                                 rel_pos_bias, attn_drop)
 
-        self.rank = rank
-        self.embed_dim = self.dim = embed_dim
-        self.num_heads = num_heads
-        self.head_dim = head_dim
+        self._keep_common(rank, embed_dim, num_heads, causal, scale, backend, attn_drop)
         self.kernel_size = kernel
         self.stride = strides
         self.dilation = dil
-        self.is_causal = causal
-        self.scale = scale
-        self.backend = backend
-        self.attn_drop_p = attn_drop
         self.shard_axis = shard_axis
         self.process_group = process_group
         self.context_parallel_mode = context_parallel_mode
@@ -263,14 +280,10 @@ class NeighborhoodAttentionND(_AttentionModule):
         fk = dict(device=device, dtype=dtype)
         self.qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=qkv_bias, **fk)
         if rel_pos_bias:
-            self.rpb = nn.Parameter(torch.zeros(num_heads, *(2 * k - 1 for k in kernel), **fk))
-            if self.rpb.device.type != "meta":
-                nn.init.trunc_normal_(self.rpb, std=0.02, a=-2.0, b=2.0)
+            self.rpb = _rpb_table(num_heads, kernel, fk)
         else:
             self.register_parameter("rpb", None)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(embed_dim, embed_dim, **fk)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self._make_output_layers(attn_drop, proj_drop, fk)
 
     def extra_repr(self) -> str:
         return (f"rank={self.rank}, embed_dim={self.embed_dim}, num_heads={self.num_heads}, "

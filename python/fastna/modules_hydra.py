@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from ._args import per_axis_bools, per_axis_ints
-from .modules import _AttentionModule, _common_args, _common_options, _positive_int, _unfused_ops
+from .modules import (_AttentionModule, _common_args, _common_options, _positive_int, _rpb_table,
+                      _unfused_ops)
 
 __all__ = ["HydraNeighborhoodAttention1D", "HydraNeighborhoodAttention2D",
            "HydraNeighborhoodAttention3D", "HydraNeighborhoodAttentionND", "even_head_groups"]
@@ -137,7 +138,7 @@ class HydraNeighborhoodAttentionND(_AttentionModule):
                                  f"{kernels[g]}")
         head_dim = embed_dim // num_heads
         scale, attn_drop, proj_drop = _common_options(head_dim, qkv_bias, rel_pos_bias, qk_scale,
-                                                      attn_drop, proj_drop)
+                                                      attn_drop, proj_drop, backend)
         if rel_pos_bias or attn_drop > 0:
             what = "rel_pos_bias=True" if rel_pos_bias else f"attn_drop={attn_drop}"
             for g in range(count):
@@ -152,37 +153,22 @@ class HydraNeighborhoodAttentionND(_AttentionModule):
                 if any(causal[g]):
                     raise ValueError(f"rel_pos_bias=True is not defined for causal attention, "
                                      f"got is_causal[{g}]={causal[g]}")
-        if backend is not None and not isinstance(backend, str):
-            raise TypeError(f"backend must be a str or None, got {backend!r}")
 
-        self.rank = rank
-        self.embed_dim = self.dim = embed_dim
-        self.num_heads = num_heads
-        self.head_dim = head_dim
+        self._keep_common(rank, embed_dim, num_heads, causal, scale, backend, attn_drop)
         self.head_groups = head_groups
         self.num_groups = count
         self.kernel_sizes = kernels
         self.dilations = dils
         self.strides = strides_
-        self.is_causal = causal
-        self.scale = scale
-        self.backend = backend
-        self.attn_drop_p = attn_drop
 
         fk = dict(device=device, dtype=dtype)
         self.qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=qkv_bias, **fk)
         if rel_pos_bias:
-            self.rpb = nn.ParameterList(
-                nn.Parameter(torch.zeros(n, *(2 * k - 1 for k in kernel), **fk))
-                for n, kernel in zip(head_groups, kernels))
-            for table in self.rpb:
-                if table.device.type != "meta":
-                    nn.init.trunc_normal_(table, std=0.02, a=-2.0, b=2.0)
+            self.rpb = nn.ParameterList(_rpb_table(n, kernel, fk)
+                                        for n, kernel in zip(head_groups, kernels))
         else:
             self.rpb = None
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(embed_dim, embed_dim, **fk)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self._make_output_layers(attn_drop, proj_drop, fk)
 
     def extra_repr(self) -> str:
         return (f"rank={self.rank}, embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
