@@ -24,6 +24,14 @@ V get_required(const py::dict& d, const char* key) {
   return d[key].cast<V>();
 }
 
+// The strides of a (data_ptr, strides) tuple; sets t.ptr.
+std::vector<int64_t> unpack_tensor_tuple(const py::object& obj, const char* name, TensorArg& t) {
+  const auto tup = obj.cast<py::tuple>();
+  if (tup.size() != 2) throw py::value_error(std::string("fastna: ") + name + " must be (data_ptr, strides)");
+  t.ptr = tup[0].cast<uintptr_t>();
+  return tup[1].cast<std::vector<int64_t>>();
+}
+
 }  // namespace
 
 AxisParams checked_axis(int32_t L, int32_t K, int32_t s, int32_t d, bool causal) {
@@ -83,10 +91,7 @@ std::string tile_of(const py::dict& params) { return get_or<std::string>(params,
 TensorArg tensor_arg(const py::object& obj, const char* name, int ndim) {
   TensorArg t;
   if (obj.is_none()) return t;
-  const auto tup = obj.cast<py::tuple>();
-  if (tup.size() != 2) throw py::value_error(std::string("fastna: ") + name + " must be (data_ptr, strides)");
-  t.ptr = tup[0].cast<uintptr_t>();
-  const auto strides = tup[1].cast<std::vector<int64_t>>();
+  const auto strides = unpack_tensor_tuple(obj, name, t);
   if (int(strides.size()) != ndim) {
     throw py::value_error(std::string("fastna: ") + name + " needs " + std::to_string(ndim) + " strides, got " +
                           std::to_string(strides.size()));
@@ -99,10 +104,7 @@ TensorArg tensor_arg(const py::object& obj, const char* name, int ndim) {
 TensorArg contiguous_arg(const py::object& obj, const char* name, const LaunchParams& lp, bool with_window) {
   TensorArg t;
   if (obj.is_none()) return t;
-  const auto tup = obj.cast<py::tuple>();
-  if (tup.size() != 2) throw py::value_error(std::string("fastna: ") + name + " must be (data_ptr, strides)");
-  t.ptr = tup[0].cast<uintptr_t>();
-  const auto strides = tup[1].cast<std::vector<int64_t>>();
+  const auto strides = unpack_tensor_tuple(obj, name, t);
   int64_t W = 1;
   for (int a = 0; a < lp.rank; ++a) W *= lp.axis[a].kernel;
   W += lp.num_extra;

@@ -42,15 +42,22 @@ void require_op(const FusedPlan& plan, const char* op) {
     throw py::value_error("fastna: fused: a " + plan.op + " plan cannot run " + op);
 }
 
-void plan_forward(const FusedPlan& plan, py::object q, py::object k, py::object v, py::object out, py::object lse,
-                  uintptr_t stream) {
-  require_op(plan, "fused_fwd");
+// The plan's problem with the tensors both ops take; out like q.
+LaunchParams plan_inputs(const FusedPlan& plan, const char* op, const py::object& q, const py::object& k,
+                         const py::object& v, const py::object& out) {
+  require_op(plan, op);
   LaunchParams lp = plan.problem;
   const int nd = lp.rank + 3;
   lp.q = tensor_arg(q, "q", nd);
   lp.k = tensor_arg(k, "k", nd);
   lp.v = tensor_arg(v, "v", nd);
   lp.out = tensor_arg(out, "out", nd);
+  return lp;
+}
+
+void plan_forward(const FusedPlan& plan, py::object q, py::object k, py::object v, py::object out, py::object lse,
+                  uintptr_t stream) {
+  LaunchParams lp = plan_inputs(plan, "fused_fwd", q, k, v, out);
   lp.lse = contiguous_arg(lse, "lse", lp, false);
   require_4_byte_aligned(lp.lse, "lse");
   lp.stream = stream;
@@ -62,13 +69,8 @@ void plan_forward(const FusedPlan& plan, py::object q, py::object k, py::object 
 void plan_backward(const FusedPlan& plan, py::object q, py::object k, py::object v, py::object out, py::object dout,
                    py::object lse, py::object dlse, py::object dq, py::object dk, py::object dv, uintptr_t stream,
                    py::object workspace) {
-  require_op(plan, "fused_bwd");
-  LaunchParams lp = plan.problem;
+  LaunchParams lp = plan_inputs(plan, "fused_bwd", q, k, v, out);
   const int nd = lp.rank + 3;
-  lp.q = tensor_arg(q, "q", nd);
-  lp.k = tensor_arg(k, "k", nd);
-  lp.v = tensor_arg(v, "v", nd);
-  lp.out = tensor_arg(out, "out", nd);
   lp.dout = tensor_arg(dout, "dout", nd);
   lp.dq = tensor_arg(dq, "dq", nd);
   lp.dk = tensor_arg(dk, "dk", nd);

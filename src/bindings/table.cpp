@@ -26,6 +26,15 @@ py::tuple int_tuple(const std::vector<int>& v) {
   return t;
 }
 
+// The axis of a window() / inverse_window() call, `what` index i checked against its length.
+AxisParams checked_axis_at(int32_t L, int32_t K, int32_t s, int32_t d, bool causal, int32_t i, const char* what) {
+  const AxisParams p = checked_axis(L, K, s, d, causal);
+  if (i < 0 || i >= L) throw py::value_error(std::string("fastna: ") + what + " index out of range");
+  return p;
+}
+
+py::tuple range_tuple(const Range& r) { return py::make_tuple(r.begin, r.end); }
+
 py::list kernel_table() {
   py::list rows;
   for (const Instance& i : instances()) {
@@ -148,20 +157,14 @@ void bind_table(py::module_& m) {
   m.def(
       "window",
       [](int32_t L, int32_t K, int32_t s, int32_t d, bool causal, int32_t i) {
-        const AxisParams p = checked_axis(L, K, s, d, causal);
-        if (i < 0 || i >= L) throw py::value_error("fastna: query index out of range");
-        const Range r = fastna::window(p, i);
-        return py::make_tuple(r.begin, r.end);
+        return range_tuple(fastna::window(checked_axis_at(L, K, s, d, causal, i, "query"), i));
       },
       py::arg("L"), py::arg("K"), py::arg("s"), py::arg("d"), py::arg("causal"), py::arg("i"),
       "Window [start, end) of query i, group-local coordinates (docs/SEMANTICS.md)");
   m.def(
       "inverse_window",
       [](int32_t L, int32_t K, int32_t s, int32_t d, bool causal, int32_t j) {
-        const AxisParams p = checked_axis(L, K, s, d, causal);
-        if (j < 0 || j >= L) throw py::value_error("fastna: key index out of range");
-        const Range r = fastna::inverse_window(p, j);
-        return py::make_tuple(r.begin, r.end);
+        return range_tuple(fastna::inverse_window(checked_axis_at(L, K, s, d, causal, j, "key"), j));
       },
       py::arg("L"), py::arg("K"), py::arg("s"), py::arg("d"), py::arg("causal"), py::arg("j"),
       "Group-local queries [begin, end) whose windows contain key j");
