@@ -57,31 +57,22 @@ def _to_space(y: torch.Tensor, s: UlyssesSetup) -> torch.Tensor:
     return torch.cat([part.reshape(shape) for part in flat.split(row * s.lengths[me])], -2)
 
 
-class _ToHeads(torch.autograd.Function):
+class _Move(torch.autograd.Function):
+    """x moved by `there` (_to_heads or _to_space); its gradient moves back by `back`."""
+
     @staticmethod
-    def forward(ctx, x, setup):
-        ctx.setup = setup
-        return _to_heads(x, setup)
+    def forward(ctx, x, setup, there, back):
+        ctx.setup, ctx.back = setup, back
+        return there(x, setup)
 
     @staticmethod
     def backward(ctx, grad):
-        return _to_space(grad.contiguous(), ctx.setup), None
-
-
-class _ToSpace(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, y, setup):
-        ctx.setup = setup
-        return _to_space(y, setup)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _to_heads(grad.contiguous(), ctx.setup), None
+        return ctx.back(grad.contiguous(), ctx.setup), None, None, None
 
 
 def space_to_heads(x: torch.Tensor, setup: UlyssesSetup) -> torch.Tensor:
-    return _ToHeads.apply(x, setup)
+    return _Move.apply(x, setup, _to_heads, _to_space)
 
 
 def heads_to_space(y: torch.Tensor, setup: UlyssesSetup) -> torch.Tensor:
-    return _ToSpace.apply(y, setup)
+    return _Move.apply(y, setup, _to_space, _to_heads)
