@@ -22,7 +22,6 @@ CPU smoke run: python benchmarks/bench_generation.py --device cpu --size 16 --ba
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sys
@@ -32,9 +31,8 @@ import torch
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
-import fastna  # noqa: E402
 from fastna.models import stylenat_ffhq256  # noqa: E402
-from bench_models import commit, is_oom  # noqa: E402
+from bench_models import commit, is_oom, provenance  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PATHS = ("unfused+rpb", "naive", "gemm", "auto", "flex")
@@ -92,12 +90,9 @@ def main(argv=None):
         flex_backend.register()
     torch.backends.cuda.matmul.allow_tf32 = True
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    header = (f"# StyleNAT generation throughput ({a.size}x{a.size})\n\n- GPU: {dev_name}\n"
-              f"- date: {datetime.date.today()}\n- commit: {commit()}\n"
-              f"- torch {torch.__version__}, fastna {fastna.__version__}\n"
-              f"- command: python benchmarks/bench_generation.py "
-              f"{' '.join(sys.argv[1:] if argv is None else argv)}\n"
-              f"- inference, {a.warmup} warm-up + {a.iters} timed batches; float32 matmuls in TF32\n\n")
+    header = (f"# StyleNAT generation throughput ({a.size}x{a.size})\n\n"
+              + provenance(dev_name, "bench_generation.py", argv)
+              + f"- inference, {a.warmup} warm-up + {a.iters} timed batches; float32 matmuls in TF32\n\n")
     rows = []
     for dt in [d for d in a.dtypes.split(",") if d]:
         for batch in [int(b) for b in a.batches.split(",") if b]:

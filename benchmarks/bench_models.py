@@ -207,6 +207,14 @@ def commit():
         return "unknown"
 
 
+def provenance(dev_name, script, argv):
+    """The lines a results table opens with: GPU, date, commit, versions, the command."""
+    args = " ".join(sys.argv[1:] if argv is None else argv)
+    return (f"- GPU: {dev_name}\n- date: {datetime.date.today()}\n- commit: {commit()}\n"
+            f"- torch {torch.__version__}, fastna {fastna.__version__}\n"
+            f"- command: python benchmarks/{script} {args}\n")
+
+
 def table(rows, baseline):
     head = ["model", "params (M)", "mode", "dtype", "backend", "batch", "steps", "img/s", "ms/batch",
             "peak GiB", f"vs {baseline}"]
@@ -362,11 +370,8 @@ def main(argv=None):
             ap.error(f"--mode: {m!r} is neither infer nor train")
 
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    header = (f"# Model throughput at {a.res}x{a.res}\n\n"
-              f"- GPU: {dev_name}\n- date: {datetime.date.today()}\n- commit: {commit()}\n"
-              f"- torch {torch.__version__}, fastna {fastna.__version__}\n"
-              f"- command: python benchmarks/bench_models.py {' '.join(sys.argv[1:] if argv is None else argv)}\n"
-              f"- models without RPB (fused path through the named backend) unless the backend "
+    header = (f"# Model throughput at {a.res}x{a.res}\n\n" + provenance(dev_name, "bench_models.py", argv)
+              + f"- models without RPB (fused path through the named backend) unless the backend "
               f"is unfused+rpb; " + (f"{a.warmup} warm-up + {a.iters} timed steps" if a.row_seconds <= 0
                                      else f"up to {a.warmup} warm-up steps, timed steps for about "
                                           f"{a.row_seconds:g} s per row (2..{a.iters}; column 'steps')")
