@@ -45,34 +45,24 @@ SCRIPT = textwrap.dedent(r"""
     DEVICE = os.environ.get("DINAT_DEVICE", "cpu")
     DTYPE = getattr(torch, os.environ.get("DINAT_DTYPE", "float32"))
     EMBED = int(os.environ.get("DINAT_EMBED", "16"))
+
+    def counting(fn, counts, key):  # fn, its calls counted in counts[key]
+        def counted(*args, **kwargs):
+            counts[key] += 1
+            return fn(*args, **kwargs)
+        return counted
+
     gemm_calls = {"qk": 0, "av": 0}
     if DEVICE == "cuda":
         from fastna.backends import gemm_unfused as G
-        g_qk, g_av = G.GemmBackend.qk, G.GemmBackend.av
-
-        def gemm_qk(*a, **k):
-            gemm_calls["qk"] += 1
-            return g_qk(*a, **k)
-
-        def gemm_av(*a, **k):
-            gemm_calls["av"] += 1
-            return g_av(*a, **k)
-
-        G.GemmBackend.qk, G.GemmBackend.av = staticmethod(gemm_qk), staticmethod(gemm_av)
+        G.GemmBackend.qk = staticmethod(counting(G.GemmBackend.qk, gemm_calls, "qk"))
+        G.GemmBackend.av = staticmethod(counting(G.GemmBackend.av, gemm_calls, "av"))
 
     import natten.functional as NF
 
     calls = {"qk": 0, "av": 0}
-    shim_qk, shim_av = NF.natten2dqkrpb, NF.natten2dav
-
-    def counting_qk(*args, **kwargs):
-        calls["qk"] += 1
-        return shim_qk(*args, **kwargs)
-
-    def counting_av(*args, **kwargs):
-        calls["av"] += 1
-        return shim_av(*args, **kwargs)
-
+    counting_qk = counting(NF.natten2dqkrpb, calls, "qk")
+    counting_av = counting(NF.natten2dav, calls, "av")
     # Before transformers imports them: modeling_dinat binds these names at import time.
     NF.natten2dqkrpb, NF.natten2dav = counting_qk, counting_av
 
