@@ -4,14 +4,16 @@
 #include <cstdint>
 #include "fastna/common/problem.hpp"
 
-// Type-erased call into one Forward<Rank, Element, HeadDim> instance (compiled in instance.cu).
+// Type-erased call into one forward instance <FAMILY>_fwd_r<R>_<E>_d<D><TAG> (the sm80-class
+// Forward<Rank, Element, HeadDim> compiled in instance.cu; test_hopper_fwd.cu's hopper ones).
 // Strides: element strides of [B, *spatial, H, D] (Rank + 3 entries each).
 // Returns 0 on success, 1 if can_implement refused, 2 on a launch error.
-#define FASTNA_TEST_DECL(R, E, D) FASTNA_TEST_DECL_V(R, E, D, )
-#define FASTNA_TEST_DECL_V(R, E, D, TAG)                                                          \
-  int fused_fwd_r##R##_##E##_d##D##TAG(const fastna::NaProblem<R>& p, const void* q, const int64_t* sq, \
-                                   const void* k, const int64_t* sk, const void* v, const int64_t* sv, \
-                                   void* out, const int64_t* so, float* lse, cudaStream_t stream);
+#define FASTNA_FWD_ENTRY_DECL(FAMILY, R, E, D, TAG)                                                         \
+  int FAMILY##_fwd_r##R##_##E##_d##D##TAG(const fastna::NaProblem<R>& p, const void* q, const int64_t* sq, \
+                                          const void* k, const int64_t* sk, const void* v, const int64_t* sv, \
+                                          void* out, const int64_t* so, float* lse, cudaStream_t stream);
+#define FASTNA_TEST_DECL(R, E, D) FASTNA_FWD_ENTRY_DECL(fused, R, E, D, )
+#define FASTNA_TEST_DECL_V(R, E, D, TAG) FASTNA_FWD_ENTRY_DECL(fused, R, E, D, TAG)
 
 #define FASTNA_TEST_FOR_ALL(X) \
   X(1, f16, 32) X(1, f16, 64) X(1, f16, 128) X(1, bf16, 32) X(1, bf16, 64) X(1, bf16, 128) \

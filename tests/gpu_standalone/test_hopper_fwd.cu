@@ -15,11 +15,8 @@
 #include "common.hpp"
 #include "fastna/common/problem.hpp"
 
-#define FASTNA_HOPPER_DECL(R, E, D) FASTNA_HOPPER_DECL_V(R, E, D, )
-#define FASTNA_HOPPER_DECL_V(R, E, D, TAG)                                                              \
-  int hopper_fwd_r##R##_##E##_d##D##TAG(const fastna::NaProblem<R>& p, const void* q, const int64_t* sq,   \
-                                   const void* k, const int64_t* sk, const void* v, const int64_t* sv, \
-                                   void* out, const int64_t* so, float* lse, cudaStream_t stream);
+#define FASTNA_HOPPER_DECL(R, E, D) FASTNA_FWD_ENTRY_DECL(hopper, R, E, D, )
+#define FASTNA_HOPPER_DECL_V(R, E, D, TAG) FASTNA_FWD_ENTRY_DECL(hopper, R, E, D, TAG)
 // Hopper instances built by run_hopper.sh (keep in sync with its HOPPER_INSTS).
 #define FASTNA_HOPPER_FOR_ALL(X)                                                      \
   X(1, f16, 32) X(1, bf16, 32) X(2, f16, 32) X(2, bf16, 32) X(3, f16, 32) X(3, bf16, 32) \
