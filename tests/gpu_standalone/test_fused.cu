@@ -19,6 +19,7 @@
 
 #include "case.hpp"
 #include "common.hpp"
+#include "fwd_check.hpp"
 #include "fastna/common/index_math.hpp"
 #include "fastna/common/problem.hpp"
 
@@ -153,48 +154,13 @@ static bool run_case(const Case& c, bool verbose) {
   CK(cudaMemcpy(lse.data(), dlse, lse.size() * 4, cudaMemcpyDeviceToHost));
   cudaFree(dbuf); cudaFree(dout); cudaFree(dlse);
 
-  // CPU reference in double: literal per-query loop over all keys.
-  double err2 = 0, ref2 = 0, lse_err = 0;
-  bool nonfinite = false;
-  std::vector<double> s(N), acc(D);
-  std::vector<int64_t> nb;
-  const double scale = p.scale;
-  for (int b = 0; b < B; ++b)
-    for (int h = 0; h < H; ++h) {
-      const int hk_ = p.kv_head(h);
-      for (int64_t i = 0; i < N; ++i) {
-        neighbors_of(p, i, N, nb);
-        const float* qi = &hq[((size_t(b) * N + i) * H + h) * D];
-        double mx = -1e300;
-        for (size_t t = 0; t < nb.size(); ++t) {
-          const float* kj = &hk[((size_t(b) * N + nb[t]) * Hk + hk_) * D];
-          double d = 0;
-          for (int x = 0; x < D; ++x) d += double(qi[x]) * double(kj[x]);
-          s[t] = d * scale;
-          mx = std::max(mx, s[t]);
-        }
-        double l = 0;
-        std::fill(acc.begin(), acc.end(), 0.0);
-        for (size_t t = 0; t < nb.size(); ++t) {
-          const double e = std::exp(s[t] - mx);
-          l += e;
-          const float* vj = &hv[((size_t(b) * N + nb[t]) * Hk + hk_) * D];
-          for (int x = 0; x < D; ++x) acc[x] += e * double(vj[x]);
-        }
-        for (int x = 0; x < D; ++x) {
-          const double r = acc[x] / l;
-          const double g = from_bits(out[((size_t(b) * N + i) * H + h) * D + x], c.bf16);
-          if (!std::isfinite(g)) nonfinite = true;
-          err2 += (g - r) * (g - r);
-          ref2 += r * r;
-        }
-        const double lr = mx + std::log(l);
-        const double lg = lse[(size_t(b) * N + i) * H + h];
-        if (!std::isfinite(lg)) nonfinite = true;
-        lse_err = std::max(lse_err, std::fabs(lg - lr));
-      }
-    }
-  const double rel = std::sqrt(err2 / ref2);
+  // CPU reference in double (fwd_check.hpp) on the rounded host copies.
+  const FwdErrors err = forward_errors(
+      c, p, [&](int b, int64_t n, int h, int d) { return hq[((size_t(b) * N + n) * H + h) * D + d]; },
+      [&](int b, int64_t n, int h, int d) { return hk[((size_t(b) * N + n) * Hk + h) * D + d]; },
+      [&](int b, int64_t n, int h, int d) { return hv[((size_t(b) * N + n) * Hk + h) * D + d]; }, out, lse);
+  const double rel = err.rel, lse_err = err.lse_err;
+  const bool nonfinite = err.nonfinite;
   const double tol = c.bf16 ? 1e-2 : 3e-3;
   const bool pass = !nonfinite && rel < tol && lse_err < 1e-3;
   std::printf("%-44s%s %s D=%-3d rel_l2=%.3e lse_maxabs=%.3e %s%s\n", c.name.c_str(), vlabel(g_variant), c.bf16 ? "bf16" : "fp16", D,

@@ -136,6 +136,7 @@ int CAT(hopper_fwd_r, INST_RANK, _, INST_ELEM, _d, INST_DIM, INST_TAG)(const fas
 #include <cuda_fp16.h>
 
 #include "case.hpp"
+#include "fwd_check.hpp"
 #include "half_bits.hpp"
 
 #include "harness.hpp"
@@ -247,45 +248,9 @@ static bool run_case(const Case& c, Impl impl) {
   auto fq = [&](int b, int64_t n, int h, int d) { return from_bits(rq[((size_t(b) * N + n) * H + h) * D + d], c.bf16); };
   auto fk = [&](int b, int64_t n, int h, int d) { return from_bits(rk[((size_t(b) * N + n) * Hk + h) * D + d], c.bf16); };
   auto fv = [&](int b, int64_t n, int h, int d) { return from_bits(rv[((size_t(b) * N + n) * Hk + h) * D + d], c.bf16); };
-  double err2 = 0, ref2 = 0, lse_err = 0;
-  bool nonfinite = false;
-  std::vector<double> s, acc(D);
-  std::vector<int64_t> nb;
-  std::vector<float> qrow(D);
-  for (int b = 0; b < B; ++b)
-    for (int h = 0; h < H; ++h) {
-      const int hk = p.kv_head(h);
-      for (int64_t i = 0; i < N; ++i) {
-        neighbors_of(p, i, N, nb);
-        for (int x = 0; x < D; ++x) qrow[x] = fq(b, i, h, x);
-        s.assign(nb.size(), 0.0);
-        double mx = -1e300;
-        for (size_t n = 0; n < nb.size(); ++n) {
-          double d = 0;
-          for (int x = 0; x < D; ++x) d += double(qrow[x]) * fk(b, nb[n], hk, x);
-          s[n] = d * p.scale;
-          mx = std::max(mx, s[n]);
-        }
-        double l = 0;
-        std::fill(acc.begin(), acc.end(), 0.0);
-        for (size_t n = 0; n < nb.size(); ++n) {
-          const double e = std::exp(s[n] - mx);
-          l += e;
-          for (int x = 0; x < D; ++x) acc[x] += e * fv(b, nb[n], hk, x);
-        }
-        for (int x = 0; x < D; ++x) {
-          const double r = acc[x] / l;
-          const double g = from_bits(out[((size_t(b) * N + i) * H + h) * D + x], c.bf16);
-          if (!std::isfinite(g)) nonfinite = true;
-          err2 += (g - r) * (g - r);
-          ref2 += r * r;
-        }
-        const double lg = lse[(size_t(b) * N + i) * H + h];
-        if (!std::isfinite(lg)) nonfinite = true;
-        lse_err = std::max(lse_err, std::fabs(lg - (mx + std::log(l))));
-      }
-    }
-  const double rel = std::sqrt(err2 / ref2);
+  const FwdErrors err = forward_errors(c, p, fq, fk, fv, out, lse);
+  const double rel = err.rel, lse_err = err.lse_err;
+  const bool nonfinite = err.nonfinite;
   const double tol = c.bf16 ? 1e-2 : 3e-3;
   const bool pass = !nonfinite && rel < tol && lse_err < 2e-3;
   std::printf("%-52s%s %s D=%-3d rel_l2=%.3e lse_maxabs=%.3e %s%s\n", c.name.c_str(),
