@@ -1,10 +1,11 @@
 // What the standalone harness drivers share (test_fused.cu, test_fused_bwd.cu, test_gemm_na.cu,
 // test_hopper_fwd.cu, test_hopper_bwd.cu): the CUDA error check, the --test-only / --bench-only
-// flags, the device banner, and CUDA-event timing of repeated launches.
+// flags, the device banner, 16-bit device buffers, and CUDA-event timing of repeated launches.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -18,6 +19,13 @@
       std::exit(1);                                                                         \
     }                                                                                       \
   } while (0)
+
+// cudaMalloc of n 16-bit elements (fp16 / bf16 bit patterns).
+static uint16_t* device_u16(size_t n) {
+  uint16_t* p;
+  CK(cudaMalloc(&p, n * 2));
+  return p;
+}
 
 // Which parts of a driver run: --test-only drops the benchmark, --bench-only the tests (a
 // driver reads its other arguments itself).

@@ -323,11 +323,7 @@ static void bench_all(const Case& c, int iters) {
   auto p = make_problem<R>(c);
   const int64_t N = p.num_tokens();
   const size_t qe = size_t(c.B) * N * c.H * c.D, kve = size_t(c.B) * N * c.Hkv * c.D;
-  uint16_t *dq, *dk, *dv, *dout;
-  CK(cudaMalloc(&dq, qe * 2));
-  CK(cudaMalloc(&dk, kve * 2));
-  CK(cudaMalloc(&dv, kve * 2));
-  CK(cudaMalloc(&dout, qe * 2));
+  uint16_t *dq = device_u16(qe), *dk = device_u16(kve), *dv = device_u16(kve), *dout = device_u16(qe);
   fill_kernel<<<1024, 256>>>(dq, qe, 1u, c.bf16);
   fill_kernel<<<1024, 256>>>(dk, kve, 2u, c.bf16);
   fill_kernel<<<1024, 256>>>(dv, kve, 3u, c.bf16);
