@@ -236,3 +236,33 @@ static int run_backward_cases(const std::vector<Case>& cs, Have&& have, Run&& ru
   std::fflush(stdout);
   return fails;
 }
+
+// The tensors of a backward benchmark of case c (contiguous; 16-bit but lse): q, o, dout, dq
+// [B, N, H, D], k, v, dk, dv [B, N, Hkv, D], lse [B, N, H].  q, k, v and dout hold normal(0, sigma)
+// values (one seeded draw, offset per tensor); with synthetic_out (no forward fills them) o does
+// too and lse is zero.
+struct BwdBenchTensors {
+  uint16_t *q, *k, *v, *o, *dout, *dq, *dk, *dv;
+  float* lse;
+
+  BwdBenchTensors(const Case& c, int64_t N, float sigma, bool synthetic_out) {
+    const size_t qe = size_t(c.B) * N * c.H * c.D, ke = size_t(c.B) * N * c.Hkv * c.D;
+    CK(cudaMalloc(&q, qe * 2)); CK(cudaMalloc(&o, qe * 2)); CK(cudaMalloc(&dout, qe * 2)); CK(cudaMalloc(&dq, qe * 2));
+    CK(cudaMalloc(&k, ke * 2)); CK(cudaMalloc(&v, ke * 2)); CK(cudaMalloc(&dk, ke * 2)); CK(cudaMalloc(&dv, ke * 2));
+    CK(cudaMalloc(&lse, size_t(c.B) * N * c.H * 4));
+    if (synthetic_out) CK(cudaMemset(lse, 0, size_t(c.B) * N * c.H * 4));
+    std::vector<uint16_t> h(std::max(qe, ke) + 4);
+    std::mt19937 rng(7);
+    std::normal_distribution<float> Nd(0.f, sigma);
+    for (auto& x : h) x = to_bits(Nd(rng), c.bf16);
+    CK(cudaMemcpy(q, h.data(), qe * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dout, h.data() + 3, qe * 2, cudaMemcpyHostToDevice));
+    if (synthetic_out) CK(cudaMemcpy(o, h.data() + 4, qe * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(k, h.data() + 1, ke * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(v, h.data() + 2, ke * 2, cudaMemcpyHostToDevice));
+  }
+  void release() {
+    cudaFree(q); cudaFree(k); cudaFree(v); cudaFree(o); cudaFree(dout); cudaFree(dq); cudaFree(dk); cudaFree(dv);
+    cudaFree(lse);
+  }
+};

@@ -110,22 +110,9 @@ template <int R>
 static void bench(const Case& c, int iters) {
   auto p = make_problem<R>(c);
   const int64_t N = p.num_tokens();
-  const size_t qe = size_t(c.B) * N * c.H * c.D, ke = size_t(c.B) * N * c.Hkv * c.D;
-  uint16_t *q, *k, *v, *o, *dout, *dq, *dk, *dv;
-  float* lse;
-  CK(cudaMalloc(&q, qe * 2)); CK(cudaMalloc(&o, qe * 2)); CK(cudaMalloc(&dout, qe * 2)); CK(cudaMalloc(&dq, qe * 2));
-  CK(cudaMalloc(&k, ke * 2)); CK(cudaMalloc(&v, ke * 2)); CK(cudaMalloc(&dk, ke * 2)); CK(cudaMalloc(&dv, ke * 2));
-  CK(cudaMalloc(&lse, size_t(c.B) * N * c.H * 4));
-  {
-    std::vector<uint16_t> h(std::max(qe, ke) + 3);
-    std::mt19937 rng(7);
-    std::normal_distribution<float> Nd(0.f, 1.f);
-    for (auto& x : h) x = to_bits(Nd(rng), c.bf16);
-    CK(cudaMemcpy(q, h.data(), qe * 2, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(dout, h.data() + 3, qe * 2, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(k, h.data() + 1, ke * 2, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(v, h.data() + 2, ke * 2, cudaMemcpyHostToDevice));
-  }
+  BwdBenchTensors t(c, N, 1.f, false);  // the forward below fills o and lse
+  uint16_t *q = t.q, *k = t.k, *v = t.v, *o = t.o, *dout = t.dout, *dq = t.dq, *dk = t.dk, *dv = t.dv;
+  float* lse = t.lse;
   int64_t sq[6], sk[6];
   strides_for<R>(c, c.H, sq);
   strides_for<R>(c, c.Hkv, sk);
@@ -165,8 +152,8 @@ static void bench(const Case& c, int iters) {
   std::printf("BENCH %-44s %s D=%d  bwd median %.3f ms (%.1f TFLOP/s at 5 GEMMs, %.1f issued at 7)  fwd %.3f ms  bwd/fwd %.2f\n",
               c.name.c_str(), c.bf16 ? "bf16" : "fp16", c.D, bwd, 5 * win / (bwd * 1e-3) / 1e12,
               7 * win / (bwd * 1e-3) / 1e12, fwd, fwd > 0 ? bwd / fwd : 0.0);
-  cudaFree(q); cudaFree(k); cudaFree(v); cudaFree(o); cudaFree(dout); cudaFree(dq); cudaFree(dk); cudaFree(dv);
-  cudaFree(lse); cudaFree(ws);
+  t.release();
+  cudaFree(ws);
 }
 
 int main(int argc, char** argv) {

@@ -225,24 +225,9 @@ template <int R>
 static void bench(const Case& c, int iters) {
   auto p = make_problem<R>(c);
   const int64_t N = p.num_tokens();
-  const size_t qe = size_t(c.B) * N * c.H * c.D, ke = size_t(c.B) * N * c.Hkv * c.D;
-  uint16_t *q, *k, *v, *o, *dout, *dq, *dk, *dv;
-  float* lse;
-  CK(cudaMalloc(&q, qe * 2)); CK(cudaMalloc(&o, qe * 2)); CK(cudaMalloc(&dout, qe * 2)); CK(cudaMalloc(&dq, qe * 2));
-  CK(cudaMalloc(&k, ke * 2)); CK(cudaMalloc(&v, ke * 2)); CK(cudaMalloc(&dk, ke * 2)); CK(cudaMalloc(&dv, ke * 2));
-  CK(cudaMalloc(&lse, size_t(c.B) * N * c.H * 4));
-  CK(cudaMemset(lse, 0, size_t(c.B) * N * c.H * 4));
-  {
-    std::vector<uint16_t> h(std::max(qe, ke) + 4);
-    std::mt19937 rng(7);
-    std::normal_distribution<float> Nd(0.f, 0.5f);
-    for (auto& x : h) x = to_bits(Nd(rng), c.bf16);
-    CK(cudaMemcpy(q, h.data(), qe * 2, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(dout, h.data() + 3, qe * 2, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(o, h.data() + 4, qe * 2, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(k, h.data() + 1, ke * 2, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(v, h.data() + 2, ke * 2, cudaMemcpyHostToDevice));
-  }
+  BwdBenchTensors t(c, N, 0.5f, true);
+  uint16_t *q = t.q, *k = t.k, *v = t.v, *o = t.o, *dout = t.dout, *dq = t.dq, *dk = t.dk, *dv = t.dv;
+  float* lse = t.lse;
   int64_t sq[6], sk[6];
   strides_for<R>(c, c.H, sq);
   strides_for<R>(c, c.Hkv, sk);
@@ -296,8 +281,8 @@ static void bench(const Case& c, int iters) {
   }
   g_which = 7;
   g_variant = variant0;
-  cudaFree(q); cudaFree(k); cudaFree(v); cudaFree(o); cudaFree(dout); cudaFree(dq); cudaFree(dk); cudaFree(dv);
-  cudaFree(lse); cudaFree(ws);
+  t.release();
+  cudaFree(ws);
 }
 
 int main(int argc, char** argv) {
