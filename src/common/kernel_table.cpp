@@ -19,60 +19,35 @@ namespace binding {
 
 namespace {
 
-struct RawInstance {
-  const char* op;
-  const char* family;
-  const char* tile;
-  int rank;
-  const char* dtype;
-  int head_dim;
-  const char* arch;
-  std::vector<int> qbox, kvbox;
-  const char* supports;
-  LaunchFn fn;
-  CheckFn check;
-};
+// kernel_table.json's space-separated "supports" words.
+std::vector<std::string> words(const char* s) {
+  std::vector<std::string> out;
+  for (const char* c = s; *c;) {
+    while (*c == ' ') ++c;
+    const char* end = c;
+    while (*end && *end != ' ') ++end;
+    if (end > c) out.emplace_back(c, end);
+    c = end;
+  }
+  return out;
+}
+
+// "a"/"f" archs ("90a", "100f") run only on exactly that compute capability.
+bool is_arch_specific(const std::string& arch) {
+  return !arch.empty() && (arch.back() == 'a' || arch.back() == 'f');
+}
 
 #define FASTNA_BOX(...) {__VA_ARGS__}
-#define FASTNA_INSTANCE(symbol, op, family, tile, rank, dtype, head_dim, arch, qbox, kvbox, supports) \
-  {op, family, tile, rank, dtype, head_dim, arch, FASTNA_BOX qbox, FASTNA_BOX kvbox, supports, \
-   &symbol, &symbol##_check},
-std::vector<RawInstance> raw_instances() {
+#define FASTNA_INSTANCE(symbol, op, family, tile, rank, dtype, head_dim, arch, qbox, kvbox, supports)        \
+  {op, family, tile, rank, dtype, head_dim, arch, std::atoi(arch), is_arch_specific(arch), FASTNA_BOX qbox, \
+   FASTNA_BOX kvbox, words(supports), &symbol, &symbol##_check},
+std::vector<Instance> build_table() {
   return {
 #include "fastna_instances.inc"
   };
 }
 #undef FASTNA_INSTANCE
 #undef FASTNA_BOX
-
-std::vector<Instance> build_table() {
-  std::vector<Instance> out;
-  for (const RawInstance& r : raw_instances()) {
-    Instance i;
-    i.op = r.op;
-    i.family = r.family;
-    i.tile = r.tile;
-    i.rank = r.rank;
-    i.dtype = r.dtype;
-    i.head_dim = r.head_dim;
-    i.arch = r.arch;
-    i.sm = std::atoi(r.arch);
-    i.arch_specific = !i.arch.empty() && (i.arch.back() == 'a' || i.arch.back() == 'f');
-    i.qbox = r.qbox;
-    i.kvbox = r.kvbox;
-    for (const char* c = r.supports; *c;) {  // space-separated words
-      while (*c == ' ') ++c;
-      const char* end = c;
-      while (*end && *end != ' ') ++end;
-      if (end > c) i.supports.emplace_back(c, end);
-      c = end;
-    }
-    i.fn = r.fn;
-    i.check = r.check;
-    out.push_back(i);
-  }
-  return out;
-}
 
 #ifdef FASTNA_WITH_CUDA
 std::string text(const std::string& s) { return s; }
