@@ -38,13 +38,7 @@ static int check_backward_case(const Case& c, BwdDispatch<R> dispatch, BwdRefusa
   auto p = make_problem<R>(c);
   const int64_t N = p.num_tokens();
   const int B = c.B, H = c.H, Hk = c.Hkv, D = c.D;
-  std::mt19937 rng(4321 + c.D + 7 * c.H + int(N));
-  std::uniform_real_distribution<float> U(-1.f, 1.f);
-  auto rnd = [&]() {
-    float x;
-    do x = U(rng); while (std::fabs(x) < 1e-3f);
-    return x;
-  };
+  NonzeroUniform rnd(4321 + c.D + 7 * c.H + int(N), 1.f);
   const size_t qe = size_t(B) * N * H * D, ke = size_t(B) * N * Hk * D;
   // logical [B][N][h][D] == contiguous layout
   std::vector<uint16_t> rq(qe), rk(ke), rv(ke), rdo(qe), ro(qe);

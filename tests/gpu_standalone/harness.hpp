@@ -1,14 +1,17 @@
 // What the standalone harness drivers share (test_fused.cu, test_fused_bwd.cu, test_gemm_na.cu,
 // test_hopper_fwd.cu, test_hopper_bwd.cu): the CUDA error check, the --test-only / --bench-only
-// flags, the device banner, 16-bit device buffers, and CUDA-event timing of repeated launches.
+// flags, the device banner, 16-bit device buffers, random non-zero inputs, and CUDA-event timing
+// of repeated launches.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #define CK(x)                                                                               \
@@ -26,6 +29,22 @@ static uint16_t* device_u16(size_t n) {
   CK(cudaMalloc(&p, n * 2));
   return p;
 }
+
+// Seeded uniform values in [-bound, bound], at least 1e-3 away from zero: random inputs without
+// (near) zeros.
+class NonzeroUniform {
+ public:
+  NonzeroUniform(std::mt19937::result_type seed, float bound) : rng_(seed), u_(-bound, bound) {}
+  float operator()() {
+    float x;
+    do x = u_(rng_); while (std::fabs(x) < 1e-3f);
+    return x;
+  }
+
+ private:
+  std::mt19937 rng_;
+  std::uniform_real_distribution<float> u_;
+};
 
 // Which parts of a driver run: --test-only drops the benchmark, --bench-only the tests (a
 // driver reads its other arguments itself).

@@ -75,13 +75,7 @@ static bool run_case(const Case& c, bool verbose) {
   auto p = make_problem<R>(c);
   const int64_t N = p.num_tokens();
   const int B = c.B, H = c.H, Hk = c.Hkv, D = c.D;
-  std::mt19937 rng(1234 + c.D + 7 * c.H + int(N));
-  std::uniform_real_distribution<float> U(-1.f, 1.f);
-  auto rnd = [&]() {
-    float x;
-    do x = U(rng); while (std::fabs(x) < 1e-3f);
-    return x;
-  };
+  NonzeroUniform rnd(1234 + c.D + 7 * c.H + int(N), 1.f);
   // host logical copies (rounded), [B][N][h][D]
   std::vector<float> hq(size_t(B) * N * H * D), hk(size_t(B) * N * Hk * D), hv(size_t(B) * N * Hk * D);
   int64_t sq[6], sk[6], sv[6], so[6];

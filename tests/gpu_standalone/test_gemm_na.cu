@@ -286,13 +286,7 @@ static int run_case(const Case& c) {
   auto p = make_problem<R>(c);
   const int64_t N = p.num_tokens();
   const int B = c.B, H = c.H, Hk = c.Hkv, D = c.D, W = p.window_size(), G = H / Hk;
-  std::mt19937 rng(99 + D + 13 * H + int(N) + 7 * W);
-  std::uniform_real_distribution<float> U(-1.f, 1.f);
-  auto rnd = [&]() {
-    float x;
-    do x = U(rng); while (std::fabs(x) < 1e-3f);
-    return x;
-  };
+  NonzeroUniform rnd(99 + D + 13 * H + int(N) + 7 * W, 1.f);
   auto fill = [&](std::vector<float>& val, size_t n) {
     val.resize(n);
     for (size_t t = 0; t < n; ++t) val[t] = quantize(rnd(), c);

@@ -204,13 +204,7 @@ static bool run_case(const Case& c, Impl impl) {
   auto p = make_problem<R>(c);
   const int64_t N = p.num_tokens();
   const int B = c.B, H = c.H, Hk = c.Hkv, D = c.D;
-  std::mt19937 rng(977 + c.D + 13 * c.H + int(N) + 5 * c.rank);
-  std::uniform_real_distribution<float> U(-1.5f, 1.5f);
-  auto rnd = [&]() {
-    float x;
-    do x = U(rng); while (std::fabs(x) < 1e-3f);
-    return x;
-  };
+  NonzeroUniform rnd(977 + c.D + 13 * c.H + int(N) + 5 * c.rank, 1.5f);
   const size_t qe = size_t(B) * N * H * D, kve = size_t(B) * N * Hk * D;
   std::vector<uint16_t> rq(qe), rk(kve), rv(kve);
   for (auto& x : rq) x = to_bits(rnd(), c.bf16);
