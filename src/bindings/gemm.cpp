@@ -105,6 +105,14 @@ void gemm_gather(bool inverse, const py::dict& params, py::object attn, py::obje
   gemm_run(dtype, lp.dim_v, lp);
 }
 
+void gemm_av(const py::dict& params, py::object attn, py::object v, py::object out, uintptr_t stream) {
+  gemm_gather(false, params, attn, v, out, stream);
+}
+
+void gemm_inverse(const py::dict& params, py::object attn, py::object x, py::object out, uintptr_t stream) {
+  gemm_gather(true, params, attn, x, out, stream);
+}
+
 // Softmax of the attention weights for backend "gemm" (forward: in place, optional lse) and its
 // backward (in place: attn s -> P, dattn dP -> dS).  attn / dattn as for gemm_qk; lse / delta
 // contiguous fp32 [B, N, H] (or [B, *spatial, H]).  Runs on the instance of (rank, dtype, dim).
@@ -145,21 +153,12 @@ void bind_gemm(py::module_& m) {
         "GEMM-based qk (PN; fp16/bf16, fp32 on TF32 tensor cores): attn[b, n, h, w] = q . k of window slot w "
         "(+ rpb); causal slots past the window = -inf; attn contiguous [B, N, H, prod(K)] in the input dtype "
         "(see INTERNALS.md)");
-  m.def(
-      "gemm_av",
-      [](const py::dict& params, py::object attn, py::object v, py::object out, uintptr_t stream) {
-        gemm_gather(false, params, attn, v, out, stream);
-      },
-      py::arg("params"), py::arg("attn"), py::arg("v"), py::arg("out"), py::arg("stream") = 0,
-      "GEMM-based av (NN): out[b, i, h] = sum_w attn[b, i, h, w] v[n(i, w), h_kv] (dim_v columns)");
-  m.def(
-      "gemm_inverse",
-      [](const py::dict& params, py::object attn, py::object x, py::object out, uintptr_t stream) {
-        gemm_gather(true, params, attn, x, out, stream);
-      },
-      py::arg("params"), py::arg("attn"), py::arg("x"), py::arg("out"), py::arg("stream") = 0,
-      "GEMM-based inverse neighborhood (IN): out[b, j, h_kv] = sum over the GQA group's heads h and "
-      "queries i with j in N(i) of attn[b, i, h, w(i, j)] x[b, i, h] (dim_v columns)");
+  m.def("gemm_av", &gemm_av, py::arg("params"), py::arg("attn"), py::arg("v"), py::arg("out"), py::arg("stream") = 0,
+        "GEMM-based av (NN): out[b, i, h] = sum_w attn[b, i, h, w] v[n(i, w), h_kv] (dim_v columns)");
+  m.def("gemm_inverse", &gemm_inverse, py::arg("params"), py::arg("attn"), py::arg("x"), py::arg("out"),
+        py::arg("stream") = 0,
+        "GEMM-based inverse neighborhood (IN): out[b, j, h_kv] = sum over the GQA group's heads h and "
+        "queries i with j in N(i) of attn[b, i, h, w(i, j)] x[b, i, h] (dim_v columns)");
   m.def("gemm_softmax", &gemm_softmax, py::arg("params"), py::arg("attn"), py::arg("lse"), py::arg("stream") = 0,
         "Softmax of the gemm attention weights in place: attn = softmax(scale * attn) over the window slots "
         "(fp32 math, -inf slots -> 0); lse (fp32 [B, N, H], or None) = logsumexp(scale * attn)");

@@ -35,6 +35,14 @@ AxisParams checked_axis_at(int32_t L, int32_t K, int32_t s, int32_t d, bool caus
 
 py::tuple range_tuple(const Range& r) { return py::make_tuple(r.begin, r.end); }
 
+py::tuple window_of(int32_t L, int32_t K, int32_t s, int32_t d, bool causal, int32_t i) {
+  return range_tuple(fastna::window(checked_axis_at(L, K, s, d, causal, i, "query"), i));
+}
+
+py::tuple inverse_window_of(int32_t L, int32_t K, int32_t s, int32_t d, bool causal, int32_t j) {
+  return range_tuple(fastna::inverse_window(checked_axis_at(L, K, s, d, causal, j, "key"), j));
+}
+
 py::list kernel_table() {
   py::list rows;
   for (const Instance& i : instances()) {
@@ -154,20 +162,10 @@ void bind_table(py::module_& m) {
   m.def("build_info", &build_info,
         "What this build holds: version, cuda, archs, and (from the compiled kernel table) ranks, dtypes, "
         "kernels (ops), head_dims, families per arch, tiles per op, instances");
-  m.def(
-      "window",
-      [](int32_t L, int32_t K, int32_t s, int32_t d, bool causal, int32_t i) {
-        return range_tuple(fastna::window(checked_axis_at(L, K, s, d, causal, i, "query"), i));
-      },
-      py::arg("L"), py::arg("K"), py::arg("s"), py::arg("d"), py::arg("causal"), py::arg("i"),
-      "Window [start, end) of query i, group-local coordinates (docs/SEMANTICS.md)");
-  m.def(
-      "inverse_window",
-      [](int32_t L, int32_t K, int32_t s, int32_t d, bool causal, int32_t j) {
-        return range_tuple(fastna::inverse_window(checked_axis_at(L, K, s, d, causal, j, "key"), j));
-      },
-      py::arg("L"), py::arg("K"), py::arg("s"), py::arg("d"), py::arg("causal"), py::arg("j"),
-      "Group-local queries [begin, end) whose windows contain key j");
+  m.def("window", &window_of, py::arg("L"), py::arg("K"), py::arg("s"), py::arg("d"), py::arg("causal"),
+        py::arg("i"), "Window [start, end) of query i, group-local coordinates (docs/SEMANTICS.md)");
+  m.def("inverse_window", &inverse_window_of, py::arg("L"), py::arg("K"), py::arg("s"), py::arg("d"),
+        py::arg("causal"), py::arg("j"), "Group-local queries [begin, end) whose windows contain key j");
 }
 
 }  // namespace binding

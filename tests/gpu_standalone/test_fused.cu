@@ -203,7 +203,6 @@ static void bench(const Case& c, int iters) {
 
 int main(int argc, char** argv) {
   const RunParts parts = parse_run_parts(argc, argv);
-  const bool do_test = parts.test, do_bench = parts.bench;
   // --v3: only the q128w8 (v3) and 1D 4-warp (v4) tests (and the default tile on the same cases)
   // and the benchmarks that compare them with the default / q16x8_kv4x8 tiles
   bool only_v3 = false;
@@ -213,7 +212,7 @@ int main(int argc, char** argv) {
   print_device();
 
   int fails = 0, total = 0;
-  if (do_test) {
+  if (parts.test) {
     std::vector<Case> cs;
     // 1D
     cs.push_back(mk("1d L100 K7", 1, {100}, {7}, {1}, {1}, {0}, 1, 2, 2, 64, false));
@@ -275,7 +274,7 @@ int main(int argc, char** argv) {
     }
     std::printf("SUMMARY: %d/%d passed\n", total - fails, total);
   }
-  if (do_bench) {
+  if (parts.bench) {
     for (int var = 0; var <= 3; ++var) {
       if (only_v3 && var == 1) continue;
       g_variant = var;

@@ -159,15 +159,14 @@ static void bench(const Case& c, int iters) {
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   const RunParts parts = parse_run_parts(argc, argv);
-  const bool do_test = parts.test, do_bench = parts.bench;
   print_device();
   int fails = 0;
-  if (do_test) {
+  if (parts.test) {
     std::vector<Case> cs = bwd_test_cases();
     fails = run_backward_cases(
         cs, have_instance, [](auto rank, const Case& c) { return run_case<decltype(rank)::value>(c); });
   }
-  if (do_bench) {
+  if (parts.bench) {
     bench<2>(mk("2d 128x128 K13x13 H8", 2, {128, 128}, {13, 13}, {1, 1}, {1, 1}, {0, 0}, 1, 8, 8, 128, false), 20);
     bench<2>(mk("2d 128x128 K13x13 H8", 2, {128, 128}, {13, 13}, {1, 1}, {1, 1}, {0, 0}, 1, 8, 8, 128, true), 20);
     bench<2>(mk("flux 256x256 K80x80 H24", 2, {256, 256}, {80, 80}, {1, 1}, {1, 1}, {0, 0}, 1, 24, 24, 128, true), 5);

@@ -487,10 +487,9 @@ static void bench(const Case& c, int iters) {
 
 int main(int argc, char** argv) {
   const RunParts parts = parse_run_parts(argc, argv);
-  const bool do_test = parts.test, do_bench = parts.bench;
   print_device();
   int fails = 0, total = 0;
-  if (do_test) {
+  if (parts.test) {
     std::vector<Case> cs;
     // name, rank, L, K, dilation, causal, B, H, Hkv, D, bf16, rpb
     cs.push_back(mk("1d L37 K7 rpb", 1, {37}, {7}, {1}, {0}, 2, 2, 2, 32, false, true));
@@ -538,7 +537,7 @@ int main(int argc, char** argv) {
     std::printf("SUMMARY: %d/%d passed (3 ops per config; %d configs skipped: dtype not built)\n", total - fails,
                 total, skipped);
   }
-  if (do_bench) {
+  if (parts.bench) {
     std::vector<Case> bs;
     bs.push_back(mk("nat 56x56 K7x7 B32 H4", 2, {56, 56}, {7, 7}, {1, 1}, {0, 0}, 32, 4, 4, 32, false, false));
     bs.push_back(mk("nat 56x56 K7x7 B32 H4", 2, {56, 56}, {7, 7}, {1, 1}, {0, 0}, 32, 4, 4, 32, true, false));

@@ -288,7 +288,6 @@ static void bench(const Case& c, int iters) {
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   const RunParts parts = parse_run_parts(argc, argv);
-  const bool do_test = parts.test, do_bench = parts.bench;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
     if (!std::strcmp(argv[i], "--skip") && i + 1 < argc) g_skip = argv[++i];
@@ -298,7 +297,7 @@ int main(int argc, char** argv) {
   if (const char* w = std::getenv("FASTNA_BWD_WHICH")) g_which = std::atoi(w);
   print_device();
   int fails = 0;
-  if (do_test) {
+  if (parts.test) {
     std::vector<Case> cs = bwd_test_cases();
     // Larger cases: many column tiles per CTA (ring wrap-around), full tiles, GQA, batch.
     cs.push_back(mk("1d L1000 K255 s4 GQA2/1 B2", 1, {1000}, {255}, {4}, {1}, {0}, 2, 2, 1, 128, true));
@@ -318,7 +317,7 @@ int main(int argc, char** argv) {
     fails = run_backward_cases(
         cs, have_instance, [](auto rank, const Case& c) { return run_case<decltype(rank)::value>(c); }, g_only, g_skip);
   }
-  if (do_bench) {
+  if (parts.bench) {
     // The anchor cases of docs/PERFORMANCE.md section 2 (bf16, D=128, B=1); --bench SUBSTR picks some.
     auto want = [](const char* n) { return g_bench == nullptr || std::strstr(n, g_bench) != nullptr; };
     if (want("1d 32768 K2048 H1")) bench<1>(mk("1d 32768 K2048 H1", 1, {32768}, {2048}, {1}, {1}, {0}, 1, 1, 1, 128, true), 20);

@@ -335,7 +335,6 @@ static void bench_all(const Case& c, int iters) {
 
 int main(int argc, char** argv) {
   const RunParts parts = parse_run_parts(argc, argv);
-  const bool do_test = parts.test, do_bench = parts.bench;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
   }
@@ -343,7 +342,7 @@ int main(int argc, char** argv) {
   print_device();
 
   int fails = 0, total = 0;
-  if (do_test) {
+  if (parts.test) {
     std::vector<Case> cs;
     for (int D : {32, 64, 128, 256})
       for (int bf : {0, 1}) {
@@ -413,7 +412,7 @@ int main(int argc, char** argv) {
     g_max_ctas = 0;
     std::printf("SUMMARY: %d/%d passed\n", total - fails, total);
   }
-  if (do_bench) {
+  if (parts.bench) {
     // Small-window anchors (docs/PERFORMANCE.md section 2): nat, dinat (B=32, 4 heads, D=32), nat-13.
     bench_all<2>(mk("nat 56x56 K7x7 B32 H4 D32", 2, {56, 56}, {7, 7}, {1, 1}, {1, 1}, {0, 0}, 32, 4, 4, 32, true), 50);
     bench_all<2>(mk("dinat 56x56 K7x7 d4x4 B32 H4 D32", 2, {56, 56}, {7, 7}, {1, 1}, {4, 4}, {0, 0}, 32, 4, 4, 32, true), 50);
