@@ -148,6 +148,7 @@ class _AttentionModule(nn.Module):
     rank: int = 0
 
     def _keep_common(self, rank, embed_dim, num_heads, is_causal, scale, backend, attn_drop):
+        """The settings every attention module keeps (forward, extra_repr and users read them)."""
         self.rank = rank
         self.embed_dim = self.dim = embed_dim
         self.num_heads = num_heads

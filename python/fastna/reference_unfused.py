@@ -109,8 +109,8 @@ class Plan:
         return idx, valid, rel
 
     def chunks(self, per_query: int):
-        """(n0, n1, *chunk(n0, n1)) over all queries, chunk_size(n, per_query) queries at a
-        time (per_query: elements one query's chunk work holds)."""
+        """(n0, n1, *chunk(n0, n1)) for consecutive query ranges n0:n1 covering all queries,
+        chunk_size(n, per_query) queries each (per_query: elements of work per query)."""
         step = chunk_size(self.n, per_query)
         for n0 in range(0, self.n, step):
             n1 = min(n0 + step, self.n)

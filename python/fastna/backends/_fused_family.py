@@ -151,6 +151,7 @@ class Members:
 
     def forward(self, query, key, value, params, additional_keys=None, additional_values=None,
                 return_lse=False, choice=None, tile=None):
+        """Runs `choice` (None: the policy's, or the compiled tile `tile` names)."""
         if choice is None:
             choice = self.choose(query, key, value, params, tile=tile)
         return forward(choice, query, key, value, params, additional_keys, additional_values,
