@@ -24,6 +24,7 @@
 
 #include "fastna/common/backward_params.hpp"
 #include "fastna/common/box_tile.hpp"
+#include "fastna/common/varlen_schedule.hpp"
 #include "fastna/sm80/forward_kernel.hpp"
 #include "fastna/common/sm80_tile_traits.hpp"
 #include "fastna/sm80/score_tile.hpp"
@@ -90,8 +91,8 @@ __global__ void __launch_bounds__(128) fna_bwd_preprocess_kernel(BackwardParams<
 // Traits = ForwardTraits<Rank, Element, HeadDim, KvBox, QTile>: M rows = keys of the KV box,
 // N columns = queries of a query tile.
 template <class Traits>
-__global__ void __launch_bounds__(Traits::kThreads)
-    fna_bwd_dkdv_kernel(BackwardParams<Traits::kRank, typename Traits::Element> const params) {
+__device__ __forceinline__ void bwd_dkdv_cta(BackwardParams<Traits::kRank, typename Traits::Element> const& params,
+                                             int tile_x, int h_kv, int b) {
   using namespace cute;
   using Element = typename Traits::Element;
   using KvBox = typename Traits::QBox;  // rows
@@ -111,13 +112,11 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
   const int tid = threadIdx.x;
   const NaProblem<R>& prob = params.problem;
-  const int h_kv = blockIdx.y;
-  const int b = blockIdx.z;
   const int group_size = prob.heads / prob.heads_kv;
   const int64_t n_tokens = prob.num_tokens();
 
   // ---- which KV box (rows) and the query tiles (columns) that see it ----
-  const BoxTile<R, KvBox, QTile, true> cta(prob, params.kv_tiles_per_group, blockIdx.x);
+  const BoxTile<R, KvBox, QTile, true> cta(prob, params.kv_tiles_per_group, tile_x);
   if (cta.empty) return;
   const int n_it = cta.n_col * group_size;
 
@@ -265,11 +264,26 @@ __global__ void __launch_bounds__(Traits::kThreads)
                                                                 cta.group, prob.axis, tid);
 }
 
+// One CTA per (KV box, kv head, batch); the varlen grid: x over every sample's KV boxes, y kv heads.
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads)
+    fna_bwd_dkdv_kernel(BackwardParams<Traits::kRank, typename Traits::Element> const params) {
+  bwd_dkdv_cta<Traits>(params, blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads)
+    fna_bwd_dkdv_varlen_kernel(VarlenParams<BackwardParams<Traits::kRank, typename Traits::Element>> const params) {
+  int32_t sample, tile_x;
+  params.schedule.locate(blockIdx.x, sample, tile_x);
+  bwd_dkdv_cta<Traits>(params.samples[sample], tile_x, blockIdx.y, 0);
+}
+
 // ------------------------------------------------------------------ dQ
 // Traits = ForwardTraits<Rank, Element, HeadDim, QBox, KBox> (the forward's decomposition).
 template <class Traits>
-__global__ void __launch_bounds__(Traits::kThreads)
-    fna_bwd_dq_kernel(BackwardParams<Traits::kRank, typename Traits::Element> const params) {
+__device__ __forceinline__ void bwd_dq_cta(BackwardParams<Traits::kRank, typename Traits::Element> const& params,
+                                           int tile_x, int h, int b) {
   using namespace cute;
   using Element = typename Traits::Element;
   using QBox = typename Traits::QBox;
@@ -287,13 +301,11 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
   const int tid = threadIdx.x;
   const NaProblem<R>& prob = params.problem;
-  const int h = blockIdx.y;
-  const int b = blockIdx.z;
   const int h_kv = prob.kv_head(h);
   const int64_t n_tokens = prob.num_tokens();
 
   // ---- which query box (rows) and the KV boxes (columns) its queries need ----
-  const BoxTile<R, QBox, KBox, false> cta(prob, params.q_tiles_per_group, blockIdx.x);
+  const BoxTile<R, QBox, KBox, false> cta(prob, params.q_tiles_per_group, tile_x);
   if (cta.empty) return;
   const int n_kv = cta.n_col;
 
@@ -410,6 +422,21 @@ __global__ void __launch_bounds__(Traits::kThreads)
   __syncthreads();
   detail::store_box<Traits, QBox, typename Traits::SmemLayoutQ>(params.dq, b, h, smem_q, cta.r0, cta.rlim, cta.group,
                                                                prob.axis, tid);
+}
+
+// One CTA per (query box, head, batch); the varlen grid: x over every sample's query boxes, y heads.
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads)
+    fna_bwd_dq_kernel(BackwardParams<Traits::kRank, typename Traits::Element> const params) {
+  bwd_dq_cta<Traits>(params, blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads)
+    fna_bwd_dq_varlen_kernel(VarlenParams<BackwardParams<Traits::kRank, typename Traits::Element>> const params) {
+  int32_t sample, tile_x;
+  params.schedule.locate(blockIdx.x, sample, tile_x);
+  bwd_dq_cta<Traits>(params.samples[sample], tile_x, blockIdx.y, 0);
 }
 
 }  // namespace fused
