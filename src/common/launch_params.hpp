@@ -40,15 +40,10 @@ struct LaunchParams {
   int gemm_op = 0;
   TensorArg rpb;
   uintptr_t stream = 0;  // cudaStream_t as an integer (0 = legacy default stream)
-  // Varlen ops (fused_fwd_varlen / fused_bwd_varlen): one LaunchParams per sample (batch 1, its
-  // problem, its views of the packed tensors and its lse / dlse rows), each sample's first
-  // packed row, and the packed token count.  The top-level out / dout (backward) are the packed
-  // [total, H, Dv] tensors and lse / dlse the packed [total, H] ones: the backward's delta
-  // preprocess reads them row by row.
-  const LaunchParams* samples = nullptr;
-  int32_t num_samples = 0;
-  const int64_t* token_offset = nullptr;
-  int64_t total_tokens = 0;
+  // Grouped ops (fused_fwd_grouped / fused_bwd_grouped): one LaunchParams per problem (its
+  // problem and tensor views; the top-level fields are unused), run in one launch per kernel.
+  const LaunchParams* problems = nullptr;
+  int32_t num_problems = 0;
 };
 
 constexpr int kGemmPN = 0;

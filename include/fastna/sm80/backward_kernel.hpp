@@ -24,7 +24,7 @@
 
 #include "fastna/common/backward_params.hpp"
 #include "fastna/common/box_tile.hpp"
-#include "fastna/common/varlen_schedule.hpp"
+#include "fastna/common/grouped_schedule.hpp"
 #include "fastna/sm80/forward_kernel.hpp"
 #include "fastna/common/sm80_tile_traits.hpp"
 #include "fastna/sm80/score_tile.hpp"
@@ -80,11 +80,25 @@ __device__ __forceinline__ void query_stats(BackwardParams<Rank, Element> const&
 // dS = P (dP - (delta - dlse)): it is folded into delta here, so the main kernels are unchanged.
 // `Tag` only makes the symbol unique (a binding TU passes a type with internal linkage so that
 // copies compiled for several archs never share one); it does not change the code.
-template <int Rank, class Element, int HeadDim, class Tag = void>
-__global__ void __launch_bounds__(128) fna_bwd_preprocess_kernel(BackwardParams<Rank, Element> const params) {
-  detail::out_dout_row_dot<HeadDim>(params, [&](int64_t row, int, int, int32_t const (&)[Rank], float acc) {
+template <int HeadDim, int Rank, class Element>
+__device__ __forceinline__ void bwd_preprocess_cta(BackwardParams<Rank, Element> const& params, unsigned block) {
+  detail::out_dout_row_dot<HeadDim>(params, block, [&](int64_t row, int, int, int32_t const (&)[Rank], float acc) {
     if (threadIdx.x % 32 == 0) params.delta[row] = params.dlse != nullptr ? acc - params.dlse[row] : acc;
   });
+}
+
+template <int Rank, class Element, int HeadDim, class Tag = void>
+__global__ void __launch_bounds__(128) fna_bwd_preprocess_kernel(BackwardParams<Rank, Element> const params) {
+  bwd_preprocess_cta<HeadDim>(params, blockIdx.x);
+}
+
+// Grouped: x over every problem's blocks of 4 rows (128 threads, a warp a row).
+template <int Rank, class Element, int HeadDim, class Tag = void>
+__global__ void __launch_bounds__(128)
+    fna_bwd_preprocess_grouped_kernel(GroupedParams<BackwardParams<Rank, Element>> const params) {
+  int32_t problem, block;
+  params.schedule.locate(blockIdx.x, problem, block);
+  bwd_preprocess_cta<HeadDim>(params.problems[problem], block);
 }
 
 // ------------------------------------------------------------------ dK / dV
@@ -264,7 +278,8 @@ __device__ __forceinline__ void bwd_dkdv_cta(BackwardParams<Traits::kRank, typen
                                                                 cta.group, prob.axis, tid);
 }
 
-// One CTA per (KV box, kv head, batch); the varlen grid: x over every sample's KV boxes, y kv heads.
+// One CTA per (KV box, kv head, batch); the grouped grid: x over every problem's KV boxes, y the
+// largest kv head count, z the largest batch.
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads)
     fna_bwd_dkdv_kernel(BackwardParams<Traits::kRank, typename Traits::Element> const params) {
@@ -273,10 +288,12 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads)
-    fna_bwd_dkdv_varlen_kernel(VarlenParams<BackwardParams<Traits::kRank, typename Traits::Element>> const params) {
-  int32_t sample, tile_x;
-  params.schedule.locate(blockIdx.x, sample, tile_x);
-  bwd_dkdv_cta<Traits>(params.samples[sample], tile_x, blockIdx.y, 0);
+    fna_bwd_dkdv_grouped_kernel(GroupedParams<BackwardParams<Traits::kRank, typename Traits::Element>> const params) {
+  int32_t problem, tile_x;
+  params.schedule.locate(blockIdx.x, problem, tile_x);
+  auto const& p = params.problems[problem];
+  if (int(blockIdx.y) >= p.problem.heads_kv || int(blockIdx.z) >= p.problem.batch) return;
+  bwd_dkdv_cta<Traits>(p, tile_x, blockIdx.y, blockIdx.z);
 }
 
 // ------------------------------------------------------------------ dQ
@@ -424,7 +441,8 @@ __device__ __forceinline__ void bwd_dq_cta(BackwardParams<Traits::kRank, typenam
                                                                prob.axis, tid);
 }
 
-// One CTA per (query box, head, batch); the varlen grid: x over every sample's query boxes, y heads.
+// One CTA per (query box, head, batch); the grouped grid: x over every problem's query boxes, y
+// the largest head count, z the largest batch.
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads)
     fna_bwd_dq_kernel(BackwardParams<Traits::kRank, typename Traits::Element> const params) {
@@ -433,10 +451,12 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads)
-    fna_bwd_dq_varlen_kernel(VarlenParams<BackwardParams<Traits::kRank, typename Traits::Element>> const params) {
-  int32_t sample, tile_x;
-  params.schedule.locate(blockIdx.x, sample, tile_x);
-  bwd_dq_cta<Traits>(params.samples[sample], tile_x, blockIdx.y, 0);
+    fna_bwd_dq_grouped_kernel(GroupedParams<BackwardParams<Traits::kRank, typename Traits::Element>> const params) {
+  int32_t problem, tile_x;
+  params.schedule.locate(blockIdx.x, problem, tile_x);
+  auto const& p = params.problems[problem];
+  if (int(blockIdx.y) >= p.problem.heads || int(blockIdx.z) >= p.problem.batch) return;
+  bwd_dq_cta<Traits>(p, tile_x, blockIdx.y, blockIdx.z);
 }
 
 }  // namespace fused

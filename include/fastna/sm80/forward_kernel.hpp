@@ -26,7 +26,7 @@
 #include "fastna/common/index_math.hpp"
 #include "fastna/common/problem.hpp"
 #include "fastna/common/tf32.hpp"
-#include "fastna/common/varlen_schedule.hpp"
+#include "fastna/common/grouped_schedule.hpp"
 #include "fastna/common/warp_reduce.hpp"
 
 namespace fastna {
@@ -61,7 +61,7 @@ __device__ __forceinline__ SmemElement to_operand(float p) {
 }  // namespace detail
 
 // One CTA's work: query box `tile_x` (BoxTile numbering) of head h, batch b.  The kernels below
-// choose the CTA: the dense grid directly, the varlen grid through its schedule.
+// choose the CTA: the dense grid directly, the grouped grid through its schedule.
 template <class Traits>
 __device__ __forceinline__ void forward_cta(ForwardParams<Traits::kRank, typename Traits::Element> const& params,
                                             int tile_x, int h, int b) {
@@ -321,14 +321,16 @@ __global__ void __launch_bounds__(Traits::kThreads)
   forward_cta<Traits>(params, blockIdx.x, blockIdx.y, blockIdx.z);
 }
 
-// A packed batch of samples of different shapes in one grid (x: every sample's query boxes,
-// in the schedule's order; y: heads); each sample is a batch-1 problem with its own params.
+// Several problems in one grid (GroupedSchedule: x over every problem's query boxes, y the
+// largest head count, z the largest batch).
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads)
-    fna_forward_varlen_kernel(VarlenParams<ForwardParams<Traits::kRank, typename Traits::Element>> const params) {
-  int32_t sample, tile_x;
-  params.schedule.locate(blockIdx.x, sample, tile_x);
-  forward_cta<Traits>(params.samples[sample], tile_x, blockIdx.y, 0);
+    fna_forward_grouped_kernel(GroupedParams<ForwardParams<Traits::kRank, typename Traits::Element>> const params) {
+  int32_t problem, tile_x;
+  params.schedule.locate(blockIdx.x, problem, tile_x);
+  auto const& p = params.problems[problem];
+  if (int(blockIdx.y) >= p.problem.heads || int(blockIdx.z) >= p.problem.batch) return;
+  forward_cta<Traits>(p, tile_x, blockIdx.y, blockIdx.z);
 }
 
 }  // namespace fused
