@@ -1,12 +1,13 @@
-// The sm80-class varlen ops (fused::ForwardVarlen / BackwardVarlen) against the dense ops run
-// once per sample on the same packed buffers.  A varlen CTA runs the dense kernel's CTA body on
-// its sample's parameters, so every output must be equal bit for bit (the dense ops are checked
+// The sm80-class grouped ops (fused::ForwardGrouped / BackwardGrouped) against the dense ops run
+// once per problem on the same buffers.  A grouped CTA runs the dense kernel's CTA body on its
+// problem's parameters, so every output must be equal bit for bit (the dense ops are checked
 // against the reference by test_fused.cu / test_fused_bwd.cu and the pytest GPU suite).
 //
-//   CUTLASS_INCLUDE=... tests/gpu_standalone/run_varlen.sh
+//   CUTLASS_INCLUDE=... tests/gpu_standalone/run_grouped.sh [cases]
 //
-// Cases: mixes of 1-7 samples of ranks 1-3 with their own shapes, windows, strides, dilations
-// and causal flags (shared and per sample), GQA, sizes dividing no tile; outputs poisoned first.
+// Cases: 1-7 problems of ranks 1-3, each with its own shape, windows, strides, dilations and
+// causal flags (or one set shared by all), batch 1-2 and heads / kv heads (GQA), sizes dividing
+// no tile, all in one buffer back to back (as a packed variable-size batch); outputs poisoned.
 #include <cuda_runtime.h>
 #include <cutlass/numeric_types.h>
 
@@ -17,8 +18,8 @@
 #include <random>
 #include <vector>
 
-#include "fastna/sm80/backward_varlen.hpp"
-#include "fastna/sm80/forward_varlen.hpp"
+#include "fastna/sm80/backward_grouped.hpp"
+#include "fastna/sm80/forward_grouped.hpp"
 #include "half_bits.hpp"
 
 namespace {
@@ -35,16 +36,6 @@ constexpr int kHeadDim = 64;
     }                                                                                          \
   } while (0)
 
-template <int Rank>
-struct SampleSpec {
-  fastna::AxisParams axis[Rank];
-  int64_t tokens() const {
-    int64_t n = 1;
-    for (int a = 0; a < Rank; ++a) n *= axis[a].length;
-    return n;
-  }
-};
-
 // A random valid axis: L in [lo, hi], K in [2, min(L / d, kmax)], 1 <= s <= K, causal at random.
 fastna::AxisParams random_axis(std::mt19937& g, int lo, int hi, int kmax) {
   fastna::AxisParams ax;
@@ -58,7 +49,7 @@ fastna::AxisParams random_axis(std::mt19937& g, int lo, int hi, int kmax) {
 }
 
 template <class T>
-T* device_fill(size_t n, std::mt19937& g) {
+T* device_random(size_t n, std::mt19937& g) {
   std::vector<uint16_t> h(n);
   std::normal_distribution<float> dist(0.f, 1.f);
   for (auto& x : h) x = to_bits(dist(g), true);
@@ -82,152 +73,148 @@ bool same_bytes(void const* a, void const* b, size_t bytes, char const* what, in
   if (std::memcmp(ha.data(), hb.data(), bytes) == 0) return true;
   size_t first = 0;
   while (ha[first] == hb[first]) ++first;
-  std::printf("case %d: %s differs from the per-sample dense op (first differing byte %zu of %zu)\n", case_id,
-              what, first, bytes);
+  std::printf("case %d: %s differs from the dense ops (first differing byte %zu of %zu)\n", case_id, what, first,
+              bytes);
   return false;
 }
 
-// A [1, *shape, H, D] view of packed rows [offset, offset + tokens) of a [total, H, D] tensor.
+// One problem of a case: its problem and where its rows start in the shared buffers.
+template <int Rank>
+struct Spec {
+  fastna::NaProblem<Rank> problem;
+  int64_t q_at = 0, kv_at = 0, lse_at = 0;  // element offsets
+};
+
+// A contiguous [B, *shape, heads, D] view at element offset `at` of `base`.
 template <class T, int Rank>
-fastna::TokenTensor<T, Rank> sample_view(T* packed, int64_t offset, SampleSpec<Rank> const& s, int heads, int dim) {
+fastna::TokenTensor<T, Rank> view(T* base, int64_t at, fastna::NaProblem<Rank> const& p, int heads) {
   fastna::TokenTensor<T, Rank> t;
-  t.ptr = packed + offset * heads * dim;
-  int64_t stride = int64_t(heads) * dim;
+  t.ptr = base + at;
+  int64_t stride = int64_t(heads) * kHeadDim;
   for (int a = Rank - 1; a >= 0; --a) {
     t.stride_spatial[a] = stride;
-    stride *= s.axis[a].length;
+    stride *= p.axis[a].length;
   }
   t.stride_batch = stride;
-  t.stride_head = dim;
+  t.stride_head = kHeadDim;
   return t;
 }
 
 template <int Rank>
 bool run_case(int case_id, std::mt19937& g) {
-  using Fwd = fastna::fused::ForwardVarlen<Rank, Element, kHeadDim>;
-  using Bwd = fastna::fused::BackwardVarlen<Rank, Element, kHeadDim>;
+  using Fwd = fastna::fused::ForwardGrouped<Rank, Element, kHeadDim>;
+  using Bwd = fastna::fused::BackwardGrouped<Rank, Element, kHeadDim>;
   using DenseFwd = typename Fwd::Dense;
   using DenseBwd = typename Bwd::Dense;
-  const int count = std::uniform_int_distribution<int>(1, 7)(g);
-  const int heads_kv = std::uniform_int_distribution<int>(1, 2)(g);
-  const int heads = heads_kv * std::uniform_int_distribution<int>(1, 2)(g);
-  const bool shared_params = std::uniform_int_distribution<int>(0, 1)(g) == 1;
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(g); };
+  const int count = pick(1, 7);
+  const bool shared_windows = pick(0, 1) == 1;
   const int lo = Rank == 1 ? 8 : Rank == 2 ? 5 : 3, hi = Rank == 1 ? 300 : Rank == 2 ? 40 : 12;
 
-  std::vector<SampleSpec<Rank>> specs(count);
-  std::vector<int64_t> offset(count);
-  int64_t total = 0;
-  for (int s = 0; s < count; ++s) {
-    // Draw until the dense op takes the sample (the varlen op must take what it takes).
+  std::vector<Spec<Rank>> specs(count);
+  int64_t nq = 0, nkv = 0, nlse = 0;
+  for (int i = 0; i < count; ++i) {
+    fastna::NaProblem<Rank>& p = specs[i].problem;
+    p.batch = pick(1, 2);
+    p.heads_kv = pick(1, 2);
+    p.heads = p.heads_kv * pick(1, 2);
+    p.dim = p.dim_v = kHeadDim;
+    p.scale = 0.125f;
+    // Draw until the dense ops take the problem (the grouped ops must take what they take).
     for (int attempt = 0;; ++attempt) {
-      for (int a = 0; a < Rank; ++a) specs[s].axis[a] = random_axis(g, lo, hi, Rank == 1 ? 33 : 9);
-      if (shared_params && s > 0) {  // sample 0's windows on a shape that still holds them
-        for (int a = 0; a < Rank; ++a) {
-          fastna::AxisParams ax = specs[0].axis[a];
-          ax.length = std::max(ax.length, std::uniform_int_distribution<int>(ax.kernel * ax.dilation, hi)(g));
-          specs[s].axis[a] = ax;
+      for (int a = 0; a < Rank; ++a) {
+        p.axis[a] = random_axis(g, lo, hi, Rank == 1 ? 33 : 9);
+        if (shared_windows && i > 0) {  // problem 0's windows on a shape that still holds them
+          fastna::AxisParams ax = specs[0].problem.axis[a];
+          ax.length = std::max(ax.length, pick(ax.kernel * ax.dilation, hi));
+          p.axis[a] = ax;
         }
       }
-      fastna::NaProblem<Rank> p;
-      p.batch = 1;
-      p.heads = heads;
-      p.heads_kv = heads_kv;
-      p.dim = p.dim_v = kHeadDim;
-      for (int a = 0; a < Rank; ++a) p.axis[a] = specs[s].axis[a];
       if (DenseFwd::can_implement_problem(p).is_ok() && DenseBwd::can_implement_problem(p).is_ok()) break;
       if (attempt == 50) {
-        std::printf("case %d: no sample the dense ops take in 50 draws\n", case_id);
+        std::printf("case %d: no problem the dense ops take in 50 draws\n", case_id);
         return false;
       }
     }
-    offset[s] = total;
-    total += specs[s].tokens();
+    const int64_t rows = int64_t(p.batch) * p.num_tokens();
+    specs[i].q_at = nq;
+    specs[i].kv_at = nkv;
+    specs[i].lse_at = nlse;
+    nq += rows * p.heads * kHeadDim;
+    nkv += rows * p.heads_kv * kHeadDim;
+    nlse += rows * p.heads;
   }
-  const size_t nq = size_t(total) * heads * kHeadDim, nkv = size_t(total) * heads_kv * kHeadDim;
-  Element* q = device_fill<Element>(nq, g);
-  Element* k = device_fill<Element>(nkv, g);
-  Element* v = device_fill<Element>(nkv, g);
-  Element* dout = device_fill<Element>(nq, g);
-  const size_t lse_bytes = sizeof(float) * size_t(total) * heads;
+  Element* q = device_random<Element>(nq, g);
+  Element* k = device_random<Element>(nkv, g);
+  Element* v = device_random<Element>(nkv, g);
+  Element* dout = device_random<Element>(nq, g);
   void* out[2] = {device_poison(nq * sizeof(Element)), device_poison(nq * sizeof(Element))};
-  void* lse[2] = {device_poison(lse_bytes), device_poison(lse_bytes)};
+  void* lse[2] = {device_poison(nlse * sizeof(float)), device_poison(nlse * sizeof(float))};
   void* dq[2] = {device_poison(nq * sizeof(Element)), device_poison(nq * sizeof(Element))};
   void* dk[2] = {device_poison(nkv * sizeof(Element)), device_poison(nkv * sizeof(Element))};
   void* dv[2] = {device_poison(nkv * sizeof(Element)), device_poison(nkv * sizeof(Element))};
 
-  // Slot 0: the varlen ops; slot 1: the dense ops once per sample.
-  auto fwd_sample = [&](int s, int slot) {
-    typename Fwd::Sample a;
-    a.problem.batch = 1;
-    a.problem.heads = heads;
-    a.problem.heads_kv = heads_kv;
-    a.problem.dim = a.problem.dim_v = kHeadDim;
-    a.problem.scale = 0.125f;
-    for (int ax = 0; ax < Rank; ++ax) a.problem.axis[ax] = specs[s].axis[ax];
-    a.q = sample_view<Element const, Rank>(q, offset[s], specs[s], heads, kHeadDim);
-    a.k = sample_view<Element const, Rank>(k, offset[s], specs[s], heads_kv, kHeadDim);
-    a.v = sample_view<Element const, Rank>(v, offset[s], specs[s], heads_kv, kHeadDim);
-    a.out = sample_view<Element, Rank>(static_cast<Element*>(out[slot]), offset[s], specs[s], heads, kHeadDim);
-    a.lse = static_cast<float*>(lse[slot]) + offset[s] * heads;
+  // Slot 0: the grouped ops; slot 1: the dense ops once per problem.
+  auto fwd_problem = [&](int i, int slot) {
+    Spec<Rank> const& s = specs[i];
+    typename Fwd::Problem a;
+    a.problem = s.problem;
+    a.q = view<Element const, Rank>(q, s.q_at, s.problem, s.problem.heads);
+    a.k = view<Element const, Rank>(k, s.kv_at, s.problem, s.problem.heads_kv);
+    a.v = view<Element const, Rank>(v, s.kv_at, s.problem, s.problem.heads_kv);
+    a.out = view<Element, Rank>(static_cast<Element*>(out[slot]), s.q_at, s.problem, s.problem.heads);
+    a.lse = static_cast<float*>(lse[slot]) + s.lse_at;
     return a;
   };
-  auto bwd_sample = [&](int s, int slot) {
-    auto f = fwd_sample(s, slot);
-    typename Bwd::Sample a;
-    a.problem = f.problem;
+  auto bwd_problem = [&](int i, int slot) {
+    Spec<Rank> const& s = specs[i];
+    auto f = fwd_problem(i, slot);
+    typename Bwd::Problem a;
+    a.problem = s.problem;
     a.q = f.q;
     a.k = f.k;
     a.v = f.v;
-    a.out = sample_view<Element const, Rank>(static_cast<Element const*>(out[1]), offset[s], specs[s], heads, kHeadDim);
-    a.dout = sample_view<Element const, Rank>(dout, offset[s], specs[s], heads, kHeadDim);
-    a.lse = static_cast<float const*>(lse[1]) + offset[s] * heads;
-    a.dq = sample_view<Element, Rank>(static_cast<Element*>(dq[slot]), offset[s], specs[s], heads, kHeadDim);
-    a.dk = sample_view<Element, Rank>(static_cast<Element*>(dk[slot]), offset[s], specs[s], heads_kv, kHeadDim);
-    a.dv = sample_view<Element, Rank>(static_cast<Element*>(dv[slot]), offset[s], specs[s], heads_kv, kHeadDim);
+    a.out = view<Element const, Rank>(static_cast<Element const*>(out[1]), s.q_at, s.problem, s.problem.heads);
+    a.dout = view<Element const, Rank>(dout, s.q_at, s.problem, s.problem.heads);
+    a.lse = static_cast<float const*>(lse[1]) + s.lse_at;
+    a.dq = view<Element, Rank>(static_cast<Element*>(dq[slot]), s.q_at, s.problem, s.problem.heads);
+    a.dk = view<Element, Rank>(static_cast<Element*>(dk[slot]), s.kv_at, s.problem, s.problem.heads_kv);
+    a.dv = view<Element, Rank>(static_cast<Element*>(dv[slot]), s.kv_at, s.problem, s.problem.heads_kv);
     return a;
   };
 
   // Forward.
-  std::vector<typename Fwd::Sample> fs;
-  for (int s = 0; s < count; ++s) fs.push_back(fwd_sample(s, 0));
-  typename Fwd::Arguments fa{fs.data(), count};
+  std::vector<typename Fwd::Problem> fp;
+  for (int i = 0; i < count; ++i) fp.push_back(fwd_problem(i, 0));
+  const typename Fwd::Arguments fa{fp.data(), count};
   fastna::Verdict verdict = Fwd::can_implement(fa);
   if (!verdict.is_ok()) {
-    std::printf("case %d: ForwardVarlen refused: %s\n", case_id, verdict.reason.c_str());
+    std::printf("case %d: ForwardGrouped refused: %s\n", case_id, verdict.reason.c_str());
     return false;
   }
   void* fws = nullptr;
   CHECK_CUDA(cudaMalloc(&fws, Fwd::get_workspace_size(fa)));
   if (Fwd::run(fa, fws) != cutlass::Status::kSuccess) return false;
-  for (int s = 0; s < count; ++s)
-    if (DenseFwd::run(fwd_sample(s, 1)) != cutlass::Status::kSuccess) return false;
+  for (int i = 0; i < count; ++i)
+    if (DenseFwd::run(fwd_problem(i, 1)) != cutlass::Status::kSuccess) return false;
   CHECK_CUDA(cudaDeviceSynchronize());
   bool ok = same_bytes(out[0], out[1], nq * sizeof(Element), "out", case_id) &&
-            same_bytes(lse[0], lse[1], lse_bytes, "lse", case_id);
+            same_bytes(lse[0], lse[1], nlse * sizeof(float), "lse", case_id);
 
   // Backward (both from the dense forward's out and lse).
-  std::vector<typename Bwd::Sample> bs;
-  for (int s = 0; s < count; ++s) bs.push_back(bwd_sample(s, 0));
-  typename Bwd::Arguments ba;
-  ba.samples = bs.data();
-  ba.token_offset = offset.data();
-  ba.count = count;
-  ba.packed.out = static_cast<Element const*>(out[1]);
-  ba.packed.dout = dout;
-  ba.packed.stride_token = int64_t(heads) * kHeadDim;
-  ba.packed.stride_head = kHeadDim;
-  ba.packed.lse = static_cast<float const*>(lse[1]);
-  ba.packed.total_tokens = total;
+  std::vector<typename Bwd::Problem> bp;
+  for (int i = 0; i < count; ++i) bp.push_back(bwd_problem(i, 0));
+  const typename Bwd::Arguments ba{bp.data(), count};
   verdict = Bwd::can_implement(ba);
   if (!verdict.is_ok()) {
-    std::printf("case %d: BackwardVarlen refused: %s\n", case_id, verdict.reason.c_str());
+    std::printf("case %d: BackwardGrouped refused: %s\n", case_id, verdict.reason.c_str());
     return false;
   }
   void* bws = nullptr;
   CHECK_CUDA(cudaMalloc(&bws, Bwd::get_workspace_size(ba)));
   if (Bwd::run(ba, bws) != cutlass::Status::kSuccess) return false;
-  for (int s = 0; s < count; ++s) {
-    auto a = bwd_sample(s, 1);
+  for (int i = 0; i < count; ++i) {
+    auto a = bwd_problem(i, 1);
     void* ws = nullptr;
     CHECK_CUDA(cudaMalloc(&ws, DenseBwd::get_workspace_size(a)));
     if (DenseBwd::run(a, nullptr, ws) != cutlass::Status::kSuccess) return false;
@@ -239,11 +226,11 @@ bool run_case(int case_id, std::mt19937& g) {
        same_bytes(dk[0], dk[1], nkv * sizeof(Element), "dk", case_id) &&
        same_bytes(dv[0], dv[1], nkv * sizeof(Element), "dv", case_id);
 
-  for (void* p : {static_cast<void*>(q), static_cast<void*>(k), static_cast<void*>(v), static_cast<void*>(dout),
-                  out[0], out[1], lse[0], lse[1], dq[0], dq[1], dk[0], dk[1], dv[0], dv[1], fws, bws})
-    CHECK_CUDA(cudaFree(p));
-  std::printf("case %d: rank %d, %d samples, %lld tokens, heads %d/%d: %s\n", case_id, Rank, count,
-              static_cast<long long>(total), heads, heads_kv, ok ? "equal" : "DIFFERENT");
+  for (void* ptr : {static_cast<void*>(q), static_cast<void*>(k), static_cast<void*>(v), static_cast<void*>(dout),
+                    out[0], out[1], lse[0], lse[1], dq[0], dq[1], dk[0], dk[1], dv[0], dv[1], fws, bws})
+    CHECK_CUDA(cudaFree(ptr));
+  std::printf("case %d: rank %d, %d problems, %lld query rows x D: %s\n", case_id, Rank, count,
+              static_cast<long long>(nq / kHeadDim), ok ? "equal" : "DIFFERENT");
   return ok;
 }
 
