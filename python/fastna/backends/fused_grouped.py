@@ -1,10 +1,11 @@
-"""The varlen kernels (kernel table ops fused_fwd_varlen / fused_bwd_varlen, sm80 family): a
-packed batch of samples of different shapes and window parameters, one launch per kernel for the
-whole batch (forward: one; backward: delta preprocess, dK/dV, dQ).
+"""Several problems in one launch: the grouped kernels (kernel table ops fused_fwd_grouped /
+fused_bwd_grouped, sm80 family) -- one forward launch and three backward launches whatever the
+number of problems.
 
-fastna.neighborhood_attention_varlen runs them for backend="fused", and for backend=None where
-`unavailable` finds no reason against them.  Every sample is a batch-1 problem of its own; the
-binding cuts its views out of the packed tensors, so nothing is copied per sample.
+A layout says how one call splits into problems: `VarlenLayout` makes one batch-1 problem per
+sample of a packed variable-size batch (fastna.neighborhood_attention_varlen).  Each problem
+gets its own views of the call's tensors and its own contiguous lse rows; nothing is copied per
+problem.
 """
 from __future__ import annotations
 
@@ -16,19 +17,36 @@ from .. import _ext, _table
 from ._base import alloc
 from ._layout import fit, launch_params, on_device, packed_arg, stream, tensor_arg
 
-FWD, BWD = "fused_fwd_varlen", "fused_bwd_varlen"
+FWD, BWD = "fused_fwd_grouped", "fused_bwd_grouped"
 TILE = "default"
 
 
-def unavailable(query, key, value, samples, needs_backward: bool) -> Optional[str]:
-    """Why the varlen kernels cannot run this packed call, or None."""
+class VarlenLayout:
+    """Problem i = sample i of a packed batch: rows [start, start + n) of q / k / v / out as
+    [1, *shape, H, D], its lse rows [start, start + n) of the packed [total, H]."""
+
+    def __init__(self, samples: Sequence):
+        self.samples = tuple(samples)
+        self.rank = self.samples[0].params.rank
+
+    def params(self) -> List[dict]:
+        return [launch_params(s.params, *s.tensors, TILE) for s in self.samples]
+
+    def views(self, t: torch.Tensor) -> List[torch.Tensor]:
+        return [t[s.start:s.start + s.tokens].view(1, *s.shape, *t.shape[1:]) for s in self.samples]
+
+    def lse_rows(self, lse: torch.Tensor) -> List[torch.Tensor]:
+        return [lse[s.start:s.start + s.tokens].view(1, s.tokens, lse.shape[-1]) for s in self.samples]
+
+
+def unavailable(query, key, value, rank: int, needs_backward: bool) -> Optional[str]:
+    """Why the grouped kernels cannot run problems of these tensors, or None."""
     if not query.is_cuda:
-        return "the varlen kernels run on CUDA tensors"
+        return "the grouped kernels run on CUDA tensors"
     if query.dtype not in (torch.float16, torch.bfloat16):
-        return f"the varlen kernels take float16 / bfloat16, not {query.dtype}"
+        return f"the grouped kernels take float16 / bfloat16, not {query.dtype}"
     if value.shape[-1] != query.shape[-1]:
-        return f"the varlen kernels need Dv == D (got D={query.shape[-1]}, Dv={value.shape[-1]})"
-    rank = samples[0].params.rank
+        return f"the grouped kernels need Dv == D (got D={query.shape[-1]}, Dv={value.shape[-1]})"
     for op in (FWD, BWD) if needs_backward else (FWD,):
         why = _table.unavailable("fused", op, TILE)
         if why:
@@ -40,52 +58,47 @@ def unavailable(query, key, value, samples, needs_backward: bool) -> Optional[st
     return None
 
 
-def _sample_params(samples) -> List[dict]:
-    return [launch_params(s.params, *s.tensors, TILE) for s in samples]
-
-
-def _offsets(samples) -> List[int]:
-    return [s.start for s in samples]
-
-
-class _Varlen(torch.autograd.Function):
-    """out, lse = varlen forward; gradients through the varlen backward kernels."""
-
+class _Grouped(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, samples):
+    def forward(ctx, q, k, v, layout):
         q, k, v = (fit(t) for t in (q, k, v))
-        pds, offsets = _sample_params(samples), _offsets(samples)
+        pds = layout.params()
         out = alloc(q.shape, q.dtype, q.device)
         lse = alloc(q.shape[:-1], torch.float32, q.device)
+        problems = [(pd, tensor_arg(qi), tensor_arg(ki), tensor_arg(vi), tensor_arg(oi), packed_arg(li))
+                    for pd, qi, ki, vi, oi, li in zip(pds, layout.views(q), layout.views(k),
+                                                     layout.views(v), layout.views(out),
+                                                     layout.lse_rows(lse))]
         with on_device(q.device):
-            _ext.load().fused_varlen_forward(pds, offsets, q.shape[0], tensor_arg(q), tensor_arg(k),
-                                             tensor_arg(v), tensor_arg(out), packed_arg(lse),
-                                             stream(q.device))
+            _ext.load().fused_grouped_forward(problems, stream(q.device))
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.pds, ctx.offsets = pds, offsets
+        ctx.layout, ctx.pds = layout, pds
         return out, lse
 
     @staticmethod
     def backward(ctx, dout, dlse):
         q, k, v, out, lse = ctx.saved_tensors
-        dout = torch.zeros_like(out) if dout is None else dout.to(out.dtype)
-        # out and dout share strides in the delta preprocess: both contiguous [total, H, D].
-        dout = dout.contiguous()
-        out_c = out.contiguous()
-        dlse = None if dlse is None else dlse.to(torch.float32).contiguous()
+        layout = ctx.layout
+        dout = torch.zeros_like(out) if dout is None else fit(dout.to(out.dtype))
+        dlse_rows = ([None] * len(ctx.pds) if dlse is None
+                     else layout.lse_rows(dlse.to(torch.float32).contiguous()))
         dq = alloc(q.shape, q.dtype, q.device)
         dk = alloc(k.shape, k.dtype, k.device)
         dv = alloc(v.shape, v.dtype, v.device)
+        problems = [
+            (pd, tensor_arg(qi), tensor_arg(ki), tensor_arg(vi), tensor_arg(oi), tensor_arg(gi),
+             packed_arg(li), None if di is None else packed_arg(di), tensor_arg(dqi),
+             tensor_arg(dki), tensor_arg(dvi))
+            for pd, qi, ki, vi, oi, gi, li, di, dqi, dki, dvi in zip(
+                ctx.pds, layout.views(q), layout.views(k), layout.views(v), layout.views(out),
+                layout.views(dout), layout.lse_rows(lse), dlse_rows, layout.views(dq),
+                layout.views(dk), layout.views(dv))]
         with on_device(q.device):
-            _ext.load().fused_varlen_backward(
-                ctx.pds, ctx.offsets, q.shape[0], tensor_arg(q), tensor_arg(k), tensor_arg(v),
-                tensor_arg(out_c), tensor_arg(dout), packed_arg(lse),
-                None if dlse is None else packed_arg(dlse), tensor_arg(dq), tensor_arg(dk),
-                tensor_arg(dv), stream(q.device))
+            _ext.load().fused_grouped_backward(problems, stream(q.device))
         return dq, dk, dv, None
 
 
-def attention(query, key, value, samples: Sequence):
-    """(out [total, H, D], lse [total, H] fp32) of a packed call through the varlen kernels;
-    `samples` from fastna._args.normalize_varlen (each sample's views and parameters)."""
-    return _Varlen.apply(query, key, value, tuple(samples))
+def attention(query, key, value, layout):
+    """(out like query, lse fp32 like query without its head dim) of the problems `layout`
+    splits the call into, through the grouped kernels."""
+    return _Grouped.apply(query, key, value, layout)

@@ -1,7 +1,8 @@
-"""The varlen kernels (fastna.backends.fused_varlen: one launch per kernel for a packed batch)
-against the reference on each sample: forward, lse and gradients, random mixes of 1-8 samples
-(ranks 1-3, shapes dividing no tile, shared and per-sample windows with every causal
-combination, stride, dilation, even kernels, GQA), float16 / bfloat16, outputs poisoned."""
+"""The grouped kernels (fastna.backends.fused_grouped: several problems, one launch per kernel)
+on packed variable-size batches against the reference on each sample: forward, lse and
+gradients, random mixes of 1-8 samples (ranks 1-3, shapes dividing no tile, shared and
+per-sample windows with every causal combination, stride, dilation, even kernels, GQA),
+float16 / bfloat16, outputs poisoned."""
 import random
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 import fastna
 from fastna import _args
-from fastna.backends import fused_varlen
+from fastna.backends import fused_grouped
 from numerics import rel_error, random_window_params
 
 pytestmark = pytest.mark.gpu
@@ -46,16 +47,15 @@ def _grads(fn, q, k, v, dout, dlse):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("rank", [1, 2, 3])
 @pytest.mark.parametrize("seed", range(6))
-def test_varlen_kernels_match_the_reference(seed, rank, dtype, monkeypatch):
+def test_grouped_kernels_on_packed_batches_match_the_reference(seed, rank, dtype, monkeypatch):
     monkeypatch.setenv("FASTNA_POISON", "1")
     shapes, params, q, k, v = _case(1000 * rank + seed, rank, dtype)
     kernel, stride, dilation, causal = (list(x) for x in zip(*params))
-    samples = _args.normalize_varlen(q, k, v, shapes, kernel, stride, dilation, causal)
-    assert fused_varlen.unavailable(q, k, v, samples, needs_backward=True) is None
+    assert fused_grouped.unavailable(q, k, v, rank, needs_backward=True) is None
 
     def kernels(q, k, v):
-        return fused_varlen.attention(q, k, v, _args.normalize_varlen(q, k, v, shapes, kernel, stride,
-                                                                      dilation, causal))
+        samples = _args.normalize_varlen(q, k, v, shapes, kernel, stride, dilation, causal)
+        return fused_grouped.attention(q, k, v, fused_grouped.VarlenLayout(samples))
 
     def reference(q, k, v):
         return fastna.neighborhood_attention_varlen(q.double(), k.double(), v.double(), shapes, kernel,
@@ -74,7 +74,7 @@ def test_varlen_kernels_match_the_reference(seed, rank, dtype, monkeypatch):
         assert rel_error(a, b) < 2 * tol, f"d{name}: {rel_error(a, b)}"
 
 
-def test_varlen_kernels_one_launch_per_kernel():
+def test_grouped_kernels_one_launch_per_kernel():
     """The forward is one kernel launch and the backward three, whatever the sample count."""
     shapes = [(12, 20), (9, 31), (16, 16), (7, 9)]
     total = sum(a * b for a, b in shapes)
@@ -82,10 +82,10 @@ def test_varlen_kernels_one_launch_per_kernel():
                for _ in range(3))
     samples = _args.normalize_varlen(q, k, v, shapes, 5)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        out, lse = fused_varlen.attention(q, k, v, samples)
+        out, lse = fused_grouped.attention(q, k, v, fused_grouped.VarlenLayout(samples))
         torch.autograd.grad(out.sum() + lse.sum(), [q, k, v])
         torch.cuda.synchronize()
     names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    assert sum("fna_forward_varlen_kernel" in n for n in names) == 1, names
-    assert sum("fna_bwd_dkdv_varlen_kernel" in n for n in names) == 1, names
-    assert sum("fna_bwd_dq_varlen_kernel" in n for n in names) == 1, names
+    for kernel in ("fna_forward_grouped_kernel", "fna_bwd_preprocess_grouped_kernel",
+                   "fna_bwd_dkdv_grouped_kernel", "fna_bwd_dq_grouped_kernel"):
+        assert sum(kernel in n for n in names) == 1, (kernel, names)
