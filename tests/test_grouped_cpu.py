@@ -8,7 +8,7 @@ import random
 import torch
 
 import fastna
-from fastna import _args, _ext, reference
+from fastna import _args, _ext, _heads, reference
 from fastna.backends import fused_grouped
 from numerics import rel_error, random_window_params
 
@@ -116,3 +116,33 @@ def test_varlen_layout_views_lse_rows_and_gradients(monkeypatch):
         for a, b in zip(got, want):
             assert rel_error(a, b) < 1e-12
     assert stub.calls == [("forward", 4), ("backward", 4)] * 3
+
+
+def test_head_group_layout_views_lse_blocks_and_shared_kv_gradients(monkeypatch):
+    stub, memory = _patch(monkeypatch)
+    rng = random.Random(5)
+    cases = [((9, 7), [2, 2, 4], 4), ((9, 7), [1, 1, 2, 4], 8), ((40,), [3, 1, 2], 2)]
+    for shape, head_groups, Hkv in cases:     # Hkv 2 with groups [3, 1, 2]: groups share a kv head
+        H = sum(head_groups)
+        params = [random_window_params(rng, shape) for _ in head_groups]
+        kernel, stride, dilation, causal = (list(x) for x in zip(*params))
+        g = torch.Generator().manual_seed(len(shape))
+        q = memory.add(torch.randn(2, *shape, H, 8, generator=g, dtype=torch.float64))
+        k, v = (memory.add(torch.randn(2, *shape, Hkv, 8, generator=g, dtype=torch.float64))
+                for _ in range(2))
+        dout = memory.add(torch.randn_like(q))
+        dlse = torch.randn(q.shape[:-1], generator=g, dtype=torch.float64).float()
+        leaves = [memory.add(t.clone().requires_grad_()) for t in (q, k, v)]
+        groups = _heads.groups_of(len(shape), *leaves, head_groups, kernel, stride, dilation, causal,
+                                  None, None, None)
+        out, lse = fused_grouped.attention(*leaves, fused_grouped.HeadGroupLayout(groups, q))
+        got = torch.autograd.grad([out, lse], leaves, [dout, dlse])
+        ref_leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        rout, rlse = fastna.neighborhood_attention(*ref_leaves, kernel, stride, dilation, causal,
+                                                   head_groups=head_groups, return_lse=True,
+                                                   backend="reference")
+        want = torch.autograd.grad([rout, rlse], ref_leaves, [dout, dlse.double()])
+        assert rel_error(out, rout) < 1e-12 and rel_error(lse, rlse) < 1e-6
+        for a, b in zip(got, want):
+            assert rel_error(a, b) < 1e-6
+    assert [c[0] for c in stub.calls] == ["forward", "backward"] * len(cases)
