@@ -146,3 +146,18 @@ def test_head_group_layout_views_lse_blocks_and_shared_kv_gradients(monkeypatch)
         for a, b in zip(got, want):
             assert rel_error(a, b) < 1e-6
     assert [c[0] for c in stub.calls] == ["forward", "backward"] * len(cases)
+
+
+def test_head_groups_with_backend_fused_take_one_grouped_launch(monkeypatch):
+    """fastna.neighborhood_attention(head_groups=..., backend="fused") runs every group in one
+    grouped launch where the grouped kernels are built (faked here: the stub runs them)."""
+    stub, memory = _patch(monkeypatch)
+    monkeypatch.setattr(fused_grouped, "unavailable", lambda *a: None)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (memory.add(torch.randn(1, 12, 10, 4, 8, generator=g, dtype=torch.float64))
+               for _ in range(3))
+    args = (q, k, v, [3, (5, 3)], 1, [1, 2], [False, (True, False)])
+    out = fastna.neighborhood_attention(*args, head_groups=[2, 2], backend="fused")
+    want = fastna.neighborhood_attention(*args, head_groups=[2, 2], backend="reference")
+    assert stub.calls == [("forward", 2)]
+    assert rel_error(out, want) < 1e-12

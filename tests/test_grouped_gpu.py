@@ -89,3 +89,46 @@ def test_grouped_kernels_one_launch_per_kernel():
     for kernel in ("fna_forward_grouped_kernel", "fna_bwd_preprocess_grouped_kernel",
                    "fna_bwd_dkdv_grouped_kernel", "fna_bwd_dq_grouped_kernel"):
         assert sum(kernel in n for n in names) == 1, (kernel, names)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("seed", range(8))
+def test_head_groups_in_one_grouped_launch_match_the_reference(seed, dtype, monkeypatch):
+    """backend="fused" with head_groups: one grouped launch for every group (forward, lse and
+    gradients against the reference), groups sharing a key/value head included."""
+    monkeypatch.setenv("FASTNA_POISON", "1")
+    rng = random.Random(seed)
+    rank = 1 + seed % 3
+    shape = tuple(rng.randint(6, {1: 200, 2: 30, 3: 10}[rank]) for _ in range(rank))
+    head_groups = rng.choice([[2, 2], [1, 3], [2, 1, 1, 4], [4, 4]])
+    H = sum(head_groups)
+    Hkv = rng.choice([h for h in (1, 2, H) if H % h == 0])
+    params = [random_window_params(rng, shape) for _ in head_groups]
+    kernel, stride, dilation, causal = (list(x) for x in zip(*params))
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q, k, v = (torch.randn(2, *shape, h, 64, generator=g, device="cuda", dtype=dtype)
+               for h in (H, Hkv, Hkv))
+    dout = torch.randn_like(q)
+    dlse = torch.randn(q.shape[:-1], device="cuda")
+
+    def call(backend, *t):
+        return fastna.neighborhood_attention(*t, kernel, stride, dilation, causal, head_groups=head_groups,
+                                             return_lse=True, backend=backend)
+
+    out, lse, grads = _grads(lambda *t: call("fused", *t), q, k, v, dout, dlse)
+    rout, rlse, rgrads = _grads(lambda *t: call("reference", *(x.double() for x in t)), q, k, v,
+                                dout.double(), dlse.double())
+    tol = TOL[dtype]
+    assert rel_error(out, rout) < tol and rel_error(lse, rlse) < tol
+    for name, a, b in zip("qkv", grads, rgrads):
+        assert rel_error(a, b) < 2 * tol, f"d{name}: {rel_error(a, b)}"
+
+
+def test_head_groups_take_one_forward_launch():
+    q, k, v = (torch.randn(1, 24, 24, 4, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fastna.neighborhood_attention(q, k, v, [3, 7], dilation=[1, 2], head_groups=[2, 2], backend="fused")
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert sum("fna_forward_grouped_kernel" in n for n in names) == 1, names
+    assert not any("fna_forward_kernel" in n for n in names), names
