@@ -1,15 +1,13 @@
 // Glue between LaunchParams and the sm80 grouped ops fastna::fused::ForwardGrouped /
-// BackwardGrouped, included by the generated fused_fwd_grouped / fused_bwd_grouped TUs.  The
-// tables (and the backward's delta rows) live in a stream-ordered workspace allocated here.
+// BackwardGrouped, included by the generated fused_fwd_grouped / fused_bwd_grouped TUs (tile
+// "default").
 #pragma once
 
 #include <cuda_runtime.h>
 
-#include <stdexcept>
-#include <string>
 #include <vector>
 
-#include "common/launch_glue.cuh"
+#include "common/grouped_glue.cuh"
 #include "fastna/sm80/backward_grouped.hpp"
 #include "fastna/sm80/forward_grouped.hpp"
 #include "sm80/launch.cuh"
@@ -17,43 +15,6 @@
 namespace fastna {
 namespace binding {
 namespace {
-
-// Device memory for one launch sequence on `stream`, freed stream-ordered after it.
-class StreamWorkspace {
- public:
-  StreamWorkspace(size_t bytes, cudaStream_t stream, const char* name) : stream_(stream) {
-    const cudaError_t err = cudaMallocAsync(&ptr_, bytes, stream);
-    if (err != cudaSuccess) {
-      throw std::runtime_error(std::string("fastna: fused: cannot allocate the grouped workspace (") +
-                               std::to_string(bytes) + " bytes) for " + name + ": " + cudaGetErrorString(err));
-    }
-  }
-  ~StreamWorkspace() { cudaFreeAsync(ptr_, stream_); }
-  StreamWorkspace(const StreamWorkspace&) = delete;
-  StreamWorkspace& operator=(const StreamWorkspace&) = delete;
-  void* get() const { return ptr_; }
-
- private:
-  void* ptr_ = nullptr;
-  cudaStream_t stream_;
-};
-
-inline void check_upload(cudaError_t err, const char* name) {
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("fastna: fused: uploading the grouped tables of ") + name +
-                             " failed: " + cudaGetErrorString(err));
-}
-
-// The instance's answer to "can you run these problems": each one as the dense op sees it.
-template <class DenseOp, int Rank>
-std::string grouped_reason(const LaunchParams& lp) {
-  if (lp.num_problems <= 0) return "a grouped launch needs at least one problem";
-  for (int32_t i = 0; i < lp.num_problems; ++i) {
-    Verdict v = for_problem(DenseOp::can_implement_problem(problem_of<Rank>(lp.problems[i])), i);
-    if (!v.is_ok()) return v.reason;
-  }
-  return std::string();
-}
 
 template <int Rank, class Element, int HeadDim, class QBox, class KBox>
 void run_fused_forward_grouped(const LaunchParams& lp, const char* name) {
