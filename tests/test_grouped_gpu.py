@@ -132,3 +132,24 @@ def test_head_groups_take_one_forward_launch():
     names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     assert sum("fna_forward_grouped_kernel" in n for n in names) == 1, names
     assert not any("fna_forward_kernel" in n for n in names), names
+
+
+def test_small_windows_take_the_grouped_small_window_kernel(monkeypatch):
+    """64 images of their own sizes with 7x7 windows, D 32: the grouped small-window forward
+    (one launch), equal to the reference."""
+    monkeypatch.setenv("FASTNA_POISON", "1")
+    rng = random.Random(0)
+    shapes = [(rng.randint(24, 64), rng.randint(24, 64)) for _ in range(64)]
+    total = sum(a * b for a, b in shapes)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(total, 4, 32, generator=g, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    samples = _args.normalize_varlen(q, k, v, shapes, 7)
+    layout = fused_grouped.VarlenLayout(samples)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        out, lse = fused_grouped.attention(q, k, v, layout)
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert sum("small_window_grouped_kernel" in n for n in names) == 1, names
+    rout, rlse = fastna.neighborhood_attention_varlen(q.double(), k.double(), v.double(), shapes, 7,
+                                                      return_lse=True, backend="reference")
+    assert rel_error(out, rout) < TOL[torch.bfloat16] and rel_error(lse, rlse) < TOL[torch.bfloat16]

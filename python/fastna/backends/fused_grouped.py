@@ -2,6 +2,9 @@
 fused_bwd_grouped, sm80 family) -- one forward launch and three backward launches whatever the
 number of problems.
 
+The forward runs the small-window tile's grouped kernel where every problem fits it (as the dense
+policy picks that tile per call), else the sm80 default tile; the backward runs the sm80 one.
+
 A layout says how one call splits into problems:
 - `VarlenLayout`: one batch-1 problem per sample of a packed variable-size batch
   (fastna.neighborhood_attention_varlen): rows of the packed tensors.
@@ -17,12 +20,12 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from .. import _ext, _table
+from .. import _ext, _policy, _table
 from ._base import alloc
 from ._layout import fit, launch_params, on_device, packed_arg, stream, tensor_arg
 
 FWD, BWD = "fused_fwd_grouped", "fused_bwd_grouped"
-TILE = "default"
+TILE, SMALL_TILE = "default", _policy.SMALL_TILE
 
 
 class VarlenLayout:
@@ -145,6 +148,17 @@ def unavailable(query, key, value, rank: int, needs_backward: bool) -> Optional[
     return None
 
 
+def forward_tile(q, rank: int, pds) -> str:
+    """The grouped forward's tile: the small-window one where it is built and takes every
+    problem (as the dense policy would pick it for each), else "default"."""
+    if not _policy.small_window_enabled():
+        return TILE
+    if SMALL_TILE not in _table.tiles_by_head_dim(FWD, rank, q.dtype, q.device).get(q.shape[-1], ()):
+        return TILE
+    fits = all(not _ext.can_implement(_table.FUSED_FWD, {**pd, "tile": SMALL_TILE}) for pd in pds)
+    return SMALL_TILE if fits else TILE
+
+
 class _Grouped(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, layout):
@@ -153,7 +167,9 @@ class _Grouped(torch.autograd.Function):
                zip(layout.problem_params(), layout.q_views(q), layout.kv_views(k), layout.kv_views(v))]
         out = alloc(q.shape, q.dtype, q.device)
         lse_store, lse_rows = layout.new_lse(q)
-        problems = [(pd, tensor_arg(qi), tensor_arg(ki), tensor_arg(vi), tensor_arg(oi), packed_arg(li))
+        tile = forward_tile(q, layout.rank, pds)
+        problems = [({**pd, "tile": tile}, tensor_arg(qi), tensor_arg(ki), tensor_arg(vi), tensor_arg(oi),
+                     packed_arg(li))
                     for pd, qi, ki, vi, oi, li in zip(pds, layout.q_views(q), layout.kv_views(k),
                                                      layout.kv_views(v), layout.q_views(out), lse_rows)]
         with on_device(q.device):
