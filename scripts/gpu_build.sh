@@ -3,12 +3,15 @@
 # that already installed this exact tree skips the ~2-minute build.
 #   bash scripts/gpu_build.sh            # then: cd tests && python3 ../benchmarks/...
 # Needs the nvidia-cutlass wheel in .carry/ (the GPU machine has no network; pass carry=[".carry"]).
-# Writes $OUT/build.log (default ./gpu-out); FASTNA_CUDA_ARCHS defaults to 90a.
+# Writes $OUT/build.log (default ./gpu-out); FASTNA_CUDA_ARCHS defaults to 90a, FASTNA_EXTRA_KERNELS to
+# the grouped kernels.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."  # also right when sourced
 OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-16}
 export FASTNA_CUDA_ARCHS=${FASTNA_CUDA_ARCHS:-90a}
+# The GPU check covers the opt-in kernels too (FASTNA_EXTRA_KERNELS= to leave them out).
+export FASTNA_EXTRA_KERNELS=${FASTNA_EXTRA_KERNELS-fused_fwd_grouped;fused_bwd_grouped;small_fwd_grouped}
 
 if ! python3 -c "import cutlass_library" 2>/dev/null; then
   whl=$(ls .carry/nvidia_cutlass-*.whl 2>/dev/null | head -n1)
@@ -18,7 +21,7 @@ fi
 
 # Identity of what gets built: every source file plus the build-shaping environment.
 stamp=$( { find include src cmake python CMakeLists.txt pyproject.toml -type f -not -path '*/__pycache__/*' -print0 | sort -z \
-           | xargs -0 sha1sum; env | grep -E '^FASTNA_(KERNELS|CUDA_ARCHS|HEAD_DIMS|HOPPER)' | sort; } \
+           | xargs -0 sha1sum; env | grep -E '^FASTNA_(KERNELS|EXTRA_KERNELS|CUDA_ARCHS|HEAD_DIMS|HOPPER)' | sort; } \
          | sha1sum | cut -c1-16)
 if [ "$(cat /tmp/fastna_build_stamp 2>/dev/null)" = "$stamp" ] && (cd /tmp && python3 -c "import fastna._C") 2>/dev/null; then
   echo "build: this tree ($stamp) is already installed"

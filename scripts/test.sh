@@ -26,6 +26,8 @@ if have_nvcc; then
   # few dozen TUs (every family that builds for sm80, `python -m fastna info` lists them).
   # Override to check more.
   export FASTNA_HEAD_DIMS=${FASTNA_HEAD_DIMS:-64}
+  # The opt-in grouped kernels too, so that a change that breaks their build shows here.
+  export FASTNA_EXTRA_KERNELS=${FASTNA_EXTRA_KERNELS-fused_fwd_grouped;fused_bwd_grouped;small_fwd_grouped}
 else
   echo "no nvcc: host-only build"; export FASTNA_CUDA_ARCHS=none
 fi

@@ -10,5 +10,6 @@ PYBIND11_MODULE(_C, m) {
   fastna::binding::bind_table(m);
   fastna::binding::bind_naive(m);
   fastna::binding::bind_fused(m);
+  fastna::binding::bind_fused_grouped(m);
   fastna::binding::bind_gemm(m);
 }

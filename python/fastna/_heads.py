@@ -5,12 +5,12 @@ kernel_size, stride, dilation and is_causal is then either shared by every group
 with one entry per group.  Each group means exactly what an ordinary call means on its heads
 alone (fastna._args.normalize_head_groups validates it; docs/GUIDE.md has the conventions).
 
-Execution, for now: run_groups() makes one ordinary call (fastna._dispatch.attention: backend
-choice, plan cache, custom op under torch.compile, autograd) per group and concatenates the
-outputs (and logsumexps) along the heads.  Consecutive groups with equal parameters are merged
-first, so a call whose groups all agree is one ordinary call.  run_groups() is the seam of the
-one-launch kernels: a backend whose kernels take per-head window parameters replaces it (one
-launch for every group), nothing else here changes.
+Execution: consecutive groups with equal parameters are merged first, so a call whose groups
+all agree is one ordinary call.  Otherwise run_groups() runs every group in one launch through
+the grouped kernels (fastna.backends.fused_grouped) for backend="fused" where they are built,
+and else makes one ordinary call (fastna._dispatch.attention: backend choice, plan cache,
+custom op under torch.compile, autograd) per group and concatenates the outputs (and
+logsumexps) along the heads.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from . import _args, _dispatch, _policy
+from .backends import fused_grouped
 from ._args import HeadGroup
 
 __all__ = ["attention", "explain", "groups_of", "merge", "run_groups"]
@@ -93,12 +94,26 @@ def _views(g: HeadGroup, query, key, value, ek, ev):
             None if ek is None else ek[:, :, kv], None if ev is None else ev[:, :, kv])
 
 
+def _grouped_kernels_take(groups, query, key, value, ek, backend) -> bool:
+    """Whether the one-launch grouped kernels run this call: asked for by name (backend="fused"),
+    no extra tokens, eager (under torch.compile the per-group custom ops trace), and built for
+    its rank, dtype and head dim."""
+    if backend != "fused" or ek is not None or torch.compiler.is_compiling():
+        return False
+    grads = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+    return fused_grouped.unavailable(query, key, value, groups[0].params.rank, grads) is None
+
+
 def run_groups(rank, groups: Tuple[HeadGroup, ...], query, key, value, ek, ev,
                return_lse: bool, backend: Optional[str]):
-    """The interim execution: one ordinary call per group on the heads' views, the outputs
-    concatenated along the heads.  Each call picks its backend and tile as an ordinary call
-    would (backend=None may run groups on different kernels).  A backend with one-launch
-    per-head kernels replaces this function."""
+    """backend="fused" where the grouped kernels take the call: one launch for every group
+    (fastna.backends.fused_grouped).  Otherwise one ordinary call per group on the heads'
+    views, the outputs concatenated along the heads; each call picks its backend and tile as an
+    ordinary call would (backend=None may run groups on different kernels)."""
+    if _grouped_kernels_take(groups, query, key, value, ek, backend):
+        out, lse = fused_grouped.attention(query, key, value,
+                                           fused_grouped.HeadGroupLayout(groups, query))
+        return (out, lse) if return_lse else out
     outs, lses = [], []
     for g in groups:
         p = g.params

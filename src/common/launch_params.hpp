@@ -40,6 +40,10 @@ struct LaunchParams {
   int gemm_op = 0;
   TensorArg rpb;
   uintptr_t stream = 0;  // cudaStream_t as an integer (0 = legacy default stream)
+  // Grouped ops (fused_fwd_grouped / fused_bwd_grouped): one LaunchParams per problem (its
+  // problem and tensor views; the top-level fields are unused), run in one launch per kernel.
+  const LaunchParams* problems = nullptr;
+  int32_t num_problems = 0;
 };
 
 constexpr int kGemmPN = 0;

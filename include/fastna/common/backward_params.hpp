@@ -96,17 +96,19 @@ namespace detail {
 constexpr float kLog2e = 1.4426950408889634f;
 
 // The preprocess's row: one warp per (batch, token, head) row of [B, N, H], 16-byte loads along
-// the head dim.  Calls finish(row, b, h, coord, dot) with dot = rowsum(dO * O) in every lane;
-// a warp past the last row returns at once.
+// the head dim; `block` numbers the CTA's rows (blockIdx.x in a dense grid).  Calls
+// finish(row, b, h, coord, dot) with dot = rowsum(dO * O) in every lane; a warp past the last
+// row returns at once.
 template <int HeadDim, int Rank, class Element, class Finish>
-__device__ __forceinline__ void out_dout_row_dot(BackwardParams<Rank, Element> const& params, Finish&& finish) {
+__device__ __forceinline__ void out_dout_row_dot(BackwardParams<Rank, Element> const& params, unsigned block,
+                                                 Finish&& finish) {
   constexpr int kChunks = HeadDim / 8;
   static_assert(kChunks <= 32, "head dim <= 256");
   const int lane = threadIdx.x % 32;
   const NaProblem<Rank>& p = params.problem;
   const int64_t n_tokens = p.num_tokens();
   const int64_t rows = int64_t(p.batch) * n_tokens * p.heads;
-  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int64_t row = int64_t(block) * (blockDim.x / 32) + threadIdx.x / 32;
   if (row >= rows) return;
   const int h = static_cast<int>(row % p.heads);
   const int64_t t = row / p.heads;
@@ -126,6 +128,11 @@ __device__ __forceinline__ void out_dout_row_dot(BackwardParams<Rank, Element> c
 #pragma unroll
   for (int m = 16; m >= 1; m >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, m);
   finish(row, b, h, coord, acc);
+}
+
+template <int HeadDim, int Rank, class Element, class Finish>
+__device__ __forceinline__ void out_dout_row_dot(BackwardParams<Rank, Element> const& params, Finish&& finish) {
+  out_dout_row_dot<HeadDim>(params, blockIdx.x, static_cast<Finish&&>(finish));
 }
 }  // namespace detail
 

@@ -24,6 +24,7 @@
 
 #include "fastna/common/backward_params.hpp"
 #include "fastna/common/box_tile.hpp"
+#include "fastna/common/grouped_schedule.hpp"
 #include "fastna/sm80/forward_kernel.hpp"
 #include "fastna/common/sm80_tile_traits.hpp"
 #include "fastna/sm80/score_tile.hpp"
@@ -79,19 +80,33 @@ __device__ __forceinline__ void query_stats(BackwardParams<Rank, Element> const&
 // dS = P (dP - (delta - dlse)): it is folded into delta here, so the main kernels are unchanged.
 // `Tag` only makes the symbol unique (a binding TU passes a type with internal linkage so that
 // copies compiled for several archs never share one); it does not change the code.
-template <int Rank, class Element, int HeadDim, class Tag = void>
-__global__ void __launch_bounds__(128) fna_bwd_preprocess_kernel(BackwardParams<Rank, Element> const params) {
-  detail::out_dout_row_dot<HeadDim>(params, [&](int64_t row, int, int, int32_t const (&)[Rank], float acc) {
+template <int HeadDim, int Rank, class Element>
+__device__ __forceinline__ void bwd_preprocess_cta(BackwardParams<Rank, Element> const& params, unsigned block) {
+  detail::out_dout_row_dot<HeadDim>(params, block, [&](int64_t row, int, int, int32_t const (&)[Rank], float acc) {
     if (threadIdx.x % 32 == 0) params.delta[row] = params.dlse != nullptr ? acc - params.dlse[row] : acc;
   });
+}
+
+template <int Rank, class Element, int HeadDim, class Tag = void>
+__global__ void __launch_bounds__(128) fna_bwd_preprocess_kernel(BackwardParams<Rank, Element> const params) {
+  bwd_preprocess_cta<HeadDim>(params, blockIdx.x);
+}
+
+// Grouped: x over every problem's blocks of 4 rows (128 threads, a warp a row).
+template <int Rank, class Element, int HeadDim, class Tag = void>
+__global__ void __launch_bounds__(128)
+    fna_bwd_preprocess_grouped_kernel(GroupedParams<BackwardParams<Rank, Element>> const params) {
+  int32_t problem, block;
+  params.schedule.locate(blockIdx.x, problem, block);
+  bwd_preprocess_cta<HeadDim>(params.problems[problem], block);
 }
 
 // ------------------------------------------------------------------ dK / dV
 // Traits = ForwardTraits<Rank, Element, HeadDim, KvBox, QTile>: M rows = keys of the KV box,
 // N columns = queries of a query tile.
 template <class Traits>
-__global__ void __launch_bounds__(Traits::kThreads)
-    fna_bwd_dkdv_kernel(BackwardParams<Traits::kRank, typename Traits::Element> const params) {
+__device__ __forceinline__ void bwd_dkdv_cta(BackwardParams<Traits::kRank, typename Traits::Element> const& params,
+                                             int tile_x, int h_kv, int b) {
   using namespace cute;
   using Element = typename Traits::Element;
   using KvBox = typename Traits::QBox;  // rows
@@ -111,13 +126,11 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
   const int tid = threadIdx.x;
   const NaProblem<R>& prob = params.problem;
-  const int h_kv = blockIdx.y;
-  const int b = blockIdx.z;
   const int group_size = prob.heads / prob.heads_kv;
   const int64_t n_tokens = prob.num_tokens();
 
   // ---- which KV box (rows) and the query tiles (columns) that see it ----
-  const BoxTile<R, KvBox, QTile, true> cta(prob, params.kv_tiles_per_group, blockIdx.x);
+  const BoxTile<R, KvBox, QTile, true> cta(prob, params.kv_tiles_per_group, tile_x);
   if (cta.empty) return;
   const int n_it = cta.n_col * group_size;
 
@@ -265,11 +278,29 @@ __global__ void __launch_bounds__(Traits::kThreads)
                                                                 cta.group, prob.axis, tid);
 }
 
+// One CTA per (KV box, kv head, batch); the grouped grid: x over every problem's KV boxes, y the
+// largest kv head count, z the largest batch.
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads)
+    fna_bwd_dkdv_kernel(BackwardParams<Traits::kRank, typename Traits::Element> const params) {
+  bwd_dkdv_cta<Traits>(params, blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads)
+    fna_bwd_dkdv_grouped_kernel(GroupedParams<BackwardParams<Traits::kRank, typename Traits::Element>> const params) {
+  int32_t problem, tile_x;
+  params.schedule.locate(blockIdx.x, problem, tile_x);
+  auto const& p = params.problems[problem];
+  if (int(blockIdx.y) >= p.problem.heads_kv || int(blockIdx.z) >= p.problem.batch) return;
+  bwd_dkdv_cta<Traits>(p, tile_x, blockIdx.y, blockIdx.z);
+}
+
 // ------------------------------------------------------------------ dQ
 // Traits = ForwardTraits<Rank, Element, HeadDim, QBox, KBox> (the forward's decomposition).
 template <class Traits>
-__global__ void __launch_bounds__(Traits::kThreads)
-    fna_bwd_dq_kernel(BackwardParams<Traits::kRank, typename Traits::Element> const params) {
+__device__ __forceinline__ void bwd_dq_cta(BackwardParams<Traits::kRank, typename Traits::Element> const& params,
+                                           int tile_x, int h, int b) {
   using namespace cute;
   using Element = typename Traits::Element;
   using QBox = typename Traits::QBox;
@@ -287,13 +318,11 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
   const int tid = threadIdx.x;
   const NaProblem<R>& prob = params.problem;
-  const int h = blockIdx.y;
-  const int b = blockIdx.z;
   const int h_kv = prob.kv_head(h);
   const int64_t n_tokens = prob.num_tokens();
 
   // ---- which query box (rows) and the KV boxes (columns) its queries need ----
-  const BoxTile<R, QBox, KBox, false> cta(prob, params.q_tiles_per_group, blockIdx.x);
+  const BoxTile<R, QBox, KBox, false> cta(prob, params.q_tiles_per_group, tile_x);
   if (cta.empty) return;
   const int n_kv = cta.n_col;
 
@@ -410,6 +439,24 @@ __global__ void __launch_bounds__(Traits::kThreads)
   __syncthreads();
   detail::store_box<Traits, QBox, typename Traits::SmemLayoutQ>(params.dq, b, h, smem_q, cta.r0, cta.rlim, cta.group,
                                                                prob.axis, tid);
+}
+
+// One CTA per (query box, head, batch); the grouped grid: x over every problem's query boxes, y
+// the largest head count, z the largest batch.
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads)
+    fna_bwd_dq_kernel(BackwardParams<Traits::kRank, typename Traits::Element> const params) {
+  bwd_dq_cta<Traits>(params, blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads)
+    fna_bwd_dq_grouped_kernel(GroupedParams<BackwardParams<Traits::kRank, typename Traits::Element>> const params) {
+  int32_t problem, tile_x;
+  params.schedule.locate(blockIdx.x, problem, tile_x);
+  auto const& p = params.problems[problem];
+  if (int(blockIdx.y) >= p.problem.heads || int(blockIdx.z) >= p.problem.batch) return;
+  bwd_dq_cta<Traits>(p, tile_x, blockIdx.y, blockIdx.z);
 }
 
 }  // namespace fused

@@ -26,6 +26,7 @@
 #include "fastna/common/index_math.hpp"
 #include "fastna/common/problem.hpp"
 #include "fastna/common/tf32.hpp"
+#include "fastna/common/grouped_schedule.hpp"
 #include "fastna/common/warp_reduce.hpp"
 
 namespace fastna {
@@ -59,9 +60,11 @@ __device__ __forceinline__ SmemElement to_operand(float p) {
 
 }  // namespace detail
 
+// One CTA's work: query box `tile_x` (BoxTile numbering) of head h, batch b.  The kernels below
+// choose the CTA: the dense grid directly, the grouped grid through its schedule.
 template <class Traits>
-__global__ void __launch_bounds__(Traits::kThreads)
-    fna_forward_kernel(ForwardParams<Traits::kRank, typename Traits::Element> const params) {
+__device__ __forceinline__ void forward_cta(ForwardParams<Traits::kRank, typename Traits::Element> const& params,
+                                            int tile_x, int h, int b) {
   using namespace cute;
   using Element = typename Traits::Element;
   using SmemElement = typename Traits::SmemElement;  // Element, or tfloat32_t over fp32 bits
@@ -79,12 +82,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
   const int tid = threadIdx.x;
   const NaProblem<R>& prob = params.problem;
-  const int h = blockIdx.y;
-  const int b = blockIdx.z;
   const int h_kv = prob.kv_head(h);
 
   // ---- which query box (rows) and the KV boxes (columns) its queries need ----
-  const BoxTile<R, QBox, KBox, false> cta(prob, params.tiles_per_group, blockIdx.x);
+  const BoxTile<R, QBox, KBox, false> cta(prob, params.tiles_per_group, tile_x);
   if (cta.empty) return;
   const int n_kv = cta.n_col;
 
@@ -311,6 +312,25 @@ __global__ void __launch_bounds__(Traits::kThreads)
       }
     }
   }
+}
+
+// One CTA per (query box, head, batch): grid forward_grid_shape.
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads)
+    fna_forward_kernel(ForwardParams<Traits::kRank, typename Traits::Element> const params) {
+  forward_cta<Traits>(params, blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+// Several problems in one grid (GroupedSchedule: x over every problem's query boxes, y the
+// largest head count, z the largest batch).
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads)
+    fna_forward_grouped_kernel(GroupedParams<ForwardParams<Traits::kRank, typename Traits::Element>> const params) {
+  int32_t problem, tile_x;
+  params.schedule.locate(blockIdx.x, problem, tile_x);
+  auto const& p = params.problems[problem];
+  if (int(blockIdx.y) >= p.problem.heads || int(blockIdx.z) >= p.problem.batch) return;
+  forward_cta<Traits>(p, tile_x, blockIdx.y, blockIdx.z);
 }
 
 }  // namespace fused

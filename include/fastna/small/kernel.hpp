@@ -26,6 +26,7 @@
 #include "fastna/common/device_math.hpp"
 #include "fastna/common/cp_async.hpp"        // detail::cp_async_16_zfill
 #include "fastna/common/forward_params.hpp"  // ForwardParams
+#include "fastna/common/grouped_schedule.hpp"
 #include "fastna/common/warp_reduce.hpp"     // quad_max / quad_sum
 #include "fastna/small/traits.hpp"
 #include "fastna/common/index_math.hpp"
@@ -497,12 +498,13 @@ __device__ __forceinline__ void small_window_warp(ForwardParams<Traits::kRank, t
 // nat / dinat: docs/PERFORMANCE.md section 11.4.)
 template <class Traits>
 __device__ __forceinline__ void small_window_forward(
-    SmallWindowParams<Traits::kRank, typename Traits::Element> const& kparams) {
+    SmallWindowParams<Traits::kRank, typename Traits::Element> const& kparams, unsigned tile_x, unsigned h,
+    unsigned b) {
   constexpr int R = Traits::kRank;
   ForwardParams<R, typename Traits::Element> const& params = kparams.fwd;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   const int tid = threadIdx.x;
-  const SmallWindowTile<R> t = small_window_tile<Traits>(params, blockIdx.x, blockIdx.y, blockIdx.z);
+  const SmallWindowTile<R> t = small_window_tile<Traits>(params, tile_x, h, b);
   if (t.empty) return;  // uniform over the CTA
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   if constexpr (Traits::kTma) {
@@ -563,13 +565,13 @@ __device__ __forceinline__ void small_window_forward(
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads)
     fna_small_window_kernel(__grid_constant__ SmallWindowParams<Traits::kRank, typename Traits::Element> const params) {
-  small_window_forward<Traits>(params);
+  small_window_forward<Traits>(params, blockIdx.x, blockIdx.y, blockIdx.z);
 }
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads, (Traits::kMinCtasPerSm > 0 ? Traits::kMinCtasPerSm : 1))
     fna_small_window_kernel_min_ctas(
         __grid_constant__ SmallWindowParams<Traits::kRank, typename Traits::Element> const params) {
-  small_window_forward<Traits>(params);
+  small_window_forward<Traits>(params, blockIdx.x, blockIdx.y, blockIdx.z);
 }
 
 template <class Traits>
@@ -578,6 +580,39 @@ constexpr auto small_window_kernel() {
     return &fna_small_window_kernel_min_ctas<Traits>;
   } else {
     return &fna_small_window_kernel<Traits>;
+  }
+}
+
+// Grouped (GroupedSchedule: x over every problem's query tiles, y / z the largest head / batch
+// count).  The cp.async halo only: the problems' tensor maps would live in global memory.
+template <class Traits>
+__device__ __forceinline__ void small_window_grouped(
+    GroupedParams<SmallWindowParams<Traits::kRank, typename Traits::Element>> const& params) {
+  static_assert(!Traits::kTma, "the grouped small-window kernel copies the halo with cp.async");
+  int32_t problem, tile_x;
+  params.schedule.locate(blockIdx.x, problem, tile_x);
+  auto const& p = params.problems[problem];
+  if (int(blockIdx.y) >= p.fwd.problem.heads || int(blockIdx.z) >= p.fwd.problem.batch) return;
+  small_window_forward<Traits>(p, tile_x, blockIdx.y, blockIdx.z);
+}
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads) fna_small_window_grouped_kernel(
+    GroupedParams<SmallWindowParams<Traits::kRank, typename Traits::Element>> const params) {
+  small_window_grouped<Traits>(params);
+}
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads, (Traits::kMinCtasPerSm > 0 ? Traits::kMinCtasPerSm : 1))
+    fna_small_window_grouped_kernel_min_ctas(
+        GroupedParams<SmallWindowParams<Traits::kRank, typename Traits::Element>> const params) {
+  small_window_grouped<Traits>(params);
+}
+
+template <class Traits>
+constexpr auto small_window_grouped_kernel() {
+  if constexpr (Traits::kMinCtasPerSm > 0) {
+    return &fna_small_window_grouped_kernel_min_ctas<Traits>;
+  } else {
+    return &fna_small_window_grouped_kernel<Traits>;
   }
 }
 
