@@ -153,3 +153,35 @@ def test_small_windows_take_the_grouped_small_window_kernel(monkeypatch):
     rout, rlse = fastna.neighborhood_attention_varlen(q.double(), k.double(), v.double(), shapes, 7,
                                                       return_lse=True, backend="reference")
     assert rel_error(out, rout) < TOL[torch.bfloat16] and rel_error(lse, rlse) < TOL[torch.bfloat16]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
+                    reason="the sm90a grouped forward needs compute capability 9.0")
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_large_windows_take_the_grouped_sm90a_forward(rank, monkeypatch):
+    """Video-like clips with large windows on an H100 / H200: the grouped sm90a forward (one
+    launch, cp.async producer), equal to the reference; the backward stays the sm80 one."""
+    monkeypatch.setenv("FASTNA_POISON", "1")
+    shapes = {1: [(700,), (1500,), (333,)], 2: [(40, 56), (32, 72), (24, 40)],
+              3: [(8, 24, 40), (4, 30, 52), (12, 16, 28)]}[rank]
+    window = {1: 129, 2: (13, 17), 3: (3, 9, 9)}[rank]
+    total = sum(torch.Size(s).numel() for s in shapes)
+    g = torch.Generator(device="cuda").manual_seed(rank)
+    q, k, v = (torch.randn(total, 4, 128, generator=g, device="cuda", dtype=torch.bfloat16,
+                           requires_grad=True) for _ in range(3))
+    samples = _args.normalize_varlen(q, k, v, shapes, window)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        out, lse = fused_grouped.attention(q, k, v, fused_grouped.VarlenLayout(samples))
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert sum("fna_hopper_forward_grouped_kernel" in n for n in names) == 1, names
+    dout = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [q, k, v], dout)
+    ref = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    rout, rlse = fastna.neighborhood_attention_varlen(*ref, shapes, window, return_lse=True,
+                                                      backend="reference")
+    rgrads = torch.autograd.grad(rout, ref, dout.double())
+    tol = TOL[torch.bfloat16]
+    assert rel_error(out, rout) < tol and rel_error(lse, rlse) < tol
+    for name, a, b in zip("qkv", grads, rgrads):
+        assert rel_error(a, b) < 2 * tol, f"d{name}: {rel_error(a, b)}"

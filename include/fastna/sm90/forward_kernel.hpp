@@ -26,6 +26,7 @@
 
 #include "fastna/common/device_math.hpp"
 #include "fastna/common/forward_params.hpp"
+#include "fastna/common/grouped_schedule.hpp"
 #include "fastna/sm90/forward_params.hpp"  // HopperParams, detail::CtaBox
 #include "fastna/sm90/kernel_traits.hpp"
 #include "fastna/sm90/load.hpp"
@@ -38,9 +39,12 @@
 namespace fastna {
 namespace hopper {
 
-template <class Traits>
-__global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
-    fna_hopper_forward_kernel(__grid_constant__ HopperParams<Traits::kRank, typename Traits::Element> const hparams) {
+// The CTA's work on the problem hparams describes.  Dense (kGrouped false): tiles blockIdx.x,
+// blockIdx.x + gridDim.x, ... (persistent, or one tile per CTA).  Grouped: the one tile
+// grouped_tile of a problem of a grouped launch.
+template <class Traits, bool kGrouped>
+__device__ __forceinline__ void hopper_forward_tiles(HopperParams<Traits::kRank, typename Traits::Element> const& hparams,
+                                                     int grouped_tile) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using namespace cute;
   using Element = typename Traits::Element;
@@ -114,7 +118,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
     };
     // KV boxes are numbered across the CTA's tiles (it): ring stage it % kStages, phase (it / kStages) & 1.
     int kv_iter = 0, tile_iter = 0;
-    for (int tile = blockIdx.x; tile < hparams.num_tiles; tile += gridDim.x) {
+    for (int tile = kGrouped ? grouped_tile : blockIdx.x; kGrouped ? tile == grouped_tile : tile < hparams.num_tiles;
+         tile += gridDim.x) {
       int bx, h, b;
       tile_coords(tile, bx, h, b);
       const detail::CtaBox<QBox, KBox, R> cta(prob, params.tiles_per_group, bx);
@@ -130,7 +135,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
           commit_to(bar_q);
           if constexpr (Traits::kPrefetchQ) {
             const int next = tile + gridDim.x;
-            if (next < hparams.num_tiles) {
+            if (!kGrouped && next < hparams.num_tiles) {
               int nbx, nh, nb;
               tile_coords(next, nbx, nh, nb);
               const detail::CtaBox<QBox, KBox, R> nc(prob, params.tiles_per_group, nbx);
@@ -301,7 +306,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
     };
 
     int kv_iter = 0, tile_iter = 0;
-    for (int tile = blockIdx.x; tile < hparams.num_tiles; tile += gridDim.x) {
+    for (int tile = kGrouped ? grouped_tile : blockIdx.x; kGrouped ? tile == grouped_tile : tile < hparams.num_tiles;
+         tile += gridDim.x) {
       const detail::CtaBox<QBox, KBox, R> cta(prob, params.tiles_per_group, tile % hparams.tiles_x);
       if (cta.empty) continue;  // a box of a shorter dilation group: uniform over the CTA
       const int n_kv = cta.n_kv;
@@ -561,6 +567,23 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
     }
   }
 #endif
+}
+
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
+    fna_hopper_forward_kernel(__grid_constant__ HopperParams<Traits::kRank, typename Traits::Element> const hparams) {
+  hopper_forward_tiles<Traits, false>(hparams, 0);
+}
+
+// Several problems in one grid (GroupedSchedule over each problem's tiles: a CTA runs one tile
+// of its problem).  The problems' parameters live in global memory, so their K / V come by the
+// cp.async producer (use_tma 0: a tensor map there would need the tensormap proxy's fences).
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
+    fna_hopper_forward_grouped_kernel(GroupedParams<HopperParams<Traits::kRank, typename Traits::Element>> const params) {
+  int32_t problem, tile;
+  params.schedule.locate(blockIdx.x, problem, tile);
+  hopper_forward_tiles<Traits, true>(params.problems[problem], tile);
 }
 
 }  // namespace hopper

@@ -3,7 +3,8 @@ fused_bwd_grouped, sm80 family) -- one forward launch and three backward launche
 number of problems.
 
 The forward runs the small-window tile's grouped kernel where every problem fits it (as the dense
-policy picks that tile per call), else the sm80 default tile; the backward runs the sm80 one.
+policy picks that tile per call), else the sm90a one on compute capability 9.0, else the sm80
+default tile; the backward runs the sm80 one.
 
 A layout says how one call splits into problems:
 - `VarlenLayout`: one batch-1 problem per sample of a packed variable-size batch
@@ -21,11 +22,12 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from .. import _ext, _policy, _table
+from . import hopper
 from ._base import alloc
 from ._layout import fit, launch_params, on_device, packed_arg, stream, tensor_arg
 
 FWD, BWD = "fused_fwd_grouped", "fused_bwd_grouped"
-TILE, SMALL_TILE = "default", _policy.SMALL_TILE
+TILE, SMALL_TILE, HOPPER_TILE = "default", _policy.SMALL_TILE, hopper.TILE
 
 
 class VarlenLayout:
@@ -149,14 +151,14 @@ def unavailable(query, key, value, rank: int, needs_backward: bool) -> Optional[
 
 
 def forward_tile(q, rank: int, pds) -> str:
-    """The grouped forward's tile: the small-window one where it is built and takes every
-    problem (as the dense policy would pick it for each), else "default"."""
-    if not _policy.small_window_enabled():
-        return TILE
-    if SMALL_TILE not in _table.tiles_by_head_dim(FWD, rank, q.dtype, q.device).get(q.shape[-1], ()):
-        return TILE
-    fits = all(not _ext.can_implement(_table.FUSED_FWD, {**pd, "tile": SMALL_TILE}) for pd in pds)
-    return SMALL_TILE if fits else TILE
+    """The grouped forward's tile, in the dense policy's order: the small-window one where it
+    is built and takes every problem, else the sm90a one where it is built (compute capability
+    9.0), else "default"."""
+    built = _table.tiles_by_head_dim(FWD, rank, q.dtype, q.device).get(q.shape[-1], frozenset())
+    if _policy.small_window_enabled() and SMALL_TILE in built and all(
+            not _ext.can_implement(_table.FUSED_FWD, {**pd, "tile": SMALL_TILE}) for pd in pds):
+        return SMALL_TILE
+    return HOPPER_TILE if HOPPER_TILE in built else TILE
 
 
 class _Grouped(torch.autograd.Function):
