@@ -38,7 +38,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from . import _api, _args, _heads
+from . import _api, _args, _heads, _registry
 from ._args import NAParams, VarlenSample
 
 PerSample = Union[int, bool, Sequence[int], Sequence[bool], list]
@@ -203,6 +203,13 @@ def run_groups(p: VarlenPlan, query, key, value, return_lse: bool, backend: Opti
     return (out, _scattered(p, lses)) if return_lse else out
 
 
+def _check_call(return_lse, backend) -> None:
+    _args.check_return_lse(return_lse)
+    if backend is not None:
+        # an unknown name fails here, not as the first group's error
+        _registry.get(backend)
+
+
 def neighborhood_attention_varlen(query: Tensor, key: Tensor, value: Tensor, spatial_shapes,
                                   kernel_size: PerSample, stride: PerSample = 1,
                                   dilation: PerSample = 1, is_causal: PerSample = False,
@@ -213,8 +220,7 @@ def neighborhood_attention_varlen(query: Tensor, key: Tensor, value: Tensor, spa
     the module docstring for the layout, the per-sample parameters and how it runs: one
     fastna.neighborhood_attention call per group of samples with equal shape and parameters;
     backend="reference": one reference call per sample)."""
-    _args.check_backend_arg(backend)
-    _args.check_return_lse(return_lse)
+    _check_call(return_lse, backend)
     p = plan(query, key, value, spatial_shapes, kernel_size, stride, dilation, is_causal,
              scale, backend)
     return run_groups(p, query, key, value, return_lse, backend)
@@ -227,8 +233,7 @@ def explain_varlen(query: Tensor, key: Tensor, value: Tensor, spatial_shapes,
     """Which path neighborhood_attention_varlen takes for these arguments, its groups and what
     fastna.explain says of each group's call, as text.  Gathers each group's rows (as the call
     would) but runs no attention."""
-    _args.check_backend_arg(backend)
-    _args.check_return_lse(return_lse)
+    _check_call(return_lse, backend)
     p = plan(query, key, value, spatial_shapes, kernel_size, stride, dilation, is_causal,
              scale, backend)
     count = sum(len(g.samples) for g in p.groups)
