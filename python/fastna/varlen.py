@@ -26,8 +26,9 @@ The single-launch varlen kernels (fused / Hopper: every sample of the packed bat
 per direction) are not built yet; they will replace run_groups() here and nothing else.
 
 spatial_shapes under torch.compile: a list is static (every shape, group and index is fixed at
-trace time; fullgraph=True traces it).  An integer tensor is read with .tolist() in eager calls;
-while torch.compile traces, its values do not exist, so it raises a TypeError asking for a list.
+trace time; fullgraph=True traces it).  An integer tensor is read with .tolist() in eager calls
+(on a CUDA tensor that waits for the device: prefer a list or a CPU tensor); while torch.compile
+traces, its values do not exist, so it raises a TypeError asking for a list.
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ __all__ = ["neighborhood_attention_varlen", "explain_varlen", "SampleGroup", "Va
 
 _MAX_PLANS = 256
 _plans: dict = {}
+_device_moves: dict = {}
 
 
 @dataclass(frozen=True)
@@ -146,12 +148,26 @@ def plan(query, key, value, spatial_shapes, kernel_size, stride=1, dilation=1,
     return result
 
 
+def _moves_on(moves, device) -> Tuple[Tensor, Tensor]:
+    """The per-sample lists as device tensors.  Eager calls keep them (a copy from host memory
+    to a CUDA device waits for the stream: once per plan, not per call); under torch.compile
+    they are constants of the graph."""
+    if torch.compiler.is_compiling():
+        return tuple(torch.tensor(m, dtype=torch.int64, device=device) for m in moves)
+    key = (moves, device)
+    hit = _device_moves.get(key)
+    if hit is None:
+        if len(_device_moves) >= _MAX_PLANS:
+            _device_moves.clear()
+        hit = _device_moves[key] = tuple(torch.tensor(m, dtype=torch.int64, device=device)
+                                         for m in moves)
+    return hit
+
+
 def _rows(moves, total: int, device) -> Tensor:
     """Row indices: for each sample (offset o, tokens n), rows r + o for its n destination
-    rows r, concatenated -- built on the device from per-sample lists."""
-    offsets, tokens = moves
-    offsets = torch.tensor(offsets, dtype=torch.int64, device=device)
-    tokens = torch.tensor(tokens, dtype=torch.int64, device=device)
+    rows r, concatenated -- built on the device (output_size: no host sync)."""
+    offsets, tokens = _moves_on(moves, device)
     return torch.repeat_interleave(offsets, tokens, output_size=total) + \
         torch.arange(total, device=device)
 
