@@ -97,12 +97,25 @@ def test_grouped_matches_one_call_per_sample(rank, per_sample, dtype, seed):
     _check(ref, want, leaves, TOL[dtype], grads=False)
 
 
-@pytest.mark.parametrize("causal", list(itertools.product([False, True], repeat=2)))
+# per rank: shapes with a group (samples 0 and 2) that sample 1 splits, and their
+# (kernel, stride, dilation) -- the causal flags come from the test's parameters
+CAUSAL_MIXES = {
+    1: ([(9,), (7,), (9,), (6,)], [(3, 2, 2), (4, 1, 1), (3, 2, 2), (2, 1, 3)]),
+    2: ([(5, 7), (6, 4), (5, 7), (3, 9)],
+        [((3, 3), (1, 2), (1, 1)), ((2, 3), (2, 1), (2, 1)), ((3, 3), (1, 2), (1, 1)),
+         ((3, 2), (1, 1), (1, 3))]),
+    3: ([(3, 4, 5), (4, 3, 3), (3, 4, 5)],
+        [((2, 3, 2), (1, 2, 1), (1, 1, 2)), ((3, 2, 2), (2, 1, 1), (1, 1, 1)),
+         ((2, 3, 2), (1, 2, 1), (1, 1, 2))]),
+}
+
+
+@pytest.mark.parametrize("causal", [c for rank in (1, 2, 3)
+                                    for c in itertools.product([False, True], repeat=rank)],
+                         ids=lambda c: "".join("C" if x else "n" for x in c))
 def test_every_causal_combination_and_gradients(causal):
-    """Samples 0 and 2 form a group that sample 1 splits: gathered and scattered."""
-    shapes = [(5, 7), (6, 4), (5, 7), (3, 9)]
-    params = [((3, 3), (1, 2), (1, 1), causal), ((2, 3), (2, 1), (2, 1), causal),
-              ((3, 3), (1, 2), (1, 1), causal), ((3, 2), (1, 1), (1, 3), causal)]
+    shapes, windows = CAUSAL_MIXES[len(causal)]
+    params = [w + (causal,) for w in windows]
     leaves = _packed(shapes, 4, 2, 6, 6, torch.float64, seed=sum(causal))
     assert varlen.plan(*leaves, shapes, *_args(params, True)).gather is not None
     got = fastna.neighborhood_attention_varlen(*leaves, shapes, *_args(params, True),
