@@ -5,11 +5,14 @@ alternatives users have, in one run.
 
 Cases (the issue's): video = three clips 16x48x80, 8x60x104, 24x32x56, window 8x16x16, 24 heads,
 D 128; images = 64 images of random sizes 24..64 per side (seed 0), window 7x7, 4 heads, D 32.
-Contenders: packed (one varlen call, its backend=None), separate (one
-fastna.neighborhood_attention call per sample, backend=None: its fastest kernel), and, for the
-images, padded (every image zero-padded to 64x64 and one fixed-shape call -- a speed baseline
-only: padding changes the border windows).  Milliseconds per call (CUDA events, median of
---iters) and how many times faster the packed call is.  --small: a CPU smoke run at tiny sizes.  A benchmark, not a test.
+Contenders: packed (one varlen call, its backend=None: today the grouped path, one
+fastna.neighborhood_attention call per group of samples with equal shape and parameters -- not
+the single-launch varlen kernel; the output says which path ran and how many calls it made),
+separate (one fastna.neighborhood_attention call per sample, backend=None: its fastest kernel),
+and, for the images, padded (every image zero-padded to 64x64 and one fixed-shape call -- a
+speed baseline only: padding changes the border windows).  Milliseconds per call (CUDA events,
+median of --iters) and how many times faster the packed call is.  --small: a CPU smoke run at
+tiny sizes.  A benchmark, not a test.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import time
 import torch
 
 import fastna
+from fastna.varlen import explain_varlen
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -60,11 +64,20 @@ def timer(device, iters):
     return run
 
 
-def contenders(c, device, dtype, bwd):
-    H, D, K = c["heads"], c["dim"], c["kernel"]
+def packed_inputs(c, device, dtype, bwd):
     total = sum(math.prod(s) for s in c["shapes"])
-    q, k, v = (torch.randn(total, H, D, device=device, dtype=dtype, requires_grad=bwd)
-               for _ in range(3))
+    return [torch.randn(total, c["heads"], c["dim"], device=device, dtype=dtype,
+                        requires_grad=bwd) for _ in range(3)]
+
+
+def packed_path(c, q, k, v):
+    """The first line of explain_varlen: which path the packed call runs, in how many calls."""
+    return explain_varlen(q, k, v, c["shapes"], c["kernel"]).splitlines()[0]
+
+
+def contenders(c, q, k, v, bwd):
+    H, D, K = c["heads"], c["dim"], c["kernel"]
+    device, dtype = q.device, q.dtype
     samples, start = [], 0
     for s in c["shapes"]:
         n = math.prod(s)
@@ -105,12 +118,15 @@ def main(argv=None):
     lines = [f"# varlen ({'fwd+bwd' if a.bwd else 'forward'}, {a.dtype}, {dev})", "",
              f"- command: python benchmarks/bench_varlen.py {' '.join(sys.argv[1:] if argv is None else argv)}",
              "", "| case | contender | ms | packed is N x faster |", "|---|---|---|---|"]
+    paths = []
     for name in (["video", "images"] if a.case == "all" else [a.case]):
         c = case(name, a.small)
-        ms = {n: run(f) for n, f in contenders(c, device, DTYPES[a.dtype], a.bwd).items()}
+        q, k, v = packed_inputs(c, device, DTYPES[a.dtype], a.bwd)
+        paths.append(f"- {name}, packed: {packed_path(c, q, k, v)}")
+        ms = {n: run(f) for n, f in contenders(c, q, k, v, a.bwd).items()}
         for n, t in ms.items():
             lines.append(f"| {name} | {n} | {t:.3f} | {t / ms['packed']:.2f}x |")
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines + [""] + paths) + "\n"
     if a.out:
         with open(a.out, "w") as f:
             f.write(text)

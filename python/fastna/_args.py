@@ -322,9 +322,16 @@ class VarlenSample:
 def _spatial_shapes(spatial_shapes) -> list:
     if isinstance(spatial_shapes, torch.Tensor):
         if spatial_shapes.dim() != 2 or spatial_shapes.is_floating_point() or \
-                spatial_shapes.is_complex():
+                spatial_shapes.is_complex() or spatial_shapes.dtype == torch.bool:
             raise ValueError(f"spatial_shapes as a tensor must be an integer tensor [B, rank], "
                              f"got {spatial_shapes.dtype} of shape {tuple(spatial_shapes.shape)}")
+        if torch.compiler.is_compiling():
+            # Its values decide every shape of the graph: a traced tensor has none to read.
+            raise TypeError(
+                f"spatial_shapes as a tensor cannot be read while torch.compile traces "
+                f"(its values decide the graph's shapes); pass a list of tuples instead, e.g. "
+                f"spatial_shapes.tolist() outside the compiled region (got an integer tensor "
+                f"of shape {tuple(spatial_shapes.shape)})")
         spatial_shapes = spatial_shapes.tolist()
     if not isinstance(spatial_shapes, (list, tuple)) or len(spatial_shapes) == 0:
         raise ValueError(f"spatial_shapes must be a non-empty list of per-sample shapes or an "
@@ -332,13 +339,22 @@ def _spatial_shapes(spatial_shapes) -> list:
     shapes = []
     for i, s in enumerate(spatial_shapes):
         s = (s,) if _is_int(s) else s
-        if not isinstance(s, (list, tuple)) or not all(_is_int(x) and x >= 1 for x in s) or \
-                not 1 <= len(s) <= 3:
-            raise ValueError(f"spatial_shapes[{i}] must be 1 to 3 positive ints, got {s!r}")
+        if not isinstance(s, (list, tuple)) or not 1 <= len(s) <= 3:
+            raise ValueError(f"spatial_shapes[{i}] (sample {i}) must be a tuple of 1 to 3 "
+                             f"positive ints, got {s!r}")
+        for a, x in enumerate(s):
+            if not _is_int(x):
+                raise TypeError(f"spatial_shapes[{i}] (sample {i}) must be a tuple of 1 to 3 "
+                                f"positive ints, got {s!r} (axis {a}: {x!r} of type "
+                                f"{type(x).__name__})")
+            if x < 1:
+                raise ValueError(f"spatial_shapes[{i}] (sample {i}) must be a tuple of 1 to 3 "
+                                 f"positive ints, got {s!r} (axis {a}: {x})")
+        if shapes and len(s) != len(shapes[0]):
+            raise ValueError(f"every sample must have the same rank: spatial_shapes[{i}] = "
+                             f"{tuple(s)} has {len(s)} axes but spatial_shapes[0] = "
+                             f"{shapes[0]} has {len(shapes[0])}")
         shapes.append(tuple(int(x) for x in s))
-    ranks = {len(s) for s in shapes}
-    if len(ranks) != 1:
-        raise ValueError(f"every sample must have the same rank, got spatial_shapes={shapes}")
     return shapes
 
 
@@ -360,19 +376,20 @@ def normalize_varlen(query, key, value, spatial_shapes, kernel_size, stride=1, d
         if t.dim() != 3:
             raise ValueError(f"{name} must be packed [total_tokens, heads, dim], got shape "
                              f"{tuple(t.shape)}")
+    _check_same("key", key, query)
+    _check_same("value", value, query)
     shapes = _spatial_shapes(spatial_shapes)
-    total = sum(math.prod(s) for s in shapes)
+    tokens = [math.prod(s) for s in shapes]
     for name, t in (("query", query), ("key", key), ("value", value)):
-        if t.shape[0] != total:
+        if t.shape[0] != sum(tokens):
             raise ValueError(f"{name} has {t.shape[0]} tokens but spatial_shapes {shapes} sum to "
-                             f"{total}")
+                             f"{sum(tokens)} (tokens per sample: {tokens})")
     count = len(shapes)
     per = [_per_sample(n, v, count) for n, v in (("kernel_size", kernel_size), ("stride", stride),
                                                   ("dilation", dilation),
                                                   ("is_causal", is_causal))]
     samples, start = [], 0
-    for i, shape in enumerate(shapes):
-        n = math.prod(shape)
+    for i, (shape, n) in enumerate(zip(shapes, tokens)):
         views = [t[start:start + n].reshape(1, *shape, *t.shape[1:]) for t in (query, key, value)]
         try:
             p = normalize(*views, per[0][i], per[1][i], per[2][i], per[3][i], scale)
