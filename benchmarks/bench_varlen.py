@@ -5,7 +5,7 @@ alternatives users have, in one run.
 
 Cases (the issue's): video = three clips 16x48x80, 8x60x104, 24x32x56, window 8x16x16, 24 heads,
 D 128; images = 64 images of random sizes 24..64 per side (seed 0), window 7x7, 4 heads, D 32.
-Contenders: packed (one varlen call, its backend=None: today the grouped path, one
+Contenders: packed (one varlen call, its backend=None: today the per-shape path, one
 fastna.neighborhood_attention call per group of samples with equal shape and parameters -- not
 the single-launch varlen kernel; the output says which path ran and how many calls it made),
 separate (one fastna.neighborhood_attention call per sample, backend=None: its fastest kernel),

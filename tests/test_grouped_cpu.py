@@ -161,3 +161,22 @@ def test_head_groups_with_backend_fused_take_one_grouped_launch(monkeypatch):
     want = fastna.neighborhood_attention(*args, head_groups=[2, 2], backend="reference")
     assert stub.calls == [("forward", 2)]
     assert rel_error(out, want) < 1e-12
+
+
+def test_varlen_with_backend_fused_takes_one_grouped_launch(monkeypatch):
+    """fastna.neighborhood_attention_varlen(..., backend="fused") runs every sample in one
+    grouped launch where the grouped kernels are built (faked here: the stub runs them), and
+    explain_varlen says so."""
+    stub, memory = _patch(monkeypatch)
+    monkeypatch.setattr(fused_grouped, "unavailable", lambda *a: None)
+    shapes = [(5, 7), (9, 4), (5, 7)]
+    total = sum(a * b for a, b in shapes)
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (memory.add(torch.randn(total, 2, 8, generator=g, dtype=torch.float64)) for _ in range(3))
+    args = (q, k, v, shapes, [3, (3, 2), 5], 1, [1, (2, 1), 1], [False, (True, False), True])
+    out, lse = fastna.neighborhood_attention_varlen(*args, return_lse=True, backend="fused")
+    want, wlse = fastna.neighborhood_attention_varlen(*args, return_lse=True, backend="reference")
+    assert stub.calls == [("forward", 3)]
+    assert rel_error(out, want) < 1e-12 and rel_error(lse, wlse) < 1e-6
+    assert fastna.varlen.explain_varlen(*args, backend="fused").startswith(
+        "grouped kernels: 3 problem(s) in one forward launch")

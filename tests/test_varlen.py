@@ -1,5 +1,5 @@
 """fastna.neighborhood_attention_varlen on CPU against one fastna.neighborhood_attention call
-(backend="reference") per sample: its grouped path (backend=None: one call per group of samples
+(backend="reference") per sample: its per-shape path (backend=None: one call per group of samples
 with equal shape and parameters, gathered and scattered) on random mixes of 1-8 samples with
 repeated shapes, 1D/2D/3D, shared and per-sample parameters, every causal combination, GQA,
 Dv != D, return_lse, gradients, float64 / float32, non-contiguous inputs; its per-sample
@@ -71,7 +71,7 @@ def _check(got, want, leaves, tol, grads=True):
         assert _rel(a, b) < tol, _rel(a, b)
 
 
-# ----------------------------------------------------------------------------- grouped path
+# ----------------------------------------------------------------------------- per-shape path
 
 @pytest.mark.parametrize("rank", [1, 2, 3])
 @pytest.mark.parametrize("per_sample", [False, True], ids=["shared", "per_sample"])
@@ -169,7 +169,7 @@ def test_explain_names_the_path_and_groups():
     shapes = [(5, 6), (4, 4), (5, 6)]
     q = torch.randn(5 * 6 * 2 + 16, 2, 8)
     text = varlen.explain_varlen(q, q, q, shapes, 3)
-    assert text.startswith("grouped path: 2 call(s) of fastna.neighborhood_attention for 3 "
+    assert text.startswith("per-shape path: 2 call(s) of fastna.neighborhood_attention for 3 "
                            "sample(s)") and "not a single varlen launch" in text
     assert "samples 0, 2 (spatial shape (5, 6))" in text and "runs: backend 'reference'" in text
     text = varlen.explain_varlen(q, q, q, shapes, 3, backend="reference")

@@ -1,4 +1,4 @@
-"""fastna.neighborhood_attention_varlen's grouped path on the CUDA kernel backends (fused,
+"""fastna.neighborhood_attention_varlen's per-shape path on the CUDA kernel backends (fused,
 hopper, and backend=None): packed mixes of 2-6 samples with repeated, interleaved shapes (so
 rows are gathered and scattered), 1D-3D, shared and per-sample parameters, GQA, Dv != D where
 the backend runs it, against one fastna.neighborhood_attention call per sample on the same

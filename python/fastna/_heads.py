@@ -165,6 +165,8 @@ def explain(query, key, value, head_groups, kernel_size, stride, dilation, is_ca
     _args.check_backend_arg(backend)
     groups = groups_of(None, query, key, value, head_groups, kernel_size, stride, dilation,
                        is_causal, scale, ek, ev)
+    if len(groups) > 1 and _grouped_kernels_take(groups, query, key, value, ek, backend):
+        return fused_grouped.explain(query, key, value, fused_grouped.HeadGroupLayout(groups, query))
     lines = [f"{len(groups)} call(s), one per group of heads with equal parameters (the "
              f"per-head-group path: fastna._heads.run_groups)"]
     for g in groups:

@@ -12,8 +12,12 @@ is_causal: an int / bool / per-axis tuple shared by every sample, or a *list* wi
 per sample.  Each sample means exactly what fastna.neighborhood_attention means on that sample
 alone.  Returns out [total_tokens, H, Dv] (and lse [total_tokens, H] with return_lse).
 
-How it runs today -- the grouped path, ONE LAUNCH PER GROUP, not the single varlen launch:
-samples with equal spatial shape and parameters form a group; each group is gathered into one
+How it runs:
+- backend="fused", where the grouped kernels are built (FASTNA_EXTRA_KERNELS; not yet proven on
+  a GPU): ONE LAUNCH for every sample of the packed batch, forward (three for the backward) --
+  fastna.backends.fused_grouped, one problem per sample, nothing gathered or copied.
+- Otherwise the per-shape path, ONE LAUNCH PER GROUP: samples with equal spatial shape and
+  parameters form a group; each group is gathered into one
 batch [B_group, *shape, H, D] and run by ONE ordinary fastna.neighborhood_attention call (its
 backend choice, plan cache, custom op under torch.compile and autograd), and the outputs (and
 logsumexps) are scattered back into the packed order.  A batch whose samples all differ is
@@ -22,8 +26,8 @@ the groups already lie in packing order (then they are split views and one cat);
 through both.  backend=None and every backend name neighborhood_attention accepts take this
 path, except backend="reference": the oracle, one reference call per sample, no grouping.
 
-The single-launch varlen kernels (fused / Hopper: every sample of the packed batch in one launch
-per direction) are not built yet; they will replace run_groups() here and nothing else.
+backend=None keeps the per-shape path until the grouped kernels are measured against it (a few
+large samples run faster on the Hopper kernels call by call than on an sm80 grouped launch).
 
 spatial_shapes under torch.compile: a list is static (every shape, group and index is fixed at
 trace time; fullgraph=True traces it).  An integer tensor is read with .tolist() in eager calls
@@ -40,12 +44,13 @@ import torch
 from torch import Tensor
 
 from . import _api, _args, _heads, _registry
+from .backends import fused_grouped
 from ._args import NAParams, VarlenSample
 
 PerSample = Union[int, bool, Sequence[int], Sequence[bool], list]
 
-__all__ = ["neighborhood_attention_varlen", "explain_varlen", "SampleGroup", "VarlenPlan",
-           "plan"]
+__all__ = ["neighborhood_attention_varlen", "explain_varlen", "PackedSample", "SampleGroup",
+           "VarlenPlan", "plan"]
 
 _MAX_PLANS = 256
 _plans: dict = {}
@@ -70,6 +75,22 @@ class SampleGroup:
 
 
 @dataclass(frozen=True)
+class PackedSample:
+    """A sample's rows [start, start + tokens) of the packed tensors and its parameters
+    (params.length: its spatial shape)."""
+    start: int
+    params: NAParams
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return tuple(self.params.length)
+
+    @property
+    def tokens(self) -> int:
+        return math.prod(self.params.length)
+
+
+@dataclass(frozen=True)
 class VarlenPlan:
     """The groups of a validated call and how rows move between packing order and group
     order (the groups' samples one after another).  gather / scatter: (per-sample row offset,
@@ -80,6 +101,7 @@ class VarlenPlan:
     gather: Optional[Tuple[Tuple[int, ...], Tuple[int, ...]]]
     scatter: Optional[Tuple[Tuple[int, ...], Tuple[int, ...]]]
     total: int
+    samples: Tuple[PackedSample, ...] = ()   # packing order (the grouped kernels' problems)
 
 
 def _group(samples: Sequence[VarlenSample], merge: bool) -> Tuple[SampleGroup, ...]:
@@ -97,8 +119,9 @@ def _make_plan(samples: Sequence[VarlenSample], merge: bool) -> VarlenPlan:
     groups = _group(samples, merge)
     order = [i for g in groups for i in g.samples]
     total = sum(s.tokens for s in samples)
+    packed = tuple(PackedSample(s.start, s.params) for s in samples)
     if order == sorted(order):
-        return VarlenPlan(groups, None, None, total)
+        return VarlenPlan(groups, None, None, total, packed)
     tokens = [samples[i].tokens for i in order]
     grouped_start, at = {}, 0
     for i, n in zip(order, tokens):
@@ -107,7 +130,7 @@ def _make_plan(samples: Sequence[VarlenSample], merge: bool) -> VarlenPlan:
     gather = (tuple(samples[i].start - grouped_start[i] for i in order), tuple(tokens))
     scatter = (tuple(grouped_start[s.index] - s.start for s in samples),
                tuple(s.tokens for s in samples))
-    return VarlenPlan(groups, gather, scatter, total)
+    return VarlenPlan(groups, gather, scatter, total, packed)
 
 
 def _spatial_key(spatial_shapes):
@@ -198,7 +221,7 @@ def _scattered(p: VarlenPlan, parts: List[Tensor]) -> Tensor:
 
 
 def run_groups(p: VarlenPlan, query, key, value, return_lse: bool, backend: Optional[str]):
-    """The grouped path: one fastna.neighborhood_attention call per group.  The seam of the
+    """The per-shape path: one fastna.neighborhood_attention call per group.  The seam of the
     single-launch varlen kernels: they replace this function."""
     outs, lses = [], []
     for g, q, k, v in zip(p.groups, *_gathered(p, (query, key, value))):
@@ -217,6 +240,18 @@ def run_groups(p: VarlenPlan, query, key, value, return_lse: bool, backend: Opti
         lses.append(lse)
     out = _scattered(p, outs)
     return (out, _scattered(p, lses)) if return_lse else out
+
+
+def _one_launch(p: VarlenPlan, query, key, value, backend: Optional[str]) -> Optional[str]:
+    """Why the grouped kernels do not run this call in one launch, or None when they do:
+    asked for by name (backend="fused"), eager (under torch.compile the per-shape path's
+    custom ops trace), and built for its rank, dtype and head dim."""
+    if backend != "fused":
+        return "backend is not 'fused'"
+    if torch.compiler.is_compiling():
+        return "under torch.compile the per-shape path's custom ops trace"
+    grads = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+    return fused_grouped.unavailable(query, key, value, p.samples[0].params.rank, grads)
 
 
 def _check_call(return_lse, backend) -> None:
@@ -239,6 +274,9 @@ def neighborhood_attention_varlen(query: Tensor, key: Tensor, value: Tensor, spa
     _check_call(return_lse, backend)
     p = plan(query, key, value, spatial_shapes, kernel_size, stride, dilation, is_causal,
              scale, backend)
+    if _one_launch(p, query, key, value, backend) is None:
+        out, lse = fused_grouped.attention(query, key, value, fused_grouped.VarlenLayout(p.samples))
+        return (out, lse) if return_lse else out
     return run_groups(p, query, key, value, return_lse, backend)
 
 
@@ -253,14 +291,19 @@ def explain_varlen(query: Tensor, key: Tensor, value: Tensor, spatial_shapes,
     p = plan(query, key, value, spatial_shapes, kernel_size, stride, dilation, is_causal,
              scale, backend)
     count = sum(len(g.samples) for g in p.groups)
+    why_not = _one_launch(p, query, key, value, backend)
+    if why_not is None:
+        return fused_grouped.explain(query, key, value, fused_grouped.VarlenLayout(p.samples))
     if backend == "reference":
         head = (f"per-sample reference path: {len(p.groups)} call(s) of "
                 f"fastna.neighborhood_attention(backend='reference'), one per sample")
     else:
-        head = (f"grouped path: {len(p.groups)} call(s) of fastna.neighborhood_attention for "
+        head = (f"per-shape path: {len(p.groups)} call(s) of fastna.neighborhood_attention for "
                 f"{count} sample(s), one per group of samples with equal spatial shape and "
                 f"parameters (not a single varlen launch)")
     lines = [head, f"rows: {'gathered and scattered' if p.gather else 'in packing order'}"]
+    if backend == "fused":
+        lines.append(f"grouped kernels (one launch): not taken: {why_not}")
     for g, q, k, v in zip(p.groups, *_gathered(p, (query, key, value))):
         prm = g.params
         lines.append(f"{g.label()}: kernel_size={prm.kernel}, stride={prm.stride}, "

@@ -161,12 +161,23 @@ def forward_tile(q, rank: int, pds) -> str:
     return HOPPER_TILE if HOPPER_TILE in built else TILE
 
 
+def _launch_params(layout, q, k, v) -> List[dict]:
+    return [launch_params(p, qi, ki, vi, TILE) for p, qi, ki, vi in
+            zip(layout.problem_params(), layout.q_views(q), layout.kv_views(k), layout.kv_views(v))]
+
+
+def explain(query, key, value, layout) -> str:
+    """What a grouped call of `layout` runs, as one line."""
+    pds = _launch_params(layout, query, key, value)
+    return (f"grouped kernels: {len(pds)} problem(s) in one forward launch (tile "
+            f"{forward_tile(query, layout.rank, pds)!r}), three backward launches (tile {TILE!r})")
+
+
 class _Grouped(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, layout):
         q, k, v = (fit(t) for t in (q, k, v))
-        pds = [launch_params(p, qi, ki, vi, TILE) for p, qi, ki, vi in
-               zip(layout.problem_params(), layout.q_views(q), layout.kv_views(k), layout.kv_views(v))]
+        pds = _launch_params(layout, q, k, v)
         out = alloc(q.shape, q.dtype, q.device)
         lse_store, lse_rows = layout.new_lse(q)
         tile = forward_tile(q, layout.rank, pds)
