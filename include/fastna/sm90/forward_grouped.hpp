@@ -1,7 +1,8 @@
 // Device-level API of the grouped sm90a forward: several problems -- each its own shape,
 // windows, batch, heads and tensor views -- in one launch (docs/INTERNALS.md, "Several problems
-// in one launch").  A CTA runs one query tile of its problem (no persistence); K / V come by the
-// cp.async producer (the problems' tensor maps would live in global memory).
+// in one launch").  A CTA runs one query tile of its problem (no persistence); K / V come by TMA
+// where the problem's tensor maps could be made (they live in global memory: the kernel fences
+// them for the tensormap proxy), else by the cp.async producer.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -12,6 +13,9 @@
 
 #include "fastna/common/grouped_plan.hpp"
 #include "fastna/sm90/forward.hpp"
+
+static_assert(sizeof(fastna::hopper::HopperParams<1, cutlass::half_t>) % 64 == 0,
+              "a grouped launch keeps the problems' tensor maps 64-byte aligned in its parameter array");
 
 namespace fastna {
 namespace hopper {
@@ -46,10 +50,8 @@ class ForwardGrouped {
     std::vector<Params> params;
     std::vector<int64_t> tiles, cost;
     for (int32_t i = 0; i < args.count; ++i) {
-      Params p = Dense::to_params(args.problems[i]);
-      p.use_tma = 0;
-      params.push_back(p);
-      tiles.push_back(p.num_tiles);
+      params.push_back(Dense::to_params(args.problems[i]));
+      tiles.push_back(params.back().num_tiles);
       cost.push_back(args.problems[i].problem.window_size());
     }
     GroupedPlan<Params> plan(params, static_cast<char*>(workspace));

@@ -118,6 +118,14 @@ __device__ __forceinline__ void hopper_forward_tiles(HopperParams<Traits::kRank,
     };
     // KV boxes are numbered across the CTA's tiles (it): ring stage it % kStages, phase (it / kStages) & 1.
     int kv_iter = 0, tile_iter = 0;
+    if constexpr (kGrouped) {
+      // A grouped problem's tensor maps live in global memory, written there by the host's copy:
+      // the thread that issues the TMA copies acquires them for the tensormap proxy first.
+      if (tma && ptid == 0) {
+        asm volatile("fence.proxy.tensormap::generic.acquire.sys [%0], 128;\n" ::"l"(&hparams.tma_k) : "memory");
+        asm volatile("fence.proxy.tensormap::generic.acquire.sys [%0], 128;\n" ::"l"(&hparams.tma_v) : "memory");
+      }
+    }
     for (int tile = kGrouped ? grouped_tile : blockIdx.x; kGrouped ? tile == grouped_tile : tile < hparams.num_tiles;
          tile += gridDim.x) {
       int bx, h, b;
@@ -576,8 +584,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
 }
 
 // Several problems in one grid (GroupedSchedule over each problem's tiles: a CTA runs one tile
-// of its problem).  The problems' parameters live in global memory, so their K / V come by the
-// cp.async producer (use_tma 0: a tensor map there would need the tensormap proxy's fences).
+// of its problem).  The problems' parameters, tensor maps included, live in global memory.
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kCtasPerSm)
     fna_hopper_forward_grouped_kernel(GroupedParams<HopperParams<Traits::kRank, typename Traits::Element>> const params) {
