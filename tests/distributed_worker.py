@@ -257,7 +257,8 @@ def _traffic_case(case):
     slabs = [fd.shard(t, axis, lengths=lengths).clone().requires_grad_() for t in (q, k, v)]
     with fd.count_traffic() as traffic:
         out = fd.neighborhood_attention(*slabs, case["kernel"], case["stride"], case["dilation"],
-                                        case["causal"], shard_axis=axis)
+                                        case["causal"], shard_axis=axis,
+                                        backend=case.get("backend"))
         out.backward(fd.shard(dout, axis, lengths=lengths))
     plan = fd.axis_plan(tuple(lengths), case["kernel"][axis], case["stride"][axis],
                         case["dilation"][axis], case["causal"][axis])

@@ -225,7 +225,7 @@ class _HaloAttention(torch.autograd.Function):
         segments = plan.segments[me]
         krows, vrows = ctx.halo
         acc = torch.float64 if q.dtype == torch.float64 else torch.float32
-        dk, dv = grad_rows(krows, setup, acc)
+        dk, dv = grad_rows(krows, vrows, setup, acc)
         dq_parts = [torch.zeros_like(q.narrow(dim, seg.q0 - s0, seg.q1 - seg.q0), dtype=acc)
                     for seg in segments]
 
@@ -289,13 +289,12 @@ def add_arrived_grads(dk: Rows, dv: Rows, arrivals, setup: HaloSetup) -> None:
         dv.local.index_add_(setup.dim, idx, gv.to(dv.local.dtype))
 
 
-def grad_rows(krows: Rows, setup: HaloSetup, acc) -> Tuple[Rows, Rows]:
+def grad_rows(krows: Rows, vrows: Rows, setup: HaloSetup, acc) -> Tuple[Rows, Rows]:
     """Zeroed accumulators (acc dtype) for the gradients of every row the rank's queries read,
     halo included."""
     span = setup.plan.halo_span(setup.group.rank)
-    return tuple(Rows(*(torch.zeros_like(t, dtype=acc) for t in (krows.local, krows.left,
-                                                                   krows.right)), span,
-                       setup.dim) for _ in range(2))
+    return tuple(Rows(*(torch.zeros_like(t, dtype=acc) for t in (r.local, r.left, r.right)),
+                      span, setup.dim) for r in (krows, vrows))
 
 
 def exchange(k, v, setup: HaloSetup):

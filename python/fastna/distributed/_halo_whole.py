@@ -76,7 +76,7 @@ class _HaloWhole(torch.autograd.Function):
         del posted
         ctx.setup = setup
         ctx.parts = parts
-        ctx.halo = krows
+        ctx.halo = (krows, vrows)
         ctx.save_for_backward(q, k, v)
         return _output(parts, q, v, setup.dim)
 
@@ -88,7 +88,7 @@ class _HaloWhole(torch.autograd.Function):
         s0 = plan.starts[me]
         segments = plan.segments[me]
         acc = torch.float64 if q.dtype == torch.float64 else torch.float32
-        dk, dv = _halo.grad_rows(ctx.halo, setup, acc)
+        dk, dv = _halo.grad_rows(*ctx.halo, setup, acc)
         dq_parts = [None] * len(segments)
 
         def run(local: bool) -> None:
