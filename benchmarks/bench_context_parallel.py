@@ -16,10 +16,12 @@ and the local compute alone (rows already there), so the overlap can be judged.
 --model prints, without GPUs or a process group, the *predicted* bytes per rank and halo
 widths for 2/4/8 ranks along every spatial axis (fastna.distributed.axis_plan; no timing).
 
-A benchmark, not a test. Without torchrun it runs as a group of one. Until an offset-slab
-kernel is registered, halo mode computes with the pure-PyTorch reference (slow on hunyuan: try
---iters 3 --warmup 1). CUDA tensors use NCCL,
-CPU tensors gloo; --small is a small fp32 problem for a CPU smoke run.
+A benchmark, not a test. Without torchrun it runs as a group of one. On CUDA halo mode computes
+with the "embedded" slab implementation (fastna's kernels on ordinary problems that reproduce
+the global windows; --halo-backend reference for the pure-PyTorch one, slow on hunyuan: try
+--iters 3 --warmup 1); --model's "embedded query rows / slab rows" is the query positions it
+computes per row it keeps. CUDA tensors use NCCL, CPU tensors gloo; --small is a small fp32
+problem for a CPU smoke run.
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ except ImportError:  # run from a checkout without installing
     import fastna
 import fastna.distributed as fd  # noqa: E402
 from fastna import _args, presets  # noqa: E402
-from fastna.distributed import _comm, _halo, _slab  # noqa: E402
+from fastna.distributed import _comm, _halo, _halo_whole, _slab  # noqa: E402
 from fastna.distributed._plan import key_bounds  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -145,6 +147,21 @@ def level_profile(prob, axis, lengths, r):
     return out
 
 
+def embedded_rows(prob, axis, lengths, r) -> int:
+    """Shard-axis rows of the ordinary problems the "embedded" slab implementation runs on rank r
+    (fastna.distributed._halo_whole.calls): its query positions per slab row is their sum /
+    lengths[r] (the rest are computed and dropped)."""
+    shape = list(prob["shape"])
+    shape[axis] = sum(lengths)
+    meta = [torch.empty(prob["batch"], *shape, h, dim, device="meta")
+            for h, dim in ((prob["heads"], prob["dim"]), (prob["heads_kv"], prob["dim"]),
+                           (prob["heads_kv"], prob["dim_v"]))]
+    params = _args.normalize(*meta, **_kwargs(prob))
+    impl = _slab.implementation("embedded", torch.device("cpu"))
+    setup = _halo.HaloSetup(params, axis, _plan(prob, axis, lengths), None, impl)
+    return sum(_halo_whole.row_count(seg, setup) for seg in _halo_whole.calls(setup, r))
+
+
 def predicted_step(prob, axis, lengths, mode, t1_fwd, t1_bwd, gbps):
     """(fwd ms, fwd+bwd ms) of the slowest rank. Compute is split by queries (halo) or heads
     (ulysses) at the single-device speed; one transfer at a time per rank at gbps per direction.
@@ -193,7 +210,8 @@ def model(args) -> None:
               f"predicted_step), ulysses overlapping none.")
     print()
     head = ("| shard axis | ranks | slab rows | halo rows received (max) | "
-            "own-rows compute (min) | halo fwd MB | ulysses fwd MB | halo fwd+bwd MB | ulysses fwd+bwd MB |")
+            "own-rows compute (min) | embedded query rows / slab rows (max) | "
+            "halo fwd MB | ulysses fwd MB | halo fwd+bwd MB | ulysses fwd+bwd MB |")
     if t1:
         head += " halo eff. fwd / fwd+bwd | ulysses eff. fwd / fwd+bwd |"
     print(head)
@@ -205,6 +223,8 @@ def model(args) -> None:
             b = predicted_bytes(prob, axis, lengths)
             halo_rows = max(len(plan.halo(r)) for r in range(P))
             share = min(own_share(prob, axis, lengths, r) for r in range(P))
+            waste = max(embedded_rows(prob, axis, lengths, r) / lengths[r]
+                        for r in range(P) if lengths[r])
 
             def mb(mode, passes):
                 return max(sum(sum(x[mode][p]) for p in passes) for x in b) / 1e6
@@ -212,6 +232,7 @@ def model(args) -> None:
             slab = f"{min(lengths)}-{max(lengths)}" if min(lengths) != max(lengths) \
                 else str(lengths[0])
             line = (f"| {axis} | {P} | {slab} | {halo_rows} | {100 * share:.0f}% | "
+                    f"{waste:.2f} | "
                     f"{mb('halo', ['fwd']):.0f} | {mb('ulysses', ['fwd']):.0f} | "
                     f"{mb('halo', ['fwd', 'bwd']):.0f} | {mb('ulysses', ['fwd', 'bwd']):.0f} |")
             if t1:
@@ -296,8 +317,9 @@ def _halo_pieces(q, k, v, prob, axis, lengths, backend, iters, warmup, device):
     params = _args.normalize(meta, meta.new_empty((*full[:-2], k.shape[-2], k.shape[-1])),
                              meta.new_empty((*full[:-2], v.shape[-2], v.shape[-1])),
                              **_kwargs(prob))
-    _, fwd, bwd = _slab.implementation(backend, q.device)
-    setup = _halo.HaloSetup(params, axis, _plan(prob, axis, lengths), grp, fwd, bwd)
+    impl = _slab.implementation(backend, q.device)
+    setup = _halo.HaloSetup(params, axis, _plan(prob, axis, lengths), grp, impl)
+    schedule = _halo_whole if impl.whole is not None else _halo
 
     def exchange():
         return _halo.exchange(k, v, setup)
@@ -306,7 +328,7 @@ def _halo_pieces(q, k, v, prob, axis, lengths, backend, iters, warmup, device):
 
     def compute():
         with torch.no_grad():
-            _halo.compute(q, krows, vrows, setup)
+            schedule.compute(q, krows, vrows, setup)
 
     return (_timed(exchange, iters, warmup, device), _timed(compute, iters, warmup, device))
 

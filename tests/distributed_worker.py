@@ -60,12 +60,17 @@ def _main(rank: int, world: int, store_path: str, out_dir: str, cases, backend: 
     store = dist.FileStore(store_path, world)
     dist.init_process_group(backend, store=store, rank=rank, world_size=world)
     failures = []
+    from fastna.distributed import _halo_whole
+    default_slack = _halo_whole.OVERLAP_SLACK
     try:
         for case in cases:
+            _halo_whole.OVERLAP_SLACK = case.get("overlap_slack", default_slack)
             try:
                 failures += [f"{case['name']}: {msg}" for msg in _RUN[case["kind"]](case)]
             except Exception:   # a bug in a case that every rank hits the same way
                 failures.append(f"{case['name']}: raised\n{traceback.format_exc()}")
+            finally:
+                _halo_whole.OVERLAP_SLACK = default_slack
         dist.barrier()
     finally:
         with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as f:

@@ -254,8 +254,11 @@ def _special_cases(P):
 
 
 def _embedded(cases):
-    """The halo cases again on the "embedded" slab implementation."""
-    return [dict(c, name=c["name"] + " (embedded)", backend="embedded") for c in cases
+    """The halo cases again on the "embedded" slab implementation, each rank's interior as a
+    call of its own wherever there is one (the other cases take the default choice,
+    fastna.distributed._halo_whole.calls)."""
+    return [dict(c, name=c["name"] + " (embedded)", backend="embedded",
+                 overlap_slack=float("inf")) for c in cases
             if c.get("mode") == "halo" and c["kind"] in ("attention", "traffic")]
 
 

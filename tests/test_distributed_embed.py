@@ -11,7 +11,7 @@ import torch
 
 import fastna.distributed as fd
 from fastna import _args
-from fastna.distributed import _embed, _plan, _slab, _slab_embed
+from fastna.distributed import _embed, _halo_whole, _plan, _slab, _slab_embed
 from fastna.index_math import window
 from numerics import random_inputs
 
@@ -195,8 +195,23 @@ def test_backend_defaults_and_the_path_text():
     text = fd.local_compute_path(q, q, q, (5, 3), shard_axis=0, lengths=[5, 10, 10], rank=1,
                                  backend="embedded")
     assert "offset-slab implementation 'embedded'" in text
-    assert "queries [7, 13) (interior" in text
+    # a separate interior call would compute 52 rows where one call computes 14: one call
+    assert "queries [5, 15) (border: waits for its halo, then one call), key rows [3, 17)" in text
+    assert "global rows [3, 17), [0, 6) (84 query positions for 60 queries" in text
+    slack = _halo_whole.OVERLAP_SLACK
+    try:
+        _halo_whole.OVERLAP_SLACK = float("inf")
+        text = fd.local_compute_path(q, q, q, (5, 3), shard_axis=0, lengths=[5, 10, 10],
+                                     rank=1, backend="embedded")
+    finally:
+        _halo_whole.OVERLAP_SLACK = slack
+    assert "queries [7, 13) (interior: runs while the halo flies), key rows [5, 15)" in text
     assert "global rows [3, 9), [0, 6) (36 query positions for 12 queries" in text
+    # slabs much wider than the window: the interior's own call costs little, so it overlaps
+    wide = torch.zeros(1, 200, 1, 4)
+    text = fd.local_compute_path(wide, wide, wide, 5, shard_axis=0, lengths=[200] * 3, rank=1,
+                                 backend="embedded")
+    assert "queries [202, 398) (interior: runs while the halo flies)" in text
     text = fd.local_compute_path(q, q, q, (5, 3), shard_axis=0, lengths=[5, 10, 10], rank=1)
     assert "'reference' (backend=None's choice on cpu)" in text
     assert "merged through the logsumexp" in text

@@ -4,23 +4,55 @@ transfers are those of fastna.distributed._halo; the schedule differs: no query 
 several kv slabs. While the rows fly, the interior queries (windows inside the rank's own slab)
 run against the own rows; each border segment waits for the levels that carry its rows and
 then runs once against the assembled rows [k0, k1) (own rows and halo rows, contiguous along
-the shard axis). The backward runs the border segments first -- their halo dK / dV go back to
-the rows' owners level by level, farthest first -- and the interior while those fly.
+the shard axis). Where a separate interior call would cost more than it hides (`calls`), all
+the rank's queries run as one call after the transfers instead. The backward runs the border
+segments first -- their halo dK / dV go back to the rows' owners level by level, farthest
+first -- and the interior while those fly.
 
 The parts keep their autograd graphs from the forward (when a backward can follow), so the
 backward runs each part's backward once, without recomputing its forward.
 """
 from __future__ import annotations
 
-from typing import Set
+from typing import Set, Tuple
 
 import torch
 
-from . import _halo
+from . import _embed, _halo
 from ._halo import HaloSetup
 from ._plan import AxisPlan, Segment
 
-__all__ = ["halo_attention", "compute"]
+__all__ = ["halo_attention", "compute", "calls", "row_count", "OVERLAP_SLACK"]
+
+
+# The interior runs as its own call, overlapped with the transfers, only where that computes at
+# most this share more shard-axis rows than one call for all the rank's queries after the
+# transfers: every call of an ordinary problem also computes the filler query rows of its key
+# context, and on fast links (NVLink) the transfers are far shorter than a slab's compute.
+OVERLAP_SLACK = 0.10
+
+
+def row_count(seg: Segment, setup: HaloSetup) -> int:
+    """Shard-axis rows of the ordinary problem that runs the segment (its kv rows where the
+    implementation would not embed it)."""
+    a, p = setup.axis, setup.params
+    e = _embed.axis_embedding(p.length[a], p.kernel[a], p.stride[a], p.dilation[a],
+                              p.causal[a], seg.q0, seg.q1, seg.k0, seg.k1)
+    return seg.k1 - seg.k0 if e is None else e[1] - e[0]
+
+
+def calls(setup: HaloSetup, me: int) -> Tuple[Segment, ...]:
+    """The query segments rank `me` runs, in order: the plan's (interior and borders) where
+    the interior is worth its own call (OVERLAP_SLACK), else one segment of all its queries."""
+    segs = setup.plan.segments[me]
+    if len(segs) <= 1 or not any(seg.local for seg in segs):
+        return segs
+    merged = Segment(segs[0].q0, segs[-1].q1, min(seg.k0 for seg in segs),
+                     max(seg.k1 for seg in segs), all(seg.local for seg in segs))
+    split = sum(row_count(seg, setup) for seg in segs)
+    if split <= (1 + OVERLAP_SLACK) * row_count(merged, setup):
+        return segs
+    return (merged,)
 
 
 def _sources(seg: Segment, plan: AxisPlan, me: int) -> Set[int]:
@@ -54,7 +86,7 @@ class _HaloWhole(torch.autograd.Function):
     def forward(ctx, q, k, v, setup: HaloSetup, keep_graph: bool):
         me = setup.group.rank
         plan = setup.plan
-        segments = plan.segments[me]
+        segments = calls(setup, me)
         levels = _halo.peer_levels(plan, me)
         posted = [_halo.post_kv(k, v, peers, setup) for peers in levels]
         krows, vrows = _halo.halo_rows(k, v, setup)
@@ -75,6 +107,7 @@ class _HaloWhole(torch.autograd.Function):
             run_ready()
         del posted
         ctx.setup = setup
+        ctx.segments = segments
         ctx.parts = parts
         ctx.halo = (krows, vrows)
         ctx.save_for_backward(q, k, v)
@@ -86,7 +119,7 @@ class _HaloWhole(torch.autograd.Function):
         setup, parts = ctx.setup, ctx.parts
         plan, dim, me = setup.plan, setup.dim, setup.group.rank
         s0 = plan.starts[me]
-        segments = plan.segments[me]
+        segments = ctx.segments
         acc = torch.float64 if q.dtype == torch.float64 else torch.float32
         dk, dv = _halo.grad_rows(*ctx.halo, setup, acc)
         dq_parts = [None] * len(segments)
@@ -125,4 +158,4 @@ def compute(q, krows: _halo.Rows, vrows: _halo.Rows, setup: HaloSetup):
     """The forward's local compute alone, rows already there (benchmarks): (out, lse) of every
     segment."""
     return [(p.out, p.lse) for p in (_run(seg, q, krows, vrows, setup, False)
-                                     for seg in setup.plan.segments[setup.group.rank])]
+                                     for seg in calls(setup, setup.group.rank))]

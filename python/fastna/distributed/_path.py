@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import torch
 
 from .. import _args
-from . import _slab
+from . import _halo, _halo_whole, _slab
 from ._api import _meta, check_shard_axis
 from ._plan import axis_plan
 
@@ -61,8 +61,14 @@ def local_compute_path(q, k, v, kernel_size, stride=1, dilation=1, is_causal=Fal
         lines.append("  every query against its own rows while the halo flies, the border "
                      "queries against each peer's rows as they arrive, parts merged through the "
                      "logsumexp")
-    for seg in plan.segments[rank]:
-        where = "interior, runs while the halo flies" if seg.local else "border, waits for its halo"
+    if impl.whole is None:
+        segments = plan.segments[rank]
+        waits = "border: own rows while the halo flies, then each peer's rows"
+    else:
+        segments = _halo_whole.calls(_halo.HaloSetup(params, axis, plan, None, impl), rank)
+        waits = "border: waits for its halo, then one call"
+    for seg in segments:
+        where = "interior: runs while the halo flies" if seg.local else waits
         line = f"  queries [{seg.q0}, {seg.q1}) ({where}), key rows [{seg.k0}, {seg.k1})"
         if impl.describe is not None:
             qs, ks, vs = (_placeholder(t, dim, n) for t, n in ((q, seg.q1 - seg.q0),
