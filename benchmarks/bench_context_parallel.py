@@ -195,6 +195,21 @@ def predicted_step(prob, axis, lengths, mode, t1_fwd, t1_bwd, gbps):
     return worst[0], worst[1]
 
 
+def predicted_embedded_step(prob, axis, lengths, t1_fwd, t1_fwdbwd, gbps):
+    """(fwd ms, fwd+bwd ms) of the slowest rank on the "embedded" slab implementation: its
+    ordinary problems' rows (embedded_rows) at the single-device speed per row, after its
+    transfers (no overlap counted: conservative where an interior call runs first)."""
+    L = sum(lengths)
+    b = predicted_bytes(prob, axis, lengths)
+    worst = [0.0, 0.0]
+    for r in range(len(lengths)):
+        share = embedded_rows(prob, axis, lengths, r) / L
+        fwd = share * t1_fwd + max(b[r]["halo"]["fwd"]) / (gbps * 1e6)
+        both = share * t1_fwdbwd + sum(max(b[r]["halo"][p]) for p in ("fwd", "bwd")) / (gbps * 1e6)
+        worst = [max(worst[0], fwd), max(worst[1], both)]
+    return worst[0], worst[1]
+
+
 def model(args) -> None:
     prob = problem(args)
     ranks = [int(x) for x in args.ranks.split(",")]
@@ -213,7 +228,8 @@ def model(args) -> None:
             "own-rows compute (min) | embedded query rows / slab rows (max) | "
             "halo fwd MB | ulysses fwd MB | halo fwd+bwd MB | ulysses fwd+bwd MB |")
     if t1:
-        head += " halo eff. fwd / fwd+bwd | ulysses eff. fwd / fwd+bwd |"
+        head += (" halo eff. fwd / fwd+bwd | embedded halo eff. fwd / fwd+bwd | "
+                 "ulysses eff. fwd / fwd+bwd |")
     print(head)
     print("|---" * (head.count("|") - 1) + "|")
     for axis in range(len(prob["shape"])):
@@ -236,12 +252,16 @@ def model(args) -> None:
                     f"{mb('halo', ['fwd']):.0f} | {mb('ulysses', ['fwd']):.0f} | "
                     f"{mb('halo', ['fwd', 'bwd']):.0f} | {mb('ulysses', ['fwd', 'bwd']):.0f} |")
             if t1:
-                for mode in ("halo", "ulysses"):
+                for mode in ("halo", "embedded", "ulysses"):
                     if mode == "ulysses" and prob["heads"] % P:
                         line += " - |"
                         continue
-                    f, fb = predicted_step(prob, axis, lengths, mode, t1[0], t1[1] - t1[0],
-                                           args.link_gbps)
+                    if mode == "embedded":
+                        f, fb = predicted_embedded_step(prob, axis, lengths, t1[0], t1[1],
+                                                        args.link_gbps)
+                    else:
+                        f, fb = predicted_step(prob, axis, lengths, mode, t1[0],
+                                               t1[1] - t1[0], args.link_gbps)
                     line += f" {100 * t1[0] / (P * f):.0f}% / {100 * t1[1] / (P * fb):.0f}% |"
             print(line)
 
