@@ -268,8 +268,8 @@ def _extra_cases(P, seed):
     module = dict(kind="module", seed=seed, heads=2 * P, shape=[2 * P + 1, 5], kernel=(3, 3),
                   dilation=(1, 2), causal=(True, False), shard_axis=0, lengths=lengths)
     traffic = dict(kind="traffic", name=f"P{P} traffic", mode="halo", seed=seed, batch=2,
-                   shape=[3 * P + 1, 3], heads=2, heads_kv=1, dim=4, dim_v=3, kernel=(P + 1, 2), stride=(2, 1),
-                   dilation=(2, 1), causal=(False, True), shard_axis=0,
+                   shape=[3 * P + 1, 3], heads=2, heads_kv=1, dim=4, dim_v=3, kernel=(P + 1, 2),
+                   stride=(2, 1), dilation=(2, 1), causal=(False, True), shard_axis=0,
                    lengths=_lengths(rng, 3 * P + 1, P, with_empty=False))
     return [traffic, dict(kind="errors", name=f"P{P} errors"),
             dict(kind="gather_grad", name=f"P{P} gather gradient", seed=seed,
