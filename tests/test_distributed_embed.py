@@ -182,6 +182,10 @@ def test_embedded_through_slab_attention_and_its_fallbacks():
     torch.testing.assert_close(merged, full, rtol=0, atol=TOL)
     with pytest.raises(ValueError, match="need key rows"):
         _slab_embed.forward(q[:, 8:9], k[:, 7:9], v[:, 7:9], params, (8, 0), (7, 0))
+    # halo mode computes in the inputs' dtype, autocast or not (docs/GUIDE.md)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, lse = _slab_embed.forward(q[:, 6:9], k[:, 0:9], v[:, 0:9], params, (6, 0), (0, 0))
+    assert out.dtype == lse.dtype == torch.float64
 
 
 def test_backend_defaults_and_the_path_text():

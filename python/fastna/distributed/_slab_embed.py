@@ -65,8 +65,10 @@ def attention(q, k, v, params: NAParams, q_offset, kv_offset, boxes: Boxes):
     """(out, lse) of the query slab through the ordinary problem on rows `boxes`;
     differentiable in q, k, v (lse is not meant to be)."""
     qe, ke, ve = _pad(q, q_offset, boxes), _pad(k, kv_offset, boxes), _pad(v, kv_offset, boxes)
-    out, lse = _attention(qe, ke, ve, params.kernel, params.stride, params.dilation,
-                          params.causal, params.scale, return_lse=True)
+    # halo mode computes in its inputs' dtype whatever the implementation (no autocast)
+    with torch.autocast(q.device.type, enabled=False):
+        out, lse = _attention(qe, ke, ve, params.kernel, params.stride, params.dilation,
+                              params.causal, params.scale, return_lse=True)
     shape = _spatial(q, params.rank)
     return _crop(out, q_offset, shape, boxes), _crop(lse, q_offset, shape, boxes)
 
