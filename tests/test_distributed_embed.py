@@ -136,8 +136,14 @@ def _slabs(t, a, x0, x1):
 def test_embedded_matches_the_slab_reference(seed, count, aligned_only):
     """Forward (out, lse) and backward (from the forward's out and lse) of the embedded
     implementation equal the reference's, float64; so do a kept-graph part's gradients."""
+    seen = set()
     for (shape, kernel, stride, dilation, causal, H, Hkv, D, Dv, a, (q0, q1, k0, k1),
          s) in _cases(seed, count, aligned_only):
+        L, K, d = shape[a], kernel[a], dilation[a]
+        seen |= {name for name, hit in (
+            ("unequal dilation groups", d > 1 and L % d), ("stride", stride[a] > 1),
+            ("even kernel", K % 2 == 0), ("GQA", H != Hkv), ("Dv != D", Dv != D),
+            ("window wider than the query slab", (K - 1) * d + 1 > q1 - q0)) if hit}
         q, k, v, _, _ = random_inputs(shape, H, Hkv, D, Dv, seed=s)
         params = _args.normalize(q, k, v, kernel, stride, dilation, causal)
         qo, ko = [0] * len(shape), [0] * len(shape)
@@ -157,6 +163,8 @@ def test_embedded_matches_the_slab_reference(seed, count, aligned_only):
         for g, p, w in zip(got, part.grads(dout), want):
             torch.testing.assert_close(g, w, rtol=0, atol=TOL, msg=str(what))
             torch.testing.assert_close(p, w, rtol=0, atol=TOL, msg=str(what))
+    if not aligned_only:
+        assert len(seen) == 6, seen
 
 
 def test_embedded_through_slab_attention_and_its_fallbacks():
