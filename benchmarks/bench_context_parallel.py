@@ -16,10 +16,12 @@ and the local compute alone (rows already there), so the overlap can be judged.
 --model prints, without GPUs or a process group, the *predicted* bytes per rank and halo
 widths for 2/4/8 ranks along every spatial axis (fastna.distributed.axis_plan; no timing).
 
-A benchmark, not a test. Without torchrun it runs as a group of one. Until an offset-slab
-kernel is registered, halo mode computes with the pure-PyTorch reference (slow on hunyuan: try
---iters 3 --warmup 1). CUDA tensors use NCCL,
-CPU tensors gloo; --small is a small fp32 problem for a CPU smoke run.
+A benchmark, not a test. Without torchrun it runs as a group of one. On CUDA halo mode computes
+with the "embedded" slab implementation (fastna's kernels on ordinary problems that reproduce
+the global windows; --halo-backend reference for the pure-PyTorch one, slow on hunyuan: try
+--iters 3 --warmup 1); --model's "embedded query rows / slab rows" is the query positions it
+computes per row it keeps. CUDA tensors use NCCL, CPU tensors gloo; --small is a small fp32
+problem for a CPU smoke run.
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ except ImportError:  # run from a checkout without installing
     import fastna
 import fastna.distributed as fd  # noqa: E402
 from fastna import _args, presets  # noqa: E402
-from fastna.distributed import _comm, _halo, _slab  # noqa: E402
+from fastna.distributed import _comm, _halo, _halo_whole, _slab  # noqa: E402
 from fastna.distributed._plan import key_bounds  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -145,6 +147,21 @@ def level_profile(prob, axis, lengths, r):
     return out
 
 
+def embedded_rows(prob, axis, lengths, r) -> int:
+    """Shard-axis rows of the ordinary problems the "embedded" slab implementation runs on rank r
+    (fastna.distributed._halo_whole.calls): its query positions per slab row is their sum /
+    lengths[r] (the rest are computed and dropped)."""
+    shape = list(prob["shape"])
+    shape[axis] = sum(lengths)
+    meta = [torch.empty(prob["batch"], *shape, h, dim, device="meta")
+            for h, dim in ((prob["heads"], prob["dim"]), (prob["heads_kv"], prob["dim"]),
+                           (prob["heads_kv"], prob["dim_v"]))]
+    params = _args.normalize(*meta, **_kwargs(prob))
+    impl = _slab.implementation("embedded", torch.device("cpu"))
+    setup = _halo.HaloSetup(params, axis, _plan(prob, axis, lengths), None, impl)
+    return sum(_halo_whole.row_count(seg, setup) for seg in _halo_whole.calls(setup, r))
+
+
 def predicted_step(prob, axis, lengths, mode, t1_fwd, t1_bwd, gbps):
     """(fwd ms, fwd+bwd ms) of the slowest rank. Compute is split by queries (halo) or heads
     (ulysses) at the single-device speed; one transfer at a time per rank at gbps per direction.
@@ -178,6 +195,21 @@ def predicted_step(prob, axis, lengths, mode, t1_fwd, t1_bwd, gbps):
     return worst[0], worst[1]
 
 
+def predicted_embedded_step(prob, axis, lengths, t1_fwd, t1_fwdbwd, gbps):
+    """(fwd ms, fwd+bwd ms) of the slowest rank on the "embedded" slab implementation: its
+    ordinary problems' rows (embedded_rows) at the single-device speed per row, after its
+    transfers (no overlap counted: conservative where an interior call runs first)."""
+    L = sum(lengths)
+    b = predicted_bytes(prob, axis, lengths)
+    worst = [0.0, 0.0]
+    for r in range(len(lengths)):
+        share = embedded_rows(prob, axis, lengths, r) / L
+        fwd = share * t1_fwd + max(b[r]["halo"]["fwd"]) / (gbps * 1e6)
+        both = share * t1_fwdbwd + sum(max(b[r]["halo"][p]) for p in ("fwd", "bwd")) / (gbps * 1e6)
+        worst = [max(worst[0], fwd), max(worst[1], both)]
+    return worst[0], worst[1]
+
+
 def model(args) -> None:
     prob = problem(args)
     ranks = [int(x) for x in args.ranks.split(",")]
@@ -193,9 +225,11 @@ def model(args) -> None:
               f"predicted_step), ulysses overlapping none.")
     print()
     head = ("| shard axis | ranks | slab rows | halo rows received (max) | "
-            "own-rows compute (min) | halo fwd MB | ulysses fwd MB | halo fwd+bwd MB | ulysses fwd+bwd MB |")
+            "own-rows compute (min) | embedded query rows / slab rows (max) | "
+            "halo fwd MB | ulysses fwd MB | halo fwd+bwd MB | ulysses fwd+bwd MB |")
     if t1:
-        head += " halo eff. fwd / fwd+bwd | ulysses eff. fwd / fwd+bwd |"
+        head += (" halo eff. fwd / fwd+bwd | embedded halo eff. fwd / fwd+bwd | "
+                 "ulysses eff. fwd / fwd+bwd |")
     print(head)
     print("|---" * (head.count("|") - 1) + "|")
     for axis in range(len(prob["shape"])):
@@ -205,6 +239,8 @@ def model(args) -> None:
             b = predicted_bytes(prob, axis, lengths)
             halo_rows = max(len(plan.halo(r)) for r in range(P))
             share = min(own_share(prob, axis, lengths, r) for r in range(P))
+            waste = max(embedded_rows(prob, axis, lengths, r) / lengths[r]
+                        for r in range(P) if lengths[r])
 
             def mb(mode, passes):
                 return max(sum(sum(x[mode][p]) for p in passes) for x in b) / 1e6
@@ -212,15 +248,20 @@ def model(args) -> None:
             slab = f"{min(lengths)}-{max(lengths)}" if min(lengths) != max(lengths) \
                 else str(lengths[0])
             line = (f"| {axis} | {P} | {slab} | {halo_rows} | {100 * share:.0f}% | "
+                    f"{waste:.2f} | "
                     f"{mb('halo', ['fwd']):.0f} | {mb('ulysses', ['fwd']):.0f} | "
                     f"{mb('halo', ['fwd', 'bwd']):.0f} | {mb('ulysses', ['fwd', 'bwd']):.0f} |")
             if t1:
-                for mode in ("halo", "ulysses"):
+                for mode in ("halo", "embedded", "ulysses"):
                     if mode == "ulysses" and prob["heads"] % P:
                         line += " - |"
                         continue
-                    f, fb = predicted_step(prob, axis, lengths, mode, t1[0], t1[1] - t1[0],
-                                           args.link_gbps)
+                    if mode == "embedded":
+                        f, fb = predicted_embedded_step(prob, axis, lengths, t1[0], t1[1],
+                                                        args.link_gbps)
+                    else:
+                        f, fb = predicted_step(prob, axis, lengths, mode, t1[0],
+                                               t1[1] - t1[0], args.link_gbps)
                     line += f" {100 * t1[0] / (P * f):.0f}% / {100 * t1[1] / (P * fb):.0f}% |"
             print(line)
 
@@ -296,8 +337,9 @@ def _halo_pieces(q, k, v, prob, axis, lengths, backend, iters, warmup, device):
     params = _args.normalize(meta, meta.new_empty((*full[:-2], k.shape[-2], k.shape[-1])),
                              meta.new_empty((*full[:-2], v.shape[-2], v.shape[-1])),
                              **_kwargs(prob))
-    _, fwd, bwd = _slab.implementation(backend, q.device)
-    setup = _halo.HaloSetup(params, axis, _plan(prob, axis, lengths), grp, fwd, bwd)
+    impl = _slab.implementation(backend, q.device)
+    setup = _halo.HaloSetup(params, axis, _plan(prob, axis, lengths), grp, impl)
+    schedule = _halo_whole if impl.whole is not None else _halo
 
     def exchange():
         return _halo.exchange(k, v, setup)
@@ -306,7 +348,7 @@ def _halo_pieces(q, k, v, prob, axis, lengths, backend, iters, warmup, device):
 
     def compute():
         with torch.no_grad():
-            _halo.compute(q, krows, vrows, setup)
+            schedule.compute(q, krows, vrows, setup)
 
     return (_timed(exchange, iters, warmup, device), _timed(compute, iters, warmup, device))
 

@@ -170,7 +170,7 @@ def test_slab_attention_refuses_a_kv_slab_missing_neighbors():
 
 
 def test_halo_backends_and_errors_without_a_process_group():
-    assert fastna.distributed.slab_backends() == ["reference"]
+    assert fastna.distributed.slab_backends("cpu") == ["reference", "embedded"]
     import torch.distributed as dist
     if not dist.is_initialized():
         q = torch.randn(1, 4, 2, 4)
@@ -210,12 +210,15 @@ def _attention_cases(P, count, seed):
         ulysses = i % 4 == 3
         heads_kv = P if ulysses else rng.choice([1, 2])
         heads = heads_kv * rng.choice([1, 2])
+        # halo: every other case on the slab implementation CUDA takes by default
+        backend = "embedded" if not ulysses and i % 3 == 1 else None
+        mode = "ulysses" if ulysses else f"halo, {backend or 'reference'}"
         cases.append(dict(
-            kind="attention", name=f"P{P} case {i} ({'ulysses' if ulysses else 'halo'})",
+            kind="attention", name=f"P{P} case {i} ({mode})", backend=backend,
             seed=seed * 1000 + i, batch=rng.choice([1, 2]), shape=shape, heads=heads,
             heads_kv=heads_kv, dim=rng.choice([2, 4]), dim_v=rng.choice([2, 3]),
             kernel=kernel, stride=stride, dilation=dilation, causal=causal, shard_axis=axis,
-            lengths=_lengths(rng, shape[axis], P, with_empty=i % 5 == 4),
+            lengths=_lengths(rng, shape[axis], P, with_empty=i % 5 == 4 or i % 7 == 6),
             mode="ulysses" if ulysses else "halo", gather=i % 6 == 0))
     return cases
 
@@ -250,14 +253,23 @@ def _special_cases(P):
     ]
 
 
+def _embedded(cases):
+    """The halo cases again on the "embedded" slab implementation, each rank's interior as a
+    call of its own wherever there is one (the other cases take the default choice,
+    fastna.distributed._halo_whole.calls)."""
+    return [dict(c, name=c["name"] + " (embedded)", backend="embedded",
+                 overlap_slack=float("inf")) for c in cases
+            if c.get("mode") == "halo" and c["kind"] in ("attention", "traffic")]
+
+
 def _extra_cases(P, seed):
     rng = random.Random(seed)
     lengths = _lengths(rng, 2 * P + 1, P, with_empty=False)
     module = dict(kind="module", seed=seed, heads=2 * P, shape=[2 * P + 1, 5], kernel=(3, 3),
                   dilation=(1, 2), causal=(True, False), shard_axis=0, lengths=lengths)
-    traffic = dict(kind="traffic", name=f"P{P} traffic", seed=seed, batch=2, shape=[3 * P + 1, 3],
-                   heads=2, heads_kv=1, dim=4, dim_v=3, kernel=(P + 1, 2), stride=(2, 1),
-                   dilation=(2, 1), causal=(False, True), shard_axis=0,
+    traffic = dict(kind="traffic", name=f"P{P} traffic", mode="halo", seed=seed, batch=2,
+                   shape=[3 * P + 1, 3], heads=2, heads_kv=1, dim=4, dim_v=3, kernel=(P + 1, 2),
+                   stride=(2, 1), dilation=(2, 1), causal=(False, True), shard_axis=0,
                    lengths=_lengths(rng, 3 * P + 1, P, with_empty=False))
     return [traffic, dict(kind="errors", name=f"P{P} errors"),
             dict(kind="gather_grad", name=f"P{P} gather gradient", seed=seed,
@@ -286,9 +298,12 @@ def _coverage(cases):
 
 @pytest.mark.parametrize("P,count", [(2, 14), (3, 12), (4, 9)])
 def test_process_group(P, count, tmp_path):
-    cases = _attention_cases(P, count, seed=P) + _special_cases(P) + _extra_cases(P, seed=P)
-    far, interior, empty = _coverage(cases)
-    assert interior and empty and (far or P == 2)
+    extra = _extra_cases(P, seed=P)
+    cases = _attention_cases(P, count, seed=P) + _special_cases(P) + extra
+    cases += _embedded(_special_cases(P) + extra)
+    for backend in (None, "embedded"):
+        far, interior, empty = _coverage([c for c in cases if c.get("backend") == backend])
+        assert interior and empty and (far or P == 2), backend
     distributed_worker.run_group(P, cases, tmp_path)
 
 

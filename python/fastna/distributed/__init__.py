@@ -12,10 +12,15 @@ parallelism").
 Modes: "halo" (exactly the key / value rows each rank's windows need, point to point,
 overlapped with the interior queries; fastna.distributed._halo) and "ulysses" (all-to-all to
 head-sharded full tensors around fastna.neighborhood_attention; fastna.distributed._ulysses).
-The halo mode's local compute is the offset-slab contract of fastna.distributed._slab.
+The halo mode's local compute is the offset-slab contract of fastna.distributed._slab:
+"embedded" (fastna's own kernels on an ordinary problem that reproduces the global windows;
+fastna.distributed._slab_embed, the default on CUDA) or its pure-PyTorch "reference" (the
+default on the CPU); local_compute_path(...) says which runs where.
 """
+from . import _slab_embed  # noqa: F401  (registers the "embedded" slab implementation)
 from ._api import MODES, neighborhood_attention
 from ._comm import Traffic, count_traffic
+from ._path import local_compute_path
 from ._plan import AxisPlan, axis_plan, even_lengths
 from ._shard import gather, shard
 from ._slab import register as register_slab_backend
@@ -23,4 +28,4 @@ from ._slab import slab_attention, slab_backends
 
 __all__ = ["neighborhood_attention", "shard", "gather", "MODES", "slab_attention",
            "slab_backends", "register_slab_backend", "count_traffic", "Traffic", "axis_plan",
-           "AxisPlan", "even_lengths"]
+           "AxisPlan", "even_lengths", "local_compute_path"]

@@ -16,7 +16,7 @@ import torch
 
 from .. import _args
 from .._api import neighborhood_attention as _local_attention
-from . import _comm, _halo, _slab, _ulysses
+from . import _comm, _halo, _halo_whole, _slab, _ulysses
 from ._plan import axis_plan
 
 __all__ = ["neighborhood_attention", "MODES"]
@@ -152,7 +152,9 @@ def neighborhood_attention(q, k, v, kernel_size, stride=1, dilation=1, is_causal
 
     mode="halo": each rank receives exactly the key / value rows its queries need
     (batch_isend_irecv), overlapped with the queries that need none; `backend` names the
-    offset-slab implementation (fastna.distributed.slab_backends()). mode="ulysses": all-to-all
+    offset-slab implementation (fastna.distributed.slab_backends(); None: "embedded" -- fastna's
+    own kernels -- on CUDA, "reference" on the CPU); fastna.distributed.local_compute_path says
+    what runs. mode="ulysses": all-to-all
     to head-sharded full tensors around fastna.neighborhood_attention(backend=backend); needs
     H and H_kv divisible by the group size.
     """
@@ -185,7 +187,10 @@ def neighborhood_attention(q, k, v, kernel_size, stride=1, dilation=1, is_causal
         out = _local_attention(qh, kh, vh, params.kernel, params.stride, params.dilation,
                                params.causal, params.scale, backend=backend)
         return _ulysses.heads_to_space(out, setup)
-    _, fwd, bwd = _slab.implementation(backend, q.device)
+    impl = _slab.implementation(backend, q.device)
     plan = axis_plan(lengths, params.kernel[axis], params.stride[axis], params.dilation[axis],
                      params.causal[axis])
-    return _halo.halo_attention(q, k, v, _halo.HaloSetup(params, axis, plan, grp, fwd, bwd))
+    setup = _halo.HaloSetup(params, axis, plan, grp, impl)
+    if impl.whole is not None:
+        return _halo_whole.halo_attention(q, k, v, setup)
+    return _halo.halo_attention(q, k, v, setup)

@@ -23,7 +23,8 @@ from .._args import NAParams
 from . import _comm, _slab
 from ._plan import AxisPlan, Segment
 
-__all__ = ["HaloSetup", "halo_attention", "exchange", "compute"]
+__all__ = ["HaloSetup", "Rows", "halo_attention", "exchange", "compute", "peer_levels", "post_kv",
+           "halo_rows", "place", "post_halo_grads", "add_arrived_grads", "grad_rows"]
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,15 @@ class HaloSetup:
     axis: int                 # the shard axis (0-based among the spatial axes)
     plan: AxisPlan
     group: _comm.Group
-    forward: Callable         # the slab contract's forward / backward (fastna.distributed._slab)
-    backward: Callable
+    impl: _slab.Implementation   # the local compute (fastna.distributed._slab)
+
+    @property
+    def forward(self) -> Callable:
+        return self.impl.forward
+
+    @property
+    def backward(self) -> Callable:
+        return self.impl.backward
 
     @property
     def dim(self) -> int:
@@ -55,7 +63,7 @@ def _with_rows(t: torch.Tensor, dim: int, n: int, dtype=None) -> torch.Tensor:
     return t.new_zeros(shape, dtype=dtype or t.dtype)
 
 
-class _Rows:
+class Rows:
     """Key (or value) rows [lo, hi) of the shard axis as a rank sees them: a left halo
     [lo, S0), its own slab [S0, S1) and a right halo [S1, hi); halo rows no query needs (gaps
     left by dilation) stay zero."""
@@ -92,7 +100,7 @@ def _halo_part(plan: AxisPlan, me: int, src: int):
     return ("left", lo) if src < me else ("right", s1)
 
 
-def _levels(plan: AxisPlan, me: int):
+def peer_levels(plan: AxisPlan, me: int):
     """The peers me exchanges rows with (either way), grouped by distance |peer - me|,
     nearest first. Both ends of a pair put it in the same level, and every rank posts its
     levels in the same order (forward nearest first, backward farthest first), so the
@@ -104,7 +112,7 @@ def _levels(plan: AxisPlan, me: int):
     return [levels[d] for d in sorted(levels)]
 
 
-def _post_kv(k, v, peers, setup: HaloSetup):
+def post_kv(k, v, peers, setup: HaloSetup):
     """Post one level's transfers: my rows to those peers that need them, theirs into new
     buffers. Returns (pending, [(src, rows, k_rows, v_rows)], sent tensors to keep alive)."""
     plan, group, dim = setup.plan, setup.group, setup.dim
@@ -124,16 +132,16 @@ def _post_kv(k, v, peers, setup: HaloSetup):
     return _comm.p2p(sends, recvs, group, "halo kv"), arrivals, sends
 
 
-def _halo_rows(k, v, setup: HaloSetup):
-    """(_Rows of k, _Rows of v): my slab and zeroed halo buffers the arrivals fill."""
+def halo_rows(k, v, setup: HaloSetup):
+    """(Rows of k, Rows of v): my slab and zeroed halo buffers the arrivals fill."""
     plan, dim, me = setup.plan, setup.dim, setup.group.rank
     span = plan.halo_span(me)
     lo, s0, s1, hi = span
-    return tuple(_Rows(t, _with_rows(t, dim, s0 - lo), _with_rows(t, dim, hi - s1), span, dim)
+    return tuple(Rows(t, _with_rows(t, dim, s0 - lo), _with_rows(t, dim, hi - s1), span, dim)
                  for t in (k, v))
 
 
-def _place(krows: _Rows, vrows: _Rows, arrivals, setup: HaloSetup) -> None:
+def place(krows: Rows, vrows: Rows, arrivals, setup: HaloSetup) -> None:
     plan, dim, me = setup.plan, setup.dim, setup.group.rank
     for src, rows, kb, vb in arrivals:
         side, base = _halo_part(plan, me, src)
@@ -160,7 +168,7 @@ def _halo_parts(seg: Segment, plan: AxisPlan, me: int, peers):
     return out
 
 
-def _part_forward(seg: Segment, a: int, b: int, q, krows: _Rows, vrows: _Rows,
+def _part_forward(seg: Segment, a: int, b: int, q, krows: Rows, vrows: Rows,
                   setup: HaloSetup):
     s0 = setup.plan.starts[setup.group.rank]
     qs = q.narrow(setup.dim, seg.q0 - s0, seg.q1 - seg.q0)
@@ -182,14 +190,14 @@ class _HaloAttention(torch.autograd.Function):
         plan = setup.plan
         segments = plan.segments[me]
         owned = plan.owned(me)
-        levels = _levels(plan, me)
-        posted = [_post_kv(k, v, peers, setup) for peers in levels]
-        krows, vrows = _halo_rows(k, v, setup)
+        levels = peer_levels(plan, me)
+        posted = [post_kv(k, v, peers, setup) for peers in levels]
+        krows, vrows = halo_rows(k, v, setup)
         parts = {seg: [_part_forward(seg, a, b, q, krows, vrows, setup)
                        for a, b in _own_parts(seg, owned)] for seg in segments}
         for peers, (pending, arrivals, _) in zip(levels, posted):
             pending.wait()
-            _place(krows, vrows, arrivals, setup)
+            place(krows, vrows, arrivals, setup)
             for seg in segments:
                 parts[seg] += [_part_forward(seg, a, b, q, krows, vrows, setup)
                                for a, b in _halo_parts(seg, plan, me, peers)]
@@ -217,9 +225,7 @@ class _HaloAttention(torch.autograd.Function):
         segments = plan.segments[me]
         krows, vrows = ctx.halo
         acc = torch.float64 if q.dtype == torch.float64 else torch.float32
-        # gradients of every row the rank's queries read, halo included, in acc precision
-        dk, dv = (_Rows(*(torch.zeros_like(t, dtype=acc) for t in (r.local, r.left, r.right)),
-                        plan.halo_span(me), dim) for r in (krows, vrows))
+        dk, dv = grad_rows(krows, vrows, setup, acc)
         dq_parts = [torch.zeros_like(q.narrow(dim, seg.q0 - s0, seg.q1 - seg.q0), dtype=acc)
                     for seg in segments]
 
@@ -237,32 +243,14 @@ class _HaloAttention(torch.autograd.Function):
                     dv.add(a, gv.to(acc))
 
         posted, arrivals = [], []
-        for peers in reversed(_levels(plan, me)):
+        for peers in reversed(peer_levels(plan, me)):
             run(lambda seg: _halo_parts(seg, plan, me, peers))
-            # this level's halo gradients back to the rows' owners (in the input dtype, like
-            # the rows came), and theirs for my rows
-            sends, recvs = [], []
-            for p in peers:
-                rows = plan.sends(p, me)
-                if rows:
-                    side, base = _halo_part(plan, me, p)
-                    idx = _index(rows, base, k.device)
-                    sends += [(p, getattr(dk, side).index_select(dim, idx).to(k.dtype), 0),
-                              (p, getattr(dv, side).index_select(dim, idx).to(v.dtype), 1)]
-                rows = plan.sends(me, p)
-                if rows:
-                    gk, gv = _with_rows(k, dim, len(rows)), _with_rows(v, dim, len(rows))
-                    recvs += [(p, gk, 0), (p, gv, 1)]
-                    arrivals.append((rows, gk, gv))
-            posted.append((_comm.p2p(sends, recvs, group, "halo dkv"), sends))
+            posted.append(post_halo_grads(dk, dv, peers, k, v, setup, arrivals))
         run(lambda seg: _own_parts(seg, owned))
         for pending, _ in posted:
             pending.wait()
         del posted
-        for rows, gk, gv in arrivals:
-            idx = _index(rows, s0, k.device)
-            dk.local.index_add_(dim, idx, gk.to(acc))
-            dv.local.index_add_(dim, idx, gv.to(acc))
+        add_arrived_grads(dk, dv, arrivals, setup)
         if dq_parts:
             dq = dq_parts[0] if len(dq_parts) == 1 else torch.cat(dq_parts, dim)
         else:
@@ -270,22 +258,61 @@ class _HaloAttention(torch.autograd.Function):
         return dq.to(q.dtype), dk.local.to(k.dtype), dv.local.to(v.dtype), None
 
 
+def post_halo_grads(dk: Rows, dv: Rows, peers, k, v, setup: HaloSetup, arrivals: list):
+    """Post one level's halo gradients back to the rows' owners (in the input dtype, like the
+    rows came) and the receives of theirs for my rows (appended to `arrivals` as (rows, dk,
+    dv)). Returns (pending, sent tensors to keep alive)."""
+    plan, group, dim = setup.plan, setup.group, setup.dim
+    me = group.rank
+    sends, recvs = [], []
+    for p in peers:
+        rows = plan.sends(p, me)
+        if rows:
+            side, base = _halo_part(plan, me, p)
+            idx = _index(rows, base, k.device)
+            sends += [(p, getattr(dk, side).index_select(dim, idx).to(k.dtype), 0),
+                      (p, getattr(dv, side).index_select(dim, idx).to(v.dtype), 1)]
+        rows = plan.sends(me, p)
+        if rows:
+            gk, gv = _with_rows(k, dim, len(rows)), _with_rows(v, dim, len(rows))
+            recvs += [(p, gk, 0), (p, gv, 1)]
+            arrivals.append((rows, gk, gv))
+    return _comm.p2p(sends, recvs, group, "halo dkv"), sends
+
+
+def add_arrived_grads(dk: Rows, dv: Rows, arrivals, setup: HaloSetup) -> None:
+    """Add the halo gradients the peers returned for my rows to my own."""
+    s0 = setup.plan.starts[setup.group.rank]
+    for rows, gk, gv in arrivals:
+        idx = _index(rows, s0, gk.device)
+        dk.local.index_add_(setup.dim, idx, gk.to(dk.local.dtype))
+        dv.local.index_add_(setup.dim, idx, gv.to(dv.local.dtype))
+
+
+def grad_rows(krows: Rows, vrows: Rows, setup: HaloSetup, acc) -> Tuple[Rows, Rows]:
+    """Zeroed accumulators (acc dtype) for the gradients of every row the rank's queries read,
+    halo included."""
+    span = setup.plan.halo_span(setup.group.rank)
+    return tuple(Rows(*(torch.zeros_like(t, dtype=acc) for t in (r.local, r.left, r.right)),
+                      span, setup.dim) for r in (krows, vrows))
+
+
 def exchange(k, v, setup: HaloSetup):
-    """The forward's transfers alone (benchmarks): (_Rows of k, _Rows of v) once all arrived."""
-    krows, vrows = _halo_rows(k, v, setup)
-    for peers in _levels(setup.plan, setup.group.rank):
-        pending, arrivals, sent = _post_kv(k, v, peers, setup)
+    """The forward's transfers alone (benchmarks): (Rows of k, Rows of v) once all arrived."""
+    krows, vrows = halo_rows(k, v, setup)
+    for peers in peer_levels(setup.plan, setup.group.rank):
+        pending, arrivals, sent = post_kv(k, v, peers, setup)
         pending.wait()
-        _place(krows, vrows, arrivals, setup)
+        place(krows, vrows, arrivals, setup)
     return krows, vrows
 
 
-def compute(q, krows: _Rows, vrows: _Rows, setup: HaloSetup):
+def compute(q, krows: Rows, vrows: Rows, setup: HaloSetup):
     """The forward's local compute alone, rows already there (benchmarks): the output parts of
     every segment, merged."""
     me = setup.group.rank
     plan = setup.plan
-    peers = [p for level in _levels(plan, me) for p in level]
+    peers = [p for level in peer_levels(plan, me) for p in level]
     return [_slab.merge([_part_forward(seg, a, b, q, krows, vrows, setup)
                          for a, b in _own_parts(seg, plan.owned(me)) +
                          _halo_parts(seg, plan, me, peers)])

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
@@ -39,7 +40,8 @@ from ..index_math import window
 from ._plan import key_bounds
 
 __all__ = ["slab_attention", "merge", "register", "implementation", "slab_backends",
-           "reference_forward", "reference_backward", "DEFAULT_MAX_BYTES"]
+           "reference_forward", "reference_backward", "check_slabs", "Implementation",
+           "DEFAULT_MAX_BYTES"]
 
 DEFAULT_MAX_BYTES = _reference.DEFAULT_MAX_BYTES   # the same per-tile budget as the oracle
 
@@ -47,7 +49,7 @@ Forward = Callable[..., Tuple[torch.Tensor, torch.Tensor]]
 Backward = Callable[..., Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
-def _check_slabs(q, k, v, params: NAParams, q_offset, kv_offset) -> None:
+def check_slabs(q, k, v, params: NAParams, q_offset, kv_offset) -> None:
     rank = params.rank
     if not params.length or len(params.length) != rank:
         raise ValueError(f"params.length must hold the global spatial shape ({rank} axes), got "
@@ -208,7 +210,7 @@ def reference_forward(q, k, v, params: NAParams, q_offset: Sequence[int],
                       max_bytes: Optional[int] = None):
     """The contract's forward in plain PyTorch (any device; fp32 math, fp64 for fp64 inputs),
     tiled so that no tile's scores exceed max_bytes."""
-    _check_slabs(q, k, v, params, q_offset, kv_offset)
+    check_slabs(q, k, v, params, q_offset, kv_offset)
     rank = params.rank
     nq = [q.shape[1 + a] for a in range(rank)]
     B, H, Dv = q.shape[0], q.shape[-2], v.shape[-1]
@@ -231,7 +233,7 @@ def reference_backward(dout, q, k, v, out, lse, params: NAParams, q_offset, kv_o
     """The contract's backward: the query slab's gradients through the neighbors inside the kv
     slab, from the given out and lse (those of the whole neighborhood when the forward was
     split over several kv slabs and merged)."""
-    _check_slabs(q, k, v, params, q_offset, kv_offset)
+    check_slabs(q, k, v, params, q_offset, kv_offset)
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
     dq = torch.zeros_like(q, dtype=compute)
     dk = torch.zeros_like(k, dtype=compute)
@@ -260,38 +262,63 @@ def merge(parts):
     return out.to(parts[0][0].dtype), lse
 
 
-_IMPLEMENTATIONS: Dict[str, Tuple[Callable[[torch.device], bool], Forward, Backward]] = {
-    "reference": (lambda device: True, reference_forward, reference_backward),
+@dataclass(frozen=True)
+class Implementation:
+    """One implementation of the contract. `available(device)`: it runs tensors of that device;
+    `default(device)`: backend=None takes it there. `whole` (optional): `whole(q, k, v, params,
+    q_offset, kv_offset, keep_graph) -> part` for a query slab whose neighborhoods all lie in
+    its kv slab, with part.out, part.lse and part.grads(dout) -> (dq, dk, dv) (from the graph
+    kept when keep_graph); an implementation that has it is fast on whole neighborhoods, so halo
+    mode lets the border queries wait for their halo instead of merging partial parts.
+    `describe(q, k, v, params, q_offset, kv_offset)` (optional): what `whole` would run, as
+    text (fastna.distributed.local_compute_path)."""
+    name: str
+    available: Callable[[torch.device], bool]
+    forward: Forward
+    backward: Backward
+    default: Callable[[torch.device], bool]
+    whole: Optional[Callable] = None
+    describe: Optional[Callable[..., str]] = None
+
+
+_IMPLEMENTATIONS: Dict[str, Implementation] = {
+    "reference": Implementation("reference", lambda device: True, reference_forward,
+                                reference_backward, lambda device: True),
 }
 _ORDER = ["reference"]
 
 
 def register(name: str, available: Callable[[torch.device], bool], forward: Forward,
-             backward: Backward, first: bool = True) -> None:
+             backward: Backward, first: bool = True, *,
+             default: Optional[Callable[[torch.device], bool]] = None,
+             whole: Optional[Callable] = None,
+             describe: Optional[Callable[..., str]] = None) -> None:
     """Add an implementation of the contract (e.g. an offset-slab CUDA kernel): `available(device)`
-    says whether it runs tensors of that device; backend=None takes the first available one."""
-    _IMPLEMENTATIONS[name] = (available, forward, backward)
+    says whether it runs tensors of that device; backend=None takes the first one in order whose
+    `default(device)` holds (default: where available). `whole` / `describe`: see
+    Implementation."""
+    _IMPLEMENTATIONS[name] = Implementation(name, available, forward, backward,
+                                            default or available, whole, describe)
     if name in _ORDER:
         _ORDER.remove(name)
     _ORDER.insert(0 if first else len(_ORDER), name)
 
 
-def implementation(backend: Optional[str], device: torch.device) -> Tuple[str, Forward, Backward]:
-    """(name, forward, backward) of the slab implementation for `backend` (None: the first
-    available for `device`)."""
+def implementation(backend: Optional[str], device: torch.device) -> Implementation:
+    """The slab implementation for `backend` (None: the first one that is the default for
+    `device`)."""
     if backend is None:
         for name in _ORDER:
-            available, fwd, bwd = _IMPLEMENTATIONS[name]
-            if available(device):
-                return name, fwd, bwd
-    if backend not in _IMPLEMENTATIONS or not _IMPLEMENTATIONS[backend][0](device):
+            impl = _IMPLEMENTATIONS[name]
+            if impl.available(device) and impl.default(device):
+                return impl
+    if backend not in _IMPLEMENTATIONS or not _IMPLEMENTATIONS[backend].available(device):
         raise NotImplementedError(
             f"backend={backend!r} has no offset-slab implementation for mode='halo' on "
             f"{device.type} tensors; halo mode runs on: "
-            f"{', '.join(n for n in _ORDER if _IMPLEMENTATIONS[n][0](device))} "
+            f"{', '.join(slab_backends(device))} "
             f"(mode='ulysses' runs any backend of fastna.neighborhood_attention)")
-    _, fwd, bwd = _IMPLEMENTATIONS[backend]
-    return backend, fwd, bwd
+    return _IMPLEMENTATIONS[backend]
 
 
 class _SlabAttention(torch.autograd.Function):
@@ -315,12 +342,16 @@ def slab_attention(q, k, v, params: NAParams, q_offset: Sequence[int], kv_offset
                    partial: bool = False, backend: Optional[str] = None):
     """The contract as one differentiable call: (out, lse) of the query slab at q_offset against
     the kv slab at kv_offset (see the module docstring); lse is not differentiable."""
-    _, fwd, bwd = implementation(backend, q.device)
+    impl = implementation(backend, q.device)
     return _SlabAttention.apply(q, k, v, params, tuple(q_offset), tuple(kv_offset),
-                                bool(partial), fwd, bwd)
+                                bool(partial), impl.forward, impl.backward)
 
 
 def slab_backends(device=None) -> list:
-    """Names of the slab implementations, in backend=None's order (those that run tensors of
-    `device` when given)."""
-    return [n for n in _ORDER if device is None or _IMPLEMENTATIONS[n][0](torch.device(device))]
+    """Names of the slab implementations (those that run tensors of `device` when given, the
+    one backend=None takes there first), in registration order otherwise."""
+    if device is None:
+        return list(_ORDER)
+    device = torch.device(device)
+    names = [n for n in _ORDER if _IMPLEMENTATIONS[n].available(device)]
+    return sorted(names, key=lambda n: not _IMPLEMENTATIONS[n].default(device))
