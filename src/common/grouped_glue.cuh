@@ -6,6 +6,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "common/launch_glue.cuh"
 #include "fastna/common/grouped_plan.hpp"
@@ -49,6 +50,26 @@ std::string grouped_reason(const LaunchParams& lp) {
     if (!v.is_ok()) return v.reason;
   }
   return std::string();
+}
+
+// A grouped forward op (fastna::GroupedForward) on lp's problems, its kernel launched with
+// internal-linkage traits (launch_glue.cuh).
+template <class Op, int Rank, class Element>
+void run_grouped_forward(const LaunchParams& lp, const char* name) {
+  using Traits = LocalTraits<typename Op::Traits>;
+  std::vector<typename Op::Problem> problems;
+  for (int32_t i = 0; i < lp.num_problems; ++i) problems.push_back(forward_arguments<Rank, Element>(lp.problems[i]));
+  const typename Op::Arguments args{problems.data(), lp.num_problems};
+  require_implementable(Op::can_implement(args), name);
+  const cudaStream_t stream = reinterpret_cast<cudaStream_t>(lp.stream);
+  StreamWorkspace workspace(Op::get_workspace_size(args), stream, name);
+  typename Op::Launch launch;
+  check_upload(Op::prepare(args, workspace.get(), stream, &launch), name);
+  auto kernel = Op::template kernel<Traits>();
+  constexpr int smem = static_cast<int>(Traits::kSmemBytes);
+  set_smem(kernel, smem, name);
+  kernel<<<launch.grid, Traits::kThreads, smem, stream>>>(launch.params);
+  check_launch("launch", name);
 }
 
 }  // namespace

@@ -18,21 +18,7 @@ namespace {
 
 template <int Rank, class Element, int HeadDim, class QBox, class KBox>
 void run_fused_forward_grouped(const LaunchParams& lp, const char* name) {
-  using Op = fused::ForwardGrouped<Rank, Element, HeadDim, QBox, KBox>;
-  using Traits = LocalTraits<typename Op::Traits>;
-  std::vector<typename Op::Problem> problems;
-  for (int32_t i = 0; i < lp.num_problems; ++i) problems.push_back(forward_arguments<Rank, Element>(lp.problems[i]));
-  const typename Op::Arguments args{problems.data(), lp.num_problems};
-  require_implementable(Op::can_implement(args), name);
-  const cudaStream_t stream = reinterpret_cast<cudaStream_t>(lp.stream);
-  StreamWorkspace workspace(Op::get_workspace_size(args), stream, name);
-  typename Op::Launch launch;
-  check_upload(Op::prepare(args, workspace.get(), stream, &launch), name);
-  auto kernel = fused::fna_forward_grouped_kernel<Traits>;
-  constexpr int smem = static_cast<int>(Traits::kSmemBytes);
-  set_smem(kernel, smem, name);
-  kernel<<<launch.grid, Traits::kThreads, smem, stream>>>(launch.params);
-  check_launch("launch", name);
+  run_grouped_forward<fused::ForwardGrouped<Rank, Element, HeadDim, QBox, KBox>, Rank, Element>(lp, name);
 }
 
 template <int Rank, class Element, int HeadDim, class QBox, class KBox>

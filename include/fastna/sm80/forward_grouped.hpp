@@ -1,5 +1,5 @@
-// Device-level API of the grouped fused forward (sm80-class kernel): several problems -- each
-// its own shape, windows, batch, heads and tensor views -- in one launch.
+// The grouped sm80-class fused forward: several problems in one launch
+// (fastna::GroupedForward, include/fastna/common/grouped_forward.hpp).
 //
 //   using Op = fastna::fused::ForwardGrouped<2, cutlass::bfloat16_t, 64>;
 //   std::vector<Op::Problem> problems = ...;     // one ForwardArguments each
@@ -12,82 +12,26 @@
 // Every problem is one the dense Forward takes, at this op's head dim.
 #pragma once
 
-#include <cuda_runtime.h>
-#include <cutlass/cutlass.h>
-
-#include <algorithm>
-#include <cstdint>
-#include <vector>
-
-#include "fastna/common/grouped_plan.hpp"
+#include "fastna/common/grouped_forward.hpp"
 #include "fastna/sm80/forward.hpp"
 
 namespace fastna {
 namespace fused {
 
-template <int Rank, class Element, int HeadDim, class QBox = typename DefaultBox<Rank>::type,
-          class KBox = typename DefaultBox<Rank>::type>
-class ForwardGrouped {
- public:
+template <int Rank, class Element, int HeadDim, class QBox, class KBox>
+struct Sm80GroupedFamily {
   using Dense = Forward<Rank, Element, HeadDim, QBox, KBox>;
   using Traits = typename Dense::Traits;
   using Params = ForwardParams<Rank, Element>;
-  using Problem = ForwardArguments<Rank, Element>;
-
-  struct Arguments {
-    Problem const* problems = nullptr;  // host array
-    int32_t count = 0;
-  };
-
-  // What a launch needs: the kernel parameter and the grid.
-  struct Launch {
-    GroupedParams<Params> params;
-    dim3 grid;
-  };
-
-  static Verdict can_implement(Arguments const& args) {
-    return check_grouped(
-        args.problems, args.count, [](Problem const& p) { return Dense::can_implement(p); },
-        [](Problem const& p) { return box_grid_x<QBox>(p.problem); });
-  }
-
-  static size_t get_workspace_size(Arguments const& args) { return grouped_tables_bytes<Params>(args.count, 1); }
-
-  // Builds the problems' parameters and the schedule and uploads them into `workspace`
-  // (get_workspace_size bytes of device memory) on `stream`.
-  static cudaError_t prepare(Arguments const& args, void* workspace, cudaStream_t stream, Launch* launch) {
-    std::vector<Params> params;
-    std::vector<int64_t> tiles, cost;
-    int heads = 1, batch = 1;
-    for (int32_t i = 0; i < args.count; ++i) {
-      NaProblem<Rank> const& p = args.problems[i].problem;
-      params.push_back(Dense::to_params(args.problems[i]));
-      tiles.push_back(box_grid_x<QBox>(p));
-      cost.push_back(p.window_size());
-      heads = std::max(heads, p.heads);
-      batch = std::max(batch, p.batch);
-    }
-    GroupedPlan<Params> plan(params, static_cast<char*>(workspace));
-    int64_t grid_x = 0;
-    launch->params = plan.add_schedule(tiles, cost, &grid_x);
-    launch->grid = dim3(static_cast<unsigned>(grid_x), static_cast<unsigned>(heads), static_cast<unsigned>(batch));
-    return plan.upload(stream);
-  }
-
-  static cutlass::Status run(Arguments const& args, void* workspace, cudaStream_t stream = nullptr) {
-    cutlass::Status st = can_implement(args);
-    if (st != cutlass::Status::kSuccess) return st;
-    if (workspace == nullptr) return cutlass::Status::kErrorWorkspaceNull;
-    Launch launch;
-    if (prepare(args, workspace, stream, &launch) != cudaSuccess) return cutlass::Status::kErrorInternal;
-    auto kernel = fna_forward_grouped_kernel<Traits>;
-    constexpr int smem = static_cast<int>(Traits::kSmemBytes);
-    if (smem > 48 * 1024 && cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
-      return cutlass::Status::kErrorInternal;
-    kernel<<<launch.grid, Traits::kThreads, smem, stream>>>(launch.params);
-    return cudaGetLastError() == cudaSuccess ? cutlass::Status::kSuccess : cutlass::Status::kErrorInternal;
-  }
+  static constexpr bool kHeadsInGrid = true;
+  static int64_t tiles(NaProblem<Rank> const& p) { return box_grid_x<QBox>(p); }
+  template <class KernelTraits>
+  static auto kernel() { return &fna_forward_grouped_kernel<KernelTraits>; }
 };
+
+template <int Rank, class Element, int HeadDim, class QBox = typename DefaultBox<Rank>::type,
+          class KBox = typename DefaultBox<Rank>::type>
+using ForwardGrouped = GroupedForward<Sm80GroupedFamily<Rank, Element, HeadDim, QBox, KBox>>;
 
 }  // namespace fused
 }  // namespace fastna
