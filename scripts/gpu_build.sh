@@ -11,7 +11,7 @@ OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-16}
 export FASTNA_CUDA_ARCHS=${FASTNA_CUDA_ARCHS:-90a}
 # The GPU check covers the opt-in kernels too (FASTNA_EXTRA_KERNELS= to leave them out).
-export FASTNA_EXTRA_KERNELS=${FASTNA_EXTRA_KERNELS-fused_fwd_grouped;fused_bwd_grouped;small_fwd_grouped;hopper_fwd_grouped}
+export FASTNA_EXTRA_KERNELS=${FASTNA_EXTRA_KERNELS-fused_fwd_grouped;fused_bwd_grouped;small_fwd_grouped;hopper_fwd_grouped;hopper_bwd_grouped}
 
 if ! python3 -c "import cutlass_library" 2>/dev/null; then
   whl=$(ls .carry/nvidia_cutlass-*.whl 2>/dev/null | head -n1)

@@ -27,7 +27,7 @@ if have_nvcc; then
   # Override to check more.
   export FASTNA_HEAD_DIMS=${FASTNA_HEAD_DIMS:-64}
   # The opt-in grouped kernels too, so that a change that breaks their build shows here.
-  export FASTNA_EXTRA_KERNELS=${FASTNA_EXTRA_KERNELS-fused_fwd_grouped;fused_bwd_grouped;small_fwd_grouped;hopper_fwd_grouped}
+  export FASTNA_EXTRA_KERNELS=${FASTNA_EXTRA_KERNELS-fused_fwd_grouped;fused_bwd_grouped;small_fwd_grouped;hopper_fwd_grouped;hopper_bwd_grouped}
 else
   echo "no nvcc: host-only build"; export FASTNA_CUDA_ARCHS=none
 fi

@@ -160,7 +160,7 @@ def test_small_windows_take_the_grouped_small_window_kernel(monkeypatch):
 @pytest.mark.parametrize("rank", [1, 2, 3])
 def test_large_windows_take_the_grouped_sm90a_forward(rank, monkeypatch):
     """Video-like clips with large windows on an H100 / H200: the grouped sm90a forward (one
-    launch, cp.async producer), equal to the reference; the backward stays the sm80 one."""
+    launch) and backward (dK/dV and dQ one launch each), equal to the reference."""
     monkeypatch.setenv("FASTNA_POISON", "1")
     shapes = {1: [(700,), (1500,), (333,)], 2: [(40, 56), (32, 72), (24, 40)],
               3: [(8, 24, 40), (4, 30, 52), (12, 16, 28)]}[rank]
@@ -176,7 +176,11 @@ def test_large_windows_take_the_grouped_sm90a_forward(rank, monkeypatch):
     names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     assert sum("fna_hopper_forward_grouped_kernel" in n for n in names) == 1, names
     dout = torch.randn_like(out)
-    grads = torch.autograd.grad(out, [q, k, v], dout)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        grads = torch.autograd.grad(out, [q, k, v], dout)
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert sum("fna_hopper_bwd_grouped_kernel" in n for n in names) == 2, names   # dK/dV, dQ
     ref = [t.detach().double().requires_grad_() for t in (q, k, v)]
     rout, rlse = fastna.neighborhood_attention_varlen(*ref, shapes, window, return_lse=True,
                                                       backend="reference")

@@ -5,7 +5,7 @@ include(${CMAKE_CURRENT_LIST_DIR}/../../cmake/FastnaGenerator.cmake)
 file(REMOVE_RECURSE "${OUT_DIR}")
 fastna_generate_instances(OUT_DIR "${OUT_DIR}"
   KERNELS naive_fwd naive_bwd fused_fwd fused_bwd gemm_na hopper_fwd hopper_bwd small_fwd
-          fused_fwd_grouped fused_bwd_grouped small_fwd_grouped hopper_fwd_grouped
+          fused_fwd_grouped fused_bwd_grouped small_fwd_grouped hopper_fwd_grouped hopper_bwd_grouped
   RANKS 1 2 3 DTYPES float32 float16 bfloat16 ARCHS 80 90a HEAD_DIMS 32 64 128 256
   SOURCES_VAR_PREFIX src)
 file(READ "${OUT_DIR}/fastna_instances.inc" inc)
@@ -34,6 +34,7 @@ expect("(hopper_fwd_grouped_r1_bfloat16_d32_hopper_sm90a, \"fused_fwd_grouped\",
 expect("(small_fwd_grouped_r2_float16_d64_small_sm80, \"fused_fwd_grouped\", \"small\", \"small\", 2, \"float16\", 64, \"80\", (8,8), (14,8)")
 expect("(fused_bwd_grouped_r3_bfloat16_d128_default_sm90a, \"fused_bwd_grouped\", \"sm80\", \"default\", 3, \"bfloat16\", 128, \"90a\", (4,4,4), (4,4,4)")
 expect_not("fused_fwd_grouped_r2_bfloat16_d128_q16x8")
+expect("(hopper_bwd_grouped_r2_float16_d64_hopper_sm90a, \"fused_bwd_grouped\", \"sm90\", \"hopper\", 2, \"float16\", 64, \"90a\", (16,8), (16,8)")
 expect("(hopper_bwd_r3_float16_d128_hopper_sm90a, \"fused_bwd\", \"sm90\", \"hopper\", 3, \"float16\", 128, \"90a\", (2,8,8), (2,8,8)")
 expect("(gemm_na_r1_float32_d32_default_sm80, \"gemm_na\", \"gemm\", \"default\"")
 expect_not("hopper_fwd_r1_bfloat16_d32_hopper_sm80")   # sm_90a only

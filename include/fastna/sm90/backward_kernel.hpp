@@ -37,6 +37,7 @@
 
 #include "fastna/common/box_tile.hpp"
 #include "fastna/common/device_math.hpp"
+#include "fastna/common/grouped_schedule.hpp"
 #include "fastna/common/backward_params.hpp"  // fused::BackwardParams, fused::detail::out_dout_row_dot
 #include "fastna/sm90/backward_preprocess.hpp"
 #include "fastna/sm90/backward_traits.hpp"  // BackwardTraits, HopperBwdParams
@@ -82,9 +83,13 @@ struct ColCursor {
 }  // namespace detail
 
 // ------------------------------------------------------------------ dK/dV and dQ
-template <class Traits>
-__global__ void __launch_bounds__(Traits::kThreads, 1)
-    fna_hopper_bwd_kernel(__grid_constant__ HopperBwdParams<Traits::kRank, typename Traits::Element> const hp) {
+// One CTA's work on the problem hp describes.  Dense (kGrouped false): row box blockIdx.x (through
+// the rank-1 order), row head blockIdx.y (dK/dV: the kv head; dQ: the query head), batch
+// blockIdx.z.  Grouped: tile_x, h_row_index, b_index; hp lives in global memory, so its tensor
+// maps are fenced before the first TMA copy.
+template <class Traits, bool kGrouped>
+__device__ __forceinline__ void hopper_bwd_cta(HopperBwdParams<Traits::kRank, typename Traits::Element> const& hp,
+                                               unsigned tile_x, unsigned h_row_index, unsigned b_index) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using namespace cute;
   using Element = typename Traits::Element;
@@ -121,15 +126,16 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   };
 
   const NaProblem<R>& prob = params.problem;
-  const int b = blockIdx.z;
-  // dK/dV: blockIdx.y = kv head, columns over the GQA group's heads; dQ: the query head.
-  const int h_row = blockIdx.y;
+  // (The dense kernel reads blockIdx here, as it always has: its code stays as it was.)
+  const int b = kGrouped ? b_index : blockIdx.z;
+  // dK/dV: h_row = kv head, columns over the GQA group's heads; dQ: the query head.
+  const int h_row = kGrouped ? h_row_index : blockIdx.y;
   const int group_size = kDq ? 1 : prob.heads / prob.heads_kv;
   const int h_kv_dq = kDq ? prob.kv_head(h_row) : h_row;
 
   // Row box (group-local) and the column range it pairs with (dK/dV: rows are keys).  Rank 1:
-  // blockIdx.x goes through the host's longest-first row-tile order (tile_order.hpp).
-  int bx = blockIdx.x;
+  // tile_x goes through the host's longest-first row-tile order (tile_order.hpp).
+  int bx = kGrouped ? tile_x : blockIdx.x;
   if constexpr (R == 1) {
     if (bx < hp.order_count) bx = hp.order[bx];
   }
@@ -156,6 +162,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     // ================================ producer ================================
     cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
     if (threadIdx.x == 0 && n_it > 0) {
+      if constexpr (kGrouped) {
+        // The problem's tensor maps were written to global memory by the host's copy: acquire
+        // them for the tensormap proxy before this thread's first TMA copy.
+        for (CUtensorMap const* map : {&hp.tma_a1, &hp.tma_a2, &hp.tma_b1, &hp.tma_b2, &hp.tma_lse, &hp.tma_delta})
+          asm volatile("fence.proxy.tensormap::generic.acquire.sys [%0], 128;\n" ::"l"(map) : "memory");
+      }
       using TxBarrier = cutlass::arch::ClusterTransactionBarrier;
       auto token_coords = [&](int const (&origin)[R], int head, int (&c)[5]) {
         c[0] = 0;
@@ -487,6 +499,31 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   }
   pdl_exit();
 #endif
+}
+
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads, 1)
+    fna_hopper_bwd_kernel(__grid_constant__ HopperBwdParams<Traits::kRank, typename Traits::Element> const hp) {
+  hopper_bwd_cta<Traits, false>(hp, 0, 0, 0);
+}
+
+// Grouped (GroupedSchedule: x over every problem's row boxes, y the largest row head count, z
+// the largest batch).  A CTA past its problem's heads or batch returns (dQ under PDL: after
+// waiting for the dK/dV grid, as every dQ exit does).
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads, 1)
+    fna_hopper_bwd_grouped_kernel(GroupedParams<HopperBwdParams<Traits::kRank, typename Traits::Element>> const params) {
+  int32_t problem, tile;
+  params.schedule.locate(blockIdx.x, problem, tile);
+  auto const& hp = params.problems[problem];
+  auto const& p = hp.base.problem;
+  if (int(blockIdx.y) >= (Traits::kDq ? p.heads : p.heads_kv) || int(blockIdx.z) >= p.batch) {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+    if constexpr (Traits::kPdl) asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+    return;
+  }
+  hopper_bwd_cta<Traits, true>(hp, tile, blockIdx.y, blockIdx.z);
 }
 
 }  // namespace hopper

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "fastna/common/backward_params.hpp"  // fused::detail::out_dout_row_dot
+#include "fastna/common/grouped_schedule.hpp"
 #include "fastna/common/index_math.hpp"
 #include "fastna/common/problem.hpp"
 #include "fastna/sm90/backward_traits.hpp"    // HopperBwdParams
@@ -32,9 +33,9 @@ struct BwdPreprocessShape {
   static unsigned blocks(int64_t rows) { return static_cast<unsigned>((rows + kRowsPerCta - 1) / kRowsPerCta); }
 };
 
-template <int Rank, class Element, int HeadDim, class Tag = void>
-__global__ void __launch_bounds__(BwdPreprocessShape<HeadDim>::kThreads)
-    fna_hopper_bwd_preprocess_kernel(__grid_constant__ HopperBwdParams<Rank, Element> const hp) {
+// The rows of CTA `block` (blockIdx.x in a dense grid) of the problem hp describes.
+template <int Rank, class Element, int HeadDim>
+__device__ __forceinline__ void hopper_bwd_preprocess_rows(HopperBwdParams<Rank, Element> const& hp, unsigned block) {
   using Shape = BwdPreprocessShape<HeadDim>;
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
   if constexpr (Rank == 1) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");  // see kPdl
@@ -47,7 +48,7 @@ __global__ void __launch_bounds__(BwdPreprocessShape<HeadDim>::kThreads)
   const int64_t rows = int64_t(p.batch) * n_tokens * p.heads;
   const bool narrow = rows <= int64_t(0x7fffffff);  // 32-bit index math (uniform over the grid)
   const int sub = threadIdx.x % kLanes;
-  const int64_t row0 = int64_t(blockIdx.x) * Shape::kRowsPerCta + threadIdx.x / kLanes;
+  const int64_t row0 = int64_t(block) * Shape::kRowsPerCta + threadIdx.x / kLanes;
 
   int64_t row[kUnroll];
   int b[kUnroll], h[kUnroll];
@@ -106,6 +107,22 @@ __global__ void __launch_bounds__(BwdPreprocessShape<HeadDim>::kThreads)
       }
     }
   }
+}
+
+template <int Rank, class Element, int HeadDim, class Tag = void>
+__global__ void __launch_bounds__(BwdPreprocessShape<HeadDim>::kThreads)
+    fna_hopper_bwd_preprocess_kernel(__grid_constant__ HopperBwdParams<Rank, Element> const hp) {
+  hopper_bwd_preprocess_rows<Rank, Element, HeadDim>(hp, blockIdx.x);
+}
+
+// Grouped: x over every problem's preprocess CTAs (GroupedSchedule); the problems' dK/dV
+// parameters (they hold the lse2 / delta rows).
+template <int Rank, class Element, int HeadDim, class Tag = void>
+__global__ void __launch_bounds__(BwdPreprocessShape<HeadDim>::kThreads)
+    fna_hopper_bwd_preprocess_grouped_kernel(GroupedParams<HopperBwdParams<Rank, Element>> const params) {
+  int32_t problem, block;
+  params.schedule.locate(blockIdx.x, problem, block);
+  hopper_bwd_preprocess_rows<Rank, Element, HeadDim>(params.problems[problem], block);
 }
 
 }  // namespace hopper

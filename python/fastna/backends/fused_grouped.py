@@ -4,7 +4,8 @@ number of problems.
 
 The forward runs the small-window tile's grouped kernel where every problem fits it (as the dense
 policy picks that tile per call), else the sm90a one on compute capability 9.0, else the sm80
-default tile; the backward runs the sm80 one.
+default tile; the backward runs the sm90a kernels on compute capability 9.0 (their launch falls
+back to the sm80 ones for problems they do not take: dilation), else the sm80 ones.
 
 A layout says how one call splits into problems:
 - `VarlenLayout`: one batch-1 problem per sample of a packed variable-size batch
@@ -170,7 +171,15 @@ def explain(query, key, value, layout) -> str:
     """What a grouped call of `layout` runs, as one line."""
     pds = _launch_params(layout, query, key, value)
     return (f"grouped kernels: {len(pds)} problem(s) in one forward launch (tile "
-            f"{forward_tile(query, layout.rank, pds)!r}), three backward launches (tile {TILE!r})")
+            f"{forward_tile(query, layout.rank, pds)!r}), three backward launches (tile "
+            f"{backward_tile(query, layout.rank)!r})")
+
+
+def backward_tile(q, rank: int) -> str:
+    """The grouped backward's tile: the sm90a one where it is built (compute capability 9.0;
+    its launch runs the sm80 kernels for problems the Hopper ones do not take), else "default"."""
+    built = _table.tiles_by_head_dim(BWD, rank, q.dtype, q.device).get(q.shape[-1], frozenset())
+    return HOPPER_TILE if HOPPER_TILE in built else TILE
 
 
 class _Grouped(torch.autograd.Function):
@@ -201,8 +210,9 @@ class _Grouped(torch.autograd.Function):
                      else layout.lse_rows(dlse.to(torch.float32).contiguous()))
         dq = alloc(q.shape, q.dtype, q.device)
         dk, dv, dk_parts, dv_parts, finish = layout.kv_grads(k, v)
+        tile = backward_tile(q, layout.rank)
         problems = [
-            (pd, tensor_arg(qi), tensor_arg(ki), tensor_arg(vi), tensor_arg(oi), tensor_arg(gi),
+            ({**pd, "tile": tile}, tensor_arg(qi), tensor_arg(ki), tensor_arg(vi), tensor_arg(oi), tensor_arg(gi),
              packed_arg(li), None if di is None else packed_arg(di), tensor_arg(dqi),
              tensor_arg(dki), tensor_arg(dvi))
             for pd, qi, ki, vi, oi, gi, li, di, dqi, dki, dvi in zip(
