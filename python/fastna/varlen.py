@@ -110,9 +110,12 @@ def _group(samples: Sequence[VarlenSample], merge: bool) -> Tuple[SampleGroup, .
         return tuple(SampleGroup((s.index,), s.params) for s in samples)
     members: dict = {}
     for s in samples:
-        # params holds the shape (length), kernel, stride, dilation, causal and the shared scale
-        members.setdefault(s.params, []).append(s.index)
-    return tuple(SampleGroup(tuple(idx), p) for p, idx in members.items())
+        # params holds the shape (length), kernel, stride, dilation, causal and the shared scale;
+        # keyed by a tuple of them (older dynamo cannot hash a dataclass as a dict key)
+        p = s.params
+        key = (p.rank, p.kernel, p.stride, p.dilation, p.causal, p.scale, p.length)
+        members.setdefault(key, (p, []))[1].append(s.index)
+    return tuple(SampleGroup(tuple(idx), p) for p, idx in members.values())
 
 
 def _make_plan(samples: Sequence[VarlenSample], merge: bool) -> VarlenPlan:
