@@ -1,13 +1,15 @@
 """Variable-size batches (fastna.neighborhood_attention_varlen): one packed call against the
 alternatives users have, in one run.
 
-    python benchmarks/bench_varlen.py [--case video|images|all] [--dtype bfloat16] [--bwd] [--out FILE]
+    python benchmarks/bench_varlen.py [--case video|images|all] [--dtype bfloat16] [--bwd]
+                                      [--packed-backends none,fused] [--out FILE]
 
 Cases (the issue's): video = three clips 16x48x80, 8x60x104, 24x32x56, window 8x16x16, 24 heads,
 D 128; images = 64 images of random sizes 24..64 per side (seed 0), window 7x7, 4 heads, D 32.
-Contenders: packed (one varlen call, its backend=None: today the per-shape path, one
-fastna.neighborhood_attention call per group of samples with equal shape and parameters -- not
-the single-launch varlen kernel; the output says which path ran and how many calls it made),
+Contenders: packed (one varlen call per --packed-backends entry: backend=None runs the per-shape
+path, one fastna.neighborhood_attention call per group of samples with equal shape and
+parameters; backend="fused" the grouped kernels, one launch for every sample, where the build has
+them; the output says which path each ran),
 separate (one fastna.neighborhood_attention call per sample, backend=None: its fastest kernel),
 and, for the images, padded (every image zero-padded to 64x64 and one fixed-shape call -- a
 speed baseline only: padding changes the border windows).  Milliseconds per call (CUDA events,
@@ -70,12 +72,16 @@ def packed_inputs(c, device, dtype, bwd):
                         requires_grad=bwd) for _ in range(3)]
 
 
-def packed_path(c, q, k, v):
+def packed_name(backend):
+    return "packed" if backend is None else f"packed ({backend})"
+
+
+def packed_path(c, q, k, v, backend):
     """The first line of explain_varlen: which path the packed call runs, in how many calls."""
-    return explain_varlen(q, k, v, c["shapes"], c["kernel"]).splitlines()[0]
+    return explain_varlen(q, k, v, c["shapes"], c["kernel"], backend=backend).splitlines()[0]
 
 
-def contenders(c, q, k, v, bwd):
+def contenders(c, q, k, v, bwd, packed_backends):
     H, D, K = c["heads"], c["dim"], c["kernel"]
     device, dtype = q.device, q.dtype
     samples, start = [], 0
@@ -86,8 +92,10 @@ def contenders(c, q, k, v, bwd):
 
     def wrap(f):
         return (lambda: _fwd_bwd(f)) if bwd else f
-    out = {"packed": wrap(lambda: fastna.neighborhood_attention_varlen(q, k, v, c["shapes"], K)),
-           "separate": wrap(lambda: [fastna.neighborhood_attention(*t, K) for t in samples])}
+    out = {packed_name(b): wrap(lambda b=b: fastna.neighborhood_attention_varlen(q, k, v, c["shapes"], K,
+                                                                                backend=b))
+           for b in packed_backends}
+    out["separate"] = wrap(lambda: [fastna.neighborhood_attention(*t, K) for t in samples])
     if c["pad_to"]:
         P = c["pad_to"]
         padded = torch.zeros(len(samples), *P, H, D, device=device, dtype=dtype,
@@ -110,8 +118,13 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--small", action="store_true", help="tiny sizes (CPU smoke run)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--packed-backends", default="none",
+                    help="comma-separated backends of the packed rows (none = backend=None; fused: "
+                         "the grouped kernels where built); the first is the speedups' reference")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
+    packed_backends = [None if b.strip() in ("", "none") else b.strip()
+                       for b in a.packed_backends.split(",")]
     device = torch.device(a.device)
     run = timer(device, a.iters)
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -122,10 +135,12 @@ def main(argv=None):
     for name in (["video", "images"] if a.case == "all" else [a.case]):
         c = case(name, a.small)
         q, k, v = packed_inputs(c, device, DTYPES[a.dtype], a.bwd)
-        paths.append(f"- {name}, packed: {packed_path(c, q, k, v)}")
-        ms = {n: run(f) for n, f in contenders(c, q, k, v, a.bwd).items()}
+        for b in packed_backends:
+            paths.append(f"- {name}, {packed_name(b)}: {packed_path(c, q, k, v, b)}")
+        ms = {n: run(f) for n, f in contenders(c, q, k, v, a.bwd, packed_backends).items()}
+        ref = ms[packed_name(packed_backends[0])]
         for n, t in ms.items():
-            lines.append(f"| {name} | {n} | {t:.3f} | {t / ms['packed']:.2f}x |")
+            lines.append(f"| {name} | {n} | {t:.3f} | {t / ref:.2f}x |")
     text = "\n".join(lines + [""] + paths) + "\n"
     if a.out:
         with open(a.out, "w") as f:
