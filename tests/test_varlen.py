@@ -77,7 +77,7 @@ def _check(got, want, leaves, tol, grads=True):
 @pytest.mark.parametrize("per_sample", [False, True], ids=["shared", "per_sample"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("seed", range(2))
-def test_grouped_matches_one_call_per_sample(rank, per_sample, dtype, seed):
+def test_per_shape_path_matches_one_call_per_sample(rank, per_sample, dtype, seed):
     rng = random.Random(1000 * rank + 10 * seed + per_sample + 100 * (dtype == torch.float32))
     shapes, params = _mix(rng, rank, rng.randint(1, 8), per_sample)
     H, Hkv = rng.choice([(2, 2), (4, 2), (3, 1)])
