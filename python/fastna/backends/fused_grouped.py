@@ -1,6 +1,6 @@
 """Several problems in one launch: the grouped kernels (kernel table ops fused_fwd_grouped /
-fused_bwd_grouped, sm80 family) -- one forward launch and three backward launches whatever the
-number of problems.
+fused_bwd_grouped; families sm80, small and sm90; opt-in at build time, FASTNA_EXTRA_KERNELS) --
+one forward launch and three backward launches whatever the number of problems.
 
 The forward runs the small-window tile's grouped kernel where every problem fits it (as the dense
 policy picks that tile per call), else the sm90a one on compute capability 9.0, else the sm80
