@@ -207,7 +207,7 @@ def _check_tensors(query, key, value, rank: Optional[int]) -> int:
 
 # ------------------------------------------------------------------------------ unfused ops
 
-def _check_rpb(rpb, query, kernel, causal) -> None:
+def check_rpb(rpb, query, kernel, causal) -> None:
     check_float_tensor("rpb", rpb)
     if any(causal):
         raise ValueError(f"rpb (relative positional bias) is only defined for non-causal "
@@ -256,7 +256,7 @@ def normalize_qk(rank, query, key, kernel_size, dilation, is_causal, rpb, additi
     params = normalize(query, key, key, kernel_size, 1, dilation, is_causal, rank=rank)
     kernel, dil, causal = params.kernel, params.dilation, params.causal
     if rpb is not None:
-        _check_rpb(rpb, query, kernel, causal)
+        check_rpb(rpb, query, kernel, causal)
     if additional_keys is not None:
         _check_extra("additional_keys", additional_keys, "query", query, key.shape[-2],
                      query.shape[-1])
