@@ -224,8 +224,8 @@ def _scattered(p: VarlenPlan, parts: List[Tensor]) -> Tensor:
 
 
 def run_groups(p: VarlenPlan, query, key, value, return_lse: bool, backend: Optional[str]):
-    """The per-shape path: one fastna.neighborhood_attention call per group.  The seam of the
-    single-launch varlen kernels: they replace this function."""
+    """The per-shape path: one fastna.neighborhood_attention call per group (the grouped
+    kernels' one-launch path is neighborhood_attention_varlen's other branch)."""
     outs, lses = [], []
     for g, q, k, v in zip(p.groups, *_gathered(p, (query, key, value))):
         prm = g.params
