@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import ops_unfused
 from .._api import neighborhood_attention
 
 __all__ = ["HeadGroup", "split_heads", "hydra_attention", "HydraNeighborhoodAttention2D",
@@ -62,8 +61,8 @@ def hydra_attention(q, k, v, groups: Sequence[HeadGroup], rpbs: Sequence[Optiona
     Returns [B, X, Y, H, D].
 
     The one place that runs the per-group windows: without biases one
-    fastna.neighborhood_attention call with head_groups; with biases the unfused qk + rpb ->
-    softmax -> av ops per group (fastna.neighborhood_attention takes no bias yet).
+    fastna.neighborhood_attention call with head_groups; with biases one call per group of
+    equal windows, the biased ones with rpb= (the unfused qk + rpb -> softmax -> av path).
     """
     if all(r is None for r in rpbs):
         # One per-head-group call (fastna._heads: one launch where a backend takes head groups).
@@ -79,8 +78,9 @@ def hydra_attention(q, k, v, groups: Sequence[HeadGroup], rpbs: Sequence[Optiona
             outs.append(neighborhood_attention(qg, kg, vg, kernel_size=kernel, dilation=dilation,
                                                scale=scale, backend=backend))
             continue
-        attn = ops_unfused.na2d_qk(qg * scale, kg, kernel, dilation, rpb=rpb)
-        outs.append(ops_unfused.na2d_av(attn.softmax(dim=-1), vg, kernel, dilation))
+        # the bias runs the unfused path (fastna._rpb): backend None picks its kernels
+        outs.append(neighborhood_attention(qg, kg, vg, kernel_size=kernel, dilation=dilation,
+                                           scale=scale, rpb=rpb))
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-2)
 
 
