@@ -75,6 +75,28 @@ bool make_head_major_map(float const* ptr, NaProblem<Rank> const& p, int last_pa
 }
 
 // ColBox: the query tiles of the dK/dV kernel; DqColBox: the key tiles of the dQ kernel.
+// One launch of a backward main kernel (dK/dV or dQ per T::kDq, dense or grouped), with
+// programmatic dependent launch where T::kPdl: the kernels rely on the order preprocess,
+// dK/dV, dQ in the stream (BackwardTraits::kPdl).
+template <class T, class Kernel, class KernelParams>
+cudaError_t launch_backward_kernel(Kernel kernel, dim3 grid, KernelParams const& params, cudaStream_t stream) {
+  constexpr int smem = static_cast<int>(T::kSmemBytes);
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err != cudaSuccess) return err;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(T::kThreads, 1, 1);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = T::kPdl ? 1 : 0;
+  err = cudaLaunchKernelEx(&cfg, kernel, params);
+  return err != cudaSuccess ? err : cudaGetLastError();
+}
+
 template <int Rank, class Element, int HeadDim, class RowBox = typename DefaultQBox<Rank>::type,
           class ColBox = typename DefaultBwdColBox<Rank>::type, bool SkipEmpty = false,
           class DqColBox = typename DefaultBwdDqColBox<Rank>::type, bool Pdl = (Rank == 1)>
@@ -209,22 +231,7 @@ class Backward {
 #define FASTNA_HOPPER_BWD_LAUNCH_MAIN 1  // test harness: older BASE_INCLUDEs launch the kernels themselves
   template <class T>
   static cudaError_t launch_main(NaProblem<Rank> const& p, Params const& params, cudaStream_t stream) {
-    auto kernel = fna_hopper_bwd_kernel<T>;
-    constexpr int smem = static_cast<int>(T::kSmemBytes);
-    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (err != cudaSuccess) return err;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid(p, T::kDq);
-    cfg.blockDim = dim3(T::kThreads, 1, 1);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = T::kPdl ? 1 : 0;
-    err = cudaLaunchKernelEx(&cfg, kernel, params);
-    return err != cudaSuccess ? err : cudaGetLastError();
+    return launch_backward_kernel<T>(fna_hopper_bwd_kernel<T>, grid(p, T::kDq), params, stream);
   }
 };
 

@@ -102,8 +102,10 @@ class BackwardGrouped {
     fna_hopper_bwd_preprocess_grouped_kernel<Rank, Element, HeadDim, Tag>
         <<<l.preprocess_grid, Pre::kThreads, 0, stream>>>(l.preprocess);
     cudaError_t err = cudaGetLastError();
-    if (err == cudaSuccess) err = launch_main<DkvT>(l.dkdv_grid, l.dkdv, stream);
-    if (err == cudaSuccess) err = launch_main<DqT>(l.dq_grid, l.dq, stream);
+    if (err == cudaSuccess)
+      err = launch_backward_kernel<DkvT>(fna_hopper_bwd_grouped_kernel<DkvT>, l.dkdv_grid, l.dkdv, stream);
+    if (err == cudaSuccess)
+      err = launch_backward_kernel<DqT>(fna_hopper_bwd_grouped_kernel<DqT>, l.dq_grid, l.dq, stream);
     return err;
   }
 
@@ -116,28 +118,6 @@ class BackwardGrouped {
     if (!prepare(args, workspace, stream, &l, &upload)) return cutlass::Status::kErrorNotSupported;
     if (upload != cudaSuccess || launch(l, stream) != cudaSuccess) return cutlass::Status::kErrorInternal;
     return cutlass::Status::kSuccess;
-  }
-
- private:
-  // One main kernel, with programmatic dependent launch where T::kPdl (as the dense op).
-  template <class T>
-  static cudaError_t launch_main(dim3 grid, GroupedParams<Params> const& params, cudaStream_t stream) {
-    auto kernel = fna_hopper_bwd_grouped_kernel<T>;
-    constexpr int smem = static_cast<int>(T::kSmemBytes);
-    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (err != cudaSuccess) return err;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = dim3(T::kThreads, 1, 1);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = T::kPdl ? 1 : 0;
-    err = cudaLaunchKernelEx(&cfg, kernel, params);
-    return err != cudaSuccess ? err : cudaGetLastError();
   }
 };
 
