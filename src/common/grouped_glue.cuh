@@ -52,13 +52,27 @@ std::string grouped_reason(const LaunchParams& lp) {
   return std::string();
 }
 
+// lp's problems as a grouped op's Arguments list (forward_arguments / backward_arguments each).
+template <int Rank, class Element>
+std::vector<fused::ForwardArguments<Rank, Element>> forward_problems(const LaunchParams& lp) {
+  std::vector<fused::ForwardArguments<Rank, Element>> out;
+  for (int32_t i = 0; i < lp.num_problems; ++i) out.push_back(forward_arguments<Rank, Element>(lp.problems[i]));
+  return out;
+}
+
+template <int Rank, class Element>
+std::vector<fused::BackwardArguments<Rank, Element>> backward_problems(const LaunchParams& lp) {
+  std::vector<fused::BackwardArguments<Rank, Element>> out;
+  for (int32_t i = 0; i < lp.num_problems; ++i) out.push_back(backward_arguments<Rank, Element>(lp.problems[i]));
+  return out;
+}
+
 // A grouped forward op (fastna::GroupedForward) on lp's problems, its kernel launched with
 // internal-linkage traits (launch_glue.cuh).
 template <class Op, int Rank, class Element>
 void run_grouped_forward(const LaunchParams& lp, const char* name) {
   using Traits = LocalTraits<typename Op::Traits>;
-  std::vector<typename Op::Problem> problems;
-  for (int32_t i = 0; i < lp.num_problems; ++i) problems.push_back(forward_arguments<Rank, Element>(lp.problems[i]));
+  const auto problems = forward_problems<Rank, Element>(lp);
   const typename Op::Arguments args{problems.data(), lp.num_problems};
   require_implementable(Op::can_implement(args), name);
   const cudaStream_t stream = reinterpret_cast<cudaStream_t>(lp.stream);

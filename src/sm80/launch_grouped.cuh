@@ -26,8 +26,7 @@ void run_fused_backward_grouped(const LaunchParams& lp, const char* name) {
   using Op = fused::BackwardGrouped<Rank, Element, HeadDim, QBox, KBox>;
   using DqTraits = LocalTraits<typename Op::DqTraits>;
   using DkvTraits = LocalTraits<typename Op::DkvTraits>;
-  std::vector<typename Op::Problem> problems;
-  for (int32_t i = 0; i < lp.num_problems; ++i) problems.push_back(backward_arguments<Rank, Element>(lp.problems[i]));
+  const auto problems = backward_problems<Rank, Element>(lp);
   const typename Op::Arguments args{problems.data(), lp.num_problems};
   require_implementable(Op::can_implement(args), name);
   const cudaStream_t stream = reinterpret_cast<cudaStream_t>(lp.stream);

@@ -33,8 +33,7 @@ void run_hopper_backward_grouped(const LaunchParams& lp, const char* name) {
   static_assert(std::is_same<QBox, typename Op::DqTraits::RowBox>::value, "cmake/kernel_table.json: hopper bwd qbox");
   static_assert(std::is_same<KBox, typename Op::DqTraits::ColBox>::value, "cmake/kernel_table.json: hopper bwd kvbox");
   using Box = typename fused::DefaultBox<Rank>::type;
-  std::vector<typename Op::Problem> problems;
-  for (int32_t i = 0; i < lp.num_problems; ++i) problems.push_back(backward_arguments<Rank, Element>(lp.problems[i]));
+  const auto problems = backward_problems<Rank, Element>(lp);
   const typename Op::Arguments args{problems.data(), lp.num_problems};
   // Invalid problems raise in the sm80 path's own can_implement; unsupported ones run there.
   if (!Op::can_implement(args).is_ok()) {

@@ -17,6 +17,7 @@ contiguous lse rows (kernels index lse as [B, N, heads of the problem]).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import List, Optional, Sequence, Tuple
 
@@ -157,9 +158,24 @@ def forward_tile(q, rank: int, pds) -> str:
     9.0), else "default"."""
     built = _table.tiles_by_head_dim(FWD, rank, q.dtype, q.device).get(q.shape[-1], frozenset())
     if _policy.small_window_enabled() and SMALL_TILE in built and all(
-            not _ext.can_implement(_table.FUSED_FWD, {**pd, "tile": SMALL_TILE}) for pd in pds):
+            _small_fits(_key(pd), _ext.device_cc(q.device)) for pd in pds):
         return SMALL_TILE
     return HOPPER_TILE if HOPPER_TILE in built else TILE
+
+
+def _key(pd: dict) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in pd.items()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _small_fits(key: tuple, cc) -> bool:
+    """Whether the small-window tile takes a problem on a device of compute capability cc (one
+    binding call per distinct problem, not per call: a packed batch asks for every sample)."""
+    pd = {k: list(v) if isinstance(v, tuple) else v for k, v in key}
+    return not _ext.can_implement(_table.FUSED_FWD, {**pd, "tile": SMALL_TILE})
+
+
+_ext.on_clear(_small_fits.cache_clear)
 
 
 def _launch_params(layout, q, k, v) -> List[dict]:
